@@ -1,0 +1,40 @@
+// Package model is weir's view of the world: the Kubernetes objects a source delivers
+// (Objects) and the immutable Snapshot that Translate derives from them for every data
+// plane. Every Kubernetes semantic rule (endpoint selection, traffic policies, terminating
+// fallback, Gateway API precedence) lives here once. The package does no network I/O.
+package model
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	weirv1alpha1 "weir.dev/weir/api/v1alpha1"
+)
+
+// Objects is the set of objects weir acts on, as decoded from manifests or watched in
+// the Kubernetes API. Sources fill it; Translate reads it and never modifies it.
+// core/v1 Endpoints are mirrored into EndpointSlices by the source, so Objects holds
+// EndpointSlices only.
+type Objects struct {
+	Services        []*corev1.Service
+	EndpointSlices  []*discoveryv1.EndpointSlice
+	Secrets         []*corev1.Secret
+	Ingresses       []*networkingv1.Ingress
+	IngressClasses  []*networkingv1.IngressClass
+	GatewayClasses  []*gatewayv1.GatewayClass
+	Gateways        []*gatewayv1.Gateway
+	HTTPRoutes      []*gatewayv1.HTTPRoute
+	GRPCRoutes      []*gatewayv1.GRPCRoute
+	TLSRoutes       []*gatewayv1.TLSRoute
+	ReferenceGrants []*gatewayv1.ReferenceGrant
+	Policies        []*weirv1alpha1.TrafficPolicy
+}
+
+// Node is what weir knows of the node it runs on. It decides which endpoints are
+// local (traffic policy Local) and which zone hints apply (trafficDistribution).
+type Node struct {
+	Name string
+	Zone string
+}

@@ -1,0 +1,268 @@
+package model
+
+import (
+	"fmt"
+	"net/netip"
+	"time"
+
+	"weir.dev/weir/internal/balance"
+)
+
+// Snapshot is the immutable result of one Translate. Data planes read it and never
+// modify it; a new configuration is a new Snapshot.
+type Snapshot struct {
+	// Version increases with every Snapshot a runner hands out.
+	Version uint64
+	// Services sorted by namespace and name.
+	Services []*Service
+}
+
+// ServiceKey names a Service.
+type ServiceKey struct {
+	Namespace string
+	Name      string
+}
+
+func (k ServiceKey) String() string { return k.Namespace + "/" + k.Name }
+
+// ServiceType is the Kubernetes Service type.
+type ServiceType string
+
+// The Service types.
+const (
+	ClusterIP    ServiceType = "ClusterIP"
+	NodePort     ServiceType = "NodePort"
+	LoadBalancer ServiceType = "LoadBalancer"
+	ExternalName ServiceType = "ExternalName"
+)
+
+// Protocol is an L4 protocol.
+type Protocol string
+
+// The protocols a Service port may use.
+const (
+	TCP  Protocol = "TCP"
+	UDP  Protocol = "UDP"
+	SCTP Protocol = "SCTP"
+)
+
+// Service is one Kubernetes Service, translated.
+type Service struct {
+	Key  ServiceKey
+	Type ServiceType
+	// Headless Services (clusterIP: None) and ExternalName Services are not proxied;
+	// they are kept for DNS.
+	Headless     bool
+	ExternalName string
+
+	ClusterIPs               []netip.Addr // empty when headless or ExternalName
+	ExternalIPs              []netip.Addr
+	LoadBalancerIPs          []netip.Addr // from status.loadBalancer.ingress
+	LoadBalancerSourceRanges []netip.Prefix
+
+	// AffinityTimeout is the ClientIP session affinity timeout; zero means no affinity.
+	AffinityTimeout time.Duration
+
+	InternalTrafficLocal bool // internalTrafficPolicy: Local
+	ExternalTrafficLocal bool // externalTrafficPolicy: Local
+	// HealthCheckNodePort serves the count of local endpoints when ExternalTrafficLocal.
+	HealthCheckNodePort int32
+	// LocalEndpoints counts the ready endpoints on this node (for the health check node port).
+	LocalEndpoints int
+
+	PublishNotReadyAddresses bool
+
+	Ports []*ServicePort
+
+	// DNSEndpoints are the endpoints DNS publishes for a headless Service: ready ones, or
+	// all when PublishNotReadyAddresses. One entry per address, sorted by address.
+	DNSEndpoints []DNSEndpoint
+
+	// Policy is the resolved TrafficPolicy for the Service, defaults applied. Never nil.
+	Policy *Policy
+}
+
+// Proxied reports whether data planes forward traffic for the Service.
+func (s *Service) Proxied() bool { return !s.Headless && s.Type != ExternalName }
+
+// ServicePort is one port of a Service with its endpoints already chosen.
+type ServicePort struct {
+	Name        string
+	Protocol    Protocol
+	Port        int32
+	NodePort    int32 // zero unless NodePort or LoadBalancer
+	AppProtocol string
+
+	// Endpoints lists every endpoint known for this port, with its conditions, sorted
+	// by address and port. Data planes forward to Cluster and External, never to this.
+	Endpoints []Endpoint
+
+	// Cluster is where traffic to the ClusterIP goes (internalTrafficPolicy applied).
+	Cluster EndpointSet
+	// External is where traffic to node ports, external IPs and LoadBalancer IPs goes
+	// (externalTrafficPolicy applied).
+	External EndpointSet
+}
+
+// ID is "namespace/name:port" with the port's name, or its number when unnamed.
+func (p *ServicePort) ID(svc ServiceKey) string {
+	if p.Name != "" {
+		return svc.String() + ":" + p.Name
+	}
+	return fmt.Sprintf("%s:%d", svc, p.Port)
+}
+
+// Verdict says what happens to traffic for an endpoint set.
+type Verdict uint8
+
+// The verdicts, as in kube-proxy.
+const (
+	// Forward to one of Endpoints.
+	Forward Verdict = iota
+	// Reject: the Service has no usable endpoint at all; the client gets a TCP reset or
+	// ICMP unreachable at once.
+	Reject
+	// Drop: traffic policy Local and no local endpoint.
+	Drop
+)
+
+func (v Verdict) String() string {
+	switch v {
+	case Forward:
+		return "forward"
+	case Reject:
+		return "reject"
+	case Drop:
+		return "drop"
+	}
+	return fmt.Sprintf("verdict(%d)", v)
+}
+
+// EndpointSet is the outcome of kube-proxy's endpoint selection for one kind of traffic.
+// Verdict is Forward exactly when Endpoints is not empty.
+type EndpointSet struct {
+	Verdict   Verdict
+	Endpoints []Endpoint
+}
+
+// Endpoint is one backend address and port.
+type Endpoint struct {
+	Addr        netip.Addr
+	Port        int32
+	Ready       bool
+	Serving     bool
+	Terminating bool
+	Hostname    string
+	NodeName    string
+	Zone        string
+	// Local is true when NodeName is this node.
+	Local bool
+	// Weight from the slice's weir.dev/weight annotation; 1 when unset.
+	Weight uint32
+}
+
+// AddrPort is the endpoint's address and port.
+func (e Endpoint) AddrPort() netip.AddrPort { return netip.AddrPortFrom(e.Addr, uint16(e.Port)) }
+
+// DNSEndpoint is an address a headless Service publishes in DNS.
+type DNSEndpoint struct {
+	Addr     netip.Addr
+	Hostname string // empty when the endpoint has none; DNS then uses the dashed IP
+	Ready    bool
+}
+
+// Policy is a resolved TrafficPolicy: every field holds a usable value.
+type Policy struct {
+	// Source is "namespace/name" of the TrafficPolicy, or "" for the defaults.
+	Source string
+
+	Algorithm       balance.Algorithm
+	HashOn          HashOn
+	MaglevTableSize int
+	MaglevSeed      uint64
+
+	HealthCheck *ActiveHealthCheck // nil when no active check is configured
+	Outlier     OutlierDetection
+
+	ConnectTimeout time.Duration
+	IdleTimeout    time.Duration // TCP connections
+	UDPIdleTimeout time.Duration
+	RequestTimeout time.Duration // zero: none
+
+	Retry          RetryPolicy
+	CircuitBreaker CircuitBreaker
+	SlowStart      *SlowStart // nil: off
+	RateLimit      *RateLimit // nil: off
+	CanaryAnalysis *CanaryAnalysis
+}
+
+// HashOn is the request attribute an L7 hashing scheduler hashes.
+type HashOn struct {
+	Header     string
+	Cookie     string
+	QueryParam string
+	SourceIP   bool
+}
+
+// ActiveHealthCheck probes endpoints.
+type ActiveHealthCheck struct {
+	HTTP               bool // false: TCP connect
+	Path               string
+	Host               string
+	ExpectedStatuses   []int
+	Interval           time.Duration
+	Timeout            time.Duration
+	HealthyThreshold   int
+	UnhealthyThreshold int
+}
+
+// OutlierDetection is passive health checking.
+type OutlierDetection struct {
+	ConsecutiveFailures      int
+	ConsecutiveGatewayErrors int
+	Interval                 time.Duration
+	BaseEjectionTime         time.Duration
+	MaxEjectionPercent       int
+	PanicThresholdPercent    int
+}
+
+// RetryPolicy is L7 retry policy.
+type RetryPolicy struct {
+	Attempts            int
+	PerTryTimeout       time.Duration
+	RetryOn             []string
+	BackoffBase         time.Duration
+	BudgetPercent       int
+	MinRetryConcurrency int
+	RetryNonIdempotent  bool
+}
+
+// CircuitBreaker limits per backend.
+type CircuitBreaker struct {
+	MaxConnections     int
+	MaxPendingRequests int
+	MaxRequests        int
+}
+
+// SlowStart ramps new endpoints.
+type SlowStart struct {
+	Window           time.Duration
+	Aggression       float64
+	MinWeightPercent int
+}
+
+// RateLimit is a local token bucket.
+type RateLimit struct {
+	Requests int
+	Period   time.Duration
+	Burst    int
+	Key      string // "route", "sourceIP" or "header:<Name>"
+}
+
+// CanaryAnalysis rolls a canary back on its error rate.
+type CanaryAnalysis struct {
+	Backend         ServiceKey
+	Window          time.Duration
+	MinRequests     int
+	MaxErrorPercent int
+}
