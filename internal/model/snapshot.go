@@ -15,6 +15,8 @@ type Snapshot struct {
 	Version uint64
 	// Services sorted by namespace and name.
 	Services []*Service
+	// Gateway is the L7 configuration; nil when there is no Gateway or Ingress of weir's.
+	Gateway *GatewayConfig
 }
 
 // ServiceKey names a Service.
