@@ -1,0 +1,129 @@
+// Package admin serves weir's admin HTTP API: liveness and readiness, Prometheus
+// metrics, the live Snapshot as JSON and a dashboard that draws it.
+package admin
+
+import (
+	"context"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"weir.dev/weir/internal/model"
+)
+
+//go:embed dashboard.html
+var dashboardHTML []byte
+
+// Options configure the admin server.
+type Options struct {
+	// Addr to listen on, for example 127.0.0.1:9901.
+	Addr string
+	// Gatherer is the registry whose metrics /metrics serves.
+	Gatherer prometheus.Gatherer
+	// Snapshot returns the Snapshot in force (nil before the first sync).
+	Snapshot func() *model.Snapshot
+	// Ready reports readiness; /readyz answers 503 until it is true. Nil means ready once
+	// a Snapshot exists.
+	Ready func() bool
+	// Sections adds named sections to /api/snapshot (for example endpoint health).
+	Sections map[string]func() any
+	Logger   *slog.Logger
+}
+
+// Server is a running admin server.
+type Server struct {
+	opts Options
+	ln   net.Listener
+	srv  *http.Server
+}
+
+// Listen binds the admin address. Serve starts answering.
+func Listen(opts Options) (*Server, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Snapshot == nil {
+		opts.Snapshot = func() *model.Snapshot { return nil }
+	}
+	ln, err := net.Listen("tcp", opts.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("admin: listen on %s: %w", opts.Addr, err)
+	}
+	s := &Server{opts: opts, ln: ln}
+	s.srv = &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	return s, nil
+}
+
+// Addr is the bound address.
+func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// Serve answers until ctx ends.
+func (s *Server) Serve(ctx context.Context) error {
+	errc := make(chan error, 1)
+	go func() { errc <- s.srv.Serve(s.ln) }()
+	select {
+	case err := <-errc:
+		if errors.Is(err, http.ErrServerClosed) {
+			return nil
+		}
+		return fmt.Errorf("admin: %w", err)
+	case <-ctx.Done():
+		shutdownCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = s.srv.Shutdown(shutdownCtx)
+		<-errc
+		return nil
+	}
+}
+
+// Handler is the admin API's routes.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !s.ready() {
+			http.Error(w, "not ready: no configuration applied yet", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	if s.opts.Gatherer != nil {
+		mux.Handle("GET /metrics", promhttp.HandlerFor(s.opts.Gatherer, promhttp.HandlerOpts{}))
+	}
+	mux.HandleFunc("GET /api/snapshot", s.serveSnapshot)
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		_, _ = w.Write(dashboardHTML)
+	})
+	return mux
+}
+
+func (s *Server) ready() bool {
+	if s.opts.Ready != nil {
+		return s.opts.Ready()
+	}
+	return s.opts.Snapshot() != nil
+}
+
+func (s *Server) serveSnapshot(w http.ResponseWriter, _ *http.Request) {
+	view := map[string]any{"snapshot": s.opts.Snapshot()}
+	for name, f := range s.opts.Sections {
+		view[name] = f()
+	}
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(view); err != nil {
+		s.opts.Logger.Warn("admin: encode snapshot", "err", err)
+	}
+}
