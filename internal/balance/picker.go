@@ -12,7 +12,8 @@ type Backend struct {
 	// must get no traffic.
 	Weight uint32
 	// Load is the backend's live load. Least-connections, power-of-two-choices and
-	// peak-EWMA read it; it may be nil for the other schedulers.
+	// peak-EWMA read it (New returns an error when it is nil for them); it may be nil
+	// for the other schedulers.
 	Load *Load
 }
 
@@ -26,10 +27,34 @@ type Picker interface {
 	Pick(key uint64) int
 }
 
-// Options tune the schedulers that have settings.
+// Options tune the schedulers that have settings. The zero value is ready to use.
 type Options struct {
 	// MaglevTableSize must be prime; zero means 16381.
 	MaglevTableSize int
-	// Seed makes Maglev tables (and hash placement) agree across instances.
+	// Seed makes Maglev tables (and hash placement) agree across instances: two
+	// Pickers built over the same backends with the same Seed map every key alike.
 	Seed uint64
+	// RandSeed seeds the random draws of Random, PowerOfTwoChoices and PeakEWMA, so a
+	// test can replay them. Zero (the default) uses the runtime's per-thread random
+	// source, which is faster under concurrency.
+	RandSeed uint64
+}
+
+// Find returns the index of the backend with the given ID, or -1. Session affinity
+// uses it to turn a remembered backend ID into an index of the current backends.
+func Find(backends []Backend, id uint64) int {
+	for i := range backends {
+		if backends[i].ID == id {
+			return i
+		}
+	}
+	return -1
+}
+
+// weightOf is a backend's weight with 0 read as 1.
+func weightOf(b Backend) uint32 {
+	if b.Weight == 0 {
+		return 1
+	}
+	return b.Weight
 }
