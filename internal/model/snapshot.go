@@ -1,8 +1,10 @@
 package model
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 
 	"weir.dev/weir/internal/balance"
@@ -26,6 +28,29 @@ type ServiceKey struct {
 }
 
 func (k ServiceKey) String() string { return k.Namespace + "/" + k.Name }
+
+// Compare orders keys by namespace, then name (the order of Snapshot.Services).
+func (k ServiceKey) Compare(o ServiceKey) int {
+	if c := cmp.Compare(k.Namespace, o.Namespace); c != 0 {
+		return c
+	}
+	return cmp.Compare(k.Name, o.Name)
+}
+
+// Service returns the Service with the given key, or nil. It binary-searches
+// Services, which Translate sorts.
+func (s *Snapshot) Service(key ServiceKey) *Service {
+	if s == nil {
+		return nil
+	}
+	i, ok := slices.BinarySearchFunc(s.Services, key, func(svc *Service, k ServiceKey) int {
+		return svc.Key.Compare(k)
+	})
+	if !ok {
+		return nil
+	}
+	return s.Services[i]
+}
 
 // ServiceType is the Kubernetes Service type.
 type ServiceType string
@@ -104,6 +129,11 @@ type ServicePort struct {
 	// External is where traffic to node ports, external IPs and LoadBalancer IPs goes
 	// (externalTrafficPolicy applied).
 	External EndpointSet
+
+	// Policy is the TrafficPolicy in force for this port: one that targets the port by
+	// sectionName, else the Service's. Never nil; the same pointer as Service.Policy
+	// when no policy narrows to this port.
+	Policy *Policy
 }
 
 // ID is "namespace/name:port" with the port's name, or its number when unnamed.
@@ -142,9 +172,41 @@ func (v Verdict) String() string {
 
 // EndpointSet is the outcome of kube-proxy's endpoint selection for one kind of traffic.
 // Verdict is Forward exactly when Endpoints is not empty.
+//
+// kube-proxy runs one proxier per IP family, so the choice (including the terminating
+// fallback) is made separately for IPv4 and IPv6 endpoints; Endpoints is the IPv4 choice
+// followed by the IPv6 one. A data plane that programs each family on its own (kernel
+// tables) uses ForFamily; Verdict is Forward when either family forwards, else Drop when
+// either drops, else Reject.
 type EndpointSet struct {
 	Verdict   Verdict
 	Endpoints []Endpoint
+	// IPv4Verdict and IPv6Verdict are the verdicts per family. A family the Service
+	// does not have is Reject.
+	IPv4Verdict Verdict
+	IPv6Verdict Verdict
+}
+
+// ForFamily returns the part of the set for one IP family, with that family's verdict.
+// The returned Endpoints share the set's backing array.
+func (s EndpointSet) ForFamily(ipv6 bool) EndpointSet {
+	// Endpoints are sorted by address, and netip orders every IPv4 address first.
+	i, _ := slices.BinarySearchFunc(s.Endpoints, true, func(e Endpoint, _ bool) int {
+		if e.Addr.Is4() {
+			return -1
+		}
+		return 1
+	})
+	out := EndpointSet{IPv4Verdict: s.IPv4Verdict, IPv6Verdict: s.IPv6Verdict}
+	if ipv6 {
+		out.Verdict, out.Endpoints = s.IPv6Verdict, s.Endpoints[i:]
+	} else {
+		out.Verdict, out.Endpoints = s.IPv4Verdict, s.Endpoints[:i:i]
+	}
+	if len(out.Endpoints) == 0 {
+		out.Endpoints = nil
+	}
+	return out
 }
 
 // Endpoint is one backend address and port.

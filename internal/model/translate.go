@@ -1,0 +1,67 @@
+package model
+
+import (
+	"slices"
+	"strings"
+
+	discoveryv1 "k8s.io/api/discovery/v1"
+)
+
+// Translate derives the Snapshot every data plane reads from the decoded objects, as
+// seen from node. It is pure and deterministic: the same objects give the same Snapshot,
+// Services sorted by namespace and name, endpoints by address and port. It never fails:
+// the objects were validated before, and anything odd left (an unparsable address, a
+// slice without a Service) is skipped, as kube-proxy skips it.
+//
+// The Snapshot may share backing arrays between its endpoint lists (Cluster and External
+// are often the same list); it is immutable, so nobody may write to them.
+//
+// Version is left zero; the sync runner numbers the Snapshots it hands out.
+func Translate(objs *Objects, node Node) *Snapshot {
+	snap := &Snapshot{}
+	if objs == nil {
+		objs = &Objects{}
+	}
+	slicesBySvc := indexSlices(objs.EndpointSlices)
+	policies := indexPolicies(objs.Policies)
+	defaults := DefaultPolicy()
+
+	snap.Services = make([]*Service, 0, len(objs.Services))
+	for _, in := range objs.Services {
+		if in == nil || in.Name == "" {
+			continue
+		}
+		key := ServiceKey{Namespace: in.Namespace, Name: in.Name}
+		snap.Services = append(snap.Services, translateService(in, slicesBySvc[key], node, policies.forService(key, defaults)))
+	}
+	// Stable, so that of two objects with one name the first given wins.
+	slices.SortStableFunc(snap.Services, func(a, b *Service) int { return a.Key.Compare(b.Key) })
+	snap.Services = slices.CompactFunc(snap.Services, func(a, b *Service) bool { return a.Key == b.Key })
+
+	translateGateways(objs, snap)
+	return snap
+}
+
+// indexSlices groups EndpointSlices by the Service named in their
+// kubernetes.io/service-name label, sorted by slice name so that duplicates resolve the
+// same way every time. Slices without the label belong to no Service and are skipped.
+func indexSlices(in []*discoveryv1.EndpointSlice) map[ServiceKey][]*discoveryv1.EndpointSlice {
+	out := make(map[ServiceKey][]*discoveryv1.EndpointSlice, len(in))
+	for _, s := range in {
+		if s == nil {
+			continue
+		}
+		name := s.Labels[discoveryv1.LabelServiceName]
+		if name == "" {
+			continue
+		}
+		key := ServiceKey{Namespace: s.Namespace, Name: name}
+		out[key] = append(out[key], s)
+	}
+	for _, list := range out {
+		if len(list) > 1 {
+			slices.SortFunc(list, func(a, b *discoveryv1.EndpointSlice) int { return strings.Compare(a.Name, b.Name) })
+		}
+	}
+	return out
+}
