@@ -1,0 +1,324 @@
+package manifest
+
+import (
+	"cmp"
+	"fmt"
+	"net/netip"
+	"slices"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/validation"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	weirv1alpha1 "weir.dev/weir/api/v1alpha1"
+	"weir.dev/weir/internal/model"
+)
+
+// Labels the EndpointSlice mirroring controller reads and sets.
+const (
+	skipMirrorLabel = "endpointslice.kubernetes.io/skip-mirror"
+	managedByLabel  = discoveryv1.LabelManagedBy
+	mirrorManager   = "endpointslicemirroring-controller.k8s.io"
+)
+
+// finish defaults and validates every decoded object, mirrors Endpoints, runs the
+// cross-object checks and assembles the result.
+func (l *loader) finish() *model.Objects {
+	for _, o := range l.objs {
+		setDefaults(o)
+		l.report.Loaded[o.kind]++
+		l.validate(o)
+	}
+	l.duplicates()
+	services := map[string]*object{}
+	for _, o := range l.objs {
+		if o.kind == "Service" {
+			services[o.namespace+"/"+o.name] = o
+		}
+	}
+	var slices []*object
+	for _, o := range l.objs {
+		switch obj := o.obj.(type) {
+		case *discoveryv1.EndpointSlice:
+			slices = append(slices, o)
+		case *corev1.Endpoints:
+			if obj.Labels[skipMirrorLabel] == "true" {
+				continue
+			}
+			if services[o.namespace+"/"+o.name] == nil {
+				l.errorf(o, "metadata.name", "Service %s/%s does not exist (Endpoints are mirrored for the Service of the same name)", o.namespace, o.name)
+				continue
+			}
+			for _, s := range mirror(obj) {
+				slices = append(slices, &object{kind: "EndpointSlice", namespace: o.namespace, name: s.Name, doc: o.doc, obj: s})
+				l.report.Mirrored++
+			}
+		}
+	}
+	l.crossCheck(services, slices)
+
+	out := &model.Objects{}
+	for _, o := range l.objs {
+		switch obj := o.obj.(type) {
+		case *corev1.Service:
+			out.Services = append(out.Services, obj)
+		case *corev1.Secret:
+			out.Secrets = append(out.Secrets, obj)
+		case *networkingv1.Ingress:
+			out.Ingresses = append(out.Ingresses, obj)
+		case *networkingv1.IngressClass:
+			out.IngressClasses = append(out.IngressClasses, obj)
+		case *gatewayv1.GatewayClass:
+			out.GatewayClasses = append(out.GatewayClasses, obj)
+		case *gatewayv1.Gateway:
+			out.Gateways = append(out.Gateways, obj)
+		case *gatewayv1.HTTPRoute:
+			out.HTTPRoutes = append(out.HTTPRoutes, obj)
+		case *gatewayv1.GRPCRoute:
+			out.GRPCRoutes = append(out.GRPCRoutes, obj)
+		case *gatewayv1.TLSRoute:
+			out.TLSRoutes = append(out.TLSRoutes, obj)
+		case *gatewayv1.ReferenceGrant:
+			out.ReferenceGrants = append(out.ReferenceGrants, obj)
+		case *weirv1alpha1.TrafficPolicy:
+			out.Policies = append(out.Policies, obj)
+		}
+	}
+	for _, o := range slices {
+		out.EndpointSlices = append(out.EndpointSlices, o.obj.(*discoveryv1.EndpointSlice))
+	}
+	sortObjects(out)
+	return out
+}
+
+func (l *loader) validate(o *object) {
+	c := checker{l: l, o: o}
+	switch obj := o.obj.(type) {
+	case *corev1.Service:
+		c.service(obj)
+	case *discoveryv1.EndpointSlice:
+		c.endpointSlice(obj)
+	case *corev1.Endpoints:
+		c.endpoints(obj)
+	case *corev1.Secret:
+		c.secret(obj)
+	case *weirv1alpha1.TrafficPolicy:
+		c.trafficPolicy(obj)
+	case metav1.Object:
+		// Ingress and Gateway API objects: their semantic problems (bad regex, missing
+		// backend, missing certificate) are status conditions the gateway reports, not
+		// load errors. Only the name formats are checked here.
+		c.metadata(obj, validation.IsDNS1123Subdomain)
+	}
+}
+
+// duplicates reports objects of the same kind, namespace and name found twice.
+func (l *loader) duplicates() {
+	first := map[string]*object{}
+	for _, o := range l.objs {
+		if o.name == "" {
+			continue
+		}
+		if f, dup := first[o.key()]; dup {
+			l.errorf(o, "metadata.name", "duplicate of the object at %s:%d", f.doc.file, f.doc.line)
+			continue
+		}
+		first[o.key()] = o
+	}
+}
+
+// crossCheck checks references between objects: slices to Services, named target
+// ports to slice ports, policies to Services.
+func (l *loader) crossCheck(services map[string]*object, slices []*object) {
+	slicePorts := map[string]map[string]bool{} // Service → names of its slices' ports
+	for _, o := range slices {
+		s := o.obj.(*discoveryv1.EndpointSlice)
+		svc, ok := s.Labels[ServiceNameLabel]
+		if !ok {
+			continue // kube-proxy ignores slices without the label; so does weir
+		}
+		key := o.namespace + "/" + svc
+		if services[key] == nil && s.Labels[managedByLabel] != mirrorManager {
+			l.errorf(o, "metadata.labels."+ServiceNameLabel, "Service %s does not exist", key)
+			continue
+		}
+		if slicePorts[key] == nil {
+			slicePorts[key] = map[string]bool{}
+		}
+		for _, p := range s.Ports {
+			if p.Name != nil {
+				slicePorts[key][*p.Name] = true
+			} else {
+				slicePorts[key][""] = true
+			}
+		}
+	}
+	for key, o := range services {
+		ports, ok := slicePorts[key]
+		if !ok {
+			continue // no slices (yet): the Service has no endpoints, which is valid
+		}
+		svc := o.obj.(*corev1.Service)
+		for i, p := range svc.Spec.Ports {
+			if p.TargetPort.Type != intstr.String {
+				continue
+			}
+			if !ports[p.TargetPort.StrVal] && !ports[p.Name] {
+				l.errorf(o, fmt.Sprintf("spec.ports[%d].targetPort", i),
+					"%q matches no port of the EndpointSlices of Service %s (their ports: %s)",
+					p.TargetPort.StrVal, key, portNames(ports))
+			}
+		}
+	}
+	for _, o := range l.objs {
+		p, ok := o.obj.(*weirv1alpha1.TrafficPolicy)
+		if !ok {
+			continue
+		}
+		for i, ref := range p.Spec.TargetRefs {
+			if ref.Kind != "Service" || ref.Group != "" || ref.Name == "" {
+				continue
+			}
+			key := o.namespace + "/" + string(ref.Name)
+			so := services[key]
+			if so == nil {
+				l.errorf(o, fmt.Sprintf("spec.targetRefs[%d].name", i), "Service %s does not exist", key)
+				continue
+			}
+			if ref.SectionName != nil && *ref.SectionName != "" {
+				found := false
+				for _, sp := range so.obj.(*corev1.Service).Spec.Ports {
+					found = found || sp.Name == string(*ref.SectionName)
+				}
+				if !found {
+					l.errorf(o, fmt.Sprintf("spec.targetRefs[%d].sectionName", i), "Service %s has no port named %q", key, *ref.SectionName)
+				}
+			}
+		}
+	}
+}
+
+func portNames(set map[string]bool) string {
+	names := make([]string, 0, len(set))
+	for n := range set {
+		names = append(names, fmt.Sprintf("%q", n))
+	}
+	slices.Sort(names)
+	if len(names) == 0 {
+		return "none"
+	}
+	return fmt.Sprint(names)
+}
+
+// mirror turns core/v1 Endpoints into EndpointSlices as the EndpointSlice mirroring
+// controller does: one slice per subset and address family, ready endpoints from
+// addresses, not-ready ones from notReadyAddresses, the subset's ports, and the
+// kubernetes.io/service-name label.
+func mirror(e *corev1.Endpoints) []*discoveryv1.EndpointSlice {
+	var out []*discoveryv1.EndpointSlice
+	for i, ss := range e.Subsets {
+		byType := map[discoveryv1.AddressType]*discoveryv1.EndpointSlice{}
+		add := func(a corev1.EndpointAddress, ready bool) {
+			ip, err := netip.ParseAddr(a.IP)
+			if err != nil {
+				return // the mirroring controller skips invalid addresses; validation reported it
+			}
+			t := discoveryv1.AddressTypeIPv4
+			if !ip.Unmap().Is4() {
+				t = discoveryv1.AddressTypeIPv6
+			}
+			s := byType[t]
+			if s == nil {
+				s = newMirrorSlice(e, i, t, ss.Ports)
+				byType[t] = s
+				out = append(out, s)
+			}
+			ep := discoveryv1.Endpoint{
+				Addresses: []string{ip.Unmap().String()},
+				Conditions: discoveryv1.EndpointConditions{
+					Ready: ptrTo(ready), Serving: ptrTo(ready), Terminating: ptrTo(false),
+				},
+				NodeName:  a.NodeName,
+				TargetRef: a.TargetRef,
+			}
+			if a.Hostname != "" {
+				ep.Hostname = ptrTo(a.Hostname)
+			}
+			s.Endpoints = append(s.Endpoints, ep)
+		}
+		for _, a := range ss.Addresses {
+			add(a, true)
+		}
+		for _, a := range ss.NotReadyAddresses {
+			add(a, false)
+		}
+	}
+	return out
+}
+
+func newMirrorSlice(e *corev1.Endpoints, subset int, t discoveryv1.AddressType, ports []corev1.EndpointPort) *discoveryv1.EndpointSlice {
+	labels := map[string]string{}
+	for k, v := range e.Labels {
+		labels[k] = v
+	}
+	labels[ServiceNameLabel] = e.Name
+	labels[managedByLabel] = mirrorManager
+	suffix := "ipv4"
+	if t == discoveryv1.AddressTypeIPv6 {
+		suffix = "ipv6"
+	}
+	s := &discoveryv1.EndpointSlice{
+		TypeMeta: metav1.TypeMeta{APIVersion: "discovery.k8s.io/v1", Kind: "EndpointSlice"},
+		ObjectMeta: metav1.ObjectMeta{
+			Name:        fmt.Sprintf("%s-mirror-%d-%s", e.Name, subset, suffix),
+			Namespace:   e.Namespace,
+			Labels:      labels,
+			Annotations: copyMap(e.Annotations),
+		},
+		AddressType: t,
+	}
+	for _, p := range ports {
+		s.Ports = append(s.Ports, discoveryv1.EndpointPort{
+			Name: ptrTo(p.Name), Port: ptrTo(p.Port), Protocol: ptrTo(p.Protocol), AppProtocol: p.AppProtocol,
+		})
+	}
+	return s
+}
+
+func copyMap(m map[string]string) map[string]string {
+	if m == nil {
+		return nil
+	}
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+// sortObjects orders every list by namespace and name, so the same manifests give
+// deeply equal Objects whatever the order of files and documents.
+func sortObjects(o *model.Objects) {
+	sortByName(o.Services)
+	sortByName(o.EndpointSlices)
+	sortByName(o.Secrets)
+	sortByName(o.Ingresses)
+	sortByName(o.IngressClasses)
+	sortByName(o.GatewayClasses)
+	sortByName(o.Gateways)
+	sortByName(o.HTTPRoutes)
+	sortByName(o.GRPCRoutes)
+	sortByName(o.TLSRoutes)
+	sortByName(o.ReferenceGrants)
+	sortByName(o.Policies)
+}
+
+func sortByName[T metav1.Object](list []T) {
+	slices.SortStableFunc(list, func(a, b T) int {
+		return cmp.Or(cmp.Compare(a.GetNamespace(), b.GetNamespace()), cmp.Compare(a.GetName(), b.GetName()))
+	})
+}
