@@ -1,0 +1,172 @@
+package nftables
+
+import (
+	"log/slog"
+	"slices"
+	"sort"
+	"time"
+
+	"sigs.k8s.io/knftables"
+
+	"weir.dev/weir/internal/model"
+)
+
+// writer collects the operations of one table's transaction in an order the kernel
+// accepts: new sets and chains first (rules refer to them), then chain contents, then
+// map elements, and last the chains and sets nothing refers to any more.
+type writer struct {
+	addSets       []knftables.Object
+	addChains     []knftables.Object
+	rules         []knftables.Object // flushes and rules, in order
+	flushes       map[int]bool       // indexes in rules that are flushes
+	delElements   []knftables.Object
+	addElements   []knftables.Object
+	delChains     []knftables.Object
+	delSets       []knftables.Object
+	hairpinAdd    []string
+	hairpinDelete []string
+}
+
+func newWriter() *writer { return &writer{flushes: map[int]bool{}} }
+
+// diff records what turns old into new for the Service key. Either may be nil.
+func (w *writer) diff(log *slog.Logger, key model.ServiceKey, old, new *serviceObjects, owners map[string]model.ServiceKey, hairpin map[string]int) {
+	if old == nil {
+		old = &serviceObjects{}
+	}
+	if new == nil {
+		new = &serviceObjects{}
+	}
+	for _, name := range sortedKeys(new.sets) {
+		if timeout, ok := old.sets[name]; !ok || timeout != new.sets[name] {
+			w.addSets = append(w.addSets, affinitySet(name, new.sets[name]))
+		}
+	}
+	for _, name := range sortedKeys(new.chains) {
+		rules := new.chains[name]
+		oldRules, existed := old.chains[name]
+		if existed && slices.Equal(oldRules, rules) {
+			continue
+		}
+		if existed {
+			w.flushes[len(w.rules)] = true
+			w.rules = append(w.rules, &knftables.Chain{Name: name})
+		} else {
+			w.addChains = append(w.addChains, &knftables.Chain{Name: name})
+		}
+		for _, r := range rules {
+			w.rules = append(w.rules, &knftables.Rule{Chain: name, Rule: r})
+		}
+	}
+	for _, id := range sortedKeys(old.elements) {
+		e := old.elements[id]
+		if ne, ok := new.elements[id]; ok && ne.value == e.value {
+			continue
+		}
+		if owners[id] != key {
+			continue // another Service owns it
+		}
+		delete(owners, id)
+		w.delElements = append(w.delElements, e.object(false))
+	}
+	for _, id := range sortedKeys(new.elements) {
+		e := new.elements[id]
+		if oe, ok := old.elements[id]; ok && oe.value == e.value && owners[id] == key {
+			continue
+		}
+		if owner, taken := owners[id]; taken && owner != key {
+			log.Warn("two Services claim the same frontend; keeping the first", "frontend", e.key, "kept", owner, "ignored", key)
+			continue
+		}
+		owners[id] = key
+		w.addElements = append(w.addElements, e.object(true))
+	}
+	for _, k := range new.hairpin {
+		if hairpin[k] == 0 {
+			w.hairpinAdd = append(w.hairpinAdd, k)
+		}
+		hairpin[k]++
+	}
+	for _, k := range old.hairpin {
+		hairpin[k]--
+		if hairpin[k] == 0 {
+			delete(hairpin, k)
+			w.hairpinDelete = append(w.hairpinDelete, k)
+		}
+	}
+	for _, name := range sortedKeys(old.chains) {
+		if _, ok := new.chains[name]; !ok {
+			w.delChains = append(w.delChains, &knftables.Chain{Name: name})
+		}
+	}
+	for _, name := range sortedKeys(old.sets) {
+		if timeout, ok := new.sets[name]; !ok || timeout != old.sets[name] {
+			w.delSets = append(w.delSets, &knftables.Set{Name: name})
+		}
+	}
+}
+
+func affinitySet(name string, timeout time.Duration) *knftables.Set {
+	return &knftables.Set{
+		Name:    name,
+		Type:    "", // filled by the caller's family
+		Flags:   []knftables.SetFlag{knftables.DynamicFlag, knftables.TimeoutFlag},
+		Timeout: ptr(timeout),
+	}
+}
+
+// write appends the collected operations to tx.
+func (w *writer) write(tx *knftables.Transaction, f ipFamily) {
+	for _, s := range w.addSets {
+		s.(*knftables.Set).Type = f.addrType
+		tx.Add(s)
+	}
+	for _, c := range w.addChains {
+		tx.Add(c)
+	}
+	for i, r := range w.rules {
+		if w.flushes[i] {
+			tx.Flush(r)
+		} else {
+			tx.Add(r)
+		}
+	}
+	for _, e := range w.delElements {
+		tx.Delete(e)
+	}
+	// A hairpin key both dropped and re-added by different Services stays.
+	added := map[string]bool{}
+	for _, k := range w.hairpinAdd {
+		added[k] = true
+	}
+	for _, k := range w.hairpinDelete {
+		if added[k] {
+			delete(added, k)
+			continue
+		}
+		tx.Delete(element{set: setHairpin, key: k}.object(false))
+	}
+	for _, e := range w.addElements {
+		tx.Add(e)
+	}
+	for _, k := range w.hairpinAdd {
+		if added[k] {
+			tx.Add(element{set: setHairpin, key: k}.object(false))
+		}
+	}
+	for _, c := range w.delChains {
+		tx.Delete(c)
+	}
+	for _, s := range w.delSets {
+		tx.Delete(s)
+	}
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

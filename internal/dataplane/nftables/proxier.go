@@ -1,0 +1,558 @@
+// Package nftables is weir's nftables data plane: kube-proxy's nftables mode, built on
+// sigs.k8s.io/knftables. Each IP family gets one table (ip weir, ip6 weir) with a
+// single verdict map dispatching ClusterIPs, external IPs and LoadBalancer IPs, a
+// second one for node ports, and one chain per Service port that picks an endpoint and
+// DNATs to it. Syncs are partial: only the chains and map elements of Services that
+// changed are written, in one transaction per table.
+package nftables
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"sigs.k8s.io/knftables"
+
+	"weir.dev/weir/internal/dataplane"
+	"weir.dev/weir/internal/dataplane/conntrack"
+	"weir.dev/weir/internal/dataplane/healthcheck"
+	"weir.dev/weir/internal/model"
+)
+
+// DefaultMasqueradeMark is kube-proxy's masquerade mark bit.
+const DefaultMasqueradeMark = 0x4000
+
+// Family is an IP family weir programs.
+type Family string
+
+// The IP families.
+const (
+	IPv4 Family = "IPv4"
+	IPv6 Family = "IPv6"
+)
+
+// Options configure a Proxier.
+type Options struct {
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+	// NodePortAddresses limits node ports to local addresses in these prefixes; empty
+	// means every local address but loopback.
+	NodePortAddresses []netip.Prefix
+	// IPFamilies to program; default both.
+	IPFamilies []Family
+	// MasqueradeMark is the mark bit that asks for masquerade; default 0x4000.
+	MasqueradeMark uint32
+	// NFTables injects the table interfaces (tests use knftables.NewFake); default
+	// knftables.New for each family, with the table "weir".
+	NFTables map[Family]knftables.Interface
+	// Conntrack deletes stale UDP flows; default netlink in the current namespace.
+	Conntrack conntrack.Cleaner
+	// HealthCheck serves health-check node ports; default a new server. Set
+	// DisableHealthCheck to serve none.
+	HealthCheck        *healthcheck.Server
+	DisableHealthCheck bool
+}
+
+// Proxier is the nftables data plane.
+type Proxier struct {
+	log      *slog.Logger
+	opts     Options
+	tables   []*table
+	ct       conntrack.Cleaner
+	health   *healthcheck.Server
+	metrics  metrics
+	mu       sync.Mutex
+	services map[model.ServiceKey]*serviceState
+	// warned holds "port id\x00algorithm" pairs already warned about.
+	warned map[string]bool
+	synced bool
+}
+
+type table struct {
+	f   ipFamily
+	nft knftables.Interface
+	// owner of each map or set element, so that two Services never fight over a key.
+	owners map[string]model.ServiceKey
+	// hairpin reference counts (shared between Services).
+	hairpin map[string]int
+}
+
+type serviceState struct {
+	svc  *model.Service
+	spec []byte
+	objs []*serviceObjects // per table
+}
+
+type metrics struct {
+	syncDuration prometheus.Histogram
+	syncErrors   prometheus.Counter
+	unsupported  *prometheus.GaugeVec
+	operations   prometheus.Counter
+}
+
+var _ dataplane.Dataplane = (*Proxier)(nil)
+
+// New checks that the kernel and nft can do what weir needs and returns a Proxier. It
+// writes nothing until the first Sync.
+func New(opts Options) (*Proxier, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.MasqueradeMark == 0 {
+		opts.MasqueradeMark = DefaultMasqueradeMark
+	}
+	if len(opts.IPFamilies) == 0 {
+		opts.IPFamilies = []Family{IPv4, IPv6}
+	}
+	p := &Proxier{
+		log:      opts.Logger.With("dataplane", "nftables"),
+		opts:     opts,
+		ct:       opts.Conntrack,
+		services: map[model.ServiceKey]*serviceState{},
+		warned:   map[string]bool{},
+	}
+	if p.ct == nil {
+		p.ct = conntrack.Netlink{}
+	}
+	for _, fam := range opts.IPFamilies {
+		var f ipFamily
+		switch fam {
+		case IPv4:
+			f = familyV4
+		case IPv6:
+			f = familyV6
+		default:
+			return nil, fmt.Errorf("nftables: unknown IP family %q", fam)
+		}
+		nft := opts.NFTables[fam]
+		if nft == nil {
+			var err error
+			nft, err = knftables.New(f.nft, tableName)
+			if err != nil {
+				return nil, fmt.Errorf("nftables mode unavailable (%s): %w", fam, err)
+			}
+			if err := checkKernel(context.Background(), nft, f); err != nil {
+				return nil, err
+			}
+		}
+		p.tables = append(p.tables, &table{f: f, nft: nft, owners: map[string]model.ServiceKey{}, hairpin: map[string]int{}})
+	}
+	if !opts.DisableHealthCheck {
+		p.health = opts.HealthCheck
+		if p.health == nil {
+			p.health = healthcheck.New(healthcheck.Options{Logger: opts.Logger})
+		}
+	}
+	p.metrics = metrics{
+		syncDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "weir_nftables_sync_duration_seconds", Help: "Time to compute and write one nftables sync.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
+		}),
+		syncErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "weir_nftables_sync_errors_total", Help: "nftables syncs that failed.",
+		}),
+		operations: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "weir_nftables_operations_total", Help: "nftables operations written (chains, rules, elements).",
+		}),
+		unsupported: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "weir_dataplane_unsupported_scheduler",
+			Help: "1 for each Service port whose scheduler the kernel data plane cannot do; it uses Random instead.",
+		}, []string{"service_port", "algorithm"}),
+	}
+	if opts.Registerer != nil {
+		for _, c := range []prometheus.Collector{p.metrics.syncDuration, p.metrics.syncErrors, p.metrics.operations, p.metrics.unsupported} {
+			if err := opts.Registerer.Register(c); err != nil {
+				return nil, fmt.Errorf("nftables: register metrics: %w", err)
+			}
+		}
+	}
+	return p, nil
+}
+
+// checkKernel asks nft to check (not apply) one transaction per feature weir uses, so
+// that a missing module is named at start-up rather than failing half-way.
+func checkKernel(ctx context.Context, nft knftables.Interface, f ipFamily) error {
+	features := []struct {
+		name  string
+		rules []string
+	}{
+		{"nat chains (nft_chain_nat, nf_nat)", []string{"dnat to " + map[bool]string{false: "10.0.0.1:80", true: "[fd00::1]:80"}[f.is6]}},
+		{"verdict maps with concatenations (nft_set_hash)", []string{f.kw + " daddr . meta l4proto . th dport vmap { " + map[bool]string{false: "10.0.0.1", true: "fd00::1"}[f.is6] + " . tcp . 80 : drop }"}},
+		{"numgen (nft_numgen)", []string{"numgen random mod 2 < 1 drop", "numgen inc mod 2 < 1 drop"}},
+		{"jhash (nft_hash)", []string{"jhash " + f.kw + " saddr mod 2 seed 0x1 < 1 drop"}},
+		{"fib (nft_fib)", []string{"fib daddr type local drop"}},
+		{"masquerade (nft_masq)", []string{"masquerade fully-random"}},
+		{"conntrack matches (nft_ct)", []string{"ct state new drop"}},
+	}
+	for _, feat := range features {
+		tx := nft.NewTransaction()
+		tx.Add(&knftables.Table{})
+		typ := knftables.NATType
+		hook := knftables.PostroutingHook
+		prio := knftables.SNATPriority
+		if strings.HasPrefix(feat.rules[0], "dnat") {
+			hook, prio = knftables.PreroutingHook, knftables.DNATPriority
+		} else if !strings.HasPrefix(feat.rules[0], "masquerade") {
+			typ, hook, prio = knftables.FilterType, knftables.InputHook, knftables.FilterPriority
+		}
+		tx.Add(&knftables.Chain{Name: "weir-probe", Type: &typ, Hook: &hook, Priority: &prio})
+		for _, r := range feat.rules {
+			tx.Add(&knftables.Rule{Chain: "weir-probe", Rule: "meta l4proto tcp " + r})
+		}
+		if err := nft.Check(ctx, tx); err != nil {
+			return fmt.Errorf("nftables mode unavailable: the kernel or nft lacks %s: %w", feat.name, err)
+		}
+	}
+	// reject is only valid in filter chains.
+	tx := nft.NewTransaction()
+	tx.Add(&knftables.Table{})
+	tx.Add(&knftables.Chain{Name: "weir-probe", Type: ptr(knftables.FilterType), Hook: ptr(knftables.InputHook), Priority: ptr(knftables.FilterPriority)})
+	tx.Add(&knftables.Rule{Chain: "weir-probe", Rule: "meta l4proto tcp reject with tcp reset"})
+	tx.Add(&knftables.Rule{Chain: "weir-probe", Rule: "reject"})
+	tx.Add(&knftables.Set{Name: "weir-probe", Type: f.addrType, Flags: []knftables.SetFlag{knftables.DynamicFlag, knftables.TimeoutFlag}, Timeout: ptr(time.Minute)})
+	tx.Add(&knftables.Rule{Chain: "weir-probe", Rule: f.kw + " saddr @weir-probe update @weir-probe { " + f.kw + " saddr }"})
+	if err := nft.Check(ctx, tx); err != nil {
+		return fmt.Errorf("nftables mode unavailable: the kernel or nft lacks reject or dynamic sets with timeouts (nft_reject, nft_dynset): %w", err)
+	}
+	return nil
+}
+
+// Name is "nftables".
+func (p *Proxier) Name() string { return "nftables" }
+
+// Close stops the health-check servers. The rules stay in place; Cleanup removes them.
+func (p *Proxier) Close() {
+	if p.health != nil && p.opts.HealthCheck == nil {
+		p.health.Close()
+	}
+}
+
+// Cleanup deletes weir's tables. It works without a prior Sync, so that `weir cleanup`
+// can remove what an earlier run left.
+func (p *Proxier) Cleanup(ctx context.Context) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var errs []error
+	for _, t := range p.tables {
+		tx := t.nft.NewTransaction()
+		tx.Add(&knftables.Table{})
+		tx.Delete(&knftables.Table{})
+		if err := t.nft.Run(ctx, tx); err != nil {
+			errs = append(errs, fmt.Errorf("delete table %s %s: %w", t.f.nft, tableName, err))
+		}
+	}
+	p.synced = false
+	p.services = map[model.ServiceKey]*serviceState{}
+	for _, t := range p.tables {
+		t.owners = map[string]model.ServiceKey{}
+		t.hairpin = map[string]int{}
+	}
+	return errors.Join(errs...)
+}
+
+// Sync programs snap. The first Sync replaces whatever an earlier run left in weir's
+// tables; later ones write only what changed.
+func (p *Proxier) Sync(ctx context.Context, snap *model.Snapshot) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	start := time.Now()
+	err := p.sync(ctx, snap)
+	p.metrics.syncDuration.Observe(time.Since(start).Seconds())
+	if err != nil {
+		p.metrics.syncErrors.Inc()
+		return err
+	}
+	if p.health != nil {
+		if err := p.health.Sync(healthcheck.FromSnapshot(snap)); err != nil {
+			p.log.Warn("health check node ports", "err", err)
+		}
+	}
+	return nil
+}
+
+type change struct {
+	key  model.ServiceKey
+	old  *serviceState
+	new  *serviceState // nil: removed
+	objs []*serviceObjects
+}
+
+func (p *Proxier) sync(ctx context.Context, snap *model.Snapshot) error {
+	full := !p.synced
+	var changes []change
+	seen := make(map[model.ServiceKey]bool, len(snap.Services))
+	var buf []byte
+	for _, svc := range snap.Services {
+		if !svc.Proxied() {
+			continue
+		}
+		seen[svc.Key] = true
+		buf = encodeService(buf[:0], svc)
+		old := p.services[svc.Key]
+		if !full && old != nil && bytes.Equal(old.spec, buf) {
+			if old.svc != svc {
+				old.svc = svc
+			}
+			continue
+		}
+		c := change{key: svc.Key, old: old, new: &serviceState{svc: svc, spec: slices.Clone(buf)}}
+		for _, t := range p.tables {
+			c.objs = append(c.objs, buildService(t.f, svc))
+		}
+		c.new.objs = c.objs
+		changes = append(changes, c)
+	}
+	for key, old := range p.services {
+		if !seen[key] {
+			changes = append(changes, change{key: key, old: old})
+		}
+	}
+	if !full && len(changes) == 0 {
+		return nil
+	}
+	sort.Slice(changes, func(i, j int) bool {
+		return changes[i].key.String() < changes[j].key.String()
+	})
+
+	// Work on copies of the element owners so that a failed transaction leaves the
+	// recorded state as the kernel has it.
+	for ti, t := range p.tables {
+		owners, hairpin := t.owners, t.hairpin
+		if full {
+			owners, hairpin = map[string]model.ServiceKey{}, map[string]int{}
+		} else {
+			owners, hairpin = cloneMap(owners), cloneMap(hairpin)
+		}
+		tx := t.nft.NewTransaction()
+		if full {
+			tx.Add(&knftables.Table{Comment: ptr("weir service proxy")})
+			tx.Delete(&knftables.Table{})
+			tx.Add(&knftables.Table{Comment: ptr("weir service proxy")})
+			for _, obj := range baseObjects(t.f, p.opts.MasqueradeMark, p.opts.NodePortAddresses) {
+				tx.Add(obj)
+			}
+		}
+		w := newWriter()
+		for _, c := range changes {
+			var oldObjs, newObjs *serviceObjects
+			if c.old != nil && !full {
+				oldObjs = c.old.objs[ti]
+			}
+			if c.new != nil {
+				newObjs = c.objs[ti]
+			}
+			w.diff(p.log, c.key, oldObjs, newObjs, owners, hairpin)
+		}
+		w.write(tx, t.f)
+		if tx.NumOperations() == 0 {
+			continue
+		}
+		if err := t.nft.Run(ctx, tx); err != nil {
+			p.synced = false
+			return fmt.Errorf("nftables sync (%s, %d operations): %w", t.f.nft, tx.NumOperations(), err)
+		}
+		p.metrics.operations.Add(float64(tx.NumOperations()))
+		t.owners, t.hairpin = owners, hairpin
+	}
+	p.synced = true
+
+	var flows []conntrack.Flow
+	for _, c := range changes {
+		var oldSvc, newSvc *model.Service
+		if c.old != nil {
+			oldSvc = c.old.svc
+		}
+		if c.new != nil {
+			newSvc = c.new.svc
+			p.services[c.key] = c.new
+		} else {
+			delete(p.services, c.key)
+		}
+		flows = append(flows, staleUDPFlows(oldSvc, newSvc)...)
+		p.noteUnsupported(c)
+	}
+	if len(flows) > 0 {
+		if n, err := p.ct.DeleteUDP(flows); err != nil {
+			p.log.Warn("delete stale UDP conntrack entries", "err", err)
+		} else if n > 0 {
+			p.log.Debug("deleted stale UDP conntrack entries", "count", n)
+		}
+	}
+	return nil
+}
+
+func (p *Proxier) noteUnsupported(c change) {
+	var oldU, newU []string
+	if c.old != nil && len(c.old.objs) > 0 {
+		oldU = c.old.objs[0].unsupported
+	}
+	if c.new != nil && len(c.new.objs) > 0 {
+		newU = c.new.objs[0].unsupported
+	}
+	for _, u := range oldU {
+		if !slices.Contains(newU, u) {
+			port, algo, _ := strings.Cut(u, "\x00")
+			p.metrics.unsupported.DeleteLabelValues(port, algo)
+			delete(p.warned, u)
+		}
+	}
+	for _, u := range newU {
+		port, algo, _ := strings.Cut(u, "\x00")
+		p.metrics.unsupported.WithLabelValues(port, algo).Set(1)
+		if !p.warned[u] {
+			p.warned[u] = true
+			p.log.Warn("scheduler not supported by the nftables data plane; using Random", "service_port", port, "algorithm", algo)
+		}
+	}
+}
+
+// staleUDPFlows lists the conntrack entries to delete when a UDP Service changes: flows
+// answered by an endpoint that is gone, and flows to a frontend that had no endpoint
+// (they were rejected and would otherwise stay black-holed).
+func staleUDPFlows(oldSvc, newSvc *model.Service) []conntrack.Flow {
+	if oldSvc == nil {
+		oldSvc = &model.Service{}
+	}
+	var flows []conntrack.Flow
+	newPorts := map[string]*model.ServicePort{}
+	if newSvc != nil {
+		for _, sp := range newSvc.Ports {
+			if sp.Protocol == model.UDP {
+				newPorts[fmt.Sprint(sp.Port)] = sp
+			}
+		}
+	}
+	frontends := func(svc *model.Service) []netip.Addr {
+		var out []netip.Addr
+		out = append(out, svc.ClusterIPs...)
+		out = append(out, svc.ExternalIPs...)
+		return append(out, svc.LoadBalancerIPs...)
+	}
+	for _, sp := range oldSvc.Ports {
+		if sp.Protocol != model.UDP {
+			continue
+		}
+		still := map[netip.Addr]bool{}
+		if nsp := newPorts[fmt.Sprint(sp.Port)]; nsp != nil {
+			for _, ep := range append(append([]model.Endpoint(nil), nsp.Cluster.Endpoints...), nsp.External.Endpoints...) {
+				still[ep.Addr] = true
+			}
+		}
+		gone := map[netip.Addr]bool{}
+		for _, ep := range append(append([]model.Endpoint(nil), sp.Cluster.Endpoints...), sp.External.Endpoints...) {
+			if !still[ep.Addr] && !gone[ep.Addr] {
+				gone[ep.Addr] = true
+				flows = append(flows, conntrack.Flow{OrigDstPort: uint16(sp.Port), ReplySrc: ep.Addr})
+				if sp.NodePort != 0 {
+					flows = append(flows, conntrack.Flow{OrigDstPort: uint16(sp.NodePort), ReplySrc: ep.Addr})
+				}
+			}
+		}
+	}
+	if newSvc == nil {
+		return flows
+	}
+	oldPorts := map[string]*model.ServicePort{}
+	for _, sp := range oldSvc.Ports {
+		oldPorts[fmt.Sprint(sp.Port)] = sp
+	}
+	for _, sp := range newSvc.Ports {
+		if sp.Protocol != model.UDP || len(sp.Cluster.Endpoints)+len(sp.External.Endpoints) == 0 {
+			continue
+		}
+		if osp := oldPorts[fmt.Sprint(sp.Port)]; osp != nil && len(osp.Cluster.Endpoints)+len(osp.External.Endpoints) > 0 {
+			continue
+		}
+		for _, ip := range frontends(newSvc) {
+			flows = append(flows, conntrack.Flow{OrigDst: ip, OrigDstPort: uint16(sp.Port)})
+		}
+	}
+	return flows
+}
+
+func cloneMap[K comparable, V any](m map[K]V) map[K]V {
+	out := make(map[K]V, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+// encodeService appends everything the rules depend on, so that an unchanged Service
+// is recognised by comparing bytes, without building its rules.
+func encodeService(b []byte, svc *model.Service) []byte {
+	str := func(s string) {
+		b = binary.AppendUvarint(b, uint64(len(s)))
+		b = append(b, s...)
+	}
+	num := func(n uint64) { b = binary.AppendUvarint(b, n) }
+	addrs := func(as []netip.Addr) {
+		num(uint64(len(as)))
+		for _, a := range as {
+			b, _ = a.AppendBinary(b)
+			b = append(b, 0xff)
+		}
+	}
+	eps := func(s model.EndpointSet) {
+		num(uint64(s.Verdict))
+		num(uint64(s.IPv4Verdict))
+		num(uint64(s.IPv6Verdict))
+		num(uint64(len(s.Endpoints)))
+		for _, ep := range s.Endpoints {
+			b, _ = ep.Addr.AppendBinary(b)
+			num(uint64(ep.Port))
+			num(uint64(ep.Weight))
+			flags := uint64(0)
+			if ep.Local {
+				flags |= 1
+			}
+			if ep.NodeName == "" {
+				flags |= 2
+			}
+			num(flags)
+		}
+	}
+	str(string(svc.Type))
+	addrs(svc.ClusterIPs)
+	addrs(svc.ExternalIPs)
+	addrs(svc.LoadBalancerIPs)
+	num(uint64(len(svc.LoadBalancerSourceRanges)))
+	for _, p := range svc.LoadBalancerSourceRanges {
+		b, _ = p.AppendBinary(b)
+	}
+	num(uint64(svc.AffinityTimeout))
+	flags := uint64(0)
+	if svc.InternalTrafficLocal {
+		flags |= 1
+	}
+	if svc.ExternalTrafficLocal {
+		flags |= 2
+	}
+	num(flags)
+	num(uint64(len(svc.Ports)))
+	for _, sp := range svc.Ports {
+		if pol := portPolicy(svc, sp); pol != nil {
+			str(string(pol.Algorithm))
+			num(pol.MaglevSeed)
+		} else {
+			str("")
+		}
+		str(sp.Name)
+		str(string(sp.Protocol))
+		num(uint64(sp.Port))
+		num(uint64(sp.NodePort))
+		eps(sp.Cluster)
+		eps(sp.External)
+	}
+	return b
+}

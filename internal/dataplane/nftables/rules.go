@@ -1,0 +1,462 @@
+package nftables
+
+import (
+	"crypto/sha256"
+	"encoding/base32"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	"sigs.k8s.io/knftables"
+
+	"weir.dev/weir/internal/balance"
+	"weir.dev/weir/internal/model"
+)
+
+// Names of weir's fixed objects in each table.
+const (
+	tableName = "weir"
+
+	chainServices        = "services"
+	chainEndpointsCheck  = "endpoints-check"
+	chainClusterIPsCheck = "cluster-ips-check"
+	chainFirewallCheck   = "firewall-check"
+	chainReject          = "reject-chain"
+	chainMarkMasq        = "mark-for-masquerade"
+	chainMasquerading    = "masquerading"
+
+	mapServiceIPs        = "service-ips"
+	mapServiceNodePorts  = "service-nodeports"
+	mapNoEndpointIPs     = "no-endpoint-services"
+	mapNoEndpointPorts   = "no-endpoint-nodeports"
+	mapFirewallIPs       = "firewall-ips"
+	setClusterIPs        = "cluster-ips"
+	setHairpin           = "hairpin-ips"
+	setNodePortAddresses = "nodeport-ips"
+)
+
+// ipFamily holds what differs between the ip and ip6 tables.
+type ipFamily struct {
+	nft      knftables.Family
+	kw       string // "ip" or "ip6" in rules
+	addrType string // ipv4_addr or ipv6_addr
+	loopback string
+	is6      bool
+}
+
+var (
+	familyV4 = ipFamily{nft: knftables.IPv4Family, kw: "ip", addrType: "ipv4_addr", loopback: "127.0.0.0/8"}
+	familyV6 = ipFamily{nft: knftables.IPv6Family, kw: "ip6", addrType: "ipv6_addr", loopback: "::1", is6: true}
+)
+
+func (f ipFamily) has(a netip.Addr) bool { return a.IsValid() && a.Unmap().Is6() == f.is6 }
+
+// baseObjects are the tables, base chains, dispatch maps and fixed chains, written once
+// per table on the first sync.
+func baseObjects(f ipFamily, mark uint32, nodePortAddrs []netip.Prefix) []knftables.Object {
+	dispatchType := f.addrType + " . inet_proto . inet_service : verdict"
+	portType := "inet_proto . inet_service : verdict"
+	maskHex := fmt.Sprintf("%#x", mark)
+	objs := []knftables.Object{
+		&knftables.Map{Name: mapServiceIPs, Type: dispatchType, Comment: ptr("ClusterIP, external IP and LoadBalancer IP dispatch")},
+		&knftables.Map{Name: mapServiceNodePorts, Type: portType, Comment: ptr("NodePort dispatch")},
+		&knftables.Map{Name: mapNoEndpointIPs, Type: dispatchType, Comment: ptr("Service IPs with nothing to forward to: reject or drop")},
+		&knftables.Map{Name: mapNoEndpointPorts, Type: portType, Comment: ptr("node ports with nothing to forward to: reject or drop")},
+		&knftables.Map{Name: mapFirewallIPs, Type: dispatchType, Comment: ptr("LoadBalancer IPs with loadBalancerSourceRanges")},
+		&knftables.Set{Name: setClusterIPs, Type: f.addrType, Comment: ptr("every ClusterIP, to reject unserved ports")},
+		&knftables.Set{Name: setHairpin, Type: f.addrType + " . " + f.addrType, Comment: ptr("endpoint . endpoint: hairpin traffic to masquerade")},
+	}
+	nodePortMatch := fmt.Sprintf("fib daddr type local %s daddr != %s", f.kw, f.loopback)
+	if len(nodePortAddrs) > 0 {
+		objs = append(objs, &knftables.Set{Name: setNodePortAddresses, Type: f.addrType, Flags: []knftables.SetFlag{knftables.IntervalFlag}, Comment: ptr("--nodeport-addresses")})
+		nodePortMatch += fmt.Sprintf(" %s daddr @%s", f.kw, setNodePortAddresses)
+	}
+	base := func(name string, typ knftables.BaseChainType, hook knftables.BaseChainHook, prio knftables.BaseChainPriority) *knftables.Chain {
+		return &knftables.Chain{Name: name, Type: ptr(typ), Hook: ptr(hook), Priority: ptr(prio)}
+	}
+	chain := func(name string) *knftables.Chain { return &knftables.Chain{Name: name} }
+	rule := func(chain string, parts ...any) *knftables.Rule {
+		return &knftables.Rule{Chain: chain, Rule: knftables.Concat(parts...)}
+	}
+	preDNAT := knftables.DNATPriority + "-10"
+	objs = append(objs,
+		chain(chainServices), chain(chainEndpointsCheck), chain(chainClusterIPsCheck),
+		chain(chainFirewallCheck), chain(chainReject), chain(chainMarkMasq), chain(chainMasquerading),
+		base("filter-prerouting", knftables.FilterType, knftables.PreroutingHook, preDNAT),
+		base("filter-output-pre-dnat", knftables.FilterType, knftables.OutputHook, preDNAT),
+		base("filter-input", knftables.FilterType, knftables.InputHook, knftables.FilterPriority),
+		base("filter-forward", knftables.FilterType, knftables.ForwardHook, knftables.FilterPriority),
+		base("filter-output", knftables.FilterType, knftables.OutputHook, knftables.FilterPriority),
+		base("nat-prerouting", knftables.NATType, knftables.PreroutingHook, knftables.DNATPriority),
+		base("nat-output", knftables.NATType, knftables.OutputHook, knftables.DNATPriority),
+		base("nat-postrouting", knftables.NATType, knftables.PostroutingHook, knftables.SNATPriority),
+
+		rule("filter-prerouting", "ct state new jump", chainFirewallCheck),
+		rule("filter-output-pre-dnat", "ct state new jump", chainFirewallCheck),
+		rule("filter-input", "ct state new jump", chainEndpointsCheck),
+		rule("filter-forward", "ct state new jump", chainEndpointsCheck),
+		rule("filter-forward", "ct state new jump", chainClusterIPsCheck),
+		rule("filter-output", "ct state new jump", chainEndpointsCheck),
+		rule("filter-output", "ct state new jump", chainClusterIPsCheck),
+		rule("nat-prerouting", "jump", chainServices),
+		rule("nat-output", "jump", chainServices),
+		rule("nat-postrouting", "jump", chainMasquerading),
+
+		rule(chainFirewallCheck, f.kw, "daddr . meta l4proto . th dport vmap @"+mapFirewallIPs),
+		rule(chainServices, f.kw, "daddr . meta l4proto . th dport vmap @"+mapServiceIPs),
+		rule(chainServices, nodePortMatch, "meta l4proto . th dport vmap @"+mapServiceNodePorts),
+		rule(chainEndpointsCheck, f.kw, "daddr . meta l4proto . th dport vmap @"+mapNoEndpointIPs),
+		rule(chainEndpointsCheck, nodePortMatch, "meta l4proto . th dport vmap @"+mapNoEndpointPorts),
+		rule(chainClusterIPsCheck, f.kw, "daddr @"+setClusterIPs, "goto", chainReject),
+		rule(chainReject, "meta l4proto tcp reject with tcp reset"),
+		rule(chainReject, "reject"),
+		rule(chainMarkMasq, "meta mark set meta mark or", maskHex),
+		rule(chainMasquerading, "ct status dnat", f.kw, "saddr .", f.kw, "daddr @"+setHairpin, "masquerade fully-random"),
+		rule(chainMasquerading, "meta mark and", maskHex, "== 0 return"),
+		rule(chainMasquerading, "meta mark set meta mark xor", maskHex),
+		rule(chainMasquerading, "masquerade fully-random"),
+	)
+	for _, p := range nodePortAddrs {
+		if f.has(p.Addr()) {
+			objs = append(objs, &knftables.Element{Set: setNodePortAddresses, Key: []string{p.Masked().String()}})
+		}
+	}
+	return objs
+}
+
+// element is one map or set element a Service owns.
+type element struct {
+	set   string // set or map name
+	key   string // the key parts joined with " . "
+	value string // "" for set elements
+}
+
+func (e element) id() string { return e.set + "|" + e.key }
+
+func (e element) object(withValue bool) *knftables.Element {
+	el := &knftables.Element{Key: strings.Split(e.key, " . ")}
+	if e.value == "" {
+		el.Set = e.set
+		return el
+	}
+	el.Map = e.set
+	if withValue {
+		el.Value = []string{e.value}
+	}
+	return el
+}
+
+// serviceObjects is everything one Service owns in one table.
+type serviceObjects struct {
+	chains   map[string][]string      // chain name → rules
+	sets     map[string]time.Duration // affinity sets → timeout
+	elements map[string]element       // by element.id()
+	hairpin  []string                 // hairpin set keys (shared between Services)
+	// unsupported lists "port id\x00algorithm" pairs the kernel cannot schedule.
+	unsupported []string
+}
+
+// chainName builds a readable chain or set name with a hash that keeps it unique.
+func chainName(prefix string, parts ...string) string {
+	id := strings.Join(parts, "/")
+	sum := sha256.Sum256([]byte(prefix + "\x00" + id))
+	hash := base32.StdEncoding.EncodeToString(sum[:5])
+	var b strings.Builder
+	b.Grow(len(prefix) + len(hash) + len(id) + 2)
+	b.WriteString(prefix)
+	b.WriteByte('-')
+	b.WriteString(hash)
+	b.WriteByte('-')
+	for _, r := range id {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '/', r == '_', r == '-', r == '.':
+			b.WriteRune(r)
+		default:
+			b.WriteByte('.')
+		}
+	}
+	name := b.String()
+	if len(name) > 200 {
+		name = name[:200]
+	}
+	return name
+}
+
+func protoName(p model.Protocol) string { return strings.ToLower(string(p)) }
+
+func portID(svc *model.Service, sp *model.ServicePort) string {
+	name := sp.Name
+	if name == "" {
+		name = fmt.Sprint(sp.Port)
+	}
+	return svc.Key.Namespace + "/" + svc.Key.Name + "/" + protoName(sp.Protocol) + "/" + name
+}
+
+// kernelAlgorithm maps a Service's scheduler to one the rules can express.
+func kernelAlgorithm(a balance.Algorithm) (balance.Algorithm, bool) {
+	switch a {
+	case "", balance.Random:
+		return balance.Random, true
+	case balance.RoundRobin, balance.WeightedRoundRobin:
+		return balance.RoundRobin, true
+	case balance.SourceHash, balance.Maglev:
+		return balance.SourceHash, true
+	}
+	return balance.Random, false
+}
+
+// buildService computes the objects svc owns in the table of family f.
+func buildService(f ipFamily, svc *model.Service) *serviceObjects {
+	o := &serviceObjects{chains: map[string][]string{}, sets: map[string]time.Duration{}, elements: map[string]element{}}
+	if !svc.Proxied() {
+		return o
+	}
+	add := func(e element) { o.elements[e.id()] = e }
+	var clusterIPs, externalIPs, lbIPs []netip.Addr
+	for _, a := range svc.ClusterIPs {
+		if f.has(a) {
+			clusterIPs = append(clusterIPs, a.Unmap())
+			add(element{set: setClusterIPs, key: a.Unmap().String()})
+		}
+	}
+	for _, a := range svc.ExternalIPs {
+		if f.has(a) {
+			externalIPs = append(externalIPs, a.Unmap())
+		}
+	}
+	for _, a := range svc.LoadBalancerIPs {
+		if f.has(a) {
+			lbIPs = append(lbIPs, a.Unmap())
+		}
+	}
+	var ranges []string
+	for _, p := range svc.LoadBalancerSourceRanges {
+		if f.has(p.Addr()) {
+			ranges = append(ranges, p.Masked().String())
+		}
+	}
+	for _, sp := range svc.Ports {
+		algo := balance.Random
+		var seed uint64
+		if pol := portPolicy(svc, sp); pol != nil {
+			var ok bool
+			algo, ok = kernelAlgorithm(pol.Algorithm)
+			if !ok {
+				o.unsupported = append(o.unsupported, sp.ID(svc.Key)+"\x00"+string(pol.Algorithm))
+			}
+			seed = pol.MaglevSeed
+		}
+		id := portID(svc, sp)
+		proto := protoName(sp.Protocol)
+		port := fmt.Sprint(sp.Port)
+		cluster := familyEndpoints(f, sp.Cluster.Endpoints)
+		external := familyEndpoints(f, sp.External.Endpoints)
+		for _, ep := range append(append([]model.Endpoint(nil), cluster...), external...) {
+			if ep.Local || ep.NodeName == "" {
+				k := ep.Addr.Unmap().String()
+				o.hairpin = append(o.hairpin, k+" . "+k)
+			}
+		}
+		pick := picker{f: f, proto: proto, algo: algo, seed: seed, affinity: svc.AffinityTimeout, portID: id, o: o}
+
+		svcChain := ""
+		if len(clusterIPs) > 0 && len(cluster) > 0 {
+			svcChain = chainName("svc", id)
+			var rules []string
+			pick.rules(&rules, cluster)
+			o.chains[svcChain] = rules
+		}
+		clusterMiss := missVerdict(familyVerdict(f, sp.Cluster))
+		for _, ip := range clusterIPs {
+			k := ip.String() + " . " + proto + " . " + port
+			if svcChain != "" {
+				add(element{set: mapServiceIPs, key: k, value: "goto " + svcChain})
+			} else {
+				add(element{set: mapNoEndpointIPs, key: k, value: clusterMiss})
+			}
+		}
+
+		hasExternal := len(externalIPs) > 0 || len(lbIPs) > 0 || sp.NodePort != 0
+		if !hasExternal {
+			continue
+		}
+		extChain := ""
+		if len(external) > 0 {
+			extChain = chainName("ext", id)
+			var rules []string
+			if svc.ExternalTrafficLocal {
+				// Traffic the node itself sends is not external: it may use any endpoint.
+				rules = append(rules, "fib saddr type local jump "+chainMarkMasq)
+				if svcChain != "" {
+					rules = append(rules, "fib saddr type local goto "+svcChain)
+				}
+				pick.rules(&rules, external)
+			} else {
+				rules = append(rules, "jump "+chainMarkMasq)
+				if svcChain != "" && sameEndpoints(cluster, external) {
+					rules = append(rules, "goto "+svcChain)
+				} else {
+					pick.rules(&rules, external)
+				}
+			}
+			o.chains[extChain] = rules
+		}
+		externalMiss := missVerdict(familyVerdict(f, sp.External))
+		for _, ip := range append(append([]netip.Addr(nil), externalIPs...), lbIPs...) {
+			k := ip.String() + " . " + proto + " . " + port
+			if extChain != "" {
+				add(element{set: mapServiceIPs, key: k, value: "goto " + extChain})
+			} else {
+				add(element{set: mapNoEndpointIPs, key: k, value: externalMiss})
+			}
+		}
+		if len(svc.LoadBalancerSourceRanges) > 0 && len(lbIPs) > 0 {
+			fw := chainName("fw", id)
+			if len(ranges) > 0 {
+				o.chains[fw] = []string{fmt.Sprintf("%s saddr != { %s } drop", f.kw, strings.Join(ranges, ", "))}
+			} else {
+				o.chains[fw] = []string{"drop"}
+			}
+			for _, ip := range lbIPs {
+				add(element{set: mapFirewallIPs, key: ip.String() + " . " + proto + " . " + port, value: "goto " + fw})
+			}
+		}
+		if sp.NodePort != 0 {
+			k := proto + " . " + fmt.Sprint(sp.NodePort)
+			if extChain != "" {
+				add(element{set: mapServiceNodePorts, key: k, value: "goto " + extChain})
+			} else {
+				add(element{set: mapNoEndpointPorts, key: k, value: externalMiss})
+			}
+		}
+	}
+	return o
+}
+
+// portPolicy is the TrafficPolicy in force for a port.
+func portPolicy(svc *model.Service, sp *model.ServicePort) *model.Policy {
+	if sp.Policy != nil {
+		return sp.Policy
+	}
+	return svc.Policy
+}
+
+// familyVerdict is the set's verdict for one IP family.
+func familyVerdict(f ipFamily, s model.EndpointSet) model.Verdict {
+	if f.is6 {
+		return s.IPv6Verdict
+	}
+	return s.IPv4Verdict
+}
+
+// missVerdict is the verdict-map value for a frontend with no endpoint in this family.
+func missVerdict(v model.Verdict) string {
+	if v == model.Drop {
+		return "drop"
+	}
+	return "goto " + chainReject
+}
+
+func familyEndpoints(f ipFamily, eps []model.Endpoint) []model.Endpoint {
+	out := make([]model.Endpoint, 0, len(eps))
+	for _, ep := range eps {
+		if f.has(ep.Addr) {
+			out = append(out, ep)
+		}
+	}
+	return out
+}
+
+func sameEndpoints(a, b []model.Endpoint) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].AddrPort() != b[i].AddrPort() || weight(a[i]) != weight(b[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func weight(ep model.Endpoint) uint64 {
+	if ep.Weight == 0 {
+		return 1
+	}
+	return uint64(ep.Weight)
+}
+
+func gcd(a, b uint64) uint64 {
+	for b != 0 {
+		a, b = b, a%b
+	}
+	return a
+}
+
+// picker writes the rules that choose one endpoint and DNAT to it.
+type picker struct {
+	f        ipFamily
+	proto    string
+	algo     balance.Algorithm
+	seed     uint64
+	affinity time.Duration
+	portID   string
+	o        *serviceObjects
+}
+
+// rules appends the endpoint choice: affinity checks first, then a cascade in which
+// rule i takes its share of what the rules before it left (as iptables' statistic
+// match does): numgen random mod R < w for random, numgen inc for round robin (each
+// rule's counter only sees the packets that reach it, so the cascade cycles), and one
+// jhash of the source compared against cumulative bounds for source hashing.
+func (p picker) rules(rules *[]string, eps []model.Endpoint) {
+	g := uint64(0)
+	for _, ep := range eps {
+		g = gcd(g, weight(ep))
+	}
+	var total uint64
+	for _, ep := range eps {
+		total += weight(ep) / g
+	}
+	dnat := func(ep model.Endpoint) string {
+		return "dnat to " + ep.AddrPort().String()
+	}
+	affSet := func(ep model.Endpoint) string {
+		name := chainName("aff", p.portID, ep.AddrPort().String(), fmt.Sprint(int64(p.affinity/time.Second)))
+		p.o.sets[name] = p.affinity
+		return name
+	}
+	l4 := "meta l4proto " + p.proto
+	if p.affinity > 0 {
+		for _, ep := range eps {
+			set := affSet(ep)
+			*rules = append(*rules, fmt.Sprintf("%s %s saddr @%s update @%s { %s saddr } %s", l4, p.f.kw, set, set, p.f.kw, dnat(ep)))
+		}
+	}
+	remaining, cum := total, uint64(0)
+	for i, ep := range eps {
+		w := weight(ep) / g
+		cum += w
+		cond := ""
+		if i < len(eps)-1 {
+			switch p.algo {
+			case balance.RoundRobin:
+				cond = fmt.Sprintf(" numgen inc mod %d < %d", remaining, w)
+			case balance.SourceHash:
+				cond = fmt.Sprintf(" jhash %s saddr mod %d seed %#x < %d", p.f.kw, total, uint32(p.seed), cum)
+			default:
+				cond = fmt.Sprintf(" numgen random mod %d < %d", remaining, w)
+			}
+		}
+		update := ""
+		if p.affinity > 0 {
+			set := affSet(ep)
+			update = fmt.Sprintf(" update @%s { %s saddr }", set, p.f.kw)
+		}
+		*rules = append(*rules, l4+cond+update+" "+dnat(ep))
+		remaining -= w
+	}
+}
+
+func ptr[T any](v T) *T { return &v }

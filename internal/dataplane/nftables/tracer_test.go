@@ -1,0 +1,322 @@
+package nftables
+
+import (
+	"fmt"
+	"math"
+	"net/netip"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"sigs.k8s.io/knftables"
+)
+
+// tracer follows a packet through the rules weir wrote into a knftables.Fake, as
+// kube-proxy's helpers_test.go does. It understands exactly the rule forms weir
+// generates and fails the test on any other, so a new rule form needs a tracer change.
+type tracer struct {
+	t       *testing.T
+	tbl     *knftables.FakeTable
+	f       ipFamily
+	nodeIPs []string          // the node's local addresses
+	aff     map[string]string // affinity set name → a source address in it
+	pkt     packet
+
+	mark      bool
+	endpoints map[string]float64
+	mass      float64 // probability not yet DNATed in the current pick
+	hashDone  float64
+}
+
+type packet struct {
+	src, dst string
+	proto    string
+	port     int
+}
+
+// outcome is what happened to a packet.
+type outcome struct {
+	verdict   string             // "DNAT", "DROP", "REJECT" or "ACCEPT" (not for weir)
+	endpoints map[string]float64 // DNAT targets and their probabilities
+	masq      bool
+}
+
+func (o outcome) String() string {
+	eps := make([]string, 0, len(o.endpoints))
+	for ep, p := range o.endpoints {
+		eps = append(eps, fmt.Sprintf("%s=%.3f", ep, p))
+	}
+	slices.Sort(eps)
+	return fmt.Sprintf("%s [%s] masq=%v", o.verdict, strings.Join(eps, " "), o.masq)
+}
+
+const (
+	contNext = iota // the chain ended or returned
+	contDrop
+	contReject
+	contDNAT
+	contAccept
+)
+
+var (
+	reJumpGoto    = regexp.MustCompile(`^(ct state new )?(jump|goto) (\S+)$`)
+	reDispatch    = regexp.MustCompile(`^(ip|ip6) daddr \. meta l4proto \. th dport vmap @(\S+)$`)
+	reNodePort    = regexp.MustCompile(`^fib daddr type local (ip|ip6) daddr != (\S+)( (ip|ip6) daddr @(\S+))? meta l4proto \. th dport vmap @(\S+)$`)
+	reSetGoto     = regexp.MustCompile(`^(ip|ip6) daddr @(\S+) goto (\S+)$`)
+	reFibSaddr    = regexp.MustCompile(`^fib saddr type local (jump|goto) (\S+)$`)
+	reSrcRanges   = regexp.MustCompile(`^(ip|ip6) saddr != \{ (.*) \} drop$`)
+	reMark        = regexp.MustCompile(`^meta mark set meta mark or 0x[0-9a-f]+$`)
+	reAffinityHit = regexp.MustCompile(`^meta l4proto (\w+) (ip|ip6) saddr @(\S+) update @(\S+) \{ (ip|ip6) saddr \} dnat to (\S+)$`)
+	rePick        = regexp.MustCompile(`^meta l4proto (\w+)( numgen (random|inc) mod (\d+) < (\d+)| jhash (ip|ip6) saddr mod (\d+) seed 0x[0-9a-f]+ < (\d+))?( update @\S+ \{ (ip|ip6) saddr \})? dnat to (\S+)$`)
+)
+
+func newTracer(t *testing.T, fake *knftables.Fake, f ipFamily, nodeIPs []string) *tracer {
+	t.Helper()
+	tbl := fake.Tables[f.nft][tableName]
+	if tbl == nil {
+		t.Fatalf("no table %s %s", f.nft, tableName)
+	}
+	return &tracer{t: t, tbl: tbl, f: f, nodeIPs: nodeIPs, aff: map[string]string{}}
+}
+
+func (tr *tracer) isLocal(ip string) bool { return slices.Contains(tr.nodeIPs, ip) }
+
+func (tr *tracer) lookup(mapName string, key ...string) string {
+	m := tr.tbl.Maps[mapName]
+	if m == nil {
+		tr.t.Fatalf("no map %s", mapName)
+	}
+	if el := m.FindElement(key...); el != nil {
+		return strings.Join(el.Value, " ")
+	}
+	// Elements are written with the whole key as one string.
+	if el := m.FindElement(strings.Join(key, " . ")); el != nil {
+		return strings.Join(el.Value, " ")
+	}
+	return ""
+}
+
+func (tr *tracer) inSet(setName string, key string) bool {
+	s := tr.tbl.Sets[setName]
+	if s == nil {
+		tr.t.Fatalf("no set %s", setName)
+	}
+	for _, el := range s.Elements {
+		if strings.Join(el.Key, " . ") == key {
+			return true
+		}
+		if s.Flags != nil && slices.Contains(s.Flags, knftables.IntervalFlag) {
+			p, err := netip.ParsePrefix(el.Key[0])
+			if err == nil && p.Contains(netip.MustParseAddr(key)) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// verdictValue applies a verdict-map value.
+func (tr *tracer) verdictValue(v string) int {
+	switch {
+	case v == "":
+		return contNext
+	case v == "drop":
+		return contDrop
+	case strings.HasPrefix(v, "goto "):
+		return tr.goTo(strings.TrimPrefix(v, "goto "))
+	case strings.HasPrefix(v, "jump "):
+		if r := tr.chain(strings.TrimPrefix(v, "jump ")); r != contNext {
+			return r
+		}
+		return contNext
+	}
+	tr.t.Fatalf("unknown verdict %q", v)
+	return 0
+}
+
+// goTo runs a chain and does not come back to the caller's next rule.
+func (tr *tracer) goTo(name string) int {
+	r := tr.chain(name)
+	if r == contNext {
+		return -1 // returned from a goto: the calling chain ends too
+	}
+	return r
+}
+
+func (tr *tracer) chain(name string) int {
+	ch := tr.tbl.Chains[name]
+	if ch == nil {
+		tr.t.Fatalf("no chain %q", name)
+	}
+	for _, rule := range ch.Rules {
+		r := tr.rule(rule.Rule)
+		if r == -1 {
+			return contNext
+		}
+		if r != contNext {
+			return r
+		}
+	}
+	return contNext
+}
+
+func (tr *tracer) rule(rule string) int {
+	p := tr.pkt
+	key := []string{p.dst, p.proto, strconv.Itoa(p.port)}
+	switch {
+	case rule == "reject" || rule == "meta l4proto tcp reject with tcp reset":
+		if rule == "reject" || p.proto == "tcp" {
+			return contReject
+		}
+		return contNext
+	case rule == "drop":
+		return contDrop
+	case reMark.MatchString(rule):
+		tr.mark = true
+		return contNext
+	case reJumpGoto.MatchString(rule):
+		m := reJumpGoto.FindStringSubmatch(rule)
+		if m[2] == "goto" {
+			return tr.goTo(m[3])
+		}
+		return tr.chain(m[3])
+	case reDispatch.MatchString(rule):
+		m := reDispatch.FindStringSubmatch(rule)
+		return tr.verdictValue(tr.lookup(m[2], key...))
+	case reNodePort.MatchString(rule):
+		m := reNodePort.FindStringSubmatch(rule)
+		if !tr.isLocal(p.dst) || strings.HasPrefix(p.dst, "127.") || p.dst == "::1" {
+			return contNext
+		}
+		if m[5] != "" && !tr.inSet(m[5], p.dst) {
+			return contNext
+		}
+		return tr.verdictValue(tr.lookup(m[6], key[1:]...))
+	case reSetGoto.MatchString(rule):
+		m := reSetGoto.FindStringSubmatch(rule)
+		if tr.inSet(m[2], p.dst) {
+			return tr.goTo(m[3])
+		}
+		return contNext
+	case reFibSaddr.MatchString(rule):
+		m := reFibSaddr.FindStringSubmatch(rule)
+		if !tr.isLocal(p.src) {
+			return contNext
+		}
+		if m[1] == "goto" {
+			return tr.goTo(m[2])
+		}
+		return tr.chain(m[2])
+	case reSrcRanges.MatchString(rule):
+		m := reSrcRanges.FindStringSubmatch(rule)
+		src := netip.MustParseAddr(p.src)
+		for _, r := range strings.Split(m[2], ", ") {
+			if netip.MustParsePrefix(r).Contains(src) {
+				return contNext
+			}
+		}
+		return contDrop
+	case reAffinityHit.MatchString(rule):
+		m := reAffinityHit.FindStringSubmatch(rule)
+		if m[1] == p.proto && tr.aff[m[3]] == p.src {
+			tr.endpoints[m[6]] += tr.mass
+			tr.mass = 0
+			return contDNAT
+		}
+		return contNext
+	case rePick.MatchString(rule):
+		m := rePick.FindStringSubmatch(rule)
+		if m[1] != p.proto {
+			return contNext
+		}
+		take := tr.mass
+		switch {
+		case m[3] != "":
+			r, _ := strconv.ParseFloat(m[4], 64)
+			w, _ := strconv.ParseFloat(m[5], 64)
+			take = tr.mass * w / r
+		case m[6] != "":
+			total, _ := strconv.ParseFloat(m[7], 64)
+			cum, _ := strconv.ParseFloat(m[8], 64)
+			take = cum/total - tr.hashDone
+			tr.hashDone = cum / total
+		}
+		tr.endpoints[m[11]] += take
+		tr.mass -= take
+		if tr.mass < 1e-9 {
+			return contDNAT
+		}
+		return contNext
+	}
+	tr.t.Fatalf("tracer does not understand rule %q", rule)
+	return 0
+}
+
+// trace runs pkt as the first packet of a new connection.
+func (tr *tracer) trace(pkt packet) outcome {
+	tr.pkt = pkt
+	tr.mark = false
+	tr.endpoints = map[string]float64{}
+	tr.mass, tr.hashDone = 1, 0
+	fromNode := tr.isLocal(pkt.src)
+
+	pre := "filter-prerouting"
+	if fromNode {
+		pre = "filter-output-pre-dnat"
+	}
+	switch tr.chain(pre) {
+	case contDrop:
+		return outcome{verdict: "DROP"}
+	case contReject:
+		return outcome{verdict: "REJECT"}
+	}
+	nat := "nat-prerouting"
+	if fromNode {
+		nat = "nat-output"
+	}
+	switch r := tr.chain(nat); r {
+	case contDrop:
+		return outcome{verdict: "DROP"}
+	case contDNAT:
+		out := outcome{verdict: "DNAT", endpoints: tr.endpoints, masq: tr.mark}
+		for ep := range tr.endpoints {
+			ap := netip.MustParseAddrPort(ep)
+			if ap.Addr().String() == pkt.src && tr.inSet(setHairpin, pkt.src+" . "+pkt.src) {
+				out.masq = true
+			}
+		}
+		return out
+	case contNext:
+	default:
+		tr.t.Fatalf("nat chains ended with %d", r)
+	}
+	filter := "filter-forward"
+	switch {
+	case fromNode:
+		filter = "filter-output"
+	case tr.isLocal(pkt.dst):
+		filter = "filter-input"
+	}
+	switch tr.chain(filter) {
+	case contDrop:
+		return outcome{verdict: "DROP"}
+	case contReject:
+		return outcome{verdict: "REJECT"}
+	}
+	return outcome{verdict: "ACCEPT"}
+}
+
+// sameShares compares endpoint probabilities.
+func sameShares(got, want map[string]float64) bool {
+	if len(got) != len(want) {
+		return false
+	}
+	for k, v := range want {
+		if math.Abs(got[k]-v) > 1e-6 {
+			return false
+		}
+	}
+	return true
+}
