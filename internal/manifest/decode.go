@@ -120,6 +120,12 @@ func (l *loader) decode(d *document, apiVersion, kind string) {
 			schema.GroupVersion{Group: gv.Group, Version: versions[0]})
 		return
 	}
+	for _, dup := range d.dups {
+		l.errs = append(l.errs, Error{File: d.file, Line: dup.line, Object: o.id(), Field: dup.path, Message: "duplicate field"})
+	}
+	if len(d.dups) > 0 {
+		return
+	}
 	data, err := toJSON(d.node)
 	if err != nil {
 		l.errorf(o, "", "%v", err)
@@ -148,6 +154,8 @@ func (l *loader) decode(d *document, apiVersion, kind string) {
 	l.objs = append(l.objs, o)
 }
 
+var quotedValue = regexp.MustCompile(`"([^"]+)"`)
+
 var typeErrorText = regexp.MustCompile(`cannot unmarshal (\w+)[^ ]* into Go struct field [^.]*\.(\S+) of type (\S+)`)
 
 // typeError reports a value of the wrong JSON type ("port: eighty") at its field.
@@ -163,9 +171,17 @@ func (l *loader) typeError(o *object, err error) {
 		l.errorf(o, path, "%s is not a valid value: want %s", m[1], jsonTypeName(m[3]))
 		return
 	}
-	var syntax interface{ Unwrap() error }
-	if errors.As(err, &syntax) {
-		msg = strings.TrimPrefix(syntax.Unwrap().Error(), "json: ")
+	var wrapped interface{ Unwrap() error }
+	if errors.As(err, &wrapped) && wrapped.Unwrap() != nil {
+		msg = strings.TrimPrefix(wrapped.Unwrap().Error(), "json: ")
+	}
+	// A type's own UnmarshalJSON (durations, quantities) names no field; find the
+	// field by the value the message quotes.
+	if m := quotedValue.FindStringSubmatch(msg); m != nil {
+		if path, ok := o.doc.findValue(m[1]); ok {
+			l.errorf(o, path, "%s", msg)
+			return
+		}
 	}
 	l.errorf(o, "", "%s", msg)
 }

@@ -149,6 +149,9 @@ func (l *loader) readFile(file string) {
 			if m := yamlLine.FindStringSubmatch(err.Error()); m != nil {
 				e.Line, _ = strconv.Atoi(m[1])
 				e.Message = m[2]
+				if strings.HasPrefix(e.Message, "did not find expected") {
+					e.Line++ // yaml.v3 gives the parser's context line zero-based
+				}
 			}
 			l.errs = append(l.errs, e)
 			return // the parser cannot go on after a syntax error

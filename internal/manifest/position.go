@@ -18,6 +18,15 @@ type document struct {
 	line  int
 	node  *yaml.Node
 	lines map[string]int
+	// dups lists the paths of mapping keys given twice (the JSON conversion would
+	// silently keep the last one).
+	dups []duplicate
+}
+
+// duplicate is a mapping key given twice, at the second one's line.
+type duplicate struct {
+	path string
+	line int
 }
 
 func newDocument(file string, node *yaml.Node) *document {
@@ -32,9 +41,11 @@ func (d *document) index(path string, n *yaml.Node) {
 	case yaml.MappingNode:
 		for _, kv := range mappingPairs(n) {
 			p := joinKey(path, kv[0].Value)
-			if _, seen := d.lines[p]; !seen {
-				d.lines[p] = kv[0].Line
+			if _, seen := d.lines[p]; seen {
+				d.dups = append(d.dups, duplicate{p, kv[0].Line})
+				continue
 			}
+			d.lines[p] = kv[0].Line
 			d.index(p, kv[1])
 		}
 	case yaml.SequenceNode:
@@ -89,6 +100,32 @@ func (d *document) findKind(plainPath, jsonKind string) (string, bool) {
 	}
 	ok := walk("", "", d.node)
 	return found, ok
+}
+
+// findValue is the path of the first scalar whose value is v.
+func (d *document) findValue(v string) (string, bool) {
+	var walk func(path string, n *yaml.Node) (string, bool)
+	walk = func(path string, n *yaml.Node) (string, bool) {
+		n = resolveAlias(n)
+		switch n.Kind {
+		case yaml.ScalarNode:
+			return path, n.Value == v
+		case yaml.MappingNode:
+			for _, kv := range mappingPairs(n) {
+				if p, ok := walk(joinKey(path, kv[0].Value), kv[1]); ok {
+					return p, true
+				}
+			}
+		case yaml.SequenceNode:
+			for i, item := range n.Content {
+				if p, ok := walk(fmt.Sprintf("%s[%d]", path, i), item); ok {
+					return p, true
+				}
+			}
+		}
+		return "", false
+	}
+	return walk("", d.node)
 }
 
 func yamlJSONKind(n *yaml.Node) string {

@@ -43,6 +43,12 @@ type checker struct {
 	o *object
 }
 
+// written reports whether the field is in the manifest (not defaulted).
+func (c checker) written(path string) bool {
+	_, ok := c.o.doc.lines[path]
+	return ok
+}
+
 func (c checker) errorf(path, format string, args ...any) { c.l.errorf(c.o, path, format, args...) }
 
 // check reports each message a k8s.io/apimachinery validation function returned.
@@ -182,7 +188,9 @@ func (c checker) service(s *corev1.Service) {
 				c.errorf(path+".targetPort", "must equal port (%d) when clusterIP is None", p.Port)
 			}
 		} else {
-			c.portRange(path+".targetPort", p.TargetPort.IntVal)
+			if p.TargetPort.IntVal != p.Port { // else defaulted from port, reported there
+				c.portRange(path+".targetPort", p.TargetPort.IntVal)
+			}
 			if headless && p.TargetPort.IntVal != p.Port {
 				c.errorf(path+".targetPort", "must equal port (%d) when clusterIP is None", p.Port)
 			}
@@ -275,7 +283,7 @@ func (c checker) clusterIPs(spec *corev1.ServiceSpec, headless, external bool) {
 	var fams []corev1.IPFamily
 	for i, ip := range spec.ClusterIPs {
 		path := fmt.Sprintf("spec.clusterIPs[%d]", i)
-		if spec.ClusterIP == "" {
+		if i == 0 && !c.written("spec.clusterIPs") {
 			path = "spec.clusterIP"
 		}
 		if ip == corev1.ClusterIPNone {
@@ -299,16 +307,18 @@ func (c checker) clusterIPs(spec *corev1.ServiceSpec, headless, external bool) {
 	if len(spec.IPFamilies) > 2 {
 		c.errorf("spec.ipFamilies", "at most two families are allowed, found %d", len(spec.IPFamilies))
 	}
-	for i, f := range spec.IPFamilies {
-		path := fmt.Sprintf("spec.ipFamilies[%d]", i)
-		if !c.oneOf(path, string(f), "IPv4", "IPv6") {
-			continue
-		}
-		if i == 1 && spec.IPFamilies[0] == f {
-			c.errorf(path, "%s is listed twice", f)
-		}
-		if i < len(fams) && fams[i] != f {
-			c.errorf(path, "%s does not match spec.clusterIPs[%d] %q (%s)", f, i, spec.ClusterIPs[i], fams[i])
+	if c.written("spec.ipFamilies") { // else derived from clusterIPs
+		for i, f := range spec.IPFamilies {
+			path := fmt.Sprintf("spec.ipFamilies[%d]", i)
+			if !c.oneOf(path, string(f), "IPv4", "IPv6") {
+				continue
+			}
+			if i == 1 && spec.IPFamilies[0] == f {
+				c.errorf(path, "%s is listed twice", f)
+			}
+			if i < len(fams) && fams[i] != f {
+				c.errorf(path, "%s does not match spec.clusterIPs[%d] %q (%s)", f, i, spec.ClusterIPs[i], fams[i])
+			}
 		}
 	}
 	if spec.IPFamilyPolicy != nil {
@@ -432,7 +442,11 @@ func (c checker) secret(s *corev1.Secret) {
 	if s.Type == corev1.SecretTypeTLS {
 		for _, k := range []string{corev1.TLSCertKey, corev1.TLSPrivateKeyKey} {
 			if len(s.Data[k]) == 0 {
-				c.errorf("data["+k+"]", "is required in a %s Secret", corev1.SecretTypeTLS)
+				where := "data"
+				if !c.written("data") && c.written("stringData") {
+					where = "stringData"
+				}
+				c.errorf(where+"["+k+"]", "is required in a %s Secret", corev1.SecretTypeTLS)
 			}
 		}
 	}
