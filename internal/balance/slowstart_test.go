@@ -19,7 +19,7 @@ func TestSlowStartWeight(t *testing.T) {
 		{"linear halfway", 100, w / 2, 1, 10, 50},
 		{"linear below minimum", 100, w / 20, 1, 10, 10},
 		{"aggression 2 ramps faster early", 100, w / 4, 2, 10, 50}, // (1/4)^(1/2)
-		{"aggression 0.5 ramps slower", 100, w / 2, 0.5, 10, 25},  // (1/2)^2
+		{"aggression 0.5 ramps slower", 100, w / 2, 0.5, 10, 25},   // (1/2)^2
 		{"done", 100, w, 1, 10, 100},
 		{"long done", 100, time.Hour, 1, 10, 100},
 		{"no window", 100, 0, 1, 10, 100},
