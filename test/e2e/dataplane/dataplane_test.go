@@ -1,0 +1,219 @@
+package dataplane_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"weir.dev/weir/internal/dataplane/nftables"
+	"weir.dev/weir/internal/model"
+)
+
+func TestNFTables(t *testing.T) {
+	runSuite(t, func() (mode, error) {
+		return nftables.New(nftables.Options{IPFamilies: []nftables.Family{nftables.IPv4}, DisableHealthCheck: true})
+	}, []string{"nft", "list", "ruleset"})
+}
+
+// world is the set of Services every case of the suite uses; udpBackend and liveEps
+// are the parts cases change.
+type world struct {
+	udpBackend int
+	liveEps    []int
+	extra      int // unrelated Services, to churn the tables
+}
+
+func (w world) services() []*model.Service {
+	web := service("web", "10.96.0.10", model.TCP, 80, endpoint(0, 8080, false), endpoint(1, 8080, false), endpoint(2, 8080, false))
+
+	np := service("np", "10.96.0.11", model.TCP, 80, endpoint(0, 8080, false), endpoint(1, 8080, false))
+	np.Type = model.NodePort
+	np.Ports[0].NodePort = 30080
+
+	sticky := service("sticky", "10.96.0.12", model.TCP, 80, endpoint(0, 8080, false), endpoint(1, 8080, false), endpoint(2, 8080, false))
+	sticky.AffinityTimeout = time.Second
+
+	empty := service("empty", "10.96.0.13", model.TCP, 80)
+
+	local := service("local", "10.96.0.14", model.TCP, 80, endpoint(2, 8080, false))
+	local.Type = model.NodePort
+	local.ExternalTrafficLocal = true
+	local.Ports[0].NodePort = 30081
+	local.Ports[0].External = model.EndpointSet{Verdict: model.Drop, IPv4Verdict: model.Drop, IPv6Verdict: model.Drop}
+
+	dns := service("dns", "10.96.0.53", model.UDP, 5353, endpoint(w.udpBackend, 5353, false))
+
+	var liveEps []model.Endpoint
+	for _, i := range w.liveEps {
+		liveEps = append(liveEps, endpoint(i, 8080, false))
+	}
+	live := service("live", "10.96.0.20", model.TCP, 80, liveEps...)
+
+	svcs := []*model.Service{dns, empty, live, local, np, sticky, web}
+	for i := 0; i < w.extra; i++ {
+		svcs = append(svcs, service(fmt.Sprintf("extra-%03d", i), fmt.Sprintf("10.96.1.%d", i+1), model.TCP, 80, endpoint(i%3, 8080, false)))
+	}
+	return svcs
+}
+
+func runSuite(t *testing.T, newMode func() (mode, error), dumpCmd []string) {
+	tp := newTopology(t, 3)
+	before := tp.node.MustRun(dumpCmd...)
+	tp.start(newMode)
+	w := world{udpBackend: 0, liveEps: []int{0, 1}}
+	tp.sync(w.services()...)
+
+	t.Run("ClusterIP reaches every endpoint evenly", func(t *testing.T) {
+		counts := map[string]int{}
+		const n = 300
+		for i := 0; i < n; i++ {
+			name, err := tp.ask("10.96.0.10:80", time.Second)
+			if err != nil {
+				t.Fatalf("connection %d: %v", i, err)
+			}
+			counts[name]++
+		}
+		for _, b := range []string{"b0", "b1", "b2"} {
+			// Expected 100 each; ±40 is about five standard deviations.
+			if c := counts[b]; c < 60 || c > 140 {
+				t.Errorf("backend %s got %d of %d connections: %v", b, c, n, counts)
+			}
+		}
+		t.Logf("distribution over %d connections: %v", n, counts)
+	})
+
+	t.Run("NodePort from an outside client", func(t *testing.T) {
+		seen := map[string]bool{}
+		for i := 0; i < 40 && len(seen) < 2; i++ {
+			name, err := tp.ask(nodeIP+":30080", time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			seen[name] = true
+		}
+		if !seen["b0"] || !seen["b1"] || len(seen) != 2 {
+			t.Errorf("node port reached %v, want b0 and b1", seen)
+		}
+	})
+
+	t.Run("affinity holds then expires", func(t *testing.T) {
+		first, err := tp.ask("10.96.0.12:80", time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 15; i++ {
+			name, err := tp.ask("10.96.0.12:80", time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if name != first {
+				t.Fatalf("connection %d went to %s, affinity said %s", i, name, first)
+			}
+		}
+		// After the 1 s timeout a new choice is made; with three backends a different
+		// one shows up within a few tries (each try keeps the old one with p = 1/3).
+		deadline := time.Now().Add(20 * time.Second)
+		for time.Now().Before(deadline) {
+			time.Sleep(1300 * time.Millisecond)
+			name, err := tp.ask("10.96.0.12:80", time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if name != first {
+				return
+			}
+		}
+		t.Errorf("affinity to %s never expired", first)
+	})
+
+	t.Run("no endpoints is refused at once", func(t *testing.T) {
+		start := time.Now()
+		_, err := tp.ask("10.96.0.13:80", 3*time.Second)
+		if !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Fatalf("err = %v, want connection refused", err)
+		}
+		if d := time.Since(start); d > time.Second {
+			t.Errorf("refusal took %v", d)
+		}
+	})
+
+	t.Run("Local policy without local endpoint drops", func(t *testing.T) {
+		_, err := tp.ask(nodeIP+":30081", 500*time.Millisecond)
+		var ne net.Error
+		if !errors.As(err, &ne) || !ne.Timeout() {
+			t.Fatalf("err = %v, want a timeout (dropped)", err)
+		}
+		// The ClusterIP of the same Service still forwards.
+		if name, err := tp.ask("10.96.0.14:80", time.Second); err != nil || name != "b2" {
+			t.Errorf("ClusterIP of the Local Service: %q, %v", name, err)
+		}
+	})
+
+	t.Run("UDP endpoint replaced: the next packet reaches the new one", func(t *testing.T) {
+		u := tp.udpClient("10.96.0.53:5353")
+		name, err := u.ask("hello")
+		if err != nil || name != "b0" {
+			t.Fatalf("before: %q, %v", name, err)
+		}
+		w.udpBackend = 1
+		tp.sync(w.services()...)
+		name, err = u.ask("again")
+		if err != nil || name != "b1" {
+			t.Fatalf("after replacing b0 by b1 the same socket reached %q (%v)", name, err)
+		}
+	})
+
+	t.Run("syncs under traffic fail no connection", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		var ok, failed int
+		var firstErr error
+		for c := 0; c < 2; c++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for ctx.Err() == nil {
+					_, err := tp.ask("10.96.0.20:80", 2*time.Second)
+					mu.Lock()
+					if err != nil {
+						failed++
+						if firstErr == nil {
+							firstErr = err
+						}
+					} else {
+						ok++
+					}
+					mu.Unlock()
+				}
+			}()
+		}
+		sets := [][]int{{0, 1}, {1, 2}, {0, 2}, {0, 1, 2}, {2}}
+		for i := 0; i < 20; i++ {
+			w.liveEps = sets[i%len(sets)]
+			w.extra = (i * 7) % 30
+			tp.sync(w.services()...)
+			time.Sleep(50 * time.Millisecond)
+		}
+		cancel()
+		wg.Wait()
+		if failed > 0 || ok == 0 {
+			t.Errorf("%d connections failed (first: %v), %d succeeded", failed, firstErr, ok)
+		}
+		t.Logf("%d connections during 20 syncs, none failed", ok)
+	})
+
+	t.Run("cleanup leaves the kernel as it found it", func(t *testing.T) {
+		if err := tp.node.Do(func() error { return tp.dp.Cleanup(context.Background()) }); err != nil {
+			t.Fatal(err)
+		}
+		if after := tp.node.MustRun(dumpCmd...); after != before {
+			t.Errorf("after cleanup:\n%s\nbefore:\n%s", after, before)
+		}
+	})
+}
