@@ -368,18 +368,23 @@ func deref(s *string) string {
 // deduplicated by address and port and sorted by them. A slice port without a name
 // matches the unnamed Service port (kube-proxy ignores it; hand-written slices omit it).
 func portCandidates(parsed []parsedSlice, name string, proto corev1.Protocol) []candidate {
-	var out []candidate
+	n := 0
+	for i := range parsed {
+		for j := range parsed[i].ports {
+			if portMatches(&parsed[i].ports[j], name, proto) {
+				n += len(parsed[i].eps)
+			}
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	out := make([]candidate, 0, n)
 	for i := range parsed {
 		ps := &parsed[i]
-		for _, sp := range ps.ports {
-			if deref(sp.Name) != name || sp.Port == nil || *sp.Port <= 0 || *sp.Port > 65535 {
-				continue
-			}
-			slicePortProto := corev1.ProtocolTCP
-			if sp.Protocol != nil {
-				slicePortProto = *sp.Protocol
-			}
-			if slicePortProto != proto {
+		for j := range ps.ports {
+			sp := &ps.ports[j]
+			if !portMatches(sp, name, proto) {
 				continue
 			}
 			for _, c := range ps.eps {
@@ -401,6 +406,17 @@ func portCandidates(parsed []parsedSlice, name string, proto corev1.Protocol) []
 		return int(a.rank) - int(b.rank)
 	})
 	return slices.CompactFunc(out, func(a, b candidate) bool { return a.Addr == b.Addr && a.Port == b.Port })
+}
+
+func portMatches(sp *discoveryv1.EndpointPort, name string, proto corev1.Protocol) bool {
+	if deref(sp.Name) != name || sp.Port == nil || *sp.Port <= 0 || *sp.Port > 65535 {
+		return false
+	}
+	slicePortProto := corev1.ProtocolTCP
+	if sp.Protocol != nil {
+		slicePortProto = *sp.Protocol
+	}
+	return slicePortProto == proto
 }
 
 func endpointsOf(cands []candidate) []Endpoint {
