@@ -1,0 +1,199 @@
+// Package runner is weir's sync runner: it watches the store, translates the latest
+// valid objects into a Snapshot and hands it to every data plane, at most as often as a
+// bounded-frequency limit allows (kube-proxy's BoundedFrequencyRunner: a burst of quick
+// syncs, then at most one per MinInterval).
+package runner
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"weir.dev/weir/internal/dataplane"
+	"weir.dev/weir/internal/model"
+)
+
+// Objects is where the runner reads the latest valid objects (internal/store).
+type Objects interface {
+	Current() (*model.Objects, uint64)
+	Changed() <-chan struct{}
+}
+
+// Options configure a Runner.
+type Options struct {
+	Objects    Objects
+	Node       model.Node
+	Dataplanes []dataplane.Dataplane
+	// MinInterval between syncs once Burst quick syncs are used up. Default 1 s.
+	MinInterval time.Duration
+	// Burst of syncs allowed back to back. Default 2, so that a lone change is applied at
+	// once.
+	Burst int
+	// RetryInterval after a data plane failed to sync. Default 1 s.
+	RetryInterval time.Duration
+	Logger        *slog.Logger
+	Registerer    prometheus.Registerer
+}
+
+// Runner translates and syncs.
+type Runner struct {
+	opts     Options
+	log      *slog.Logger
+	current  atomic.Pointer[model.Snapshot]
+	version  uint64
+	metrics  metrics
+	lastGen  uint64
+	haveSync bool
+	synced   atomic.Bool // haveSync, for readers outside Run
+}
+
+type metrics struct {
+	translate prometheus.Histogram
+	sync      *prometheus.HistogramVec
+	errors    *prometheus.CounterVec
+	version   prometheus.Gauge
+	services  prometheus.Gauge
+}
+
+// New makes a Runner. It registers its metrics with opts.Registerer when set.
+func New(opts Options) (*Runner, error) {
+	if opts.Objects == nil {
+		return nil, errors.New("runner: no object source")
+	}
+	if opts.MinInterval <= 0 {
+		opts.MinInterval = time.Second
+	}
+	if opts.Burst <= 0 {
+		opts.Burst = 2
+	}
+	if opts.RetryInterval <= 0 {
+		opts.RetryInterval = time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	r := &Runner{opts: opts, log: opts.Logger}
+	r.metrics = metrics{
+		translate: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "weir_translate_duration_seconds", Help: "Time to translate objects into a Snapshot.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10),
+		}),
+		sync: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "weir_sync_duration_seconds", Help: "Time a data plane took to apply a Snapshot.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10),
+		}, []string{"dataplane"}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "weir_sync_errors_total", Help: "Failed data plane syncs (retried).",
+		}, []string{"dataplane"}),
+		version: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "weir_snapshot_version", Help: "Version of the Snapshot in force.",
+		}),
+		services: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "weir_services", Help: "Services in the Snapshot in force.",
+		}),
+	}
+	if opts.Registerer != nil {
+		for _, c := range []prometheus.Collector{r.metrics.translate, r.metrics.sync, r.metrics.errors, r.metrics.version, r.metrics.services} {
+			if err := opts.Registerer.Register(c); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return r, nil
+}
+
+// Snapshot is the Snapshot most recently handed to the data planes, or nil before the
+// first sync.
+func (r *Runner) Snapshot() *model.Snapshot { return r.current.Load() }
+
+// Synced reports whether every data plane has applied at least one Snapshot.
+func (r *Runner) Synced() bool { return r.synced.Load() }
+
+// Run syncs until ctx ends.
+func (r *Runner) Run(ctx context.Context) error {
+	tokens := r.opts.Burst
+	refill := time.NewTicker(r.opts.MinInterval)
+	defer refill.Stop()
+	retry := time.NewTimer(0)
+	if !retry.Stop() {
+		<-retry.C
+	}
+	defer retry.Stop()
+
+	pending := true // sync once at start
+	for {
+		if pending && tokens > 0 {
+			pending = false
+			worked, err := r.syncOnce(ctx)
+			if worked {
+				tokens--
+			}
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				r.log.Warn("sync failed; will retry", "err", err, "retry_in", r.opts.RetryInterval)
+				retry.Reset(r.opts.RetryInterval)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-r.opts.Objects.Changed():
+			pending = true
+		case <-retry.C:
+			pending = true
+			r.lastGen = 0 // force a full pass even though the objects did not change
+		case <-refill.C:
+			if tokens < r.opts.Burst {
+				tokens++
+			}
+		}
+	}
+}
+
+// syncOnce translates and syncs if the objects changed since the last good sync. It
+// reports whether it did any work, so that a no-op does not use up the burst.
+func (r *Runner) syncOnce(ctx context.Context) (bool, error) {
+	objs, gen := r.opts.Objects.Current()
+	if objs == nil {
+		return false, nil // nothing loaded yet
+	}
+	if r.haveSync && gen == r.lastGen {
+		return false, nil
+	}
+	start := time.Now()
+	snap := model.Translate(objs, r.opts.Node)
+	r.metrics.translate.Observe(time.Since(start).Seconds())
+	r.version++
+	snap.Version = r.version
+
+	var errs []error
+	for _, dp := range r.opts.Dataplanes {
+		t := time.Now()
+		err := dp.Sync(ctx, snap)
+		d := time.Since(t)
+		r.metrics.sync.WithLabelValues(dp.Name()).Observe(d.Seconds())
+		if err != nil {
+			r.metrics.errors.WithLabelValues(dp.Name()).Inc()
+			errs = append(errs, err)
+			continue
+		}
+		r.log.Debug("synced", "dataplane", dp.Name(), "version", snap.Version, "took", d)
+	}
+	r.current.Store(snap)
+	r.metrics.version.Set(float64(snap.Version))
+	r.metrics.services.Set(float64(len(snap.Services)))
+	if len(errs) > 0 {
+		return true, errors.Join(errs...)
+	}
+	r.lastGen = gen
+	r.haveSync = true
+	r.synced.Store(true)
+	r.log.Info("configuration applied", "version", snap.Version, "services", len(snap.Services), "took", time.Since(start).Round(time.Microsecond))
+	return true, nil
+}
