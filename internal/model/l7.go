@@ -177,7 +177,10 @@ type Backend struct {
 	Service ServiceKey
 	Port    int32
 	ID      string
-	Weight  int32
+	// PortID is the ServicePort's ID ("namespace/name:port-name"), the key of
+	// internal/health's overlay. Empty when Invalid.
+	PortID string
+	Weight int32
 	// Invalid is set when the reference cannot be resolved (missing Service or port,
 	// refused by ReferenceGrants, unsupported kind): its share of requests gets 500.
 	Invalid bool

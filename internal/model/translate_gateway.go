@@ -511,6 +511,7 @@ func (t *gwTranslator) backend(kind, ns string, ref gatewayv1.BackendObjectRefer
 }
 
 func fillBackend(b *Backend, svc *Service, p *ServicePort) {
+	b.PortID = p.ID(svc.Key)
 	b.H2C = p.AppProtocol == "kubernetes.io/h2c"
 	b.Endpoints = p.Cluster.Endpoints
 	b.Policy = svc.Policy

@@ -1,0 +1,402 @@
+// Package gateway is weir's L7 data plane: it serves the listeners and route tables of
+// a Snapshot's GatewayConfig (Gateway API and Ingress), proxies HTTP/1.1, HTTP/2,
+// gRPC, WebSocket and streamed responses to endpoints it picks itself with
+// internal/balance, and applies the route filters and traffic policy (retries, circuit
+// breaker, outlier ejection, slow start, rate limits, canary rollback, mirroring).
+//
+// Sync swaps each listener's route table atomically; listeners whose address and
+// protocol did not change are never rebound, so in-flight requests, WebSockets and
+// gRPC streams survive reloads.
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"weir.dev/weir/internal/gateway/router"
+	"weir.dev/weir/internal/model"
+)
+
+// Options configure a Gateway. The zero value of each field has a usable default.
+type Options struct {
+	// Logger receives listener changes, canary rollbacks and (with AccessLog) one
+	// record per request. nil discards.
+	Logger *slog.Logger
+	// Registerer receives the weir_gateway_* metrics; nil registers nothing.
+	Registerer prometheus.Registerer
+	// IngressHTTPAddr and IngressHTTPSAddr are where Ingress objects are served
+	// ("host:port"); empty leaves that listener closed.
+	IngressHTTPAddr  string
+	IngressHTTPSAddr string
+	// TrustedProxies are the client addresses whose X-Forwarded-* and Forwarded headers
+	// are kept and appended to; other clients' are replaced.
+	TrustedProxies []netip.Prefix
+	// AccessLog writes one structured record per request to Logger.
+	AccessLog bool
+	// Health is the shared endpoint health (internal/health's Overlay). nil: the
+	// gateway keeps its own passive outlier detection from each backend's policy.
+	Health Health
+	// H2C accepts cleartext HTTP/2 (prior knowledge) on HTTP listeners.
+	H2C bool
+
+	// Limits and timeouts of downstream connections. Defaults: 64 KiB of headers, no
+	// body limit, 10 s to read headers, 120 s idle, no read or write timeout (streams
+	// and WebSockets may last). ReadHeaderTimeout makes slowloris harmless.
+	MaxHeaderBytes    int
+	MaxBodyBytes      int64
+	ReadHeaderTimeout time.Duration
+	ReadTimeout       time.Duration
+	WriteTimeout      time.Duration
+	IdleTimeout       time.Duration
+	// ShutdownGrace bounds how long a removed listener waits for its requests. Default 10 s.
+	ShutdownGrace time.Duration
+	// MaxMirrorsInFlight bounds mirror copies in flight; more are dropped. Default 256.
+	MaxMirrorsInFlight int
+}
+
+// Gateway is the L7 data plane. It implements dataplane.Dataplane.
+type Gateway struct {
+	opts    Options
+	log     *slog.Logger
+	metrics *metrics
+	health  Health
+	ejector *ejector // nil when Options.Health is set
+	up      *upstream
+	proxy   *httputil.ReverseProxy
+	bufs    sync.Pool
+
+	ctx    context.Context // lifetime of mirrors and listeners
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	mirror chan struct{} // semaphore
+
+	mu        sync.Mutex // Sync and Shutdown
+	closed    bool
+	listeners map[string]*listener
+	clusters  map[string]*cluster
+	limiters  map[string]*limiter
+	canaries  map[string]*canary
+
+	rollbackMu sync.Mutex
+	rollbacks  []CanaryRollback
+}
+
+// CanaryRollback records a canary taken to weight 0 by canary analysis.
+type CanaryRollback struct {
+	Route   string
+	Backend string
+	At      time.Time
+}
+
+// New makes a Gateway with no listeners; Sync opens them.
+func New(opts Options) (*Gateway, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.MaxHeaderBytes <= 0 {
+		opts.MaxHeaderBytes = 64 << 10
+	}
+	if opts.ReadHeaderTimeout <= 0 {
+		opts.ReadHeaderTimeout = 10 * time.Second
+	}
+	if opts.IdleTimeout <= 0 {
+		opts.IdleTimeout = 120 * time.Second
+	}
+	if opts.ShutdownGrace <= 0 {
+		opts.ShutdownGrace = 10 * time.Second
+	}
+	if opts.MaxMirrorsInFlight <= 0 {
+		opts.MaxMirrorsInFlight = 256
+	}
+	m, err := newMetrics(opts.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	g := &Gateway{
+		opts: opts, log: opts.Logger, metrics: m, health: opts.Health,
+		ctx: ctx, cancel: cancel, mirror: make(chan struct{}, opts.MaxMirrorsInFlight),
+		listeners: map[string]*listener{}, clusters: map[string]*cluster{},
+		limiters: map[string]*limiter{}, canaries: map[string]*canary{},
+	}
+	if g.health == nil {
+		g.ejector = newEjector(func(port string, ep netip.AddrPort) {
+			m.ejections.WithLabelValues(port).Inc()
+			g.log.Warn("gateway: endpoint ejected", "backend", port, "endpoint", ep.String())
+		})
+		g.health = g.ejector
+	}
+	g.bufs.New = func() any { b := make([]byte, 32<<10); return &b }
+	g.up = newUpstream(g)
+	g.proxy = &httputil.ReverseProxy{
+		Rewrite:        g.rewrite,
+		Transport:      g.up,
+		FlushInterval:  -1,
+		ErrorHandler:   g.proxyError,
+		ModifyResponse: g.modifyResponse,
+		BufferPool:     bufferPool{&g.bufs},
+		ErrorLog:       slog.NewLogLogger(opts.Logger.Handler(), slog.LevelDebug),
+	}
+	return g, nil
+}
+
+type bufferPool struct{ p *sync.Pool }
+
+func (b bufferPool) Get() []byte  { return *(b.p.Get().(*[]byte)) }
+func (b bufferPool) Put(x []byte) { b.p.Put(&x) }
+
+// Name is the data plane's name.
+func (g *Gateway) Name() string { return "gateway" }
+
+// listener is one bound socket and its server.
+type listener struct {
+	addr     string // as configured
+	protocol model.ListenerProtocol
+	ln       net.Listener
+	srv      *http.Server
+	table    atomic.Pointer[table]
+	certs    atomic.Pointer[certTable]
+}
+
+// table is what one listener serves: the compiled router and each rule's runtime.
+type table struct {
+	router *router.Table
+	rules  map[*model.Rule]*ruleRuntime
+	https  bool
+}
+
+// Addresses returns the bound address of each open listener, keyed by the configured
+// address ("ingress-http" and "ingress-https" for the Ingress listeners).
+func (g *Gateway) Addresses() map[string]string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := map[string]string{}
+	for _, l := range g.listeners {
+		out[l.addr] = l.ln.Addr().String()
+	}
+	return out
+}
+
+// CanaryRollbacks lists the canaries rolled back so far, oldest first.
+func (g *Gateway) CanaryRollbacks() []CanaryRollback {
+	g.rollbackMu.Lock()
+	defer g.rollbackMu.Unlock()
+	return append([]CanaryRollback(nil), g.rollbacks...)
+}
+
+// Sync serves snap's GatewayConfig: it swaps route tables, updates certificates,
+// opens new listeners and closes removed ones. Listeners that stay are not rebound.
+// A listener that cannot be opened is reported in the error; the others are served.
+func (g *Gateway) Sync(ctx context.Context, snap *model.Snapshot) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return errors.New("gateway: Sync after Shutdown")
+	}
+	var cfg *model.GatewayConfig
+	if snap != nil {
+		cfg = snap.Gateway
+	}
+	if cfg == nil {
+		cfg = &model.GatewayConfig{}
+	}
+	now := time.Now()
+	b := &builder{g: g, now: now, rules: map[*model.Rule]*ruleRuntime{}, clusters: map[string]*cluster{},
+		limiters: map[string]*limiter{}, canaries: map[string]*canary{}, ports: map[string]portConfig{}}
+
+	var errs []error
+	desired := map[string]*model.Listener{}
+	tables := map[string]*table{}
+	certs := map[string]*certTable{}
+	for _, ml := range cfg.Listeners {
+		addr := ml.Address
+		switch ml.Ingress {
+		case "http":
+			if g.opts.IngressHTTPAddr == "" {
+				continue
+			}
+			addr = g.opts.IngressHTTPAddr
+		case "https":
+			if g.opts.IngressHTTPSAddr == "" {
+				continue
+			}
+			addr = g.opts.IngressHTTPSAddr
+		}
+		if ml.Protocol == model.ProtocolTLS {
+			continue // TLS passthrough is not served yet
+		}
+		rt, err := router.Compile(ml)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("gateway: listener %s: %w", addr, err))
+			continue
+		}
+		t := &table{router: rt, rules: map[*model.Rule]*ruleRuntime{}, https: ml.Protocol == model.ProtocolHTTPS}
+		for _, sec := range ml.Sections {
+			for _, vh := range sec.Hosts {
+				for _, m := range vh.Matches {
+					t.rules[m.Rule] = b.rule(m.Rule)
+				}
+			}
+		}
+		if ml.Protocol == model.ProtocolHTTPS {
+			ct, err := newCertTable(ml)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("gateway: listener %s: %w", addr, err))
+				continue
+			}
+			certs[addr] = ct
+		}
+		desired[addr] = ml
+		tables[addr] = t
+	}
+	if g.ejector != nil {
+		g.ejector.configure(b.ports)
+	}
+	g.clusters, g.limiters, g.canaries = b.clusters, b.limiters, b.canaries
+
+	// Close listeners that went away or changed protocol, before opening new ones, so
+	// that a port can move from one protocol to another.
+	for addr, l := range g.listeners {
+		if ml, ok := desired[addr]; !ok || ml.Protocol != l.protocol {
+			g.closeListener(l)
+			delete(g.listeners, addr)
+		}
+	}
+	addrs := make([]string, 0, len(desired))
+	for addr := range desired {
+		addrs = append(addrs, addr)
+	}
+	sort.Strings(addrs)
+	for _, addr := range addrs {
+		ml := desired[addr]
+		l := g.listeners[addr]
+		if l == nil {
+			var err error
+			l, err = g.openListener(addr, ml.Protocol, tables[addr], certs[addr])
+			if err != nil {
+				g.metrics.listenerErrs.WithLabelValues(addr).Inc()
+				errs = append(errs, err)
+				continue
+			}
+			g.listeners[addr] = l
+			continue
+		}
+		l.table.Store(tables[addr])
+		if c := certs[addr]; c != nil {
+			l.certs.Store(c)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (g *Gateway) openListener(addr string, proto model.ListenerProtocol, t *table, certs *certTable) (*listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: listen %s: %w", addr, err)
+	}
+	l := &listener{addr: addr, protocol: proto, ln: ln}
+	l.table.Store(t)
+	srv := &http.Server{
+		Handler:           http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { g.serve(w, r, l.table.Load()) }),
+		MaxHeaderBytes:    g.opts.MaxHeaderBytes,
+		ReadHeaderTimeout: g.opts.ReadHeaderTimeout,
+		ReadTimeout:       g.opts.ReadTimeout,
+		WriteTimeout:      g.opts.WriteTimeout,
+		IdleTimeout:       g.opts.IdleTimeout,
+		ErrorLog:          slog.NewLogLogger(g.log.Handler(), slog.LevelDebug),
+		BaseContext:       func(net.Listener) context.Context { return g.ctx },
+		Protocols:         new(http.Protocols),
+	}
+	srv.Protocols.SetHTTP1(true)
+	if proto == model.ProtocolHTTPS {
+		l.certs.Store(certs)
+		srv.Protocols.SetHTTP2(true)
+		srv.TLSConfig = &tls.Config{
+			MinVersion: tls.VersionTLS12,
+			GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+				return l.certs.Load().get(hello.ServerName)
+			},
+		}
+	} else if g.opts.H2C {
+		srv.Protocols.SetUnencryptedHTTP2(true)
+	}
+	l.srv = srv
+	g.wg.Go(func() {
+		var err error
+		if proto == model.ProtocolHTTPS {
+			err = srv.ServeTLS(ln, "", "")
+		} else {
+			err = srv.Serve(ln)
+		}
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
+			g.log.Error("gateway: listener stopped", "address", addr, "err", err)
+		}
+	})
+	g.log.Info("gateway: listening", "address", ln.Addr().String(), "protocol", string(proto))
+	return l, nil
+}
+
+// closeListener stops accepting at once and lets in-flight requests finish within
+// ShutdownGrace.
+func (g *Gateway) closeListener(l *listener) {
+	g.log.Info("gateway: closing listener", "address", l.addr)
+	g.wg.Go(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), g.opts.ShutdownGrace)
+		defer cancel()
+		if err := l.srv.Shutdown(ctx); err != nil {
+			_ = l.srv.Close()
+		}
+	})
+}
+
+// Shutdown closes every listener, waits for in-flight requests until ctx ends, and
+// stops mirrors. The Gateway cannot be used afterwards.
+func (g *Gateway) Shutdown(ctx context.Context) error {
+	g.mu.Lock()
+	if g.closed {
+		g.mu.Unlock()
+		return nil
+	}
+	g.closed = true
+	ls := g.listeners
+	g.listeners = map[string]*listener{}
+	g.mu.Unlock()
+
+	var errs []error
+	var errMu sync.Mutex
+	var wg sync.WaitGroup
+	for _, l := range ls {
+		wg.Go(func() {
+			if err := l.srv.Shutdown(ctx); err != nil {
+				_ = l.srv.Close()
+				errMu.Lock()
+				errs = append(errs, err)
+				errMu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	g.cancel()
+	done := make(chan struct{})
+	go func() { g.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		errs = append(errs, ctx.Err())
+	}
+	g.up.close()
+	return errors.Join(errs...)
+}

@@ -1,0 +1,752 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"io"
+	"log/slog"
+	"math"
+	mrand "math/rand/v2"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"weir.dev/weir/internal/balance"
+	"weir.dev/weir/internal/gateway/router"
+	"weir.dev/weir/internal/model"
+)
+
+// ruleRuntime is a route rule ready to serve: its backends' clusters, metrics and
+// the policy state that outlives Syncs (limiter, canary).
+type ruleRuntime struct {
+	rule     *model.Rule
+	backends []*backendRuntime
+	retry    compiledRetry
+	limiter  *limiter
+	canary   *canary
+	canaryAt int // index of the canary backend
+	hasResp  bool
+	cors     *model.CORS
+	mirrors  []*mirrorRuntime
+}
+
+type compiledRetry struct {
+	policy model.RetryPolicy
+	on     retryOn
+}
+
+type backendRuntime struct {
+	b       *model.Backend
+	cl      *cluster // nil when the backend is invalid
+	metrics *routeMetrics
+	hashOn  model.HashOn
+	hashing bool
+}
+
+type mirrorRuntime struct {
+	cl      *cluster
+	percent float64
+}
+
+// builder turns a GatewayConfig into runtimes during one Sync, reusing the state
+// that must outlive it.
+type builder struct {
+	g        *Gateway
+	now      time.Time
+	rules    map[*model.Rule]*ruleRuntime
+	clusters map[string]*cluster
+	limiters map[string]*limiter
+	canaries map[string]*canary
+	ports    map[string]portConfig
+}
+
+func (b *builder) cluster(be *model.Backend) *cluster {
+	if be.Invalid {
+		return nil
+	}
+	key := be.ID
+	if be.H2C {
+		key += "|h2c"
+	}
+	if c := b.clusters[key]; c != nil {
+		return c
+	}
+	c := b.g.clusters[key]
+	if c == nil {
+		c = newCluster(key)
+	}
+	c.update(be, b.now)
+	b.clusters[key] = c
+	if be.PortID != "" {
+		od := model.OutlierDetection{}
+		if be.Policy != nil {
+			od = be.Policy.Outlier
+		}
+		b.ports[be.PortID] = portConfig{outlier: od, endpoints: len(be.Endpoints)}
+	}
+	return c
+}
+
+func (b *builder) rule(r *model.Rule) *ruleRuntime {
+	if rr := b.rules[r]; rr != nil {
+		return rr
+	}
+	rr := &ruleRuntime{rule: r, canaryAt: -1}
+	rp := r.Retry
+	rr.retry = compiledRetry{policy: rp, on: compileRetryOn(rp.RetryOn)}
+	for _, be := range r.Backends {
+		br := &backendRuntime{b: be, cl: b.cluster(be), metrics: b.g.metrics.forRoute(r.ID, be.ID)}
+		if be.Policy != nil && be.Policy.Algorithm.Hashing() {
+			br.hashing = true
+			br.hashOn = be.Policy.HashOn
+		}
+		rr.backends = append(rr.backends, br)
+	}
+	for _, f := range r.Filters {
+		switch f.Type {
+		case model.FilterResponseHeaders:
+			rr.hasResp = true
+		case model.FilterCORS:
+			rr.cors = f.CORS
+		case model.FilterMirror:
+			if cl := b.cluster(f.Mirror.Backend); cl != nil {
+				rr.mirrors = append(rr.mirrors, &mirrorRuntime{cl: cl, percent: f.Mirror.Percent})
+			}
+		}
+	}
+	if pol := r.Policy; pol != nil {
+		if pol.RateLimit != nil && pol.RateLimit.Requests > 0 {
+			l := b.g.limiters[r.ID]
+			if l == nil || !l.same(*pol.RateLimit) {
+				l = newLimiter(*pol.RateLimit)
+			}
+			b.limiters[r.ID] = l
+			rr.limiter = l
+		}
+		if ca := pol.CanaryAnalysis; ca != nil && ca.Backend.Name != "" {
+			for i, be := range r.Backends {
+				if be.Service.Name != ca.Backend.Name || be.Service.Namespace != ca.Backend.Namespace {
+					continue
+				}
+				key := r.ID + "|" + be.ID
+				c := b.g.canaries[key]
+				if c == nil || c.ca != *ca || c.weight != be.Weight {
+					c = &canary{ca: *ca, weight: be.Weight}
+				}
+				b.canaries[key] = c
+				rr.canary, rr.canaryAt = c, i
+				break
+			}
+		}
+	}
+	b.rules[r] = rr
+	return rr
+}
+
+// reqState travels with a request through the reverse proxy.
+type reqState struct {
+	rule     *ruleRuntime
+	backend  *backendRuntime
+	endpoint *endpoint
+	hashKey  uint64
+	session  uint64
+	lastErr  error
+	https    bool
+	client   netip.Addr
+	respHdr  []*model.HeaderModifier
+	origin   string // CORS origin allowed for this request
+}
+
+type stateKey struct{}
+
+// statusWriter records the status code written.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.code == 0 && code >= 200 {
+		w.code = code
+	} else if w.code == 0 && code == http.StatusSwitchingProtocols {
+		w.code = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.code == 0 {
+		w.code = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (w *statusWriter) Flush() {
+	_ = http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+func newRequestID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// serve handles one downstream request.
+func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, t *table) {
+	start := time.Now()
+	if r.Header.Get("X-Request-Id") == "" {
+		r.Header.Set("X-Request-Id", newRequestID())
+	}
+	sw := &statusWriter{ResponseWriter: w}
+	host := router.Host(r)
+	res, ok := t.router.Match(r, host)
+	if !ok {
+		http.Error(sw, "no route", http.StatusNotFound)
+		g.accessLog(r, sw.code, start, "", "", nil)
+		return
+	}
+	rr := t.rules[res.Match.Rule]
+	if rr == nil {
+		http.Error(sw, "no route", http.StatusNotFound)
+		return
+	}
+	st := &reqState{rule: rr, https: t.https}
+	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+		st.client = ap.Addr().Unmap()
+	}
+	g.serveRule(sw, r, res.Match, st)
+	code := sw.code
+	if code == 0 {
+		code = http.StatusOK
+	}
+	if st.backend != nil {
+		st.backend.metrics.observe(code, time.Since(start))
+		if rr.canary != nil && st.backend == rr.backends[rr.canaryAt] {
+			if rr.canary.record(code, time.Now()) {
+				g.rolledBack(rr, st.backend)
+			}
+		}
+	}
+	backendID := ""
+	if st.backend != nil {
+		backendID = st.backend.b.ID
+	}
+	g.accessLog(r, code, start, rr.rule.ID, backendID, st.endpoint)
+}
+
+func (g *Gateway) rolledBack(rr *ruleRuntime, br *backendRuntime) {
+	g.metrics.rollbacks.WithLabelValues(rr.rule.ID, br.b.ID).Inc()
+	g.log.Warn("gateway: canary rolled back to weight 0", "route", rr.rule.ID, "backend", br.b.ID,
+		"window", rr.canary.ca.Window.String(), "maxErrorPercent", rr.canary.ca.MaxErrorPercent)
+	g.rollbackMu.Lock()
+	g.rollbacks = append(g.rollbacks, CanaryRollback{Route: rr.rule.ID, Backend: br.b.ID, At: time.Now()})
+	g.rollbackMu.Unlock()
+}
+
+func (g *Gateway) accessLog(r *http.Request, code int, start time.Time, route, backend string, ep *endpoint) {
+	if !g.opts.AccessLog {
+		return
+	}
+	upstream := ""
+	if ep != nil {
+		upstream = ep.host
+	}
+	g.log.LogAttrs(r.Context(), slog.LevelInfo, "access",
+		slog.String("requestId", r.Header.Get("X-Request-Id")),
+		slog.String("client", r.RemoteAddr),
+		slog.String("method", r.Method),
+		slog.String("host", r.Host),
+		slog.String("path", r.URL.Path),
+		slog.String("proto", r.Proto),
+		slog.Int("status", code),
+		slog.Duration("duration", time.Since(start)),
+		slog.String("route", route),
+		slog.String("backend", backend),
+		slog.String("upstream", upstream))
+}
+
+func (g *Gateway) serveRule(w *statusWriter, r *http.Request, m *model.RouteMatch, st *reqState) {
+	rr := st.rule
+	rule := rr.rule
+	if rule.Invalid {
+		http.Error(w, "route rule is invalid", http.StatusInternalServerError)
+		return
+	}
+	if rr.limiter != nil {
+		if ok, wait := rr.limiter.allow(limiterKey(rr.limiter, r, st)); !ok {
+			g.metrics.rateLimited.WithLabelValues(rule.ID).Inc()
+			w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
+			http.Error(w, "rate limited", http.StatusTooManyRequests)
+			return
+		}
+	}
+	if g.opts.MaxBodyBytes > 0 && r.Body != nil {
+		r.Body = http.MaxBytesReader(w, r.Body, g.opts.MaxBodyBytes)
+	}
+	if rr.cors != nil {
+		if origin := r.Header.Get("Origin"); origin != "" && corsAllowed(rr.cors, origin) {
+			st.origin = origin
+			if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
+				corsPreflight(w, rr.cors, origin)
+				return
+			}
+		}
+	}
+	if done := g.applyFilters(w, r, m, st, rule.Filters); done {
+		return
+	}
+	for _, mr := range rr.mirrors {
+		g.sendMirror(r, rr, mr)
+	}
+	br := g.chooseBackend(r, st)
+	if br == nil {
+		http.Error(w, "no backend", http.StatusInternalServerError)
+		return
+	}
+	st.backend = br
+	if br.cl == nil {
+		http.Error(w, "backend is invalid", http.StatusInternalServerError)
+		return
+	}
+	if done := g.applyFilters(w, r, m, st, br.b.Filters); done {
+		return
+	}
+	if len(br.cl.state.Load().eps) == 0 {
+		http.Error(w, "no healthy upstream", http.StatusServiceUnavailable)
+		return
+	}
+	pol := br.cl.policy.Load()
+	limit := int64(pol.CircuitBreaker.MaxRequests)
+	if limit <= 0 {
+		limit = model.DefaultCircuitBreakerLimit
+	}
+	if br.cl.active.Add(1) > limit {
+		br.cl.active.Add(-1)
+		g.metrics.overflows.WithLabelValues(br.b.ID).Inc()
+		w.Header().Set("X-Weir-Overflow", "circuit-breaker")
+		http.Error(w, "upstream overflow", http.StatusServiceUnavailable)
+		return
+	}
+	defer br.cl.active.Add(-1)
+	if br.hashing {
+		st.hashKey = hashKey(r, br.hashOn, st.client)
+	}
+	ctx := context.WithValue(r.Context(), stateKey{}, st)
+	timeout := rule.RequestTimeout
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	g.proxy.ServeHTTP(w, r.WithContext(ctx))
+}
+
+func limiterKey(l *limiter, r *http.Request, st *reqState) string {
+	switch {
+	case l.key == "sourceIP":
+		return st.client.String()
+	case strings.HasPrefix(l.key, "header:"):
+		return r.Header.Get(l.key[len("header:"):])
+	}
+	return ""
+}
+
+func hashKey(r *http.Request, h model.HashOn, client netip.Addr) uint64 {
+	switch {
+	case h.Header != "":
+		return balance.HashString(r.Header.Get(h.Header))
+	case h.Cookie != "":
+		if c, err := r.Cookie(h.Cookie); err == nil {
+			return balance.HashString(c.Value)
+		}
+		return 0
+	case h.QueryParam != "":
+		return balance.HashString(r.URL.Query().Get(h.QueryParam))
+	}
+	return balance.HashAddr(client)
+}
+
+// chooseBackend picks the rule's backend by weight (a rolled-back canary weighs 0),
+// or the one named by the session cookie.
+func (g *Gateway) chooseBackend(r *http.Request, st *reqState) *backendRuntime {
+	rr := st.rule
+	if s := rr.rule.Session; s != nil {
+		if c, err := r.Cookie(s.CookieName); err == nil {
+			if bi, id, ok := parseSession(c.Value); ok && bi < len(rr.backends) && rr.backends[bi].b.Weight > 0 {
+				st.session = id
+				return rr.backends[bi]
+			}
+		}
+	}
+	if len(rr.backends) == 1 {
+		if rr.backends[0].b.Weight <= 0 || (rr.canary != nil && rr.canary.rolledBack.Load()) {
+			return nil
+		}
+		return rr.backends[0]
+	}
+	var total int64
+	for i, br := range rr.backends {
+		if i == rr.canaryAt && rr.canary.rolledBack.Load() {
+			continue
+		}
+		total += int64(max(br.b.Weight, 0))
+	}
+	if total <= 0 {
+		return nil
+	}
+	n := mrand.Int64N(total)
+	for i, br := range rr.backends {
+		if i == rr.canaryAt && rr.canary.rolledBack.Load() {
+			continue
+		}
+		n -= int64(max(br.b.Weight, 0))
+		if n < 0 {
+			return br
+		}
+	}
+	return nil
+}
+
+func sessionValue(backend int, ep uint64) string {
+	return strconv.Itoa(backend) + "." + strconv.FormatUint(ep, 36)
+}
+
+func parseSession(v string) (int, uint64, bool) {
+	a, b, ok := strings.Cut(v, ".")
+	if !ok {
+		return 0, 0, false
+	}
+	bi, err1 := strconv.Atoi(a)
+	id, err2 := strconv.ParseUint(b, 36, 64)
+	return bi, id, err1 == nil && err2 == nil && bi >= 0
+}
+
+// applyFilters runs request filters in order; it returns true when one answered.
+func (g *Gateway) applyFilters(w http.ResponseWriter, r *http.Request, m *model.RouteMatch, st *reqState, fs []model.Filter) bool {
+	for _, f := range fs {
+		switch f.Type {
+		case model.FilterRequestHeaders:
+			modifyHeaders(r.Header, f.Headers, r)
+		case model.FilterResponseHeaders:
+			st.respHdr = append(st.respHdr, f.Headers)
+		case model.FilterRedirect:
+			redirect(w, r, m, f.Redirect, st.https)
+			return true
+		case model.FilterRewrite:
+			if f.Rewrite.Hostname != "" {
+				r.Host = f.Rewrite.Hostname
+			}
+			if f.Rewrite.Path != nil {
+				r.URL.Path = modifyPath(r.URL.Path, m, f.Rewrite.Path)
+				r.URL.RawPath = ""
+			}
+		}
+	}
+	return false
+}
+
+func modifyHeaders(h http.Header, hm *model.HeaderModifier, r *http.Request) {
+	for _, x := range hm.Set {
+		if r != nil && strings.EqualFold(x.Name, "Host") {
+			r.Host = x.Value
+			continue
+		}
+		h.Set(x.Name, x.Value)
+	}
+	for _, x := range hm.Add {
+		h.Add(x.Name, x.Value)
+	}
+	for _, n := range hm.Remove {
+		h.Del(n)
+	}
+}
+
+// modifyPath applies a path modifier; ReplacePrefixMatch replaces the matched prefix.
+func modifyPath(path string, m *model.RouteMatch, pm *model.PathModifier) string {
+	if pm.Type == model.ReplaceFullPath {
+		return pm.Value
+	}
+	prefix := strings.TrimSuffix(m.Path.Value, "/")
+	if m.Path.Type != model.PathPrefix || !router.PrefixMatches(prefix, path) {
+		return path
+	}
+	rest := path[len(prefix):]
+	repl := strings.TrimSuffix(pm.Value, "/")
+	out := repl + rest
+	if out == "" {
+		return "/"
+	}
+	if !strings.HasPrefix(out, "/") {
+		out = "/" + out
+	}
+	return out
+}
+
+func redirect(w http.ResponseWriter, r *http.Request, m *model.RouteMatch, rd *model.Redirect, https bool) {
+	scheme := "http"
+	if https {
+		scheme = "https"
+	}
+	host, port := r.Host, ""
+	if h, p, err := net.SplitHostPort(r.Host); err == nil {
+		host, port = h, p
+	}
+	if rd.Scheme != "" {
+		if rd.Scheme != scheme {
+			port = "" // the well-known port of the new scheme
+		}
+		scheme = rd.Scheme
+	}
+	if rd.Hostname != "" {
+		host = rd.Hostname
+	}
+	if rd.Port != 0 {
+		port = strconv.Itoa(int(rd.Port))
+	}
+	if (scheme == "http" && port == "80") || (scheme == "https" && port == "443") {
+		port = ""
+	}
+	path := r.URL.Path
+	if rd.Path != nil {
+		path = modifyPath(path, m, rd.Path)
+	}
+	hostport := host
+	if port != "" {
+		hostport = net.JoinHostPort(host, port)
+	}
+	loc := scheme + "://" + hostport + path
+	if r.URL.RawQuery != "" {
+		loc += "?" + r.URL.RawQuery
+	}
+	code := rd.StatusCode
+	if code == 0 {
+		code = http.StatusFound
+	}
+	w.Header().Set("Location", loc)
+	w.WriteHeader(code)
+}
+
+func corsAllowed(c *model.CORS, origin string) bool {
+	for _, o := range c.AllowOrigins {
+		if o == "*" || o == origin {
+			return true
+		}
+		if i := strings.Index(o, "://*."); i > 0 {
+			scheme, suffix := o[:i+3], o[i+4:]
+			if strings.HasPrefix(origin, scheme) && strings.HasSuffix(origin, suffix) && len(origin) > len(scheme)+len(suffix) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func corsOrigin(c *model.CORS, origin string) string {
+	if !c.AllowCredentials && len(c.AllowOrigins) == 1 && c.AllowOrigins[0] == "*" {
+		return "*"
+	}
+	return origin
+}
+
+func corsPreflight(w http.ResponseWriter, c *model.CORS, origin string) {
+	h := w.Header()
+	h.Set("Access-Control-Allow-Origin", corsOrigin(c, origin))
+	h.Add("Vary", "Origin")
+	if len(c.AllowMethods) > 0 {
+		h.Set("Access-Control-Allow-Methods", strings.Join(c.AllowMethods, ", "))
+	}
+	if len(c.AllowHeaders) > 0 {
+		h.Set("Access-Control-Allow-Headers", strings.Join(c.AllowHeaders, ", "))
+	}
+	if c.AllowCredentials {
+		h.Set("Access-Control-Allow-Credentials", "true")
+	}
+	h.Set("Access-Control-Max-Age", strconv.Itoa(int(c.MaxAge)))
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// rewrite prepares the upstream request: forwarding headers (kept from trusted
+// proxies only), the request ID and hop-by-hop removal (done by ReverseProxy).
+func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
+	st, _ := pr.In.Context().Value(stateKey{}).(*reqState)
+	pr.Out.URL.Scheme = "http"
+	pr.Out.URL.Host = "upstream" // the transport sets the endpoint
+	pr.Out.Host = pr.In.Host
+	trusted := st != nil && g.trusted(st.client)
+	if trusted {
+		for _, h := range []string{"X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "Forwarded"} {
+			if v, ok := pr.In.Header[h]; ok {
+				pr.Out.Header[h] = v
+			}
+		}
+	}
+	proto := "http"
+	if pr.In.TLS != nil {
+		proto = "https"
+	}
+	client := ""
+	if st != nil && st.client.IsValid() {
+		client = st.client.String()
+	}
+	if client != "" {
+		if prior := pr.Out.Header.Values("X-Forwarded-For"); len(prior) > 0 {
+			pr.Out.Header.Set("X-Forwarded-For", strings.Join(prior, ", ")+", "+client)
+		} else {
+			pr.Out.Header.Set("X-Forwarded-For", client)
+		}
+	}
+	if !trusted || pr.Out.Header.Get("X-Forwarded-Proto") == "" {
+		pr.Out.Header.Set("X-Forwarded-Proto", proto)
+	}
+	if !trusted || pr.Out.Header.Get("X-Forwarded-Host") == "" {
+		pr.Out.Header.Set("X-Forwarded-Host", pr.In.Host)
+	}
+	fwd := "for=" + forwardedNode(client) + ";host=" + strconv.Quote(pr.In.Host) + ";proto=" + proto
+	if prior := pr.Out.Header.Get("Forwarded"); prior != "" {
+		fwd = prior + ", " + fwd
+	}
+	pr.Out.Header.Set("Forwarded", fwd)
+}
+
+func forwardedNode(ip string) string {
+	if ip == "" {
+		return "unknown"
+	}
+	if strings.Contains(ip, ":") {
+		return `"[` + ip + `]"`
+	}
+	return ip
+}
+
+func (g *Gateway) trusted(a netip.Addr) bool {
+	for _, p := range g.opts.TrustedProxies {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// modifyResponse applies response header filters, CORS and session cookies.
+func (g *Gateway) modifyResponse(resp *http.Response) error {
+	st, _ := resp.Request.Context().Value(stateKey{}).(*reqState)
+	if st == nil {
+		return nil
+	}
+	for _, hm := range st.respHdr {
+		modifyHeaders(resp.Header, hm, nil)
+	}
+	if c := st.rule.cors; c != nil && st.origin != "" {
+		resp.Header.Set("Access-Control-Allow-Origin", corsOrigin(c, st.origin))
+		resp.Header.Add("Vary", "Origin")
+		if c.AllowCredentials {
+			resp.Header.Set("Access-Control-Allow-Credentials", "true")
+		}
+		if len(c.ExposeHeaders) > 0 {
+			resp.Header.Set("Access-Control-Expose-Headers", strings.Join(c.ExposeHeaders, ", "))
+		}
+	}
+	if s := st.rule.rule.Session; s != nil && st.endpoint != nil && st.backend != nil {
+		bi := 0
+		for i, br := range st.rule.backends {
+			if br == st.backend {
+				bi = i
+			}
+		}
+		if st.session != st.endpoint.id {
+			c := &http.Cookie{Name: s.CookieName, Value: sessionValue(bi, st.endpoint.id), Path: "/", HttpOnly: true}
+			if s.TTL > 0 {
+				c.MaxAge = int(s.TTL.Seconds())
+			}
+			resp.Header.Add("Set-Cookie", c.String())
+		}
+	}
+	return nil
+}
+
+// proxyError answers when no upstream response could be had.
+func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	code := http.StatusBadGateway
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.Is(err, errNoEndpoint):
+		code = http.StatusServiceUnavailable
+	case errors.As(err, &mbe):
+		code = http.StatusRequestEntityTooLarge
+	case errors.Is(err, context.DeadlineExceeded):
+		code = http.StatusGatewayTimeout
+	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
+		code = 499 // the client went away; nobody reads this
+	}
+	g.log.Debug("gateway: upstream error", "path", r.URL.Path, "err", err)
+	w.WriteHeader(code)
+}
+
+// sendMirror sends a copy of r to the mirror backend, fire-and-forget: it never
+// waits for the mirror, and drops the copy when too many are in flight or the body is
+// too large to copy (over 64 KiB).
+func (g *Gateway) sendMirror(r *http.Request, rr *ruleRuntime, mr *mirrorRuntime) {
+	if mr.percent < 100 && mrand.Float64()*100 >= mr.percent {
+		return
+	}
+	var body []byte
+	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
+		if r.ContentLength < 0 || r.ContentLength > 64<<10 {
+			g.metrics.mirrorDrops.WithLabelValues(rr.rule.ID).Inc()
+			return
+		}
+		b, err := io.ReadAll(io.LimitReader(r.Body, r.ContentLength))
+		if err != nil {
+			g.metrics.mirrorDrops.WithLabelValues(rr.rule.ID).Inc()
+			return
+		}
+		body = b
+		r.Body = io.NopCloser(bytes.NewReader(b))
+	}
+	select {
+	case g.mirror <- struct{}{}:
+	default:
+		g.metrics.mirrorDrops.WithLabelValues(rr.rule.ID).Inc()
+		return
+	}
+	out := r.Clone(g.ctx)
+	out.RequestURI = ""
+	out.URL.Scheme = "http"
+	if body != nil {
+		out.Body = io.NopCloser(bytes.NewReader(body))
+		out.ContentLength = int64(len(body))
+	} else {
+		out.Body = nil
+		out.ContentLength = 0
+	}
+	g.wg.Go(func() {
+		defer func() { <-g.mirror }()
+		cl := mr.cl
+		ep := cl.pick(cl.current(time.Now()), 0, 0, nil, nil)
+		if ep == nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(g.ctx, 10*time.Second)
+		defer cancel()
+		out = out.WithContext(ctx)
+		out.URL.Host = ep.host
+		rt := g.up.h1
+		if cl.h2c {
+			rt = g.up.h2c
+		}
+		resp, err := rt.RoundTrip(out)
+		if err != nil {
+			return
+		}
+		drain(resp.Body)
+	})
+}

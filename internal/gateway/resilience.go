@@ -1,0 +1,265 @@
+package gateway
+
+import (
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"weir.dev/weir/internal/health"
+	"weir.dev/weir/internal/model"
+)
+
+// Health is the shared endpoint health the gateway reads and feeds: internal/health's
+// *Overlay satisfies it. servicePort is model.ServicePort.ID.
+type Health interface {
+	Healthy(servicePort string, ep netip.AddrPort) bool
+	ReportSuccess(servicePort string, ep netip.AddrPort)
+	ReportFailure(servicePort string, ep netip.AddrPort, kind health.FailureKind)
+}
+
+// ejector is the gateway's own passive outlier detection, used when Options.Health is
+// nil: consecutive failures (or gateway errors) eject an endpoint for BaseEjectionTime ×
+// the number of its ejections (at most 300 s), never more than MaxEjectionPercent of a
+// port's endpoints (one always may be). Ejections end lazily when checked.
+type ejector struct {
+	onEject func(servicePort string, ep netip.AddrPort)
+
+	mu    sync.Mutex
+	ports map[string]*ejectPort
+}
+
+type ejectPort struct {
+	od        model.OutlierDetection
+	endpoints int
+	eps       map[netip.AddrPort]*ejectState
+}
+
+type ejectState struct {
+	consecutive, gateway int
+	ejections            int
+	until                time.Time
+}
+
+func newEjector(onEject func(string, netip.AddrPort)) *ejector {
+	return &ejector{onEject: onEject, ports: map[string]*ejectPort{}}
+}
+
+// configure records the outlier settings and endpoint count of every port in use.
+func (e *ejector) configure(ports map[string]portConfig) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for id, pc := range ports {
+		p := e.ports[id]
+		if p == nil {
+			p = &ejectPort{eps: map[netip.AddrPort]*ejectState{}}
+			e.ports[id] = p
+		}
+		p.od, p.endpoints = pc.outlier, pc.endpoints
+	}
+	for id := range e.ports {
+		if _, ok := ports[id]; !ok {
+			delete(e.ports, id)
+		}
+	}
+}
+
+type portConfig struct {
+	outlier   model.OutlierDetection
+	endpoints int
+}
+
+func (e *ejector) Healthy(servicePort string, ep netip.AddrPort) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	p := e.ports[servicePort]
+	if p == nil {
+		return true
+	}
+	st := p.eps[ep]
+	return st == nil || !time.Now().Before(st.until)
+}
+
+func (e *ejector) ReportSuccess(servicePort string, ep netip.AddrPort) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if p := e.ports[servicePort]; p != nil {
+		if st := p.eps[ep]; st != nil {
+			st.consecutive, st.gateway = 0, 0
+		}
+	}
+}
+
+func (e *ejector) ReportFailure(servicePort string, ep netip.AddrPort, kind health.FailureKind) {
+	e.mu.Lock()
+	p := e.ports[servicePort]
+	if p == nil {
+		e.mu.Unlock()
+		return
+	}
+	st := p.eps[ep]
+	if st == nil {
+		st = &ejectState{}
+		p.eps[ep] = st
+	}
+	now := time.Now()
+	if now.Before(st.until) {
+		e.mu.Unlock()
+		return
+	}
+	st.consecutive++
+	if kind != health.ServerError {
+		st.gateway++
+	}
+	limit := p.od.ConsecutiveFailures
+	if limit <= 0 {
+		limit = model.DefaultConsecutiveFailures
+	}
+	if st.consecutive < limit && (p.od.ConsecutiveGatewayErrors <= 0 || st.gateway < p.od.ConsecutiveGatewayErrors) {
+		e.mu.Unlock()
+		return
+	}
+	ejected := 0
+	for _, o := range p.eps {
+		if now.Before(o.until) {
+			ejected++
+		}
+	}
+	maxPct := p.od.MaxEjectionPercent
+	if maxPct <= 0 {
+		maxPct = model.DefaultMaxEjectionPercent
+	}
+	if ejected > 0 && (ejected+1)*100 > maxPct*p.endpoints {
+		e.mu.Unlock()
+		return
+	}
+	st.ejections++
+	base := p.od.BaseEjectionTime
+	if base <= 0 {
+		base = model.DefaultBaseEjectionTime
+	}
+	d := min(base*time.Duration(st.ejections), 300*time.Second)
+	st.until = now.Add(d)
+	st.consecutive, st.gateway = 0, 0
+	e.mu.Unlock()
+	if e.onEject != nil {
+		e.onEject(servicePort, ep)
+	}
+}
+
+// limiter is a local rate limit: one token bucket per key.
+type limiter struct {
+	rl  model.RateLimit
+	key string // "route", "sourceIP" or "header:<Name>"
+
+	mu      sync.Mutex
+	buckets map[string]*rate.Limiter
+}
+
+const maxLimiterKeys = 65536
+
+func newLimiter(rl model.RateLimit) *limiter {
+	if rl.Period <= 0 {
+		rl.Period = time.Second
+	}
+	if rl.Burst <= 0 {
+		rl.Burst = rl.Requests
+	}
+	key := rl.Key
+	if key == "" {
+		key = "route"
+	}
+	return &limiter{rl: rl, key: key, buckets: map[string]*rate.Limiter{}}
+}
+
+func (l *limiter) same(rl model.RateLimit) bool {
+	n := newLimiter(rl)
+	return n.rl == l.rl
+}
+
+// allow takes a token for key; when there is none it returns how long until one.
+func (l *limiter) allow(key string) (bool, time.Duration) {
+	l.mu.Lock()
+	b := l.buckets[key]
+	if b == nil {
+		if len(l.buckets) >= maxLimiterKeys {
+			clear(l.buckets) // bounded memory; a reset only gives clients fresh buckets
+		}
+		every := rate.Every(l.rl.Period / time.Duration(l.rl.Requests))
+		b = rate.NewLimiter(every, l.rl.Burst)
+		l.buckets[key] = b
+	}
+	l.mu.Unlock()
+	now := time.Now()
+	r := b.ReserveN(now, 1)
+	if !r.OK() {
+		return false, l.rl.Period
+	}
+	if d := r.DelayFrom(now); d > 0 {
+		r.CancelAt(now)
+		return false, d
+	}
+	return true, 0
+}
+
+// canary watches one canary backend's 5xx rate over a sliding window of ten buckets
+// and rolls it back (weight 0) when the rate exceeds the threshold with enough
+// requests. A rollback lasts until the route's canary weight changes.
+type canary struct {
+	ca     model.CanaryAnalysis
+	weight int32 // the configured weight the rollback applies to
+
+	rolledBack atomic.Bool
+	mu         sync.Mutex
+	buckets    [10]canaryBucket
+}
+
+type canaryBucket struct {
+	start       time.Time
+	total, errs int
+}
+
+// record counts one answer; it returns true when this answer triggered the rollback.
+func (c *canary) record(code int, now time.Time) bool {
+	if c.rolledBack.Load() {
+		return false
+	}
+	width := c.ca.Window / 10
+	if width <= 0 {
+		width = time.Second
+	}
+	slot := now.Truncate(width)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	b := &c.buckets[int(slot.UnixNano()/int64(width))%len(c.buckets)]
+	if !b.start.Equal(slot) {
+		*b = canaryBucket{start: slot}
+	}
+	b.total++
+	if code >= 500 {
+		b.errs++
+	}
+	total, errs := 0, 0
+	cutoff := now.Add(-c.ca.Window)
+	for _, x := range c.buckets {
+		if x.start.After(cutoff) {
+			total += x.total
+			errs += x.errs
+		}
+	}
+	minReq := c.ca.MinRequests
+	if minReq <= 0 {
+		minReq = model.DefaultCanaryMinRequests
+	}
+	maxPct := c.ca.MaxErrorPercent
+	if maxPct <= 0 {
+		maxPct = model.DefaultCanaryMaxErrorPercent
+	}
+	if total >= minReq && errs*100 > maxPct*total {
+		c.rolledBack.Store(true)
+		return true
+	}
+	return false
+}

@@ -1,0 +1,482 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"weir.dev/weir/internal/balance"
+	"weir.dev/weir/internal/health"
+	"weir.dev/weir/internal/model"
+)
+
+// endpoint is one backend address with its live load. It outlives Syncs while the
+// address stays in its cluster.
+type endpoint struct {
+	ap    netip.AddrPort
+	host  string // "ip:port" for the request URL
+	id    uint64 // balance.KeyOf(ap)
+	load  *balance.Load
+	since time.Time // first seen, for slow start
+	// weight from the EndpointSlice (weir.dev/weight).
+	weight uint32
+}
+
+// clusterState is an immutable view of a cluster's endpoints and their picker.
+type clusterState struct {
+	eps       []*endpoint
+	picker    balance.Picker
+	rampUntil time.Time // slow start still ramps some endpoint until then
+	builtAt   time.Time
+}
+
+// cluster is one backend Service port as the gateway sees it: endpoints, picker,
+// breaker counters. Clusters outlive Syncs (keyed by Backend.ID) so that load,
+// breaker and retry-budget state survive reloads.
+type cluster struct {
+	id     string
+	portID string
+	h2c    bool
+
+	policy atomic.Pointer[model.Policy]
+	state  atomic.Pointer[clusterState]
+
+	active   atomic.Int64 // requests in flight (breaker, retry budget)
+	retrying atomic.Int64 // retries in flight
+
+	rebuild sync.Mutex // one slow-start rebuild at a time
+	// eps is the endpoint set by address, touched only by Sync (under Gateway.mu).
+	eps map[netip.AddrPort]*endpoint
+}
+
+func newCluster(id string) *cluster {
+	return &cluster{id: id, eps: map[netip.AddrPort]*endpoint{}}
+}
+
+// update takes a new backend definition. Called under Gateway.mu.
+func (c *cluster) update(b *model.Backend, now time.Time) {
+	c.portID = b.PortID
+	c.h2c = b.H2C
+	pol := b.Policy
+	if pol == nil {
+		pol = model.DefaultPolicy()
+	}
+	c.policy.Store(pol)
+	seen := make(map[netip.AddrPort]*endpoint, len(b.Endpoints))
+	eps := make([]*endpoint, 0, len(b.Endpoints))
+	for _, e := range b.Endpoints {
+		ap := e.AddrPort()
+		if _, dup := seen[ap]; dup {
+			continue
+		}
+		ep := c.eps[ap]
+		if ep == nil {
+			ep = &endpoint{ap: ap, host: ap.String(), id: balance.KeyOf(ap), load: &balance.Load{}, since: now}
+		}
+		ep.weight = e.Weight
+		seen[ap] = ep
+		eps = append(eps, ep)
+	}
+	c.eps = seen
+	c.state.Store(c.build(eps, pol, now))
+}
+
+func (c *cluster) build(eps []*endpoint, pol *model.Policy, now time.Time) *clusterState {
+	st := &clusterState{eps: eps, builtAt: now}
+	bs := make([]balance.Backend, len(eps))
+	for i, ep := range eps {
+		w := ep.weight
+		if w == 0 {
+			w = 1
+		}
+		if ss := pol.SlowStart; ss != nil && ss.Window > 0 {
+			age := now.Sub(ep.since)
+			if age < ss.Window {
+				// Scale to keep precision for small weights.
+				w = balance.SlowStartWeight(w*100, age, ss.Window, ss.Aggression, ss.MinWeightPercent)
+				if end := ep.since.Add(ss.Window); end.After(st.rampUntil) {
+					st.rampUntil = end
+				}
+			} else {
+				w *= 100
+			}
+		}
+		bs[i] = balance.Backend{ID: ep.id, Weight: w, Load: ep.load}
+	}
+	alg := pol.Algorithm
+	p, err := balance.New(alg, bs, balance.Options{MaglevTableSize: pol.MaglevTableSize, Seed: pol.MaglevSeed})
+	if err != nil {
+		p, _ = balance.New(balance.RoundRobin, bs, balance.Options{})
+	}
+	if p == nil {
+		p = firstPicker(len(bs))
+	}
+	st.picker = p
+	return st
+}
+
+// firstPicker is the last resort when no scheduler could be built.
+type firstPicker int
+
+func (n firstPicker) Pick(uint64) int {
+	if n == 0 {
+		return -1
+	}
+	return rand.IntN(int(n))
+}
+
+// current returns the cluster state, rebuilding the picker while slow start ramps
+// (at most every 250 ms).
+func (c *cluster) current(now time.Time) *clusterState {
+	st := c.state.Load()
+	if st.rampUntil.IsZero() || now.Sub(st.builtAt) < 250*time.Millisecond {
+		return st
+	}
+	if !c.rebuild.TryLock() {
+		return st
+	}
+	defer c.rebuild.Unlock()
+	if cur := c.state.Load(); cur == st {
+		st = c.build(st.eps, c.policy.Load(), now)
+		c.state.Store(st)
+	}
+	return c.state.Load()
+}
+
+// pick chooses an endpoint: the session endpoint when it is usable, else the
+// scheduler's choice, skipping endpoints already tried and unhealthy ones. When every
+// untried endpoint is unhealthy it ignores health (panic mode).
+func (c *cluster) pick(st *clusterState, key uint64, session uint64, tried []*endpoint, healthy func(*endpoint) bool) *endpoint {
+	n := len(st.eps)
+	if n == 0 {
+		return nil
+	}
+	usable := func(ep *endpoint) bool {
+		for _, t := range tried {
+			if t == ep {
+				return false
+			}
+		}
+		return healthy == nil || healthy(ep)
+	}
+	if session != 0 {
+		for _, ep := range st.eps {
+			if ep.id == session && usable(ep) {
+				return ep
+			}
+		}
+	}
+	for i := range 3 {
+		idx := st.picker.Pick(key + uint64(i)*0x9e3779b97f4a7c15)
+		if idx < 0 || idx >= n {
+			break
+		}
+		if ep := st.eps[idx]; usable(ep) {
+			return ep
+		}
+	}
+	start := rand.IntN(n)
+	for j := range n {
+		if ep := st.eps[(start+j)%n]; usable(ep) {
+			return ep
+		}
+	}
+	// Panic mode: every untried endpoint is unhealthy; use them anyway.
+	for j := range n {
+		ep := st.eps[(start+j)%n]
+		if !contains(tried, ep) {
+			return ep
+		}
+	}
+	return nil
+}
+
+func contains(eps []*endpoint, ep *endpoint) bool {
+	for _, e := range eps {
+		if e == ep {
+			return true
+		}
+	}
+	return false
+}
+
+// retryOn is a compiled RetryPolicy.RetryOn.
+type retryOn struct {
+	connect, reset, refused, any5xx bool
+	codes                           map[int]bool
+}
+
+func compileRetryOn(list []string) retryOn {
+	r := retryOn{codes: map[int]bool{}}
+	for _, s := range list {
+		switch strings.ToLower(s) {
+		case "connect-failure":
+			r.connect = true
+		case "reset":
+			r.reset = true
+		case "refused-stream":
+			r.refused = true
+		case "5xx":
+			r.any5xx = true
+		case "gateway-error":
+			r.codes[502], r.codes[503], r.codes[504] = true, true, true
+		default:
+			if n, err := strconv.Atoi(s); err == nil {
+				r.codes[n] = true
+			}
+		}
+	}
+	return r
+}
+
+func (r retryOn) status(code int) bool { return r.codes[code] || (r.any5xx && code >= 500) }
+
+// errNoEndpoint is returned when a backend has no endpoint to send to.
+var errNoEndpoint = errors.New("no endpoint available")
+
+// upstream is the RoundTripper the reverse proxy uses: it picks an endpoint for each
+// attempt and retries as the route's policy allows.
+type upstream struct {
+	g       *Gateway
+	h1, h2c *http.Transport
+	dialer  *net.Dialer
+}
+
+func newUpstream(g *Gateway) *upstream {
+	u := &upstream{g: g, dialer: &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}}
+	u.h1 = &http.Transport{
+		DialContext:         u.dialer.DialContext,
+		MaxIdleConns:        4096,
+		MaxIdleConnsPerHost: 1024,
+		IdleConnTimeout:     90 * time.Second,
+		DisableCompression:  true,
+		ForceAttemptHTTP2:   false,
+		WriteBufferSize:     16 << 10,
+		ReadBufferSize:      16 << 10,
+	}
+	u.h2c = &http.Transport{
+		DialContext:         u.dialer.DialContext,
+		MaxIdleConns:        1024,
+		MaxIdleConnsPerHost: 64,
+		IdleConnTimeout:     90 * time.Second,
+		DisableCompression:  true,
+	}
+	u.h2c.Protocols = new(http.Protocols)
+	u.h2c.Protocols.SetUnencryptedHTTP2(true)
+	return u
+}
+
+func (u *upstream) close() {
+	u.h1.CloseIdleConnections()
+	u.h2c.CloseIdleConnections()
+}
+
+func idempotent(method string) bool {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
+		return true
+	}
+	return false
+}
+
+// failure classifies a transport error for health reporting and retry-on.
+func failure(err error) (kind health.FailureKind, connect, refused bool) {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		return health.ConnectFailure, true, false
+	}
+	if strings.Contains(err.Error(), "REFUSED_STREAM") {
+		return health.GatewayError, false, true
+	}
+	return health.GatewayError, false, false
+}
+
+func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
+	st, _ := req.Context().Value(stateKey{}).(*reqState)
+	if st == nil || st.backend == nil || st.backend.cl == nil {
+		return nil, errNoEndpoint
+	}
+	cl := st.backend.cl
+	pol := st.rule.retry
+	rt := u.h1
+	if cl.h2c {
+		rt = u.h2c
+	}
+	upgrade := req.Header.Get("Upgrade") != ""
+	replayable := req.Body == nil || req.Body == http.NoBody
+	canRetry := replayable && !upgrade && (idempotent(req.Method) || pol.policy.RetryNonIdempotent)
+	perTry := st.rule.rule.BackendTimeout
+	if pt := pol.policy.PerTryTimeout; pt > 0 && (perTry == 0 || pt < perTry) {
+		perTry = pt
+	}
+	hl := u.g.health
+	healthy := func(ep *endpoint) bool { return hl.Healthy(cl.portID, ep.ap) }
+	var tried []*endpoint
+	now := time.Now()
+	cs := cl.current(now)
+	for attempt := 0; ; attempt++ {
+		ep := cl.pick(cs, st.hashKey, st.session, tried, healthy)
+		if ep == nil {
+			if attempt == 0 {
+				return nil, errNoEndpoint
+			}
+			return nil, st.lastErr
+		}
+		tried = append(tried, ep)
+		st.endpoint = ep
+		req.URL.Host = ep.host
+		areq := req
+		var cancel context.CancelFunc
+		if perTry > 0 && !upgrade {
+			ctx, c := context.WithTimeout(req.Context(), perTry)
+			cancel = c // called when the attempt fails or its body is finished
+			areq = req.WithContext(ctx)
+		}
+		ep.load.Begin()
+		t0 := time.Now()
+		resp, err := rt.RoundTrip(areq)
+		retry := false
+		if err != nil {
+			ep.load.End()
+			if cancel != nil {
+				cancel()
+			}
+			kind, connect, refused := failure(err)
+			hl.ReportFailure(cl.portID, ep.ap, kind)
+			st.lastErr = err
+			timedOut := errors.Is(err, context.DeadlineExceeded) && req.Context().Err() == nil
+			switch {
+			case connect:
+				retry = pol.on.connect
+			case refused:
+				retry = pol.on.refused
+			case timedOut:
+				retry = pol.on.status(504) || pol.on.reset
+				if !retry {
+					return nil, err
+				}
+			default:
+				retry = pol.on.reset
+			}
+		} else {
+			code := resp.StatusCode
+			switch {
+			case code == 502 || code == 503 || code == 504:
+				hl.ReportFailure(cl.portID, ep.ap, health.GatewayError)
+			case code >= 500:
+				hl.ReportFailure(cl.portID, ep.ap, health.ServerError)
+			default:
+				hl.ReportSuccess(cl.portID, ep.ap)
+			}
+			retry = pol.on.status(code)
+		}
+		if retry && canRetry && attempt < pol.policy.Attempts && req.Context().Err() == nil && u.budget(cl, pol.policy) {
+			if resp != nil {
+				drain(resp.Body)
+				ep.load.End()
+				if cancel != nil {
+					cancel()
+				}
+			}
+			st.backend.metrics.retries.Inc()
+			cl.retrying.Add(1)
+			ok := backoff(req.Context(), pol.policy.BackoffBase, attempt)
+			cl.retrying.Add(-1)
+			if !ok {
+				return nil, req.Context().Err()
+			}
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if resp.StatusCode == http.StatusSwitchingProtocols {
+			ep.load.End() // the tunnel is not a request in flight
+			return resp, nil
+		}
+		resp.Body = &trackedBody{ReadCloser: resp.Body, ep: ep, start: t0, cancel: cancel}
+		return resp, nil
+	}
+}
+
+// budget admits a retry when retries in flight stay under BudgetPercent of the
+// requests in flight, or under MinRetryConcurrency.
+func (u *upstream) budget(cl *cluster, p model.RetryPolicy) bool {
+	inFlight := cl.retrying.Load()
+	minC := int64(p.MinRetryConcurrency)
+	if minC <= 0 {
+		minC = model.DefaultMinRetryConcurrency
+	}
+	if inFlight < minC {
+		return true
+	}
+	pct := int64(p.BudgetPercent)
+	if pct <= 0 {
+		pct = model.DefaultRetryBudgetPercent
+	}
+	return inFlight*100 < pct*cl.active.Load()
+}
+
+// backoff waits base × 2^attempt with full jitter, capped at 10 × base.
+func backoff(ctx context.Context, base time.Duration, attempt int) bool {
+	if base <= 0 {
+		base = model.DefaultRetryBackoffBase
+	}
+	d := min(base<<min(attempt, 10), 10*base)
+	d = base/2 + time.Duration(rand.Int64N(int64(d-base/2)+1))
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func drain(b io.ReadCloser) {
+	_, _ = io.CopyN(io.Discard, b, 64<<10)
+	_ = b.Close()
+}
+
+// trackedBody ends an endpoint's load record (with its latency, for peak-EWMA) when
+// the response body is finished.
+type trackedBody struct {
+	io.ReadCloser
+	ep     *endpoint
+	start  time.Time
+	cancel context.CancelFunc
+	done   atomic.Bool
+}
+
+func (b *trackedBody) finish() {
+	if b.done.CompareAndSwap(false, true) {
+		b.ep.load.EndWithLatency(time.Since(b.start))
+		if b.cancel != nil {
+			b.cancel()
+		}
+	}
+}
+
+func (b *trackedBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil {
+		defer b.finish()
+	}
+	return n, err
+}
+
+func (b *trackedBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.finish()
+	return err
+}
