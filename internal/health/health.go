@@ -401,3 +401,11 @@ func b2f(b bool) float64 {
 	}
 	return 0
 }
+
+// Run blocks until ctx ends, then closes the overlay: the way to own it from an
+// errgroup. It returns nil.
+func (o *Overlay) Run(ctx context.Context) error {
+	<-ctx.Done()
+	o.Close()
+	return nil
+}

@@ -1,0 +1,227 @@
+package userspace
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"weir.dev/weir/internal/model"
+)
+
+// frontendKey is what a listener is bound to.
+type frontendKey struct {
+	proto model.Protocol
+	addr  netip.AddrPort
+}
+
+func (k frontendKey) String() string { return k.addr.String() + "/" + string(k.proto) }
+
+// frontendSpec says which service port and endpoint set a frontend serves.
+type frontendSpec struct {
+	key         frontendKey
+	servicePort string
+	set         int            // setCluster or setExternal
+	sourceRange []netip.Prefix // LoadBalancer IP frontends only
+}
+
+// frontendsOf lists the frontends of one service port: each ClusterIP (cluster set),
+// each external and LoadBalancer IP, and the node port on nodeAddrs (external set).
+func frontendsOf(svc *model.Service, sp *model.ServicePort, id string, nodeAddrs []netip.Addr) []frontendSpec {
+	var out []frontendSpec
+	add := func(a netip.Addr, port int32, set int, ranges []netip.Prefix) {
+		out = append(out, frontendSpec{
+			key:         frontendKey{proto: sp.Protocol, addr: netip.AddrPortFrom(a, uint16(port))},
+			servicePort: id, set: set, sourceRange: ranges,
+		})
+	}
+	for _, a := range svc.ClusterIPs {
+		add(a, sp.Port, setCluster, nil)
+	}
+	for _, a := range svc.ExternalIPs {
+		add(a, sp.Port, setExternal, nil)
+	}
+	for _, a := range svc.LoadBalancerIPs {
+		add(a, sp.Port, setExternal, svc.LoadBalancerSourceRanges)
+	}
+	if sp.NodePort != 0 {
+		for _, a := range nodeAddrs {
+			add(a, sp.NodePort, setExternal, nil)
+		}
+	}
+	return out
+}
+
+// nodePortAddrs are the addresses node ports listen on: the unspecified addresses when
+// no prefix is configured, else the local addresses inside the prefixes (a prefix that
+// is a single address counts as that address, so 127.0.0.5/32 works without setup).
+func (p *Proxy) nodePortAddrs() ([]netip.Addr, error) {
+	if len(p.opts.NodePortAddresses) == 0 {
+		return []netip.Addr{netip.IPv4Unspecified(), netip.IPv6Unspecified()}, nil
+	}
+	ifAddrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil, fmt.Errorf("userspace: list local addresses for node ports: %w", err)
+	}
+	seen := map[netip.Addr]bool{}
+	var out []netip.Addr
+	for _, pfx := range p.opts.NodePortAddresses {
+		if pfx.IsSingleIP() && !seen[pfx.Addr()] {
+			seen[pfx.Addr()] = true
+			out = append(out, pfx.Addr())
+			continue
+		}
+		for _, ia := range ifAddrs {
+			ipn, ok := ia.(*net.IPNet)
+			if !ok {
+				continue
+			}
+			a, ok := netip.AddrFromSlice(ipn.IP)
+			if !ok {
+				continue
+			}
+			a = a.Unmap()
+			if pfx.Contains(a) && !seen[a] && !a.IsLinkLocalUnicast() {
+				seen[a] = true
+				out = append(out, a)
+			}
+		}
+	}
+	return out, nil
+}
+
+// listener serves one frontend.
+type listener struct {
+	p     *Proxy
+	key   frontendKey
+	label string
+	state atomic.Pointer[listenerState]
+
+	tcp       *net.TCPListener
+	udp       *net.UDPConn
+	accepting atomic.Bool
+
+	flowMu sync.Mutex
+	flows  map[netip.AddrPort]*flow // UDP
+}
+
+// listenerState is what a listener forwards to; replaced atomically.
+type listenerState struct {
+	spec    frontendSpec
+	target  *target
+	metrics *frontendMetrics
+}
+
+func (l *listener) spec() frontendSpec { return l.state.Load().spec }
+
+// retarget points the listener at a new target. p.mu is held.
+func (l *listener) retarget(spec frontendSpec, t *target) {
+	old := l.state.Load()
+	m := old.metrics
+	if old.spec.servicePort != spec.servicePort {
+		l.p.metrics.forget(old.spec.servicePort, l.label)
+		m = l.p.metrics.frontend(spec.servicePort, l.label)
+	}
+	l.state.Store(&listenerState{spec: spec, target: t, metrics: m})
+	if l.udp != nil {
+		l.pruneFlows(t)
+	}
+}
+
+// listen binds a frontend and starts serving it. p.mu is held.
+func (p *Proxy) listen(spec frontendSpec, t *target) (*listener, error) {
+	l := &listener{p: p, key: spec.key, label: spec.key.addr.String(), flows: map[netip.AddrPort]*flow{}}
+	l.state.Store(&listenerState{spec: spec, target: t, metrics: p.metrics.frontend(spec.servicePort, l.label)})
+	network := "tcp"
+	if spec.key.proto == model.UDP {
+		network = "udp"
+	}
+	a := spec.key.addr.Addr()
+	if a.Is4() {
+		network += "4"
+	} else {
+		network += "6"
+	}
+	var err error
+	switch spec.key.proto {
+	case model.TCP:
+		l.tcp, err = net.ListenTCP(network, net.TCPAddrFromAddrPort(spec.key.addr))
+	case model.UDP:
+		l.udp, err = net.ListenUDP(network, net.UDPAddrFromAddrPort(spec.key.addr))
+	default:
+		return nil, fmt.Errorf("userspace: %s: protocol %s is not supported in userspace mode", spec.key, spec.key.proto)
+	}
+	if err != nil {
+		return nil, listenError(spec, err)
+	}
+	l.accepting.Store(true)
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		if l.tcp != nil {
+			l.serveTCP()
+		} else {
+			l.serveUDP()
+		}
+	}()
+	return l, nil
+}
+
+// listenError explains the usual reasons a frontend cannot be bound.
+func listenError(spec frontendSpec, err error) error {
+	a := spec.key.addr.Addr()
+	bits := 32
+	if a.Is6() {
+		bits = 128
+	}
+	switch {
+	case errors.Is(err, syscall.EADDRNOTAVAIL):
+		hint := "or use a 127.0.0.0/8 address, which Linux routes to lo"
+		if a.Is6() {
+			hint = "(IPv6 has no loopback range beyond ::1)"
+		}
+		return fmt.Errorf("userspace: %s for %s: %s is not an address of this host: add it with `ip addr add %s/%d dev lo` %s: %w",
+			spec.key, spec.servicePort, a, a, bits, hint, err)
+	case errors.Is(err, syscall.EADDRINUSE):
+		return fmt.Errorf("userspace: %s for %s: the port is already in use by another socket on this host (see `ss -lntup`): %w",
+			spec.key, spec.servicePort, err)
+	case errors.Is(err, syscall.EACCES):
+		return fmt.Errorf("userspace: %s for %s: ports below 1024 need root or CAP_NET_BIND_SERVICE: %w",
+			spec.key, spec.servicePort, err)
+	case errors.Is(err, syscall.EAFNOSUPPORT):
+		return fmt.Errorf("userspace: %s for %s: this host has no IPv6: %w", spec.key, spec.servicePort, err)
+	}
+	return fmt.Errorf("userspace: listen on %s for %s: %w", spec.key, spec.servicePort, err)
+}
+
+// stopAccepting closes the TCP listening socket (established connections go on) or
+// stops UDP from starting new flows.
+func (l *listener) stopAccepting() {
+	if !l.accepting.Swap(false) {
+		return
+	}
+	if l.tcp != nil {
+		_ = l.tcp.Close()
+	}
+}
+
+// closeUDP closes the UDP socket and every flow.
+func (l *listener) closeUDP() {
+	if l.udp == nil {
+		return
+	}
+	l.accepting.Store(false)
+	_ = l.udp.Close()
+	l.flowMu.Lock()
+	flows := make([]*flow, 0, len(l.flows))
+	for _, f := range l.flows {
+		flows = append(flows, f)
+	}
+	l.flowMu.Unlock()
+	for _, f := range flows {
+		l.endFlow(f)
+	}
+}

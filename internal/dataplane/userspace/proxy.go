@@ -1,0 +1,428 @@
+// Package userspace is weir's userspace L4 data plane: it listens on every proxied
+// frontend of a Snapshot (ClusterIP, node port, external and LoadBalancer IP ports) and
+// forwards TCP connections and UDP flows to the endpoints that model chose, through the
+// balance schedulers, with session affinity, the health overlay, connect retries, idle
+// timeouts, kube-proxy's reject and drop verdicts, and a drain on shutdown.
+package userspace
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"weir.dev/weir/internal/balance"
+	"weir.dev/weir/internal/health"
+	"weir.dev/weir/internal/model"
+)
+
+// Options configure a Proxy.
+type Options struct {
+	// Logger receives listener changes and errors; nil discards them.
+	Logger *slog.Logger
+	// Registerer receives the weir_l4_* metrics; nil registers nothing.
+	Registerer prometheus.Registerer
+	// NodePortAddresses are the prefixes whose local addresses serve node ports (as
+	// kube-proxy's --nodeport-addresses). Empty means every local address: node ports
+	// listen on 0.0.0.0 and [::].
+	NodePortAddresses []netip.Prefix
+	// Health is the health overlay the Proxy syncs, reads and reports to; nil disables
+	// health checking.
+	Health *health.Overlay
+	// DrainTimeout bounds how long Shutdown waits for open connections; zero is 30s.
+	DrainTimeout time.Duration
+}
+
+// Proxy is the userspace data plane. It implements dataplane.Dataplane.
+type Proxy struct {
+	log     *slog.Logger
+	metrics *metrics
+	opts    Options
+
+	mu        sync.Mutex // serializes Sync, health rebuilds and Shutdown
+	listeners map[frontendKey]*listener
+	ports     map[string]*portState
+	sctp      map[string]bool // SCTP ports already warned about
+	closed    bool
+
+	stop chan struct{}  // ends the health loop
+	wg   sync.WaitGroup // every goroutine the Proxy started
+
+	connMu sync.Mutex
+	conns  map[net.Conn]struct{} // open proxied sockets, closed when a drain times out
+	open   atomic.Int64          // open proxied TCP connections and UDP flows
+}
+
+// portState is what outlives a Sync for one service port: live loads and affinity.
+type portState struct {
+	id       string
+	svc      *model.Service
+	port     *model.ServicePort
+	loads    map[netip.AddrPort]*balance.Load
+	affinity [2]*balance.Affinity // cluster, external
+	targets  [2]*target
+}
+
+const (
+	setCluster  = 0
+	setExternal = 1
+)
+
+// New returns a Proxy that listens on nothing until the first Sync.
+func New(opts Options) (*Proxy, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	m, err := newMetrics(opts.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	if opts.DrainTimeout <= 0 {
+		opts.DrainTimeout = defaultDrainTimeout
+	}
+	p := &Proxy{
+		log: log.With("dataplane", "userspace"), metrics: m, opts: opts,
+		listeners: map[frontendKey]*listener{}, ports: map[string]*portState{},
+		sctp: map[string]bool{}, stop: make(chan struct{}), conns: map[net.Conn]struct{}{},
+	}
+	if opts.Health != nil {
+		sub := opts.Health.Subscribe()
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			defer sub.Close()
+			p.followHealth(sub)
+		}()
+	}
+	return p, nil
+}
+
+// Name is "userspace".
+func (p *Proxy) Name() string { return "userspace" }
+
+// Sync listens on every frontend of snap and points each at its endpoints. Listeners
+// whose frontend remains are not touched (their target is swapped atomically); new
+// frontends are bound, removed ones stop accepting while their connections go on. A
+// frontend that cannot be bound is reported in the error and the others still apply.
+func (p *Proxy) Sync(ctx context.Context, snap *model.Snapshot) error {
+	if p.opts.Health != nil {
+		p.opts.Health.Sync(ctx, snap)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return errors.New("userspace: Sync after Shutdown")
+	}
+	var errs []error
+	want := map[frontendKey]frontendSpec{}
+	seenPorts := map[string]bool{}
+	nodeAddrs, err := p.nodePortAddrs()
+	if err != nil {
+		errs = append(errs, err)
+	}
+	for _, svc := range snap.Services {
+		if !svc.Proxied() {
+			continue
+		}
+		for _, sp := range svc.Ports {
+			id := sp.ID(svc.Key)
+			if sp.Protocol == model.SCTP {
+				if !p.sctp[id] {
+					p.sctp[id] = true
+					p.log.Warn("SCTP is not supported in userspace mode; use --mode nftables or iptables for this port",
+						"service_port", id)
+					p.metrics.unsupported.WithLabelValues(id, string(sp.Protocol)).Set(1)
+				}
+				continue
+			}
+			if seenPorts[id] {
+				continue
+			}
+			seenPorts[id] = true
+			ps := p.ports[id]
+			if ps == nil {
+				ps = &portState{id: id, loads: map[netip.AddrPort]*balance.Load{}}
+				p.ports[id] = ps
+			}
+			ps.svc, ps.port = svc, sp
+			p.rebuild(ps)
+			for _, spec := range frontendsOf(svc, sp, id, nodeAddrs) {
+				if prev, dup := want[spec.key]; dup {
+					errs = append(errs, fmt.Errorf("userspace: %s %s is claimed by both %s and %s; keeping the first",
+						spec.key.proto, spec.key.addr, prev.servicePort, id))
+					continue
+				}
+				want[spec.key] = spec
+			}
+		}
+	}
+	for id := range p.sctp {
+		if !seenPorts[id] && !stillSCTP(snap, id) {
+			delete(p.sctp, id)
+			p.metrics.unsupported.DeletePartialMatch(prometheus.Labels{"service_port": id})
+		}
+	}
+	for id := range p.ports {
+		if !seenPorts[id] {
+			delete(p.ports, id)
+		}
+	}
+	// Bind new frontends and retarget kept ones.
+	for key, spec := range want {
+		t := p.ports[spec.servicePort].targets[spec.set]
+		if len(spec.sourceRange) > 0 {
+			tc := *t
+			tc.sourceRange = spec.sourceRange
+			t = &tc
+		}
+		if l := p.listeners[key]; l != nil {
+			l.retarget(spec, t)
+			continue
+		}
+		l, err := p.listen(spec, t)
+		if err != nil {
+			if key.addr.Addr() == netip.IPv6Unspecified() {
+				// A host without IPv6 serves node ports on IPv4 only.
+				p.log.Debug("node port not served on IPv6", "frontend", key.String(), "err", err)
+				continue
+			}
+			errs = append(errs, err)
+			continue
+		}
+		p.listeners[key] = l
+		p.log.Info("listening", "frontend", key.String(), "service_port", spec.servicePort)
+	}
+	// Stop accepting on removed frontends; their connections go on.
+	for key, l := range p.listeners {
+		if _, ok := want[key]; !ok {
+			l.stopAccepting()
+			if key.proto == model.UDP {
+				l.closeUDP()
+			}
+			delete(p.listeners, key)
+			p.metrics.forget(l.spec().servicePort, key.addr.String())
+			p.log.Info("stopped listening", "frontend", key.String())
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func stillSCTP(snap *model.Snapshot, id string) bool {
+	for _, svc := range snap.Services {
+		for _, sp := range svc.Ports {
+			if sp.Protocol == model.SCTP && sp.ID(svc.Key) == id {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// rebuild builds the port's cluster and external targets from its endpoint sets and
+// the health overlay. p.mu is held.
+func (p *Proxy) rebuild(ps *portState) {
+	svc, sp := ps.svc, ps.port
+	pol := svc.Policy
+	if pol == nil {
+		pol = &model.Policy{}
+	}
+	live := map[netip.AddrPort]bool{}
+	for _, ep := range sp.Endpoints {
+		live[ep.AddrPort()] = true
+	}
+	for ap := range ps.loads {
+		if !live[ap] {
+			delete(ps.loads, ap)
+		}
+	}
+	for set, es := range [2]model.EndpointSet{sp.Cluster, sp.External} {
+		aff := ps.affinity[set]
+		if svc.AffinityTimeout <= 0 {
+			aff = nil
+		} else if aff == nil || aff.Timeout() != svc.AffinityTimeout {
+			aff = balance.NewAffinity(svc.AffinityTimeout)
+		}
+		ps.affinity[set] = aff
+		t := p.buildTarget(ps, pol, es, aff)
+		if aff != nil && ps.targets[set] != nil {
+			for _, b := range ps.targets[set].bal {
+				if balance.Find(t.bal, b.ID) < 0 {
+					aff.Forget(b.ID)
+				}
+			}
+		}
+		ps.targets[set] = t
+	}
+	// Retarget this port's listeners and drop UDP flows to endpoints that are gone.
+	for _, l := range p.listeners {
+		spec := l.spec()
+		if spec.servicePort == ps.id {
+			t := ps.targets[spec.set]
+			if len(spec.sourceRange) > 0 {
+				tc := *t
+				tc.sourceRange = spec.sourceRange
+				t = &tc
+			}
+			l.retarget(spec, t)
+		}
+	}
+}
+
+func (p *Proxy) buildTarget(ps *portState, pol *model.Policy, es model.EndpointSet, aff *balance.Affinity) *target {
+	t := &target{
+		servicePort: ps.id, verdict: es.Verdict, affinity: aff, health: p.opts.Health,
+		connectTimeout: orDefault(pol.ConnectTimeout, defaultConnectTimeout),
+		idleTimeout:    orDefault(pol.IdleTimeout, defaultIdleTimeout),
+		udpIdleTimeout: orDefault(pol.UDPIdleTimeout, defaultUDPIdleTimeout),
+	}
+	eps := es.Endpoints
+	if es.Verdict == model.Forward && p.opts.Health != nil {
+		eps = p.opts.Health.Eligible(ps.id, eps)
+	}
+	if es.Verdict != model.Forward {
+		eps = nil
+	}
+	for _, ep := range eps {
+		ap := ep.AddrPort()
+		load := ps.loads[ap]
+		if load == nil {
+			load = &balance.Load{}
+			ps.loads[ap] = load
+		}
+		t.backends = append(t.backends, backend{addr: ap, load: load})
+		t.bal = append(t.bal, balance.Backend{ID: balance.KeyOf(ap), Weight: ep.Weight, Load: load})
+	}
+	if es.Verdict == model.Forward && len(t.backends) == 0 {
+		t.verdict = model.Reject
+	}
+	switch pol.Algorithm {
+	case balance.SourceHash, balance.Maglev:
+		t.keyOn = keySource
+	case balance.DestinationHash:
+		t.keyOn = keyDestination
+	}
+	picker, err := balance.New(pol.Algorithm, t.bal, balance.Options{MaglevTableSize: pol.MaglevTableSize, Seed: pol.MaglevSeed})
+	if err != nil {
+		p.log.Error("scheduler rejected; using round robin", "service_port", ps.id, "algorithm", pol.Algorithm, "err", err)
+		picker, _ = balance.New(balance.RoundRobin, t.bal, balance.Options{})
+		t.keyOn = keyNone
+	}
+	t.picker = picker
+	return t
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
+}
+
+// followHealth rebuilds the targets of service ports whose endpoints changed health.
+func (p *Proxy) followHealth(sub *health.Subscription) {
+	for {
+		select {
+		case <-p.stop:
+			return
+		case <-sub.C():
+		}
+		ids := sub.Take()
+		p.mu.Lock()
+		if !p.closed {
+			for _, id := range ids {
+				if ps := p.ports[id]; ps != nil {
+					p.rebuild(ps)
+				}
+			}
+		}
+		p.mu.Unlock()
+	}
+}
+
+// Shutdown stops accepting on every frontend, waits for open connections and flows
+// to finish until ctx ends or the drain timeout passes, then closes what is left. It
+// returns once every goroutine of the Proxy has returned.
+func (p *Proxy) Shutdown(ctx context.Context) error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil
+	}
+	p.closed = true
+	ls := make([]*listener, 0, len(p.listeners))
+	for _, l := range p.listeners {
+		ls = append(ls, l)
+	}
+	p.mu.Unlock()
+	close(p.stop)
+	for _, l := range ls {
+		l.stopAccepting()
+	}
+	ctx, cancel := context.WithTimeout(ctx, p.opts.DrainTimeout)
+	defer cancel()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	var err error
+	for p.open.Load() > 0 && err == nil {
+		select {
+		case <-ctx.Done():
+			err = fmt.Errorf("userspace: drain: %d connections still open, closed: %w", p.open.Load(), ctx.Err())
+		case <-tick.C:
+		}
+	}
+	for _, l := range ls {
+		l.closeUDP()
+	}
+	p.connMu.Lock()
+	for c := range p.conns {
+		_ = c.Close()
+	}
+	p.connMu.Unlock()
+	p.wg.Wait()
+	return err
+}
+
+// Close shuts down at once, without draining.
+func (p *Proxy) Close() error {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_ = p.Shutdown(ctx)
+	return nil
+}
+
+func (p *Proxy) track(cs ...net.Conn) {
+	p.connMu.Lock()
+	for _, c := range cs {
+		p.conns[c] = struct{}{}
+	}
+	p.connMu.Unlock()
+}
+
+func (p *Proxy) untrack(cs ...net.Conn) {
+	p.connMu.Lock()
+	for _, c := range cs {
+		delete(p.conns, c)
+	}
+	p.connMu.Unlock()
+}
+
+// Frontends lists the frontends the Proxy listens on, sorted, for status pages.
+func (p *Proxy) Frontends() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]string, 0, len(p.listeners))
+	for k := range p.listeners {
+		out = append(out, k.String())
+	}
+	slices.Sort(out)
+	return out
+}
