@@ -11,6 +11,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"weir.dev/weir/internal/model"
 )
 
 // Flow selects UDP conntrack entries. Unset fields match anything.
@@ -82,4 +84,68 @@ func (Netlink) DeleteUDP(flows []Flow) (uint, error) {
 		}
 	}
 	return total, nil
+}
+
+// StaleUDPFlows lists the conntrack entries to delete when a UDP Service changes: flows
+// answered by an endpoint that is gone, and flows to a frontend that had no endpoint
+// (they were rejected and would otherwise stay black-holed).
+func StaleUDPFlows(oldSvc, newSvc *model.Service) []Flow {
+	if oldSvc == nil {
+		oldSvc = &model.Service{}
+	}
+	var flows []Flow
+	newPorts := map[string]*model.ServicePort{}
+	if newSvc != nil {
+		for _, sp := range newSvc.Ports {
+			if sp.Protocol == model.UDP {
+				newPorts[fmt.Sprint(sp.Port)] = sp
+			}
+		}
+	}
+	frontends := func(svc *model.Service) []netip.Addr {
+		var out []netip.Addr
+		out = append(out, svc.ClusterIPs...)
+		out = append(out, svc.ExternalIPs...)
+		return append(out, svc.LoadBalancerIPs...)
+	}
+	for _, sp := range oldSvc.Ports {
+		if sp.Protocol != model.UDP {
+			continue
+		}
+		still := map[netip.Addr]bool{}
+		if nsp := newPorts[fmt.Sprint(sp.Port)]; nsp != nil {
+			for _, ep := range append(append([]model.Endpoint(nil), nsp.Cluster.Endpoints...), nsp.External.Endpoints...) {
+				still[ep.Addr] = true
+			}
+		}
+		gone := map[netip.Addr]bool{}
+		for _, ep := range append(append([]model.Endpoint(nil), sp.Cluster.Endpoints...), sp.External.Endpoints...) {
+			if !still[ep.Addr] && !gone[ep.Addr] {
+				gone[ep.Addr] = true
+				flows = append(flows, Flow{OrigDstPort: uint16(sp.Port), ReplySrc: ep.Addr})
+				if sp.NodePort != 0 {
+					flows = append(flows, Flow{OrigDstPort: uint16(sp.NodePort), ReplySrc: ep.Addr})
+				}
+			}
+		}
+	}
+	if newSvc == nil {
+		return flows
+	}
+	oldPorts := map[string]*model.ServicePort{}
+	for _, sp := range oldSvc.Ports {
+		oldPorts[fmt.Sprint(sp.Port)] = sp
+	}
+	for _, sp := range newSvc.Ports {
+		if sp.Protocol != model.UDP || len(sp.Cluster.Endpoints)+len(sp.External.Endpoints) == 0 {
+			continue
+		}
+		if osp := oldPorts[fmt.Sprint(sp.Port)]; osp != nil && len(osp.Cluster.Endpoints)+len(osp.External.Endpoints) > 0 {
+			continue
+		}
+		for _, ip := range frontends(newSvc) {
+			flows = append(flows, Flow{OrigDst: ip, OrigDstPort: uint16(sp.Port)})
+		}
+	}
+	return flows
 }

@@ -9,7 +9,6 @@ package nftables
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -25,6 +24,7 @@ import (
 
 	"weir.dev/weir/internal/dataplane"
 	"weir.dev/weir/internal/dataplane/conntrack"
+	"weir.dev/weir/internal/dataplane/fingerprint"
 	"weir.dev/weir/internal/dataplane/healthcheck"
 	"weir.dev/weir/internal/model"
 )
@@ -297,7 +297,7 @@ func (p *Proxier) sync(ctx context.Context, snap *model.Snapshot) error {
 			continue
 		}
 		seen[svc.Key] = true
-		buf = encodeService(buf[:0], svc)
+		buf = fingerprint.Append(buf[:0], svc)
 		old := p.services[svc.Key]
 		if !full && old != nil && bytes.Equal(old.spec, buf) {
 			if old.svc != svc {
@@ -378,7 +378,7 @@ func (p *Proxier) sync(ctx context.Context, snap *model.Snapshot) error {
 		} else {
 			delete(p.services, c.key)
 		}
-		flows = append(flows, staleUDPFlows(oldSvc, newSvc)...)
+		flows = append(flows, conntrack.StaleUDPFlows(oldSvc, newSvc)...)
 		p.noteUnsupported(c)
 	}
 	if len(flows) > 0 {
@@ -416,143 +416,10 @@ func (p *Proxier) noteUnsupported(c change) {
 	}
 }
 
-// staleUDPFlows lists the conntrack entries to delete when a UDP Service changes: flows
-// answered by an endpoint that is gone, and flows to a frontend that had no endpoint
-// (they were rejected and would otherwise stay black-holed).
-func staleUDPFlows(oldSvc, newSvc *model.Service) []conntrack.Flow {
-	if oldSvc == nil {
-		oldSvc = &model.Service{}
-	}
-	var flows []conntrack.Flow
-	newPorts := map[string]*model.ServicePort{}
-	if newSvc != nil {
-		for _, sp := range newSvc.Ports {
-			if sp.Protocol == model.UDP {
-				newPorts[fmt.Sprint(sp.Port)] = sp
-			}
-		}
-	}
-	frontends := func(svc *model.Service) []netip.Addr {
-		var out []netip.Addr
-		out = append(out, svc.ClusterIPs...)
-		out = append(out, svc.ExternalIPs...)
-		return append(out, svc.LoadBalancerIPs...)
-	}
-	for _, sp := range oldSvc.Ports {
-		if sp.Protocol != model.UDP {
-			continue
-		}
-		still := map[netip.Addr]bool{}
-		if nsp := newPorts[fmt.Sprint(sp.Port)]; nsp != nil {
-			for _, ep := range append(append([]model.Endpoint(nil), nsp.Cluster.Endpoints...), nsp.External.Endpoints...) {
-				still[ep.Addr] = true
-			}
-		}
-		gone := map[netip.Addr]bool{}
-		for _, ep := range append(append([]model.Endpoint(nil), sp.Cluster.Endpoints...), sp.External.Endpoints...) {
-			if !still[ep.Addr] && !gone[ep.Addr] {
-				gone[ep.Addr] = true
-				flows = append(flows, conntrack.Flow{OrigDstPort: uint16(sp.Port), ReplySrc: ep.Addr})
-				if sp.NodePort != 0 {
-					flows = append(flows, conntrack.Flow{OrigDstPort: uint16(sp.NodePort), ReplySrc: ep.Addr})
-				}
-			}
-		}
-	}
-	if newSvc == nil {
-		return flows
-	}
-	oldPorts := map[string]*model.ServicePort{}
-	for _, sp := range oldSvc.Ports {
-		oldPorts[fmt.Sprint(sp.Port)] = sp
-	}
-	for _, sp := range newSvc.Ports {
-		if sp.Protocol != model.UDP || len(sp.Cluster.Endpoints)+len(sp.External.Endpoints) == 0 {
-			continue
-		}
-		if osp := oldPorts[fmt.Sprint(sp.Port)]; osp != nil && len(osp.Cluster.Endpoints)+len(osp.External.Endpoints) > 0 {
-			continue
-		}
-		for _, ip := range frontends(newSvc) {
-			flows = append(flows, conntrack.Flow{OrigDst: ip, OrigDstPort: uint16(sp.Port)})
-		}
-	}
-	return flows
-}
-
 func cloneMap[K comparable, V any](m map[K]V) map[K]V {
 	out := make(map[K]V, len(m))
 	for k, v := range m {
 		out[k] = v
 	}
 	return out
-}
-
-// encodeService appends everything the rules depend on, so that an unchanged Service
-// is recognised by comparing bytes, without building its rules.
-func encodeService(b []byte, svc *model.Service) []byte {
-	str := func(s string) {
-		b = binary.AppendUvarint(b, uint64(len(s)))
-		b = append(b, s...)
-	}
-	num := func(n uint64) { b = binary.AppendUvarint(b, n) }
-	addrs := func(as []netip.Addr) {
-		num(uint64(len(as)))
-		for _, a := range as {
-			b, _ = a.AppendBinary(b)
-			b = append(b, 0xff)
-		}
-	}
-	eps := func(s model.EndpointSet) {
-		num(uint64(s.Verdict))
-		num(uint64(s.IPv4Verdict))
-		num(uint64(s.IPv6Verdict))
-		num(uint64(len(s.Endpoints)))
-		for _, ep := range s.Endpoints {
-			b, _ = ep.Addr.AppendBinary(b)
-			num(uint64(ep.Port))
-			num(uint64(ep.Weight))
-			flags := uint64(0)
-			if ep.Local {
-				flags |= 1
-			}
-			if ep.NodeName == "" {
-				flags |= 2
-			}
-			num(flags)
-		}
-	}
-	str(string(svc.Type))
-	addrs(svc.ClusterIPs)
-	addrs(svc.ExternalIPs)
-	addrs(svc.LoadBalancerIPs)
-	num(uint64(len(svc.LoadBalancerSourceRanges)))
-	for _, p := range svc.LoadBalancerSourceRanges {
-		b, _ = p.AppendBinary(b)
-	}
-	num(uint64(svc.AffinityTimeout))
-	flags := uint64(0)
-	if svc.InternalTrafficLocal {
-		flags |= 1
-	}
-	if svc.ExternalTrafficLocal {
-		flags |= 2
-	}
-	num(flags)
-	num(uint64(len(svc.Ports)))
-	for _, sp := range svc.Ports {
-		if pol := portPolicy(svc, sp); pol != nil {
-			str(string(pol.Algorithm))
-			num(pol.MaglevSeed)
-		} else {
-			str("")
-		}
-		str(sp.Name)
-		str(string(sp.Protocol))
-		num(uint64(sp.Port))
-		num(uint64(sp.NodePort))
-		eps(sp.Cluster)
-		eps(sp.External)
-	}
-	return b
 }
