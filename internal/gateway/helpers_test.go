@@ -55,6 +55,8 @@ type echoBackend struct {
 	failAll atomic.Bool
 	// reset closes connections without an answer while set.
 	reset atomic.Bool
+	// hangAll holds every request until the test ends while set.
+	hangAll atomic.Bool
 }
 
 func startEcho(t *testing.T, name string) *echoBackend {
@@ -78,6 +80,13 @@ func startEcho(t *testing.T, name string) *echoBackend {
 
 func (e *echoBackend) handle(w http.ResponseWriter, r *http.Request) {
 	e.hits.Add(1)
+	if e.hangAll.Load() {
+		select {
+		case <-e.block:
+		case <-r.Context().Done():
+		}
+		return
+	}
 	if e.reset.Load() {
 		if hj, ok := w.(http.Hijacker); ok {
 			c, _, _ := hj.Hijack()

@@ -1,0 +1,232 @@
+package gateway
+
+import (
+	"context"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"weir.dev/weir/internal/model"
+)
+
+func TestRetriesHideBadEndpoint(t *testing.T) {
+	closed := func() model.Endpoint {
+		ap := netip.MustParseAddrPort(freeAddr(t)) // nothing listens there
+		return model.Endpoint{Addr: ap.Addr(), Port: int32(ap.Port()), Ready: true, Serving: true, Weight: 1}
+	}
+	tests := []struct {
+		name    string
+		breakIt func(bad *echoBackend, be *model.Backend)
+		retryOn []string
+		method  string
+		wantAll bool // every request 200
+	}{
+		{"503 GET", func(bad *echoBackend, _ *model.Backend) { bad.failAll.Store(true) }, nil, "GET", true},
+		{"reset GET", func(bad *echoBackend, _ *model.Backend) { bad.reset.Store(true) }, []string{"reset", "connect-failure"}, "GET", true},
+		{"connect failure GET", func(_ *echoBackend, be *model.Backend) { be.Endpoints[1] = closed() }, nil, "GET", true},
+		{"503 POST not retried", func(bad *echoBackend, _ *model.Backend) { bad.failAll.Store(true) }, nil, "POST", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			good, bad := startEcho(t, "good"), startEcho(t, "bad")
+			be := backend("svc", 1, good, bad)
+			be.Policy.Outlier.ConsecutiveFailures = 1000 // keep the bad endpoint in rotation
+			tc.breakIt(bad, be)
+			rm := prefixRule("retry", "/", be)
+			if tc.retryOn != nil {
+				rm.Rule.Retry.RetryOn = tc.retryOn
+			}
+			tg := startGateway(t, Options{}, httpConfig(freeAddr(t), rm))
+			failed := 0
+			for range 40 {
+				req, _ := http.NewRequest(tc.method, tg.url+"/x", nil)
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					failed++
+				}
+			}
+			if tc.wantAll && failed > 0 {
+				t.Fatalf("%d of 40 requests failed despite retries", failed)
+			}
+			if !tc.wantAll && failed == 0 {
+				t.Fatal("POST was retried")
+			}
+		})
+	}
+}
+
+func TestOutlierEjectionAndRecovery(t *testing.T) {
+	good, bad := startEcho(t, "good"), startEcho(t, "bad")
+	bad.failAll.Store(true)
+	be := backend("svc", 1, good, bad)
+	be.Policy.Outlier = model.OutlierDetection{ConsecutiveFailures: 3, BaseEjectionTime: 400 * time.Millisecond, MaxEjectionPercent: 50}
+	rm := prefixRule("eject", "/", be)
+	rm.Rule.Retry.Attempts = 0
+	reg := prometheus.NewRegistry()
+	tg := startGateway(t, Options{Registerer: reg}, httpConfig(freeAddr(t), rm))
+	// Round robin alternates; three 503s from bad eject it.
+	for range 8 {
+		get(t, http.DefaultClient, "GET", tg.url+"/", nil)
+	}
+	if n := testutil.ToFloat64(tg.metrics.ejections.WithLabelValues("default/svc:http")); n != 1 {
+		t.Fatalf("ejections = %v", n)
+	}
+	before := bad.hits.Load()
+	for range 20 {
+		if resp, _ := get(t, http.DefaultClient, "GET", tg.url+"/", nil); resp.StatusCode != 200 {
+			t.Fatalf("request reached the ejected endpoint: %d", resp.StatusCode)
+		}
+	}
+	if bad.hits.Load() != before {
+		t.Fatal("ejected endpoint got traffic")
+	}
+	bad.failAll.Store(false)
+	eventually(t, 5*time.Second, func() bool {
+		get(t, http.DefaultClient, "GET", tg.url+"/", nil)
+		return bad.hits.Load() > before
+	}, "endpoint never came back after its ejection time")
+}
+
+func TestBreakerOverflow(t *testing.T) {
+	slow := startEcho(t, "slow")
+	be := backend("svc", 1, slow)
+	be.Policy.CircuitBreaker.MaxRequests = 1
+	reg := prometheus.NewRegistry()
+	tg := startGateway(t, Options{Registerer: reg}, httpConfig(freeAddr(t), prefixRule("cb", "/", be)))
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		req, _ := http.NewRequestWithContext(ctx, "GET", tg.url+"/hang", nil)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+		}
+	})
+	defer func() { cancel(); wg.Wait() }()
+	eventually(t, 5*time.Second, func() bool { return slow.hits.Load() == 1 }, "first request never arrived")
+	start := time.Now()
+	resp, _ := get(t, http.DefaultClient, "GET", tg.url+"/", nil)
+	if resp.StatusCode != 503 || resp.Header.Get("X-Weir-Overflow") == "" {
+		t.Fatalf("overflow: %d %v", resp.StatusCode, resp.Header)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("overflow answer took %v; must be at once", d)
+	}
+	if n := testutil.ToFloat64(tg.metrics.overflows.WithLabelValues("default/svc:80")); n != 1 {
+		t.Fatalf("overflow metric %v", n)
+	}
+}
+
+func TestRateLimit(t *testing.T) {
+	a := startEcho(t, "a")
+	tests := []struct {
+		name string
+		key  string
+		hdr  func(i int) map[string]string
+		want []int
+	}{
+		{"route bucket", "route", func(int) map[string]string { return nil }, []int{200, 200, 429}},
+		{"per header", "header:X-User", func(i int) map[string]string { return map[string]string{"X-User": strconv.Itoa(i)} }, []int{200, 200, 200}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rm := prefixRule("rl", "/", backend("a", 1, a))
+			rm.Rule.Policy.RateLimit = &model.RateLimit{Requests: 2, Period: 10 * time.Second, Burst: 2, Key: tc.key}
+			tg := startGateway(t, Options{Registerer: prometheus.NewRegistry()}, httpConfig(freeAddr(t), rm))
+			for i, want := range tc.want {
+				resp, _ := get(t, http.DefaultClient, "GET", tg.url+"/", tc.hdr(i))
+				if resp.StatusCode != want {
+					t.Fatalf("request %d: %d, want %d", i, resp.StatusCode, want)
+				}
+				if want == 429 {
+					if ra, _ := strconv.Atoi(resp.Header.Get("Retry-After")); ra < 1 || ra > 10 {
+						t.Fatalf("Retry-After %q", resp.Header.Get("Retry-After"))
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestMirrorNeverSlowsPrimary(t *testing.T) {
+	a, hang := startEcho(t, "a"), startEcho(t, "hang")
+	hang.hangAll.Store(true)
+	rm := prefixRule("m", "/", backend("a", 1, a))
+	rm.Rule.Filters = []model.Filter{{Type: model.FilterMirror, Mirror: &model.Mirror{Backend: backend("hang", 1, hang), Percent: 100}}}
+	tg := startGateway(t, Options{MaxMirrorsInFlight: 8}, httpConfig(freeAddr(t), rm))
+	start := time.Now()
+	for range 30 {
+		if resp, rep := get(t, http.DefaultClient, "GET", tg.url+"/", nil); resp.StatusCode != 200 || rep.Name != "a" {
+			t.Fatalf("primary %d", resp.StatusCode)
+		}
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("30 requests took %v with a hanging mirror", d)
+	}
+	eventually(t, 5*time.Second, func() bool { return hang.hits.Load() >= 8 }, "mirror got no copies")
+}
+
+func TestCanaryRollback(t *testing.T) {
+	stable, canaryEcho := startEcho(t, "stable"), startEcho(t, "canary")
+	canaryEcho.failAll.Store(true)
+	cb := backend("canary", 50, canaryEcho)
+	cb.Policy.Outlier.ConsecutiveFailures = 1000
+	rm := prefixRule("canary", "/", backend("stable", 50, stable), cb)
+	rm.Rule.Retry.Attempts = 0
+	rm.Rule.Policy.CanaryAnalysis = &model.CanaryAnalysis{Backend: model.ServiceKey{Namespace: "default", Name: "canary"},
+		Window: 10 * time.Second, MinRequests: 10, MaxErrorPercent: 5}
+	reg := prometheus.NewRegistry()
+	cfg := httpConfig(freeAddr(t), rm)
+	tg := startGateway(t, Options{Registerer: reg}, cfg)
+	eventually(t, 10*time.Second, func() bool {
+		get(t, http.DefaultClient, "GET", tg.url+"/", nil)
+		return len(tg.CanaryRollbacks()) == 1
+	}, "canary never rolled back")
+	for range 50 {
+		if resp, rep := get(t, http.DefaultClient, "GET", tg.url+"/", nil); resp.StatusCode != 200 || rep.Name != "stable" {
+			t.Fatalf("after rollback: %d %+v", resp.StatusCode, rep)
+		}
+	}
+	if n := testutil.ToFloat64(tg.metrics.rollbacks.WithLabelValues("canary", "default/canary:80")); n != 1 {
+		t.Fatalf("rollback metric %v", n)
+	}
+	// The rollback survives a reload of the same configuration.
+	tg.sync(t, cfg)
+	for range 20 {
+		if _, rep := get(t, http.DefaultClient, "GET", tg.url+"/", nil); rep.Name != "stable" {
+			t.Fatal("rollback lost on reload")
+		}
+	}
+}
+
+func TestSessionPersistence(t *testing.T) {
+	a, b := startEcho(t, "a"), startEcho(t, "b")
+	rm := prefixRule("s", "/", backend("svc", 1, a, b))
+	rm.Rule.Session = &model.SessionPersistence{CookieName: "sid"}
+	tg := startGateway(t, Options{}, httpConfig(freeAddr(t), rm))
+	resp, first := get(t, http.DefaultClient, "GET", tg.url+"/", nil)
+	var cookie *http.Cookie
+	for _, c := range resp.Cookies() {
+		if c.Name == "sid" {
+			cookie = c
+		}
+	}
+	if cookie == nil {
+		t.Fatal("no session cookie")
+	}
+	for range 10 {
+		_, rep := get(t, http.DefaultClient, "GET", tg.url+"/", map[string]string{"Cookie": "sid=" + cookie.Value})
+		if rep.Name != first.Name {
+			t.Fatalf("session moved from %s to %s", first.Name, rep.Name)
+		}
+	}
+}
