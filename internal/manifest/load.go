@@ -88,7 +88,7 @@ func collectFiles(paths []string) ([]string, Errors) {
 			switch {
 			case info.IsDir():
 				walkDir(p)
-			case info.Mode().IsRegular() && isManifestName(name):
+			case info.Mode().IsRegular() && IsManifestName(name):
 				add(p)
 			}
 		}
@@ -116,10 +116,10 @@ func unwrapPathError(err error) error {
 	return err
 }
 
-// isManifestName reports whether a file in a folder is a manifest: .yaml, .yml or .json,
-// and not an editor's temp file.
-func isManifestName(name string) bool {
-	if strings.HasPrefix(name, "#") || strings.HasPrefix(name, "~") {
+// IsManifestName reports whether Load reads a file of this name found in a folder:
+// .yaml, .yml or .json, not hidden, and not an editor's temp file.
+func IsManifestName(name string) bool {
+	if strings.HasPrefix(name, ".") || strings.HasPrefix(name, "#") || strings.HasPrefix(name, "~") {
 		return false
 	}
 	switch strings.ToLower(filepath.Ext(name)) {
