@@ -26,17 +26,31 @@ func Translate(objs *Objects, node Node) *Snapshot {
 	policies := indexPolicies(objs.Policies)
 	defaults := DefaultPolicy()
 
-	snap.Services = make([]*Service, 0, len(objs.Services))
-	for _, in := range objs.Services {
+	// Sort the Services first, by key and then by input position, so that of two
+	// objects with one name the first given wins.
+	type entry struct {
+		key ServiceKey
+		pos int
+	}
+	order := make([]entry, 0, len(objs.Services))
+	for i, in := range objs.Services {
 		if in == nil || in.Name == "" {
 			continue
 		}
-		key := ServiceKey{Namespace: in.Namespace, Name: in.Name}
-		snap.Services = append(snap.Services, translateService(in, slicesBySvc[key], node, policies.forService(key, defaults)))
+		order = append(order, entry{ServiceKey{Namespace: in.Namespace, Name: in.Name}, i})
 	}
-	// Stable, so that of two objects with one name the first given wins.
-	slices.SortStableFunc(snap.Services, func(a, b *Service) int { return a.Key.Compare(b.Key) })
-	snap.Services = slices.CompactFunc(snap.Services, func(a, b *Service) bool { return a.Key == b.Key })
+	slices.SortFunc(order, func(a, b entry) int {
+		if c := a.key.Compare(b.key); c != 0 {
+			return c
+		}
+		return a.pos - b.pos
+	})
+	order = slices.CompactFunc(order, func(a, b entry) bool { return a.key == b.key })
+
+	snap.Services = make([]*Service, len(order))
+	for i, e := range order {
+		snap.Services[i] = translateService(objs.Services[e.pos], slicesBySvc[e.key], node, policies.forService(e.key, defaults))
+	}
 
 	translateGateways(objs, snap)
 	return snap

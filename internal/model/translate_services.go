@@ -3,6 +3,7 @@ package model
 import (
 	"net/netip"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -70,9 +71,8 @@ func translateService(in *corev1.Service, eps []*discoveryv1.EndpointSlice, node
 		}
 	}
 
-	var parsed []parsedSlice
-	if svc.Type != ExternalName {
-		parsed = parseSlices(eps, fams, node)
+	if svc.Type == ExternalName {
+		eps = nil
 	}
 	topo := wantedTopology(in)
 
@@ -95,9 +95,9 @@ func translateService(in *corev1.Service, eps []*discoveryv1.EndpointSlice, node
 		if sp.AppProtocol != nil {
 			p.AppProtocol = *sp.AppProtocol
 		}
-		cands := portCandidates(parsed, p.Name, corev1.Protocol(p.Protocol))
-		p.Endpoints = endpointsOf(cands)
-		p.Cluster, p.External = chooseEndpoints(p.Endpoints, cands, svc, topo, node)
+		pe := gatherEndpoints(eps, p.Name, corev1.Protocol(p.Protocol), fams, node, topo != topologyNone)
+		p.Endpoints = pe.eps
+		p.Cluster, p.External = chooseEndpoints(pe, svc, topo, node)
 		for _, e := range p.Endpoints {
 			if e.Local && e.Ready {
 				localReady = append(localReady, e.Addr)
@@ -268,59 +268,134 @@ func wantedTopology(in *corev1.Service) topologyMode {
 	return topologyNone
 }
 
-// parsedSlice is an EndpointSlice with its endpoints parsed once for all ports.
-type parsedSlice struct {
-	ports []discoveryv1.EndpointPort
-	eps   []candidate // Port unset
+// portEndpoints are the endpoints of one Service port, sorted by address and port, with
+// the topology hints of each: hints[i] belongs to eps[i]. hints is nil when the Service
+// does not use topology-aware routing.
+type portEndpoints struct {
+	eps   []Endpoint
+	hints []*discoveryv1.EndpointHints
 }
 
-// candidate is an endpoint with the topology hints kube-proxy's selection reads.
-type candidate struct {
-	Endpoint
-	hints *discoveryv1.EndpointHints
-	rank  uint8 // dedupe preference, lower wins
+func (pe portEndpoints) hint(i int) *discoveryv1.EndpointHints {
+	if pe.hints == nil {
+		return nil
+	}
+	return pe.hints[i]
 }
 
-func parseSlices(in []*discoveryv1.EndpointSlice, fams ipFamilies, node Node) []parsedSlice {
-	out := make([]parsedSlice, 0, len(in))
+// sub returns the endpoints [lo, hi).
+func (pe portEndpoints) sub(lo, hi int) portEndpoints {
+	out := portEndpoints{eps: pe.eps[lo:hi:hi]}
+	if pe.hints != nil {
+		out.hints = pe.hints[lo:hi:hi]
+	}
+	return out
+}
+
+// sort.Interface, for a stable sort by address, port and dedupe preference.
+func (pe portEndpoints) Len() int { return len(pe.eps) }
+func (pe portEndpoints) Swap(i, j int) {
+	pe.eps[i], pe.eps[j] = pe.eps[j], pe.eps[i]
+	if pe.hints != nil {
+		pe.hints[i], pe.hints[j] = pe.hints[j], pe.hints[i]
+	}
+}
+func (pe portEndpoints) Less(i, j int) bool {
+	a, b := &pe.eps[i], &pe.eps[j]
+	if c := a.Addr.Compare(b.Addr); c != 0 {
+		return c < 0
+	}
+	if a.Port != b.Port {
+		return a.Port < b.Port
+	}
+	return dedupeRank(a) < dedupeRank(b)
+}
+
+// gatherEndpoints collects the endpoints of every slice port that matches the Service
+// port by name and protocol (kube-proxy's ServicePortName; the EndpointSlice controller
+// already resolved targetPort, by name or number, into the slice port's number),
+// deduplicated by address and port and sorted by them. A slice port without a name
+// matches the unnamed Service port (kube-proxy ignores it; hand-written slices omit it).
+// Slices are those labelled for the Service, sorted by name.
+func gatherEndpoints(in []*discoveryv1.EndpointSlice, name string, proto corev1.Protocol, fams ipFamilies, node Node, withHints bool) portEndpoints {
+	n := 0
+	for _, s := range in {
+		for j := range s.Ports {
+			if portMatches(&s.Ports[j], name, proto) {
+				n += len(s.Endpoints)
+			}
+		}
+	}
+	if n == 0 {
+		return portEndpoints{}
+	}
+	pe := portEndpoints{eps: make([]Endpoint, 0, n)}
+	if withHints {
+		pe.hints = make([]*discoveryv1.EndpointHints, 0, n)
+	}
 	for _, s := range in {
 		if s.AddressType != discoveryv1.AddressTypeIPv4 && s.AddressType != discoveryv1.AddressTypeIPv6 {
 			continue // FQDN slices are not proxied, as in kube-proxy
 		}
-		weight := sliceWeight(s.Annotations[WeightAnnotation])
-		ps := parsedSlice{ports: s.Ports, eps: make([]candidate, 0, len(s.Endpoints))}
-		for i := range s.Endpoints {
-			in := &s.Endpoints[i]
-			if len(in.Addresses) == 0 {
+		var weight uint32
+		for j := range s.Ports {
+			sp := &s.Ports[j]
+			if !portMatches(sp, name, proto) {
 				continue
 			}
-			// kube-proxy uses the first address only.
-			addr, ok := parseAddr(in.Addresses[0])
-			if !ok || addr.Is4() != (s.AddressType == discoveryv1.AddressTypeIPv4) || !fams.has(addr) {
-				continue
+			if weight == 0 {
+				weight = sliceWeight(s.Annotations[WeightAnnotation])
 			}
-			c := candidate{
-				Endpoint: Endpoint{
+			for k := range s.Endpoints {
+				e := &s.Endpoints[k]
+				if len(e.Addresses) == 0 {
+					continue
+				}
+				// kube-proxy uses the first address only.
+				addr, ok := parseAddr(e.Addresses[0])
+				if !ok || addr.Is4() != (s.AddressType == discoveryv1.AddressTypeIPv4) || !fams.has(addr) {
+					continue
+				}
+				out := Endpoint{
 					Addr: addr,
+					Port: *sp.Port,
 					// The API's nil semantics: ready nil = true, serving nil = true,
 					// terminating nil = false (as kube-proxy's endpointslicecache reads them).
-					Ready:       in.Conditions.Ready == nil || *in.Conditions.Ready,
-					Serving:     in.Conditions.Serving == nil || *in.Conditions.Serving,
-					Terminating: in.Conditions.Terminating != nil && *in.Conditions.Terminating,
-					Hostname:    deref(in.Hostname),
-					NodeName:    deref(in.NodeName),
-					Zone:        deref(in.Zone),
+					Ready:       e.Conditions.Ready == nil || *e.Conditions.Ready,
+					Serving:     e.Conditions.Serving == nil || *e.Conditions.Serving,
+					Terminating: e.Conditions.Terminating != nil && *e.Conditions.Terminating,
+					Hostname:    deref(e.Hostname),
+					NodeName:    deref(e.NodeName),
+					Zone:        deref(e.Zone),
 					Weight:      weight,
-				},
-				hints: in.Hints,
+				}
+				out.Local = node.Name != "" && out.NodeName == node.Name
+				pe.eps = append(pe.eps, out)
+				if withHints {
+					pe.hints = append(pe.hints, e.Hints)
+				}
 			}
-			c.Local = node.Name != "" && c.NodeName == node.Name
-			c.rank = dedupeRank(&c.Endpoint)
-			ps.eps = append(ps.eps, c)
 		}
-		out = append(out, ps)
 	}
-	return out
+	if len(pe.eps) == 0 {
+		return portEndpoints{}
+	}
+	if !sort.IsSorted(pe) {
+		sort.Stable(pe)
+	}
+	// Keep the first, most preferred, of each address:port.
+	w := 1
+	for i := 1; i < len(pe.eps); i++ {
+		if pe.eps[i].Addr == pe.eps[w-1].Addr && pe.eps[i].Port == pe.eps[w-1].Port {
+			continue
+		}
+		pe.eps[w] = pe.eps[i]
+		if pe.hints != nil {
+			pe.hints[w] = pe.hints[i]
+		}
+		w++
+	}
+	return pe.sub(0, w)
 }
 
 // dedupeRank orders duplicates of one address:port found in several slices (an
@@ -362,52 +437,6 @@ func deref(s *string) string {
 	return *s
 }
 
-// portCandidates gathers the endpoints of every slice port that matches the Service
-// port by name and protocol (kube-proxy's ServicePortName; the EndpointSlice controller
-// already resolved targetPort, by name or number, into the slice port's number),
-// deduplicated by address and port and sorted by them. A slice port without a name
-// matches the unnamed Service port (kube-proxy ignores it; hand-written slices omit it).
-func portCandidates(parsed []parsedSlice, name string, proto corev1.Protocol) []candidate {
-	n := 0
-	for i := range parsed {
-		for j := range parsed[i].ports {
-			if portMatches(&parsed[i].ports[j], name, proto) {
-				n += len(parsed[i].eps)
-			}
-		}
-	}
-	if n == 0 {
-		return nil
-	}
-	out := make([]candidate, 0, n)
-	for i := range parsed {
-		ps := &parsed[i]
-		for j := range ps.ports {
-			sp := &ps.ports[j]
-			if !portMatches(sp, name, proto) {
-				continue
-			}
-			for _, c := range ps.eps {
-				c.Port = *sp.Port
-				out = append(out, c)
-			}
-		}
-	}
-	if len(out) < 2 {
-		return out
-	}
-	slices.SortStableFunc(out, func(a, b candidate) int {
-		if c := a.Addr.Compare(b.Addr); c != 0 {
-			return c
-		}
-		if a.Port != b.Port {
-			return int(a.Port) - int(b.Port)
-		}
-		return int(a.rank) - int(b.rank)
-	})
-	return slices.CompactFunc(out, func(a, b candidate) bool { return a.Addr == b.Addr && a.Port == b.Port })
-}
-
 func portMatches(sp *discoveryv1.EndpointPort, name string, proto corev1.Protocol) bool {
 	if deref(sp.Name) != name || sp.Port == nil || *sp.Port <= 0 || *sp.Port > 65535 {
 		return false
@@ -419,32 +448,21 @@ func portMatches(sp *discoveryv1.EndpointPort, name string, proto corev1.Protoco
 	return slicePortProto == proto
 }
 
-func endpointsOf(cands []candidate) []Endpoint {
-	if len(cands) == 0 {
-		return nil
-	}
-	out := make([]Endpoint, len(cands))
-	for i := range cands {
-		out[i] = cands[i].Endpoint
-	}
-	return out
-}
-
 // chooseEndpoints is kube-proxy's CategorizeEndpoints (pkg/proxy/topology.go) and its
 // use by the proxiers, run for each IP family: the Cluster set honours
 // internalTrafficPolicy, the External set externalTrafficPolicy.
-func chooseEndpoints(all []Endpoint, cands []candidate, svc *Service, topo topologyMode, node Node) (cluster, external EndpointSet) {
-	// all and cands are sorted by address; IPv4 comes first.
-	split := len(cands)
-	for i := range cands {
-		if !cands[i].Addr.Is4() {
+func chooseEndpoints(pe portEndpoints, svc *Service, topo topologyMode, node Node) (cluster, external EndpointSet) {
+	// Endpoints are sorted by address; IPv4 comes first.
+	split := len(pe.eps)
+	for i := range pe.eps {
+		if !pe.eps[i].Addr.Is4() {
 			split = i
 			break
 		}
 	}
 	var fam [2]familyChoice
-	fam[0] = categorize(all[:split:split], cands[:split], topo, node)
-	fam[1] = categorize(all[split:], cands[split:], topo, node)
+	fam[0] = categorize(pe.sub(0, split), topo, node)
+	fam[1] = categorize(pe.sub(split, len(pe.eps)), topo, node)
 
 	for i := range fam {
 		f := &fam[i]
@@ -508,66 +526,67 @@ func combinedVerdict(s EndpointSet) Verdict {
 // serving and terminating ones; localEps are the ready endpoints on this node, or, when
 // none is, the serving and terminating ones on this node. Endpoints that are not
 // serving are never used.
-func categorize(all []Endpoint, cands []candidate, topo topologyMode, node Node) familyChoice {
+func categorize(pe portEndpoints, topo topologyMode, node Node) familyChoice {
 	var f familyChoice
-	if len(cands) == 0 {
+	eps := pe.eps
+	if len(eps) == 0 {
 		return f
 	}
-	mode := topologyFromHints(cands, topo, node)
-	f.clusterEps = filterEndpoints(all, cands, func(c *candidate) bool {
-		return c.Ready && availableForTopology(c, mode, node)
+	mode := topologyFromHints(pe, topo, node)
+	f.clusterEps = filterEndpoints(eps, func(i int) bool {
+		return eps[i].Ready && availableForTopology(pe.hint(i), mode, node)
 	})
 	if len(f.clusterEps) == 0 {
-		f.clusterEps = filterEndpoints(all, cands, servingTerminating)
+		f.clusterEps = filterEndpoints(eps, func(i int) bool { return servingTerminating(&eps[i]) })
 	}
 
 	var localReady, localServingTerminating bool
-	for i := range cands {
-		c := &cands[i]
+	for i := range eps {
+		e := &eps[i]
 		switch {
-		case c.Ready:
+		case e.Ready:
 			f.hasAny = true
-			localReady = localReady || c.Local
-		case servingTerminating(c):
+			localReady = localReady || e.Local
+		case servingTerminating(e):
 			f.hasAny = true
-			localServingTerminating = localServingTerminating || c.Local
+			localServingTerminating = localServingTerminating || e.Local
 		}
 	}
 	switch {
 	case localReady:
-		f.localEps = filterEndpoints(all, cands, func(c *candidate) bool { return c.Local && c.Ready })
+		f.localEps = filterEndpoints(eps, func(i int) bool { return eps[i].Local && eps[i].Ready })
 	case localServingTerminating:
-		f.localEps = filterEndpoints(all, cands, func(c *candidate) bool { return c.Local && servingTerminating(c) })
+		f.localEps = filterEndpoints(eps, func(i int) bool { return eps[i].Local && servingTerminating(&eps[i]) })
 	}
 	return f
 }
 
-func servingTerminating(c *candidate) bool { return c.Serving && c.Terminating }
+func servingTerminating(e *Endpoint) bool { return e.Serving && e.Terminating }
 
 // topologyFromHints is kube-proxy's topologyModeFromHints, asked only when the Service
 // wants topology-aware routing: node hints when every ready endpoint has one and one
 // names this node (PreferSameNode only); else zone hints when every ready endpoint has
 // one and one names this node's zone; else none (every endpoint).
-func topologyFromHints(cands []candidate, want topologyMode, node Node) topologyMode {
-	if want == topologyNone {
+func topologyFromHints(pe portEndpoints, want topologyMode, node Node) topologyMode {
+	if want == topologyNone || pe.hints == nil {
 		return topologyNone
 	}
 	var anyReady, forNode, forZone bool
 	allNodeHints, allZoneHints := true, true
-	for i := range cands {
-		c := &cands[i]
-		if !c.Ready {
+	for i := range pe.eps {
+		if !pe.eps[i].Ready {
 			continue
 		}
 		anyReady = true
-		if c.hints == nil || len(c.hints.ForNodes) == 0 {
+		h := pe.hints[i]
+		if h == nil || len(h.ForNodes) == 0 {
 			allNodeHints = false
-		} else if hasNode(c.hints, node.Name) {
+		} else if hasNode(h, node.Name) {
 			forNode = true
 		}
-		if c.hints == nil || len(c.hints.ForZones) == 0 {
+		if h == nil || len(h.ForZones) == 0 {
 			allZoneHints = false
-		} else if hasZone(c.hints, node.Zone) {
+		} else if hasZone(h, node.Zone) {
 			forZone = true
 		}
 	}
@@ -582,12 +601,12 @@ func topologyFromHints(cands []candidate, want topologyMode, node Node) topology
 	return topologyNone
 }
 
-func availableForTopology(c *candidate, mode topologyMode, node Node) bool {
+func availableForTopology(h *discoveryv1.EndpointHints, mode topologyMode, node Node) bool {
 	switch mode {
 	case topologySameNode:
-		return c.hints != nil && hasNode(c.hints, node.Name)
+		return h != nil && hasNode(h, node.Name)
 	case topologySameZone:
-		return c.hints != nil && hasZone(c.hints, node.Zone)
+		return h != nil && hasZone(h, node.Zone)
 	}
 	return true
 }
@@ -616,25 +635,25 @@ func hasZone(h *discoveryv1.EndpointHints, zone string) bool {
 	return false
 }
 
-// filterEndpoints returns the endpoints whose candidate passes keep. When all pass it
-// returns all itself (capacity clipped), so that an unfiltered set costs no memory.
-func filterEndpoints(all []Endpoint, cands []candidate, keep func(*candidate) bool) []Endpoint {
+// filterEndpoints returns the endpoints whose index passes keep. When all pass it
+// returns eps itself (capacity clipped), so that an unfiltered set costs no memory.
+func filterEndpoints(eps []Endpoint, keep func(i int) bool) []Endpoint {
 	n := 0
-	for i := range cands {
-		if keep(&cands[i]) {
+	for i := range eps {
+		if keep(i) {
 			n++
 		}
 	}
 	switch n {
 	case 0:
 		return nil
-	case len(all):
-		return all[:n:n]
+	case len(eps):
+		return eps[:n:n]
 	}
 	out := make([]Endpoint, 0, n)
-	for i := range cands {
-		if keep(&cands[i]) {
-			out = append(out, all[i])
+	for i := range eps {
+		if keep(i) {
+			out = append(out, eps[i])
 		}
 	}
 	return out
