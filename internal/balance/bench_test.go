@@ -7,7 +7,9 @@ import (
 	"time"
 )
 
-// benchBackends are n backends with weights 1..4 (or all 1) and some load.
+// benchBackends are n backends with weights 1..4 (or all 1), each with 1 to 7
+// connections in flight (so least-connections scans them all: its worst case) and a
+// latency sample.
 func benchBackends(n int, weighted bool) []Backend {
 	bs := make([]Backend, n)
 	now := time.Now()
@@ -16,7 +18,7 @@ func benchBackends(n int, weighted bool) []Backend {
 		if weighted {
 			bs[i].Weight = uint32(1 + i%4)
 		}
-		for j := 0; j < i%7; j++ {
+		for j := 0; j <= i%7; j++ {
 			bs[i].Load.Begin()
 		}
 		bs[i].Load.ObserveAt(time.Duration(1+i%5)*time.Millisecond, now)

@@ -92,18 +92,18 @@ func (l *Load) Latency(now time.Time) time.Duration {
 // offer. Small enough that penalty × active / weight stays finite.
 const penalty = 1e200
 
-// lessPeakCost reports whether backend a (load la, weight wa) is cheaper than b under
+// lessPeakCost reports whether backend a (load la, 1/weight ia) is cheaper than b under
 // peak-EWMA at any common present time: latency × (active+1) / weight, with both
 // estimates decayed to the later of their two sample times. A backend with no sample
 // costs 0 while idle and penalty while busy.
-func lessPeakCost(la *Load, wa float64, lb *Load, wb float64) bool {
+func lessPeakCost(la *Load, ia float64, lb *Load, ib float64) bool {
 	pa, pb := la.peak.Load(), lb.peak.Load()
 	aa, ab := float64(max(0, la.active.Load())), float64(max(0, lb.active.Load()))
 	if pa == 0 || pb == 0 {
-		return unobservedCost(pa, aa)/wa < unobservedCost(pb, ab)/wb
+		return unobservedCost(pa, aa)*ia < unobservedCost(pb, ab)*ib
 	}
-	ca := float64(math.Float32frombits(uint32(pa>>32))) * (aa + 1) / wa
-	cb := float64(math.Float32frombits(uint32(pb>>32))) * (ab + 1) / wb
+	ca := float64(math.Float32frombits(uint32(pa>>32))) * (aa + 1) * ia
+	cb := float64(math.Float32frombits(uint32(pb>>32))) * (ab + 1) * ib
 	switch d := int32(uint32(pb) - uint32(pa)); {
 	case d > 0: // b is newer: decay a to b's time
 		ca *= math.Exp(-float64(int64(d)<<20) / float64(DecayWindow))

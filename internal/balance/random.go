@@ -95,16 +95,16 @@ func (p *twoChoices) Pick(uint64) int {
 // two estimates both decayed to the present is the same as decaying the older one to
 // the newer one's sample time, since the common factor exp(-now/DecayWindow) cancels.
 type peakEWMA struct {
-	c       chooser
-	loads   []*Load
-	weights []float64
+	c     chooser
+	loads []*Load
+	inv   []float64 // 1/weight
 }
 
 func newPeakEWMA(backends []Backend, opts Options) *peakEWMA {
-	p := &peakEWMA{c: newChooser(backends, opts), loads: make([]*Load, len(backends)), weights: make([]float64, len(backends))}
+	p := &peakEWMA{c: newChooser(backends, opts), loads: make([]*Load, len(backends)), inv: make([]float64, len(backends))}
 	for i, b := range backends {
 		p.loads[i] = b.Load
-		p.weights[i] = float64(weightOf(b))
+		p.inv[i] = 1 / float64(weightOf(b))
 	}
 	return p
 }
@@ -114,7 +114,7 @@ func (p *peakEWMA) Pick(uint64) int {
 	if i == j {
 		return i
 	}
-	if lessPeakCost(p.loads[j], p.weights[j], p.loads[i], p.weights[i]) {
+	if lessPeakCost(p.loads[j], p.inv[j], p.loads[i], p.inv[i]) {
 		return j
 	}
 	return i
