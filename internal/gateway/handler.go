@@ -80,7 +80,7 @@ func (b *builder) cluster(be *model.Backend) *cluster {
 	}
 	c := b.g.clusters[key]
 	if c == nil {
-		c = newCluster(key)
+		c = newCluster(key, be.H2C)
 	}
 	c.update(be, b.now)
 	b.clusters[key] = c
@@ -638,6 +638,9 @@ func (g *Gateway) trusted(a netip.Addr) bool {
 
 // modifyResponse applies response header filters, CORS and session cookies.
 func (g *Gateway) modifyResponse(resp *http.Response) error {
+	if resp.Header.Get("Grpc-Status") != "" {
+		grpcTrailersOnly(resp)
+	}
 	st, _ := resp.Request.Context().Value(stateKey{}).(*reqState)
 	if st == nil {
 		return nil
@@ -671,6 +674,25 @@ func (g *Gateway) modifyResponse(resp *http.Response) error {
 		}
 	}
 	return nil
+}
+
+// grpcTrailersOnly turns a gRPC Trailers-Only answer (grpc-status in the headers of a
+// stream that ends at once) into headers plus trailers: relayed as it came, the status
+// would arrive in a HEADERS frame without END_STREAM and clients would see a stream
+// closed without trailers.
+func grpcTrailersOnly(resp *http.Response) {
+	if !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/grpc") {
+		return
+	}
+	if resp.Trailer == nil {
+		resp.Trailer = http.Header{}
+	}
+	for _, k := range []string{"Grpc-Status", "Grpc-Message", "Grpc-Status-Details-Bin"} {
+		if v, ok := resp.Header[k]; ok {
+			resp.Trailer[k] = v
+			delete(resp.Header, k)
+		}
+	}
 }
 
 // proxyError answers when no upstream response could be had.

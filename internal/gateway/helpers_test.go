@@ -126,6 +126,17 @@ func (e *echoBackend) handle(w http.ResponseWriter, r *http.Request) {
 		case <-r.Context().Done():
 		}
 		return
+	case r.URL.Path == "/stream":
+		// One event, then nothing until the test ends: only a proxy that flushes at
+		// once lets the client see the event.
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprint(w, "data: first\n\n")
+		w.(http.Flusher).Flush()
+		select {
+		case <-e.block:
+		case <-r.Context().Done():
+		}
+		return
 	case r.URL.Path == "/sse":
 		w.Header().Set("Content-Type", "text/event-stream")
 		for i := range 3 {

@@ -33,6 +33,7 @@ type endpoint struct {
 
 // clusterState is an immutable view of a cluster's endpoints and their picker.
 type clusterState struct {
+	portID    string // model.ServicePort.ID: the health key
 	eps       []*endpoint
 	picker    balance.Picker
 	rampUntil time.Time // slow start still ramps some endpoint until then
@@ -43,9 +44,8 @@ type clusterState struct {
 // breaker counters. Clusters outlive Syncs (keyed by Backend.ID) so that load,
 // breaker and retry-budget state survive reloads.
 type cluster struct {
-	id     string
-	portID string
-	h2c    bool
+	id  string
+	h2c bool // part of the cluster's key: never changes
 
 	policy atomic.Pointer[model.Policy]
 	state  atomic.Pointer[clusterState]
@@ -58,14 +58,12 @@ type cluster struct {
 	eps map[netip.AddrPort]*endpoint
 }
 
-func newCluster(id string) *cluster {
-	return &cluster{id: id, eps: map[netip.AddrPort]*endpoint{}}
+func newCluster(id string, h2c bool) *cluster {
+	return &cluster{id: id, h2c: h2c, eps: map[netip.AddrPort]*endpoint{}}
 }
 
 // update takes a new backend definition. Called under Gateway.mu.
 func (c *cluster) update(b *model.Backend, now time.Time) {
-	c.portID = b.PortID
-	c.h2c = b.H2C
 	pol := b.Policy
 	if pol == nil {
 		pol = model.DefaultPolicy()
@@ -87,11 +85,11 @@ func (c *cluster) update(b *model.Backend, now time.Time) {
 		eps = append(eps, ep)
 	}
 	c.eps = seen
-	c.state.Store(c.build(eps, pol, now))
+	c.state.Store(c.build(b.PortID, eps, pol, now))
 }
 
-func (c *cluster) build(eps []*endpoint, pol *model.Policy, now time.Time) *clusterState {
-	st := &clusterState{eps: eps, builtAt: now}
+func (c *cluster) build(portID string, eps []*endpoint, pol *model.Policy, now time.Time) *clusterState {
+	st := &clusterState{portID: portID, eps: eps, builtAt: now}
 	bs := make([]balance.Backend, len(eps))
 	for i, ep := range eps {
 		w := ep.weight
@@ -146,7 +144,7 @@ func (c *cluster) current(now time.Time) *clusterState {
 	}
 	defer c.rebuild.Unlock()
 	if cur := c.state.Load(); cur == st {
-		st = c.build(st.eps, c.policy.Load(), now)
+		st = c.build(st.portID, st.eps, c.policy.Load(), now)
 		c.state.Store(st)
 	}
 	return c.state.Load()
@@ -319,10 +317,11 @@ func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 		perTry = pt
 	}
 	hl := u.g.health
-	healthy := func(ep *endpoint) bool { return hl.Healthy(cl.portID, ep.ap) }
-	var tried []*endpoint
 	now := time.Now()
 	cs := cl.current(now)
+	portID := cs.portID
+	healthy := func(ep *endpoint) bool { return hl.Healthy(portID, ep.ap) }
+	var tried []*endpoint
 	for attempt := 0; ; attempt++ {
 		ep := cl.pick(cs, st.hashKey, st.session, tried, healthy)
 		if ep == nil {
@@ -351,7 +350,7 @@ func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 				cancel()
 			}
 			kind, connect, refused := failure(err)
-			hl.ReportFailure(cl.portID, ep.ap, kind)
+			hl.ReportFailure(portID, ep.ap, kind)
 			st.lastErr = err
 			timedOut := errors.Is(err, context.DeadlineExceeded) && req.Context().Err() == nil
 			switch {
@@ -371,11 +370,11 @@ func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 			code := resp.StatusCode
 			switch {
 			case code == 502 || code == 503 || code == 504:
-				hl.ReportFailure(cl.portID, ep.ap, health.GatewayError)
+				hl.ReportFailure(portID, ep.ap, health.GatewayError)
 			case code >= 500:
-				hl.ReportFailure(cl.portID, ep.ap, health.ServerError)
+				hl.ReportFailure(portID, ep.ap, health.ServerError)
 			default:
-				hl.ReportSuccess(cl.portID, ep.ap)
+				hl.ReportSuccess(portID, ep.ap)
 			}
 			retry = pol.on.status(code)
 		}
