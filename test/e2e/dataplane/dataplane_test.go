@@ -5,19 +5,22 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"weir.dev/weir/internal/dataplane/iptables"
 	"weir.dev/weir/internal/dataplane/nftables"
 	"weir.dev/weir/internal/model"
+	"weir.dev/weir/internal/netnstest"
 )
 
 func TestNFTables(t *testing.T) {
 	runSuite(t, func() (mode, error) {
 		return nftables.New(nftables.Options{IPFamilies: []nftables.Family{nftables.IPv4}, DisableHealthCheck: true})
-	}, []string{"nft", "list", "ruleset"})
+	}, func(ns *netnstest.NS) string { return ns.MustRun("nft", "list", "ruleset") })
 }
 
 // world is the set of Services every case of the suite uses; udpBackend and liveEps
@@ -61,9 +64,9 @@ func (w world) services() []*model.Service {
 	return svcs
 }
 
-func runSuite(t *testing.T, newMode func() (mode, error), dumpCmd []string) {
+func runSuite(t *testing.T, newMode func() (mode, error), dump func(*netnstest.NS) string) {
 	tp := newTopology(t, 3)
-	before := tp.node.MustRun(dumpCmd...)
+	before := dump(tp.node)
 	tp.start(newMode)
 	w := world{udpBackend: 0, liveEps: []int{0, 1}}
 	tp.sync(w.services()...)
@@ -142,6 +145,13 @@ func runSuite(t *testing.T, newMode func() (mode, error), dumpCmd []string) {
 		}
 	})
 
+	t.Run("ClusterIP on an unserved port is refused", func(t *testing.T) {
+		_, err := tp.ask("10.96.0.10:81", 3*time.Second)
+		if !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Fatalf("err = %v, want connection refused", err)
+		}
+	})
+
 	t.Run("Local policy without local endpoint drops", func(t *testing.T) {
 		_, err := tp.ask(nodeIP+":30081", 500*time.Millisecond)
 		var ne net.Error
@@ -212,8 +222,23 @@ func runSuite(t *testing.T, newMode func() (mode, error), dumpCmd []string) {
 		if err := tp.node.Do(func() error { return tp.dp.Cleanup(context.Background()) }); err != nil {
 			t.Fatal(err)
 		}
-		if after := tp.node.MustRun(dumpCmd...); after != before {
+		if after := dump(tp.node); after != before {
 			t.Errorf("after cleanup:\n%s\nbefore:\n%s", after, before)
 		}
+	})
+}
+
+func TestIPTables(t *testing.T) {
+	runSuite(t, func() (mode, error) {
+		return iptables.New(iptables.Options{IPFamilies: []iptables.Family{iptables.IPv4}, DisableHealthCheck: true})
+	}, func(ns *netnstest.NS) string {
+		// iptables-nft leaves the empty built-in tables behind; compare rules and chains.
+		var keep []string
+		for _, line := range strings.Split(ns.MustRun("iptables-save"), "\n") {
+			if strings.HasPrefix(line, "-A") || strings.HasPrefix(line, ":WEIR") {
+				keep = append(keep, line)
+			}
+		}
+		return strings.Join(keep, "\n")
 	})
 }

@@ -1,0 +1,523 @@
+// Package iptables is weir's iptables data plane, kube-proxy's classic layout:
+// WEIR-SERVICES dispatches to one WEIR-SVC chain per Service port, which picks a
+// WEIR-SEP endpoint chain with the statistic match; WEIR-EXT chains handle external
+// traffic, WEIR-NODEPORTS node ports, WEIR-MARK-MASQ and WEIR-POSTROUTING masquerade.
+// Rules are applied with iptables-restore --noflush; syncs are partial as in KEP-3453:
+// the dispatch chains are rewritten every time, the per-Service chains only when their
+// Service changed. It is the linear baseline nftables is measured against.
+package iptables
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"weir.dev/weir/internal/dataplane"
+	"weir.dev/weir/internal/dataplane/conntrack"
+	"weir.dev/weir/internal/dataplane/fingerprint"
+	"weir.dev/weir/internal/dataplane/healthcheck"
+	"weir.dev/weir/internal/model"
+)
+
+// DefaultMasqueradeMark is kube-proxy's masquerade mark bit.
+const DefaultMasqueradeMark = 0x4000
+
+// dropMark marks packets that a firewall chain refused; the filter table drops them.
+const dropMark = 0x8000
+
+// Family is an IP family weir programs.
+type Family string
+
+// The IP families.
+const (
+	IPv4 Family = "IPv4"
+	IPv6 Family = "IPv6"
+)
+
+// Options configure a Proxier.
+type Options struct {
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+	// NodePortAddresses limits node ports to local addresses in these prefixes; empty
+	// means every local address but loopback.
+	NodePortAddresses []netip.Prefix
+	// IPFamilies to program; default both.
+	IPFamilies []Family
+	// MasqueradeMark is the mark bit that asks for masquerade; default 0x4000.
+	MasqueradeMark uint32
+	// Runners inject the iptables tools per family (tests use a fake); default the
+	// real iptables/ip6tables binaries.
+	Runners map[Family]Runner
+	// Conntrack deletes stale UDP flows; default netlink in the current namespace.
+	Conntrack conntrack.Cleaner
+	// HealthCheck serves health-check node ports; default a new server.
+	HealthCheck        *healthcheck.Server
+	DisableHealthCheck bool
+}
+
+// Proxier is the iptables data plane.
+type Proxier struct {
+	log      *slog.Logger
+	opts     Options
+	fams     []*famState
+	ct       conntrack.Cleaner
+	health   *healthcheck.Server
+	metrics  metrics
+	mu       sync.Mutex
+	services map[model.ServiceKey]*serviceState
+	warned   map[string]bool
+	synced   bool
+}
+
+type famState struct {
+	f  ipFamily
+	rn Runner
+}
+
+type serviceState struct {
+	svc   *model.Service
+	spec  []byte
+	rules []*serviceRules // per family
+}
+
+type metrics struct {
+	syncDuration prometheus.Histogram
+	syncErrors   prometheus.Counter
+	unsupported  *prometheus.GaugeVec
+}
+
+var _ dataplane.Dataplane = (*Proxier)(nil)
+
+// New checks the iptables tools and kernel extensions and returns a Proxier. It writes
+// nothing until the first Sync.
+func New(opts Options) (*Proxier, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.MasqueradeMark == 0 {
+		opts.MasqueradeMark = DefaultMasqueradeMark
+	}
+	if len(opts.IPFamilies) == 0 {
+		opts.IPFamilies = []Family{IPv4, IPv6}
+	}
+	p := &Proxier{
+		log:      opts.Logger.With("dataplane", "iptables"),
+		opts:     opts,
+		ct:       opts.Conntrack,
+		services: map[model.ServiceKey]*serviceState{},
+		warned:   map[string]bool{},
+	}
+	if p.ct == nil {
+		p.ct = conntrack.Netlink{}
+	}
+	for _, fam := range opts.IPFamilies {
+		var f ipFamily
+		switch fam {
+		case IPv4:
+			f = familyV4
+		case IPv6:
+			f = familyV6
+		default:
+			return nil, fmt.Errorf("iptables: unknown IP family %q", fam)
+		}
+		rn := opts.Runners[fam]
+		if rn == nil {
+			if err := checkSupport(context.Background(), f); err != nil {
+				return nil, err
+			}
+			var err error
+			if rn, err = newExecRunner(f); err != nil {
+				return nil, err
+			}
+		}
+		p.fams = append(p.fams, &famState{f: f, rn: rn})
+	}
+	if !opts.DisableHealthCheck {
+		p.health = opts.HealthCheck
+		if p.health == nil {
+			p.health = healthcheck.New(healthcheck.Options{Logger: opts.Logger})
+		}
+	}
+	p.metrics = metrics{
+		syncDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "weir_iptables_sync_duration_seconds", Help: "Time to compute and write one iptables sync.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
+		}),
+		syncErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "weir_iptables_sync_errors_total", Help: "iptables syncs that failed.",
+		}),
+		unsupported: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "weir_dataplane_unsupported_scheduler",
+			Help: "1 for each Service port whose scheduler the kernel data plane cannot do; it uses Random instead.",
+		}, []string{"service_port", "algorithm"}),
+	}
+	if opts.Registerer != nil {
+		for _, c := range []prometheus.Collector{p.metrics.syncDuration, p.metrics.syncErrors, p.metrics.unsupported} {
+			if err := opts.Registerer.Register(c); err != nil {
+				return nil, fmt.Errorf("iptables: register metrics: %w", err)
+			}
+		}
+	}
+	return p, nil
+}
+
+// Name is "iptables".
+func (p *Proxier) Name() string { return "iptables" }
+
+// Close stops the health-check servers it started. Rules stay; Cleanup removes them.
+func (p *Proxier) Close() {
+	if p.health != nil && p.opts.HealthCheck == nil {
+		p.health.Close()
+	}
+}
+
+// jump is a rule weir keeps in a built-in chain.
+type jump struct {
+	table, chain string
+	args         []string
+}
+
+var jumps = []jump{
+	{"nat", "PREROUTING", []string{"-m", "comment", "--comment", "weir service portals", "-j", chainServices}},
+	{"nat", "OUTPUT", []string{"-m", "comment", "--comment", "weir service portals", "-j", chainServices}},
+	{"nat", "POSTROUTING", []string{"-m", "comment", "--comment", "weir postrouting", "-j", chainPostrouting}},
+	{"filter", "INPUT", []string{"-m", "conntrack", "--ctstate", "NEW", "-m", "comment", "--comment", "weir external services", "-j", chainExternalServices}},
+	{"filter", "INPUT", []string{"-m", "comment", "--comment", "weir firewall", "-j", chainFirewall}},
+	{"filter", "FORWARD", []string{"-m", "conntrack", "--ctstate", "NEW", "-m", "comment", "--comment", "weir services", "-j", chainServices}},
+	{"filter", "FORWARD", []string{"-m", "conntrack", "--ctstate", "NEW", "-m", "comment", "--comment", "weir external services", "-j", chainExternalServices}},
+	{"filter", "FORWARD", []string{"-m", "comment", "--comment", "weir firewall", "-j", chainFirewall}},
+	{"filter", "OUTPUT", []string{"-m", "conntrack", "--ctstate", "NEW", "-m", "comment", "--comment", "weir services", "-j", chainServices}},
+	{"filter", "OUTPUT", []string{"-m", "conntrack", "--ctstate", "NEW", "-m", "comment", "--comment", "weir external services", "-j", chainExternalServices}},
+	{"filter", "OUTPUT", []string{"-m", "comment", "--comment", "weir firewall", "-j", chainFirewall}},
+}
+
+func ensureJumps(ctx context.Context, rn Runner) error {
+	for i := len(jumps) - 1; i >= 0; i-- {
+		j := jumps[i]
+		if rn.Run(ctx, append([]string{"-t", j.table, "-C", j.chain}, j.args...)...) == nil {
+			continue
+		}
+		if err := rn.Run(ctx, append([]string{"-t", j.table, "-I", j.chain}, j.args...)...); err != nil {
+			return fmt.Errorf("add jump to %s from %s %s: %w", j.args[len(j.args)-1], j.table, j.chain, err)
+		}
+	}
+	return nil
+}
+
+// existingChains lists weir's chains in a table (read only at start-up and cleanup).
+func existingChains(ctx context.Context, rn Runner, table string) ([]string, error) {
+	out, err := rn.Save(ctx, table)
+	if err != nil {
+		return nil, err
+	}
+	var chains []string
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(line, ":"+chainPrefix) {
+			chains = append(chains, strings.Fields(line[1:])[0])
+		}
+	}
+	return chains, nil
+}
+
+// Cleanup removes every rule and chain weir made.
+func (p *Proxier) Cleanup(ctx context.Context) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var errs []error
+	for _, fs := range p.fams {
+		for _, j := range jumps {
+			for fs.rn.Run(ctx, append([]string{"-t", j.table, "-D", j.chain}, j.args...)...) == nil {
+			}
+		}
+		var buf bytes.Buffer
+		for _, table := range []string{"filter", "nat"} {
+			chains, err := existingChains(ctx, fs.rn, table)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			if len(chains) == 0 {
+				continue
+			}
+			fmt.Fprintf(&buf, "*%s\n", table)
+			for _, c := range chains {
+				fmt.Fprintf(&buf, ":%s - [0:0]\n", c)
+			}
+			for _, c := range chains {
+				fmt.Fprintf(&buf, "-X %s\n", c)
+			}
+			buf.WriteString("COMMIT\n")
+		}
+		if buf.Len() > 0 {
+			if err := fs.rn.Restore(ctx, buf.Bytes()); err != nil {
+				errs = append(errs, fmt.Errorf("delete weir's chains (%s): %w", fs.f.name, err))
+			}
+		}
+	}
+	p.synced = false
+	p.services = map[model.ServiceKey]*serviceState{}
+	return errors.Join(errs...)
+}
+
+// Sync programs snap.
+func (p *Proxier) Sync(ctx context.Context, snap *model.Snapshot) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	start := time.Now()
+	err := p.sync(ctx, snap)
+	p.metrics.syncDuration.Observe(time.Since(start).Seconds())
+	if err != nil {
+		p.metrics.syncErrors.Inc()
+		return err
+	}
+	if p.health != nil {
+		if err := p.health.Sync(healthcheck.FromSnapshot(snap)); err != nil {
+			p.log.Warn("health check node ports", "err", err)
+		}
+	}
+	return nil
+}
+
+type change struct {
+	key      model.ServiceKey
+	old, new *serviceState
+}
+
+func (p *Proxier) sync(ctx context.Context, snap *model.Snapshot) error {
+	full := !p.synced
+	var changes []change
+	next := make(map[model.ServiceKey]*serviceState, len(snap.Services))
+	var buf []byte
+	for _, svc := range snap.Services {
+		if !svc.Proxied() {
+			continue
+		}
+		buf = fingerprint.Append(buf[:0], svc)
+		old := p.services[svc.Key]
+		if !full && old != nil && bytes.Equal(old.spec, buf) {
+			old.svc = svc
+			next[svc.Key] = old
+			continue
+		}
+		st := &serviceState{svc: svc, spec: slices.Clone(buf)}
+		for _, fs := range p.fams {
+			st.rules = append(st.rules, buildService(fs.f, svc, p.opts.NodePortAddresses))
+		}
+		next[svc.Key] = st
+		changes = append(changes, change{key: svc.Key, old: old, new: st})
+	}
+	for key, old := range p.services {
+		if next[key] == nil {
+			changes = append(changes, change{key: key, old: old})
+		}
+	}
+	if !full && len(changes) == 0 {
+		return nil
+	}
+	keys := make([]model.ServiceKey, 0, len(next))
+	for k := range next {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool { return keys[i].Compare(keys[j]) < 0 })
+
+	for fi, fs := range p.fams {
+		var stale []string
+		if full {
+			want := map[string]bool{}
+			for _, st := range next {
+				for c := range st.rules[fi].chains {
+					want[c] = true
+				}
+			}
+			existing, err := existingChains(ctx, fs.rn, "nat")
+			if err != nil {
+				p.synced = false
+				return err
+			}
+			for _, c := range existing {
+				if !want[c] && !isFixedChain(c) {
+					stale = append(stale, c)
+				}
+			}
+		}
+		data := p.restoreData(fi, full, keys, next, changes, stale)
+		if err := fs.rn.Restore(ctx, data); err != nil {
+			p.synced = false
+			return fmt.Errorf("iptables sync (%s): %w", fs.f.name, err)
+		}
+		if full {
+			if err := ensureJumps(ctx, fs.rn); err != nil {
+				p.synced = false
+				return err
+			}
+		}
+	}
+	p.synced = true
+	p.services = next
+
+	var flows []conntrack.Flow
+	for _, c := range changes {
+		var oldSvc, newSvc *model.Service
+		if c.old != nil {
+			oldSvc = c.old.svc
+		}
+		if c.new != nil {
+			newSvc = c.new.svc
+		}
+		flows = append(flows, conntrack.StaleUDPFlows(oldSvc, newSvc)...)
+		p.noteUnsupported(c)
+	}
+	if len(flows) > 0 {
+		if _, err := p.ct.DeleteUDP(flows); err != nil {
+			p.log.Warn("delete stale UDP conntrack entries", "err", err)
+		}
+	}
+	return nil
+}
+
+func isFixedChain(c string) bool {
+	switch c {
+	case chainServices, chainNodePorts, chainMarkMasq, chainMarkDrop, chainPostrouting:
+		return true
+	}
+	return false
+}
+
+// restoreData builds the iptables-restore input for family fi.
+func (p *Proxier) restoreData(fi int, full bool, keys []model.ServiceKey, next map[model.ServiceKey]*serviceState, changes []change, stale []string) []byte {
+	var b bytes.Buffer
+	mark := fmt.Sprintf("%#x", p.opts.MasqueradeMark)
+	f := p.fams[fi].f
+
+	b.WriteString("*filter\n")
+	for _, c := range []string{chainServices, chainExternalServices, chainFirewall} {
+		fmt.Fprintf(&b, ":%s - [0:0]\n", c)
+	}
+	for _, k := range keys {
+		for _, r := range next[k].rules[fi].filterServices {
+			fmt.Fprintf(&b, "-A %s %s\n", chainServices, r)
+		}
+	}
+	for _, k := range keys {
+		for _, r := range next[k].rules[fi].clusterIPs {
+			fmt.Fprintf(&b, "-A %s %s\n", chainServices, r)
+		}
+	}
+	for _, k := range keys {
+		for _, r := range next[k].rules[fi].filterExternal {
+			fmt.Fprintf(&b, "-A %s %s\n", chainExternalServices, r)
+		}
+	}
+	fmt.Fprintf(&b, "-A %s -m mark --mark %#x/%#x -j DROP\n", chainFirewall, dropMark, dropMark)
+	b.WriteString("COMMIT\n*nat\n")
+	for _, c := range []string{chainServices, chainNodePorts, chainMarkMasq, chainMarkDrop, chainPostrouting} {
+		fmt.Fprintf(&b, ":%s - [0:0]\n", c)
+	}
+	// Per-Service chains: all of them on a full sync, else those that changed.
+	type chainRules struct {
+		name  string
+		rules []string
+	}
+	var write []chainRules
+	var deletes []string
+	for _, c := range changes {
+		var oldChains, newChains map[string][]string
+		if c.old != nil && !full {
+			oldChains = c.old.rules[fi].chains
+		}
+		if c.new != nil {
+			newChains = c.new.rules[fi].chains
+		}
+		for _, name := range sortedKeys(newChains) {
+			if old, ok := oldChains[name]; ok && slices.Equal(old, newChains[name]) {
+				continue
+			}
+			write = append(write, chainRules{name, newChains[name]})
+		}
+		for _, name := range sortedKeys(oldChains) {
+			if _, ok := newChains[name]; !ok {
+				deletes = append(deletes, name)
+			}
+		}
+	}
+	// On a full sync every Service is a change; stale holds chains of earlier runs.
+	deletes = append(deletes, stale...)
+	for _, c := range write {
+		fmt.Fprintf(&b, ":%s - [0:0]\n", c.name)
+	}
+	for _, c := range deletes {
+		fmt.Fprintf(&b, ":%s - [0:0]\n", c)
+	}
+	for _, k := range keys {
+		for _, r := range next[k].rules[fi].natServices {
+			fmt.Fprintf(&b, "-A %s %s\n", chainServices, r)
+		}
+	}
+	for _, dst := range nodePortDests(f, p.opts.NodePortAddresses) {
+		fmt.Fprintf(&b, "-A %s %s-m addrtype --dst-type LOCAL -j %s\n", chainServices, dst, chainNodePorts)
+	}
+	for _, k := range keys {
+		for _, r := range next[k].rules[fi].natNodePorts {
+			fmt.Fprintf(&b, "-A %s %s\n", chainNodePorts, r)
+		}
+	}
+	fmt.Fprintf(&b, "-A %s -j MARK --or-mark %s\n", chainMarkMasq, mark)
+	fmt.Fprintf(&b, "-A %s -j MARK --or-mark %#x\n", chainMarkDrop, dropMark)
+	fmt.Fprintf(&b, "-A %s -m mark ! --mark %s/%s -j RETURN\n", chainPostrouting, mark, mark)
+	fmt.Fprintf(&b, "-A %s -j MARK --xor-mark %s\n", chainPostrouting, mark)
+	fmt.Fprintf(&b, "-A %s -j MASQUERADE --random-fully\n", chainPostrouting)
+	for _, c := range write {
+		for _, r := range c.rules {
+			fmt.Fprintf(&b, "-A %s %s\n", c.name, r)
+		}
+	}
+	for _, c := range deletes {
+		fmt.Fprintf(&b, "-X %s\n", c)
+	}
+	b.WriteString("COMMIT\n")
+	return b.Bytes()
+}
+
+func (p *Proxier) noteUnsupported(c change) {
+	var oldU, newU []string
+	if c.old != nil && len(c.old.rules) > 0 {
+		oldU = c.old.rules[0].unsupported
+	}
+	if c.new != nil && len(c.new.rules) > 0 {
+		newU = c.new.rules[0].unsupported
+	}
+	for _, u := range oldU {
+		if !slices.Contains(newU, u) {
+			port, algo, _ := strings.Cut(u, "\x00")
+			p.metrics.unsupported.DeleteLabelValues(port, algo)
+			delete(p.warned, u)
+		}
+	}
+	for _, u := range newU {
+		port, algo, _ := strings.Cut(u, "\x00")
+		p.metrics.unsupported.WithLabelValues(port, algo).Set(1)
+		if !p.warned[u] {
+			p.warned[u] = true
+			p.log.Warn("scheduler not supported by the iptables data plane; using Random", "service_port", port, "algorithm", algo)
+		}
+	}
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
