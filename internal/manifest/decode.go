@@ -1,5 +1,7 @@
 package manifest
 
+//lint:file-ignore SA1019 weir accepts core/v1 Endpoints on purpose and mirrors them into EndpointSlices.
+
 import (
 	"errors"
 	"fmt"
@@ -88,7 +90,7 @@ func newLoader() *loader {
 // errorf records an error on a field of o.
 func (l *loader) errorf(o *object, field, format string, args ...any) {
 	l.errs = append(l.errs, Error{
-		File: o.doc.file, Line: o.doc.lineOf(field), Object: o.id(), Field: field,
+		File: o.doc.file.name, Line: o.doc.lineOf(field), Object: o.id(), Field: field,
 		Message: fmt.Sprintf(format, args...),
 	})
 }
@@ -96,9 +98,10 @@ func (l *loader) errorf(o *object, field, format string, args ...any) {
 var strictField = regexp.MustCompile(`^(unknown|duplicate) field "(.*)"$`)
 
 func (l *loader) decode(d *document, apiVersion, kind string) {
+	defer func() { d.node = nil }() // parsed again if an error needs a line
 	gv, err := schema.ParseGroupVersion(apiVersion)
 	if err != nil {
-		l.errs = append(l.errs, Error{File: d.file, Line: d.lineOf("apiVersion"), Field: "apiVersion", Message: err.Error()})
+		l.errs = append(l.errs, Error{File: d.file.name, Line: d.lineOf("apiVersion"), Field: "apiVersion", Message: err.Error()})
 		return
 	}
 	gvk := gv.WithKind(kind)
@@ -121,7 +124,7 @@ func (l *loader) decode(d *document, apiVersion, kind string) {
 		return
 	}
 	for _, dup := range d.dups {
-		l.errs = append(l.errs, Error{File: d.file, Line: dup.line, Object: o.id(), Field: dup.path, Message: "duplicate field"})
+		l.errs = append(l.errs, Error{File: d.file.name, Line: dup.line, Object: o.id(), Field: dup.path, Message: "duplicate field"})
 	}
 	if len(d.dups) > 0 {
 		return

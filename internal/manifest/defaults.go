@@ -1,5 +1,7 @@
 package manifest
 
+//lint:file-ignore SA1019 weir accepts core/v1 Endpoints on purpose and mirrors them into EndpointSlices.
+
 import (
 	"net/netip"
 

@@ -1,5 +1,7 @@
 package manifest
 
+//lint:file-ignore SA1019 weir accepts core/v1 Endpoints on purpose and mirrors them into EndpointSlices.
+
 import (
 	"cmp"
 	"fmt"
@@ -124,7 +126,7 @@ func (l *loader) duplicates() {
 			continue
 		}
 		if f, dup := first[o.key()]; dup {
-			l.errorf(o, "metadata.name", "duplicate of the object at %s:%d", f.doc.file, f.doc.line)
+			l.errorf(o, "metadata.name", "duplicate of the object at %s:%d", f.doc.file.name, f.doc.line)
 			continue
 		}
 		first[o.key()] = o

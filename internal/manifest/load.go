@@ -6,6 +6,7 @@
 package manifest
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -137,8 +138,9 @@ func (l *loader) readFile(file string) {
 		l.errs = append(l.errs, Error{File: file, Message: fmt.Sprintf("cannot read: %v", unwrapPathError(err))})
 		return
 	}
-	dec := yaml.NewDecoder(strings.NewReader(string(data)))
-	for {
+	src := &sourceFile{name: file, data: data}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	for index := 0; ; index++ {
 		var doc yaml.Node
 		err := dec.Decode(&doc)
 		if errors.Is(err, io.EOF) {
@@ -163,7 +165,7 @@ func (l *loader) readFile(file string) {
 		if root.Kind == yaml.ScalarNode && root.ShortTag() == "!!null" {
 			continue // an empty document ("---" followed by comments only)
 		}
-		l.readDocument(newDocument(file, root), "", "")
+		l.readDocument(newDocument(src, index, nil, root), "", "")
 	}
 }
 
@@ -171,7 +173,7 @@ func (l *loader) readFile(file string) {
 // to the enclosing typed list's (ServiceList items carry none).
 func (l *loader) readDocument(d *document, apiVersion, kind string) {
 	if d.node.Kind != yaml.MappingNode {
-		l.errs = append(l.errs, Error{File: d.file, Line: d.line, Message: "a manifest must be an object (a YAML mapping)"})
+		l.errs = append(l.errs, Error{File: d.file.name, Line: d.line, Message: "a manifest must be an object (a YAML mapping)"})
 		return
 	}
 	if v := scalarField(d.node, "apiVersion"); v != "" {
@@ -181,13 +183,13 @@ func (l *loader) readDocument(d *document, apiVersion, kind string) {
 		kind = k
 	}
 	if apiVersion == "" || kind == "" {
-		l.errs = append(l.errs, Error{File: d.file, Line: d.line, Field: "kind", Message: "apiVersion and kind are required"})
+		l.errs = append(l.errs, Error{File: d.file.name, Line: d.line, Field: "kind", Message: "apiVersion and kind are required"})
 		return
 	}
 	if items := mapValue(d.node, "items"); strings.HasSuffix(kind, "List") && items != nil {
 		items = resolveAlias(items)
 		if items.Kind != yaml.SequenceNode {
-			l.errs = append(l.errs, Error{File: d.file, Line: d.lineOf("items"), Field: "items", Message: "must be a list"})
+			l.errs = append(l.errs, Error{File: d.file.name, Line: d.lineOf("items"), Field: "items", Message: "must be a list"})
 			return
 		}
 		itemKind := strings.TrimSuffix(kind, "List")
@@ -195,8 +197,9 @@ func (l *loader) readDocument(d *document, apiVersion, kind string) {
 		if kind == "List" {
 			itemKind, itemVersion = "", ""
 		}
-		for _, item := range items.Content {
-			l.readDocument(newDocument(d.file, resolveAlias(item)), itemVersion, itemKind)
+		for i, item := range items.Content {
+			path := append(slices.Clone(d.item), i)
+			l.readDocument(newDocument(d.file, d.index, path, resolveAlias(item)), itemVersion, itemKind)
 		}
 		return
 	}

@@ -1,6 +1,7 @@
 package manifest
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -11,16 +12,52 @@ import (
 	yaml "go.yaml.in/yaml/v3"
 )
 
-// document is one object's YAML (or JSON) as it sits in a file: its start line and the
-// line of every field, keyed by JSON path ("spec.ports[0].port").
+// document is one object's YAML (or JSON) as it sits in a file. To keep memory low
+// with thousands of objects, the YAML node tree is dropped once the object is decoded;
+// the line of a field is found only when an error needs it, by parsing the file again.
 type document struct {
-	file  string
+	file *sourceFile
+	// index is the document's position in the file; item, for objects inside a List,
+	// the item indices down from that document.
+	index int
+	item  []int
 	line  int
-	node  *yaml.Node
+	node  *yaml.Node // while decoding; nil afterwards
 	lines map[string]int
-	// dups lists the paths of mapping keys given twice (the JSON conversion would
-	// silently keep the last one).
+	// present records, for the paths validation asks about (see written), whether
+	// the manifest has them.
+	present map[string]bool
+	// dups lists mapping keys given twice (the JSON conversion would silently keep
+	// the last one).
 	dups []duplicate
+}
+
+// sourceFile is one manifest file's bytes, parsed again when an error needs a line.
+type sourceFile struct {
+	name  string
+	data  []byte
+	roots []*yaml.Node
+}
+
+// documents parses the file's documents (again), keeping every root, empty ones too,
+// so that indices match the first read.
+func (f *sourceFile) documents() []*yaml.Node {
+	if f.roots != nil {
+		return f.roots
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(f.data))
+	for {
+		var doc yaml.Node
+		if err := dec.Decode(&doc); err != nil {
+			break // io.EOF, or the syntax error the first read reported
+		}
+		var root *yaml.Node
+		if len(doc.Content) > 0 {
+			root = resolveAlias(doc.Content[0])
+		}
+		f.roots = append(f.roots, root)
+	}
+	return f.roots
 }
 
 // duplicate is a mapping key given twice, at the second one's line.
@@ -29,37 +66,111 @@ type duplicate struct {
 	line int
 }
 
-func newDocument(file string, node *yaml.Node) *document {
-	d := &document{file: file, line: node.Line, node: node, lines: map[string]int{}}
-	d.index("", node)
+// presenceQueries are the paths validation asks whether a manifest wrote (rather than
+// a default filled in).
+var presenceQueries = []string{"spec.clusterIPs", "spec.ipFamilies", "data", "stringData"}
+
+func newDocument(file *sourceFile, index int, item []int, node *yaml.Node) *document {
+	d := &document{file: file, index: index, item: item, line: node.Line, node: node, present: map[string]bool{}}
+	d.findDuplicates("", node)
+	for _, q := range presenceQueries {
+		if lookup(node, q) != nil {
+			d.present[q] = true
+		}
+	}
 	return d
 }
 
-func (d *document) index(path string, n *yaml.Node) {
+// lookup follows a dotted path of mapping keys.
+func lookup(n *yaml.Node, path string) *yaml.Node {
+	for _, key := range strings.Split(path, ".") {
+		if n = mapValue(n, key); n == nil {
+			return nil
+		}
+	}
+	return n
+}
+
+func (d *document) findDuplicates(path string, n *yaml.Node) {
 	n = resolveAlias(n)
 	switch n.Kind {
 	case yaml.MappingNode:
-		for _, kv := range mappingPairs(n) {
+		pairs := mappingPairs(n)
+		for i, kv := range pairs {
 			p := joinKey(path, kv[0].Value)
-			if _, seen := d.lines[p]; seen {
+			dup := false
+			for _, prev := range pairs[:i] {
+				if prev[0].Value == kv[0].Value {
+					dup = true
+					break
+				}
+			}
+			if dup {
 				d.dups = append(d.dups, duplicate{p, kv[0].Line})
 				continue
 			}
-			d.lines[p] = kv[0].Line
-			d.index(p, kv[1])
+			d.findDuplicates(p, kv[1])
 		}
 	case yaml.SequenceNode:
 		for i, item := range n.Content {
-			p := fmt.Sprintf("%s[%d]", path, i)
-			d.lines[p] = item.Line
-			d.index(p, item)
+			d.findDuplicates(fmt.Sprintf("%s[%d]", path, i), item)
 		}
+	}
+}
+
+// root is the document's node, parsed again from the file when it was dropped.
+func (d *document) root() *yaml.Node {
+	if d.node != nil {
+		return d.node
+	}
+	roots := d.file.documents()
+	if d.index >= len(roots) || roots[d.index] == nil {
+		return nil
+	}
+	n := roots[d.index]
+	for _, i := range d.item {
+		items := mapValue(n, "items")
+		if items == nil || i >= len(items.Content) {
+			return nil
+		}
+		n = resolveAlias(items.Content[i])
+	}
+	return n
+}
+
+func (d *document) indexLines() {
+	d.lines = map[string]int{}
+	var walk func(path string, n *yaml.Node)
+	walk = func(path string, n *yaml.Node) {
+		n = resolveAlias(n)
+		switch n.Kind {
+		case yaml.MappingNode:
+			for _, kv := range mappingPairs(n) {
+				p := joinKey(path, kv[0].Value)
+				if _, seen := d.lines[p]; !seen {
+					d.lines[p] = kv[0].Line
+					walk(p, kv[1])
+				}
+			}
+		case yaml.SequenceNode:
+			for i, item := range n.Content {
+				p := fmt.Sprintf("%s[%d]", path, i)
+				d.lines[p] = item.Line
+				walk(p, item)
+			}
+		}
+	}
+	if n := d.root(); n != nil {
+		walk("", n)
 	}
 }
 
 // lineOf is the line of the field at path, or of its nearest enclosing field that is
 // in the file (a defaulted field is not), or the document's first line.
 func (d *document) lineOf(path string) int {
+	if path != "" && d.lines == nil {
+		d.indexLines()
+	}
 	for path != "" {
 		if l, ok := d.lines[path]; ok {
 			return l
@@ -98,7 +209,11 @@ func (d *document) findKind(plainPath, jsonKind string) (string, bool) {
 		}
 		return false
 	}
-	ok := walk("", "", d.node)
+	root := d.root()
+	if root == nil {
+		return "", false
+	}
+	ok := walk("", "", root)
 	return found, ok
 }
 
@@ -125,7 +240,11 @@ func (d *document) findValue(v string) (string, bool) {
 		}
 		return "", false
 	}
-	return walk("", d.node)
+	root := d.root()
+	if root == nil {
+		return "", false
+	}
+	return walk("", root)
 }
 
 func yamlJSONKind(n *yaml.Node) string {

@@ -1,5 +1,7 @@
 package manifest
 
+//lint:file-ignore SA1019 weir accepts core/v1 Endpoints on purpose and mirrors them into EndpointSlices.
+
 import (
 	"fmt"
 	"math/big"
@@ -45,8 +47,10 @@ type checker struct {
 
 // written reports whether the field is in the manifest (not defaulted).
 func (c checker) written(path string) bool {
-	_, ok := c.o.doc.lines[path]
-	return ok
+	if !contains(presenceQueries, path) {
+		panic("manifest: written(" + path + ") is not in presenceQueries") // a programming error
+	}
+	return c.o.doc.present[path]
 }
 
 func (c checker) errorf(path, format string, args ...any) { c.l.errorf(c.o, path, format, args...) }
