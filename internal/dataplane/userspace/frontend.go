@@ -1,6 +1,7 @@
 package userspace
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -93,6 +94,11 @@ func (p *Proxy) nodePortAddrs() ([]netip.Addr, error) {
 	return out, nil
 }
 
+// acceptLoops is the number of goroutines accepting on one TCP listener. With one, a
+// burst of connections waits for the accepting goroutine to be scheduled once per
+// connection; with two, one accepts while the other is being woken.
+const acceptLoops = 2
+
 // listener serves one frontend.
 type listener struct {
 	p     *Proxy
@@ -148,7 +154,15 @@ func (p *Proxy) listen(spec frontendSpec, t *target) (*listener, error) {
 	var err error
 	switch spec.key.proto {
 	case model.TCP:
-		l.tcp, err = net.ListenTCP(network, net.TCPAddrFromAddrPort(spec.key.addr))
+		// No keep-alive probes on accepted connections: the idle timeout ends dead
+		// ones, and three setsockopt calls per connection show in the short-connection
+		// rate.
+		lc := net.ListenConfig{KeepAlive: -1}
+		var ln net.Listener
+		ln, err = lc.Listen(context.Background(), network, spec.key.addr.String())
+		if err == nil {
+			l.tcp = ln.(*net.TCPListener)
+		}
 	case model.UDP:
 		l.udp, err = net.ListenUDP(network, net.UDPAddrFromAddrPort(spec.key.addr))
 	default:
@@ -158,15 +172,13 @@ func (p *Proxy) listen(spec frontendSpec, t *target) (*listener, error) {
 		return nil, listenError(spec, err)
 	}
 	l.accepting.Store(true)
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		if l.tcp != nil {
-			l.serveTCP()
-		} else {
-			l.serveUDP()
-		}
-	}()
+	if l.udp != nil {
+		p.wg.Go(l.serveUDP)
+		return l, nil
+	}
+	for range acceptLoops {
+		p.wg.Go(l.serveTCP)
+	}
 	return l, nil
 }
 

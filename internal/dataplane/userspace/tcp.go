@@ -107,7 +107,7 @@ func (l *listener) handleTCP(c *net.TCPConn) {
 func dial(timeout time.Duration, addr netip.AddrPort) (*net.TCPConn, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	var d net.Dialer
+	d := net.Dialer{KeepAlive: -1}
 	c, err := d.DialContext(ctx, "tcp", addr.String())
 	if err != nil {
 		return nil, err

@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# bench/l4.sh: TCP throughput and short-connection rate through weir's userspace data
+# plane, through HAProxy in TCP mode, and direct, in the same run, on loopback only.
+#
+#   bench/l4.sh                      # 1 GiB, 5 s of short connections, 3 rounds
+#   BYTES=268435456 DURATION=2s ROUNDS=1 WORKERS=16 bench/l4.sh
+#   WEIR=l4proxy bench/l4.sh         # the standalone data plane instead of `weir run`
+#
+# Each figure is the median of ROUNDS runs; the order of the three targets rotates
+# every round. Prints a table and the weir/HAProxy ratios (target: ≥ 0.9).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BYTES=${BYTES:-1073741824}
+DURATION=${DURATION:-5s}
+WORKERS=${WORKERS:-32}
+ROUNDS=${ROUNDS:-3}
+WEIR=${WEIR:-cli}
+
+SINK=127.0.0.1:9101 ECHO=127.0.0.1:9102
+WEIR_IP=127.0.20.1 HAPROXY_IP=127.0.20.2
+
+if ! command -v haproxy >/dev/null; then
+	echo "installing haproxy" >&2
+	apt-get update -qq >/dev/null && apt-get install -y -qq haproxy >/dev/null
+fi
+
+tmp=$(mktemp -d)
+pids=()
+cleanup() {
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+go build -o "$tmp/l4load" ./bench/cmd/l4load
+"$tmp/l4load" serve -sink $SINK -echo $ECHO & pids+=($!)
+
+if [ "$WEIR" = cli ] && go build -o "$tmp/weir" ./cmd/weir 2>/dev/null; then
+	mkdir -p "$tmp/manifests"
+	cat >"$tmp/manifests/bench.yaml" <<YAML
+apiVersion: v1
+kind: Service
+metadata: {name: bench, namespace: default}
+spec:
+  clusterIP: $WEIR_IP
+  ports:
+  - {name: sink, port: 9001, protocol: TCP}
+  - {name: echo, port: 9002, protocol: TCP}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: bench-1
+  namespace: default
+  labels: {kubernetes.io/service-name: bench}
+addressType: IPv4
+ports:
+- {name: sink, port: ${SINK##*:}, protocol: TCP}
+- {name: echo, port: ${ECHO##*:}, protocol: TCP}
+endpoints:
+- addresses: ["${SINK%%:*}"]
+  conditions: {ready: true}
+YAML
+	"$tmp/weir" run --config "$tmp/manifests" --mode userspace --admin-addr "" --log-level warn \
+		>"$tmp/weir.log" 2>&1 & pids+=($!)
+	weir_is="weir run (userspace mode)"
+else
+	go build -o "$tmp/l4proxy" ./bench/cmd/l4proxy
+	"$tmp/l4proxy" -map $WEIR_IP:9001=$SINK -map $WEIR_IP:9002=$ECHO >"$tmp/weir.log" 2>&1 & pids+=($!)
+	weir_is="bench/cmd/l4proxy (userspace data plane, hand-built Snapshot)"
+fi
+
+cat >"$tmp/haproxy.cfg" <<CFG
+global
+	maxconn 8000
+defaults
+	mode tcp
+	timeout connect 5s
+	timeout client 60s
+	timeout server 60s
+frontend sink
+	bind $HAPROXY_IP:9001
+	default_backend sink
+frontend echo
+	bind $HAPROXY_IP:9002
+	default_backend echo
+backend sink
+	server s1 $SINK
+backend echo
+	server e1 $ECHO
+CFG
+haproxy -db -f "$tmp/haproxy.cfg" >"$tmp/haproxy.log" 2>&1 & pids+=($!)
+
+for a in $SINK $ECHO $WEIR_IP:9001 $WEIR_IP:9002 $HAPROXY_IP:9001 $HAPROXY_IP:9002; do
+	"$tmp/l4load" wait -addr "$a" -timeout 20s || { cat "$tmp/weir.log" "$tmp/haproxy.log" >&2; exit 1; }
+done
+
+declare -A sink=([direct]=$SINK [weir]=$WEIR_IP:9001 [haproxy]=$HAPROXY_IP:9001)
+declare -A echo=([direct]=$ECHO [weir]=$WEIR_IP:9002 [haproxy]=$HAPROXY_IP:9002)
+declare -A tput rate errs
+targets=(direct weir haproxy)
+
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+echo "weir: $weir_is; $(nproc) cores; $BYTES bytes per transfer; $WORKERS workers × $DURATION; $ROUNDS rounds" >&2
+for ((r = 0; r < ROUNDS; r++)); do
+	for ((i = 0; i < 3; i++)); do
+		t=${targets[$(((i + r) % 3))]}
+		out=$("$tmp/l4load" throughput -addr "${sink[$t]}" -bytes "$BYTES")
+		tput[$t]+=" $(sed -n 's/.*mibps=\([0-9.]*\).*/\1/p' <<<"$out")"
+		echo "round $((r + 1)) throughput $t: $out" >&2
+	done
+	for ((i = 0; i < 3; i++)); do
+		t=${targets[$(((i + r) % 3))]}
+		out=$("$tmp/l4load" rate -addr "${echo[$t]}" -workers "$WORKERS" -duration "$DURATION")
+		rate[$t]+=" $(sed -n 's/.*rate=\([0-9.]*\).*/\1/p' <<<"$out")"
+		errs[$t]=$((${errs[$t]:-0} + $(sed -n 's/.*errors=\([0-9]*\).*/\1/p' <<<"$out")))
+		echo "round $((r + 1)) rate $t: $out" >&2
+	done
+done
+
+T=() R=()
+printf '\n%-8s %18s %18s %8s\n' target "throughput MiB/s" "short conns/s" errors
+for t in "${targets[@]}"; do
+	T+=("$(median <<<"${tput[$t]}")")
+	R+=("$(median <<<"${rate[$t]}")")
+	printf '%-8s %18s %18s %8s\n' "$t" "${T[-1]}" "${R[-1]}" "${errs[$t]}"
+done
+awk -v wt="${T[1]}" -v ht="${T[2]}" -v wr="${R[1]}" -v hr="${R[2]}" 'BEGIN {
+	printf "\nweir/HAProxy: throughput %.2f×, short-connection rate %.2f× (target ≥ 0.90×)\n", wt/ht, wr/hr }'
