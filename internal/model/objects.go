@@ -30,6 +30,8 @@ type Objects struct {
 	TLSRoutes       []*gatewayv1.TLSRoute
 	ReferenceGrants []*gatewayv1.ReferenceGrant
 	Policies        []*weirv1alpha1.TrafficPolicy
+	// BackendTLSPolicies configure TLS from the gateway to backends (Gateway API).
+	BackendTLSPolicies []*gatewayv1.BackendTLSPolicy
 }
 
 // Node is what weir knows of the node it runs on. It decides which endpoints are

@@ -1,0 +1,83 @@
+package kube
+
+import (
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/tools/cache"
+
+	weirv1alpha1 "weir.dev/weir/api/v1alpha1"
+)
+
+// lastAppliedAnnotation is kubectl's copy of the whole last applied object.
+const lastAppliedAnnotation = "kubectl.kubernetes.io/last-applied-configuration"
+
+// stripObject drops what weir never reads and what costs the most memory: managedFields
+// and kubectl's last-applied annotation. Tombstones pass through unchanged.
+func stripObject(obj any) (any, error) {
+	if _, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		return obj, nil
+	}
+	m, err := meta.Accessor(obj)
+	if err != nil {
+		return obj, nil // not an object; leave it to the informer
+	}
+	m.SetManagedFields(nil)
+	if ann := m.GetAnnotations(); ann[lastAppliedAnnotation] != "" {
+		delete(ann, lastAppliedAnnotation)
+		if len(ann) == 0 {
+			m.SetAnnotations(nil)
+		}
+	}
+	return obj, nil
+}
+
+// stripSecret keeps only a TLS Secret's certificate, key and CA bundle.
+func stripSecret(obj any) (any, error) {
+	sec, ok := obj.(*corev1.Secret)
+	if !ok {
+		return stripObject(obj)
+	}
+	sec.ManagedFields = nil
+	sec.Annotations = nil
+	sec.StringData = nil
+	for k := range sec.Data {
+		switch k {
+		case corev1.TLSCertKey, corev1.TLSPrivateKeyKey, corev1.ServiceAccountRootCAKey:
+		default:
+			delete(sec.Data, k)
+		}
+	}
+	return sec, nil
+}
+
+// stripNode keeps the name and labels of a Node: the zone is all weir reads. A Node's
+// status (images, conditions) is by far its largest part.
+func stripNode(obj any) (any, error) {
+	n, ok := obj.(*corev1.Node)
+	if !ok {
+		return stripObject(obj)
+	}
+	return &corev1.Node{
+		TypeMeta:   n.TypeMeta,
+		ObjectMeta: metav1.ObjectMeta{Name: n.Name, UID: n.UID, ResourceVersion: n.ResourceVersion, Labels: n.Labels},
+	}, nil
+}
+
+// toTrafficPolicy turns the dynamic informer's unstructured objects into typed
+// TrafficPolicies, so the cache holds the compact typed form.
+func toTrafficPolicy(obj any) (any, error) {
+	u, ok := obj.(*unstructured.Unstructured)
+	if !ok {
+		return stripObject(obj)
+	}
+	tp := &weirv1alpha1.TrafficPolicy{}
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, tp); err != nil {
+		return nil, fmt.Errorf("TrafficPolicy %s/%s: %w", u.GetNamespace(), u.GetName(), err)
+	}
+	return stripObject(tp)
+}
