@@ -169,10 +169,19 @@ func (l *loader) crossCheck(services map[string]*object, slices []*object) {
 			if p.TargetPort.Type != intstr.String {
 				continue
 			}
-			if !ports[p.TargetPort.StrVal] && !ports[p.Name] {
+			// kube-proxy (and translate) match slice ports by the Service port's name:
+			// the EndpointSlice controller resolves the named targetPort to a number and
+			// names the slice port after the Service port.
+			switch {
+			case ports[p.Name]:
+			case ports[p.TargetPort.StrVal]:
 				l.errorf(o, fmt.Sprintf("spec.ports[%d].targetPort", i),
-					"%q matches no port of the EndpointSlices of Service %s (their ports: %s)",
-					p.TargetPort.StrVal, key, portNames(ports))
+					"%q: the EndpointSlices of Service %s have a port named %q, but a slice port must carry the Service port's name (%q)",
+					p.TargetPort.StrVal, key, p.TargetPort.StrVal, p.Name)
+			default:
+				l.errorf(o, fmt.Sprintf("spec.ports[%d].targetPort", i),
+					"%q matches no port of the EndpointSlices of Service %s (a slice port carries the Service port's name, %q; theirs: %s)",
+					p.TargetPort.StrVal, key, p.Name, portNames(ports))
 			}
 		}
 	}

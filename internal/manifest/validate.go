@@ -339,8 +339,8 @@ func (c checker) clusterIPs(spec *corev1.ServiceSpec, headless, external bool) {
 func (c checker) endpointSlice(s *discoveryv1.EndpointSlice) {
 	c.metadata(s, validation.IsDNS1123Subdomain)
 	if v, ok := s.Annotations[WeightAnnotation]; ok {
-		if n, err := strconv.Atoi(v); err != nil || n < 0 || n > maxWeight {
-			c.errorf("metadata.annotations."+WeightAnnotation, "%q is not an integer in 0..%d", v, maxWeight)
+		if n, err := strconv.Atoi(v); err != nil || n < 1 || n > maxWeight {
+			c.errorf("metadata.annotations."+WeightAnnotation, "%q is not an integer in 1..%d", v, maxWeight)
 		}
 	}
 	if name, ok := s.Labels[ServiceNameLabel]; ok {

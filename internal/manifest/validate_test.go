@@ -220,7 +220,7 @@ func TestValidationErrors(t *testing.T) {
 		{
 			name:  "slice weight annotation",
 			files: map[string]string{"web.yaml": webSvc + slice + "  annotations: {weir.dev/weight: heavy}\naddressType: IPv4\n"},
-			want:  []string{`web.yaml:13: EndpointSlice default/web-1: metadata.annotations.weir.dev/weight: "heavy" is not an integer in 0..1000000`},
+			want:  []string{`web.yaml:13: EndpointSlice default/web-1: metadata.annotations.weir.dev/weight: "heavy" is not an integer in 1..1000000`},
 		},
 		{
 			name:  "slice for a missing Service",
@@ -230,11 +230,16 @@ func TestValidationErrors(t *testing.T) {
 		{
 			name:  "named targetPort matching no slice port",
 			files: map[string]string{"web.yaml": namedSvc + slice + "addressType: IPv4\nports: [{name: metrics, port: 9090}]\n"},
-			want:  []string{`web.yaml:6: Service default/web: spec.ports[0].targetPort: "http" matches no port of the EndpointSlices of Service default/web (their ports: ["metrics"])`},
+			want:  []string{`web.yaml:6: Service default/web: spec.ports[0].targetPort: "http" matches no port of the EndpointSlices of Service default/web (a slice port carries the Service port's name, "web"; theirs: ["metrics"])`},
 		},
 		{
-			name:  "named targetPort matched by the slice port name",
+			name:  "slice port named after the targetPort",
 			files: map[string]string{"web.yaml": namedSvc + slice + "addressType: IPv4\nports: [{name: http, port: 8080}]\n"},
+			want:  []string{`web.yaml:6: Service default/web: spec.ports[0].targetPort: "http": the EndpointSlices of Service default/web have a port named "http", but a slice port must carry the Service port's name ("web")`},
+		},
+		{
+			name:  "named targetPort, slice port named after the Service port",
+			files: map[string]string{"web.yaml": namedSvc + slice + "addressType: IPv4\nports: [{name: web, port: 8080}]\n"},
 		},
 		{
 			name:  "Endpoints without a Service",
