@@ -170,12 +170,15 @@ func (o *Overlay) Sync(_ context.Context, snap *model.Snapshot) {
 		if !svc.Proxied() {
 			continue
 		}
-		pol := svc.Policy
-		if pol == nil {
-			pol = &model.Policy{}
-		}
 		for _, sp := range svc.Ports {
 			id := sp.ID(svc.Key)
+			pol := sp.Policy
+			if pol == nil {
+				pol = svc.Policy
+			}
+			if pol == nil {
+				pol = &model.Policy{}
+			}
 			if seen[id] {
 				continue
 			}

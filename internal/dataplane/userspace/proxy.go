@@ -58,7 +58,7 @@ type Proxy struct {
 
 	connMu sync.Mutex
 	conns  map[net.Conn]struct{} // open proxied sockets, closed when a drain times out
-	open   atomic.Int64          // open proxied TCP connections and UDP flows
+	open   atomic.Int64          // open TCP connections, which Shutdown waits for
 }
 
 // portState is what outlives a Sync for one service port: live loads and affinity.
@@ -94,15 +94,11 @@ func New(opts Options) (*Proxy, error) {
 		listeners: map[frontendKey]*listener{}, ports: map[string]*portState{},
 		sctp: map[string]bool{}, stop: make(chan struct{}), conns: map[net.Conn]struct{}{},
 	}
+	var sub *health.Subscription
 	if opts.Health != nil {
-		sub := opts.Health.Subscribe()
-		p.wg.Add(1)
-		go func() {
-			defer p.wg.Done()
-			defer sub.Close()
-			p.followHealth(sub)
-		}()
+		sub = opts.Health.Subscribe()
 	}
+	p.wg.Go(func() { p.background(sub) })
 	return p, nil
 }
 
@@ -231,10 +227,7 @@ func stillSCTP(snap *model.Snapshot, id string) bool {
 // the health overlay. p.mu is held.
 func (p *Proxy) rebuild(ps *portState) {
 	svc, sp := ps.svc, ps.port
-	pol := svc.Policy
-	if pol == nil {
-		pol = &model.Policy{}
-	}
+	pol := policyOf(svc, sp)
 	live := map[netip.AddrPort]bool{}
 	for _, ep := range sp.Endpoints {
 		live[ep.AddrPort()] = true
@@ -320,6 +313,18 @@ func (p *Proxy) buildTarget(ps *portState, pol *model.Policy, es model.EndpointS
 	return t
 }
 
+// policyOf is the port's policy, else the Service's, else the zero Policy (whose
+// zero fields read as defaults).
+func policyOf(svc *model.Service, sp *model.ServicePort) *model.Policy {
+	switch {
+	case sp.Policy != nil:
+		return sp.Policy
+	case svc.Policy != nil:
+		return svc.Policy
+	}
+	return &model.Policy{}
+}
+
 func orDefault(d, def time.Duration) time.Duration {
 	if d <= 0 {
 		return def
@@ -327,24 +332,46 @@ func orDefault(d, def time.Duration) time.Duration {
 	return d
 }
 
-// followHealth rebuilds the targets of service ports whose endpoints changed health.
-func (p *Proxy) followHealth(sub *health.Subscription) {
+// affinitySweep is how often expired session affinity entries are dropped in bulk
+// (lookups drop them lazily too).
+const affinitySweep = time.Minute
+
+// background rebuilds the targets of service ports whose endpoints changed health, and
+// sweeps expired affinity entries, until Shutdown.
+func (p *Proxy) background(sub *health.Subscription) {
+	var changed <-chan struct{}
+	if sub != nil {
+		defer sub.Close()
+		changed = sub.C()
+	}
+	sweep := time.NewTicker(affinitySweep)
+	defer sweep.Stop()
 	for {
 		select {
 		case <-p.stop:
 			return
-		case <-sub.C():
-		}
-		ids := sub.Take()
-		p.mu.Lock()
-		if !p.closed {
-			for _, id := range ids {
-				if ps := p.ports[id]; ps != nil {
-					p.rebuild(ps)
+		case now := <-sweep.C:
+			p.mu.Lock()
+			for _, ps := range p.ports {
+				for _, aff := range ps.affinity {
+					if aff != nil {
+						aff.Sweep(now)
+					}
 				}
 			}
+			p.mu.Unlock()
+		case <-changed:
+			ids := sub.Take()
+			p.mu.Lock()
+			if !p.closed {
+				for _, id := range ids {
+					if ps := p.ports[id]; ps != nil {
+						p.rebuild(ps)
+					}
+				}
+			}
+			p.mu.Unlock()
 		}
-		p.mu.Unlock()
 	}
 }
 

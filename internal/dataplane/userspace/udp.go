@@ -102,7 +102,6 @@ func (l *listener) flowFor(client netip.AddrPort) *flow {
 		l.flows[client] = f
 		l.flowMu.Unlock()
 		b.load.Begin()
-		l.p.open.Add(1)
 		m.conns.Inc()
 		m.active.Inc()
 		l.p.wg.Add(1)
@@ -164,7 +163,6 @@ func (l *listener) endFlow(f *flow) {
 		_ = f.up.Close()
 		f.t.backends[f.index].load.End()
 		f.m.active.Dec()
-		l.p.open.Add(-1)
 	})
 }
 
