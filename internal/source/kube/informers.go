@@ -7,6 +7,7 @@ import (
 	"slices"
 	"time"
 
+	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -115,16 +116,26 @@ func (s *Source) ensureInformers(ctx context.Context) error {
 		add(kindEndpointSlice, kf.Discovery().V1().EndpointSlices().Informer(), fillInto[discoveryv1.EndpointSlice](func(o *model.Objects) *[]*discoveryv1.EndpointSlice { return &o.EndpointSlices }))
 		add(kindIngress, kf.Networking().V1().Ingresses().Informer(), fillInto[networkingv1.Ingress](func(o *model.Objects) *[]*networkingv1.Ingress { return &o.Ingresses }))
 
-		secrets := informers.NewSharedInformerFactoryWithOptions(s.clients.Kube, 0,
-			informers.WithNamespace(ns), informers.WithTransform(stripSecret),
-			informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-				o.FieldSelector = fields.OneTermEqualSelector("type", string(corev1.SecretTypeTLS)).String()
-			}))
-		add(kindSecret, secrets.Core().V1().Secrets().Informer(), fillInto[corev1.Secret](func(o *model.Objects) *[]*corev1.Secret { return &o.Secrets }))
-
 		cluster := informers.NewSharedInformerFactoryWithOptions(s.clients.Kube, 0, informers.WithTransform(stripObject))
 		add(kindIngressClass, cluster.Networking().V1().IngressClasses().Informer(), fillInto[networkingv1.IngressClass](func(o *model.Objects) *[]*networkingv1.IngressClass { return &o.IngressClasses }))
-		starters = append(starters, kf.Start, secrets.Start, cluster.Start)
+		starters = append(starters, kf.Start, cluster.Start)
+
+		// Only the gateway needs Secrets (certificates); node proxies are not granted them.
+		canRead, err := s.mayListWatch(ctx, "secrets", ns)
+		if err != nil {
+			return err
+		}
+		if canRead {
+			secrets := informers.NewSharedInformerFactoryWithOptions(s.clients.Kube, 0,
+				informers.WithNamespace(ns), informers.WithTransform(stripSecret),
+				informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+					o.FieldSelector = fields.OneTermEqualSelector("type", string(corev1.SecretTypeTLS)).String()
+				}))
+			add(kindSecret, secrets.Core().V1().Secrets().Informer(), fillInto[corev1.Secret](func(o *model.Objects) *[]*corev1.Secret { return &o.Secrets }))
+			starters = append(starters, secrets.Start)
+		} else {
+			s.log.Info("not allowed to list and watch Secrets; TLS certificates from Secrets are unavailable")
+		}
 
 		if s.opts.NodeName != "" {
 			nodes := informers.NewSharedInformerFactoryWithOptions(s.clients.Kube, 0, informers.WithTransform(stripNode),
@@ -255,6 +266,24 @@ func (s *Source) servedResources(groupVersion string) (map[string]bool, error) {
 		out[r.Name] = true
 	}
 	return out, nil
+}
+
+// mayListWatch asks the API server whether weir may list and watch a core resource.
+func (s *Source) mayListWatch(ctx context.Context, resource, ns string) (bool, error) {
+	for _, verb := range []string{"list", "watch"} {
+		review, err := s.clients.Kube.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, &authorizationv1.SelfSubjectAccessReview{
+			Spec: authorizationv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &authorizationv1.ResourceAttributes{
+				Namespace: ns, Verb: verb, Resource: resource,
+			}},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			return false, fmt.Errorf("kube source: access review for %s %s: %w", verb, resource, err)
+		}
+		if !review.Status.Allowed {
+			return false, nil
+		}
+	}
+	return true, nil
 }
 
 func (s *Source) changed(name string) {
