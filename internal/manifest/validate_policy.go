@@ -134,8 +134,8 @@ func (c checker) trafficPolicy(p *weirv1alpha1.TrafficPolicy) {
 			v    *int32
 		}{{"maxConnections", cb.MaxConnections}, {"maxPendingRequests", cb.MaxPendingRequests}, {"maxRequests", cb.MaxRequests}}
 		for _, l := range limits {
-			if l.v != nil {
-				c.nonNegative("spec.circuitBreaker."+l.name, *l.v)
+			if l.v != nil && *l.v < 1 {
+				c.errorf("spec.circuitBreaker."+l.name, "%d must be at least 1", *l.v)
 			}
 		}
 	}

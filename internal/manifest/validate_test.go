@@ -311,7 +311,8 @@ func TestValidationErrors(t *testing.T) {
 				"  retry: {retryOn: [connect-failure, teapot]}\n" +
 				"  rateLimit: {requests: 0, key: \"cookie:x\"}\n" +
 				"  slowStart: {window: 0s, aggression: fast}\n" +
-				"  canaryAnalysis: {backend: \"\"}\n"},
+				"  canaryAnalysis: {backend: \"\"}\n" +
+				"  circuitBreaker: {maxRequests: 0}\n"},
 			want: []string{
 				"web.yaml:13: TrafficPolicy default/p: spec.outlierDetection.maxEjectionPercent: 150 is not in 0..100",
 				`web.yaml:14: TrafficPolicy default/p: spec.retry.retryOn[1]: "teapot" is not one of connect-failure, refused-stream, reset, 5xx, 502, 503, 504`,
@@ -320,6 +321,7 @@ func TestValidationErrors(t *testing.T) {
 				"web.yaml:16: TrafficPolicy default/p: spec.slowStart.window: 0s must be positive",
 				`web.yaml:16: TrafficPolicy default/p: spec.slowStart.aggression: "fast" is not a positive number`,
 				"web.yaml:17: TrafficPolicy default/p: spec.canaryAnalysis.backend: is required",
+				"web.yaml:18: TrafficPolicy default/p: spec.circuitBreaker.maxRequests: 0 must be at least 1",
 			},
 		},
 		{
