@@ -106,13 +106,13 @@ func New(alg Algorithm, backends []Backend, opts Options) (Picker, error) {
 	}
 	switch alg {
 	case RoundRobin:
-		return newRoundRobin(len(backends)), nil
+		return newRoundRobin(len(backends), startOf(opts)), nil
 	case WeightedRoundRobin:
-		return newWeightedRoundRobin(backends), nil
+		return newWeightedRoundRobin(backends, startOf(opts)), nil
 	case LeastConnections:
-		return newLeastConn(backends, false), nil
+		return newLeastConn(backends, false, startOf(opts)), nil
 	case WeightedLeastConnections:
-		return newLeastConn(backends, true), nil
+		return newLeastConn(backends, true, startOf(opts)), nil
 	case Random:
 		return newRandom(backends, opts), nil
 	case PowerOfTwoChoices:
@@ -126,6 +126,12 @@ func New(alg Algorithm, backends []Backend, opts Options) (Picker, error) {
 	}
 	return nil, unknownAlgorithm(string(alg))
 }
+
+// startOf is where a cycling scheduler starts: a random position, so that the weir
+// instances on every node, which rebuild their Pickers at the same moment when an
+// EndpointSlice changes, do not all send their next connection to the first backend.
+// With Options.RandSeed it is reproducible.
+func startOf(opts Options) uint64 { return newSource(opts.RandSeed).next() }
 
 // none is the Picker over no backends.
 type none struct{}

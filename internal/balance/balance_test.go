@@ -162,9 +162,10 @@ func TestFind(t *testing.T) {
 func TestRoundRobinExact(t *testing.T) {
 	for _, n := range []int{1, 2, 3, 7, 100} {
 		p := mustNew(t, RoundRobin, backends(equalWeights(n)...), Options{})
-		for k := 0; k < 3*n; k++ {
-			if got := p.Pick(uint64(k * 7919)); got != k%n {
-				t.Fatalf("n=%d: pick %d = %d, want %d", n, k, got, k%n)
+		first := p.Pick(0)
+		for k := 1; k < 3*n; k++ {
+			if got, want := p.Pick(uint64(k*7919)), (first+k)%n; got != want {
+				t.Fatalf("n=%d: pick %d = %d, want %d", n, k, got, want)
 			}
 		}
 	}
@@ -209,29 +210,26 @@ func TestWeightedRoundRobinShares(t *testing.T) {
 }
 
 func TestWeightedRoundRobinCycle(t *testing.T) {
-	// One cycle holds each backend exactly weight/gcd times, and the heavy backend's
-	// turns are spread out: never more than ceil(5/2)+1 in a row for 5:1:1.
+	// One cycle holds each backend exactly weight/gcd times in nginx's smooth order
+	// (a a b a c a a for 5:1:1, from wherever the cycle starts).
 	p := mustNew(t, WeightedRoundRobin, backends(10, 2, 2), Options{})
 	var seq []int
 	for k := 0; k < 7; k++ {
 		seq = append(seq, p.Pick(0))
 	}
-	c := [3]int{}
-	run, longest := 0, 0
-	for k, i := range seq {
-		c[i]++
-		if k > 0 && seq[k-1] == i {
-			run++
-		} else {
-			run = 1
+	nginx := []int{0, 0, 1, 0, 2, 0, 0}
+	rotation := -1
+	for r := 0; r < 7 && rotation < 0; r++ {
+		rotation = r
+		for k := range seq {
+			if seq[k] != nginx[(k+r)%7] {
+				rotation = -1
+				break
+			}
 		}
-		longest = max(longest, run)
 	}
-	if c != [3]int{5, 1, 1} {
-		t.Errorf("cycle %v has counts %v, want [5 1 1]", seq, c)
-	}
-	if longest > 3 {
-		t.Errorf("cycle %v bunches the heavy backend (%d in a row)", seq, longest)
+	if rotation < 0 {
+		t.Errorf("cycle %v is not a rotation of nginx's %v", seq, nginx)
 	}
 	// The next cycle repeats the first.
 	for k := 0; k < 7; k++ {
@@ -401,5 +399,71 @@ func TestPowerOfTwoChoicesKeepsInFlightByWeight(t *testing.T) {
 		if got := float64(bs[i].Load.Active()); math.Abs(got-want) > 0.1*want {
 			t.Errorf("backend %d: %v in flight, want %v ± 10%%", i, got, want)
 		}
+	}
+}
+
+func TestCyclesStartAtRandom(t *testing.T) {
+	// Pickers rebuilt at the same moment on many nodes must not all start at backend 0.
+	for _, alg := range []Algorithm{RoundRobin, WeightedRoundRobin, LeastConnections, WeightedLeastConnections} {
+		firsts := make([]int, 10)
+		for r := 0; r < 200; r++ {
+			firsts[mustNew(t, alg, backends(equalWeights(10)...), Options{}).Pick(0)]++
+		}
+		for i, c := range firsts {
+			if c == 0 || c > 60 { // expected 20 each
+				t.Errorf("%s: first pick was backend %d %d times of 200 (%v)", alg, i, c, firsts)
+			}
+		}
+		// With RandSeed the start is reproducible.
+		a := mustNew(t, alg, backends(equalWeights(10)...), Options{RandSeed: 4}).Pick(0)
+		b := mustNew(t, alg, backends(equalWeights(10)...), Options{RandSeed: 4}).Pick(0)
+		if a != b {
+			t.Errorf("%s: RandSeed 4 started at %d and %d", alg, a, b)
+		}
+	}
+}
+
+func TestWeightedRoundRobinFairSchedule(t *testing.T) {
+	// Long cycles over many backends use WF²Q+: still exact per cycle, and the
+	// heavy backend's turns are spread: with share p, at most ⌈p/(1-p)⌉+1 in a row.
+	w := make([]uint64, 300)
+	for i := range w {
+		w[i] = uint64(1 + i%97)
+	}
+	w[0] = 20000
+	var total uint64
+	for _, x := range w {
+		total += x
+	}
+	if total*uint64(len(w)) <= maxSmoothWork {
+		t.Fatalf("test weights do not reach the WF²Q+ path")
+	}
+	s := fairSchedule(w, total)
+	got := make([]uint64, len(w))
+	run, longest := 0, 0
+	for k, i := range s {
+		if k%97 == 0 { // WF²Q+: every backend within one turn of its share
+			for j := range w {
+				if lag := float64(got[j]) - float64(w[j])*float64(k)/float64(total); lag <= -1 || lag >= 1 {
+					t.Fatalf("turn %d: backend %d has %d turns, %.2f from its share", k, j, got[j], lag)
+				}
+			}
+		}
+		got[i]++
+		if k > 0 && s[k-1] == i {
+			run++
+		} else {
+			run = 1
+		}
+		longest = max(longest, run)
+	}
+	for i := range w {
+		if got[i] != w[i] {
+			t.Fatalf("backend %d appears %d times, want %d", i, got[i], w[i])
+		}
+	}
+	p := float64(w[0]) / float64(total)
+	if limit := int(math.Ceil(p/(1-p))) + 1; longest > limit {
+		t.Errorf("longest run %d > %d", longest, limit)
 	}
 }

@@ -22,8 +22,9 @@ type leastConn struct {
 	inv   []int64 // 2^32/weight, so active/weight compares as active·inv; nil: unweighted
 }
 
-func newLeastConn(backends []Backend, weighted bool) *leastConn {
+func newLeastConn(backends []Backend, weighted bool, start uint64) *leastConn {
 	p := &leastConn{loads: make([]*Load, len(backends))}
+	p.last.Store(start % uint64(len(backends)))
 	for i, b := range backends {
 		p.loads[i] = b.Load
 	}
