@@ -173,7 +173,7 @@ func (h *turnHeap) Less(a, b int) bool {
 	return false
 }
 func (h *turnHeap) Swap(a, b int) { h.idx[a], h.idx[b] = h.idx[b], h.idx[a] }
-func (h *turnHeap) Push(x any)   { h.idx = append(h.idx, x.(int32)) }
+func (h *turnHeap) Push(x any)    { h.idx = append(h.idx, x.(int32)) }
 func (h *turnHeap) Pop() any {
 	x := h.idx[len(h.idx)-1]
 	h.idx = h.idx[:len(h.idx)-1]
