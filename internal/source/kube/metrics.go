@@ -10,7 +10,6 @@ type metrics struct {
 	apiUp          prometheus.Gauge
 	synced         prometheus.Gauge
 	events         *prometheus.CounterVec
-	rejected       prometheus.Counter
 	rebuildSeconds prometheus.Histogram
 	leader         prometheus.Gauge
 	statusWrites   *prometheus.CounterVec
@@ -30,10 +29,6 @@ func newMetrics(reg prometheus.Registerer) (metrics, error) {
 			Name: "weir_kube_events_total",
 			Help: "Informer events (add, update, delete) by kind.",
 		}, []string{"kind"}),
-		rejected: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "weir_kube_rejected_total",
-			Help: "Object sets the store rejected (it kept the previous one).",
-		}),
 		rebuildSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "weir_kube_rebuild_duration_seconds",
 			Help:    "Time to rebuild the object set from the informer caches and update the store.",
@@ -51,7 +46,7 @@ func newMetrics(reg prometheus.Registerer) (metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.apiUp, m.synced, m.events, m.rejected, m.rebuildSeconds, m.leader, m.statusWrites} {
+	for _, c := range []prometheus.Collector{m.apiUp, m.synced, m.events, m.rebuildSeconds, m.leader, m.statusWrites} {
 		if err := reg.Register(c); err != nil {
 			return m, fmt.Errorf("kube source: register metrics: %w", err)
 		}

@@ -24,13 +24,8 @@ import (
 	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
 	"weir.dev/weir/internal/model"
+	"weir.dev/weir/internal/store"
 )
-
-// Store receives every rebuilt object set. internal/store's Store satisfies it. An error
-// means the set was rejected and the store keeps its previous one.
-type Store interface {
-	Update(objs *model.Objects) error
-}
 
 // Clients are the API clients the source uses. Tests pass fakes; otherwise New builds
 // them from Kubeconfig or the in-cluster config.
@@ -58,7 +53,8 @@ type Options struct {
 	// NodeName is the node weir runs on; its Node object gives the zone. "" skips it.
 	NodeName string
 
-	Store Store
+	// Store receives every rebuilt object set.
+	Store *store.Store
 
 	// Coalesce is how long events are gathered before one rebuild. Default 30 ms.
 	Coalesce time.Duration
@@ -322,12 +318,8 @@ func (s *Source) rebuild() {
 	objs := s.objects // the slices are never modified after a fill, only replaced
 	s.mu.Unlock()
 
-	err := s.opts.Store.Update(&objs)
+	s.opts.Store.Update(&objs)
 	s.m.rebuildSeconds.Observe(time.Since(start).Seconds())
-	if err != nil {
-		s.m.rejected.Inc()
-		s.log.Warn("store rejected the object set; it keeps the previous one", "err", err)
-	}
 	select {
 	case s.rebuilt <- struct{}{}:
 	default:

@@ -2,8 +2,6 @@ package kube
 
 import (
 	"context"
-	"errors"
-	"sync"
 	"testing"
 	"time"
 
@@ -26,50 +24,19 @@ import (
 
 	weirv1alpha1 "weir.dev/weir/api/v1alpha1"
 	"weir.dev/weir/internal/model"
+	"weir.dev/weir/internal/store"
 )
 
-// recordStore keeps every object set it is given.
-type recordStore struct {
-	mu      sync.Mutex
-	last    *model.Objects
-	updates int
-	reject  bool
-	changed chan struct{}
-}
-
-func newRecordStore() *recordStore { return &recordStore{changed: make(chan struct{}, 1)} }
-
-func (r *recordStore) Update(objs *model.Objects) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.updates++
-	select {
-	case r.changed <- struct{}{}:
-	default:
-	}
-	if r.reject {
-		return errors.New("invalid")
-	}
-	r.last = objs
-	return nil
-}
-
-func (r *recordStore) current() *model.Objects {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.last
-}
-
 // waitFor polls the store until cond holds or the deadline passes.
-func (r *recordStore) waitFor(t *testing.T, what string, cond func(*model.Objects) bool) *model.Objects {
+func waitFor(t *testing.T, st *store.Store, what string, cond func(*model.Objects) bool) *model.Objects {
 	t.Helper()
 	deadline := time.After(10 * time.Second)
 	for {
-		if objs := r.current(); objs != nil && cond(objs) {
+		if objs, _ := st.Current(); objs != nil && cond(objs) {
 			return objs
 		}
 		select {
-		case <-r.changed:
+		case <-st.Changed():
 		case <-time.After(20 * time.Millisecond):
 		case <-deadline:
 			t.Fatalf("timed out waiting for %s", what)
@@ -184,11 +151,11 @@ func TestSourceBuildsObjects(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			clients, _, _ := fakeClients(t, tt.gateway, tt.weir)
-			store := newRecordStore()
+			st := store.New()
 			reg := prometheus.NewRegistry()
-			src, _ := startSource(t, Options{Clients: clients, Store: store, NodeName: "node-a", Registerer: reg})
+			src, _ := startSource(t, Options{Clients: clients, Store: st, NodeName: "node-a", Registerer: reg})
 
-			objs := store.waitFor(t, "initial set", func(*model.Objects) bool { return true })
+			objs := waitFor(t, st, "initial set", func(*model.Objects) bool { return true })
 			if len(objs.Services) != 1 || len(objs.EndpointSlices) != 1 || len(objs.Secrets) != 1 ||
 				len(objs.Ingresses) != 1 || len(objs.IngressClasses) != 1 {
 				t.Fatalf("core kinds: %d services, %d slices, %d secrets, %d ingresses, %d classes",
@@ -222,9 +189,9 @@ func TestSourceBuildsObjects(t *testing.T) {
 
 func TestSourceFollowsChanges(t *testing.T) {
 	clients, kube, _ := fakeClients(t, true, true)
-	store := newRecordStore()
+	st := store.New()
 	reg := prometheus.NewRegistry()
-	src, _ := startSource(t, Options{Clients: clients, Store: store, Registerer: reg})
+	src, _ := startSource(t, Options{Clients: clients, Store: st, Registerer: reg})
 	ctx := context.Background()
 
 	steps := []struct {
@@ -247,34 +214,14 @@ func TestSourceFollowsChanges(t *testing.T) {
 			return err
 		}, func(o *model.Objects) bool { return len(o.Services) == 1 && o.Services[0].Namespace == "a" }},
 	}
-	for _, st := range steps {
-		if err := st.do(); err != nil {
-			t.Fatalf("%s: %v", st.name, err)
+	for _, step := range steps {
+		if err := step.do(); err != nil {
+			t.Fatalf("%s: %v", step.name, err)
 		}
-		store.waitFor(t, st.name, st.check)
+		waitFor(t, st, step.name, step.check)
 	}
 	if got := testutil.ToFloat64(src.m.events.WithLabelValues(kindEndpointSlice)); got < 2 {
 		t.Errorf("EndpointSlice events = %v, want >= 2", got)
-	}
-}
-
-func TestSourceKeepsGoingWhenStoreRejects(t *testing.T) {
-	clients, kube, _ := fakeClients(t, false, false)
-	store := newRecordStore()
-	store.reject = true
-	src, _ := startSource(t, Options{Clients: clients, Store: store})
-	if _, err := kube.CoreV1().Services("default").Create(context.Background(), &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "x"}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for testutil.ToFloat64(src.m.rejected) < 2 {
-		if time.Now().After(deadline) {
-			t.Fatal("no second rebuild after a rejected set")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	if !src.Synced() {
-		t.Error("a rejected set must not undo readiness")
 	}
 }
 
@@ -284,9 +231,9 @@ func TestNewRejectsBadOptions(t *testing.T) {
 		opts Options
 	}{
 		{"no store", Options{Kubeconfig: "x"}},
-		{"bad selector", Options{Store: newRecordStore(), LabelSelector: "a in (", Kubeconfig: "x"}},
-		{"no config", Options{Store: newRecordStore()}},
-		{"missing kubeconfig file", Options{Store: newRecordStore(), Kubeconfig: "/nonexistent/kubeconfig"}},
+		{"bad selector", Options{Store: store.New(), LabelSelector: "a in (", Kubeconfig: "x"}},
+		{"no config", Options{Store: store.New()}},
+		{"missing kubeconfig file", Options{Store: store.New(), Kubeconfig: "/nonexistent/kubeconfig"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -15,6 +15,7 @@ import (
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"weir.dev/weir/internal/model"
+	"weir.dev/weir/internal/store"
 )
 
 func basicObjects() *model.Objects {
@@ -143,7 +144,7 @@ func TestWriteStatusWritesOnlyChanges(t *testing.T) {
 		Spec:       networkingv1.IngressSpec{IngressClassName: ptr.To("weir")}}, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	store := newRecordStore()
+	st := store.New()
 	computed := make(chan struct{}, 100)
 	so := &StatusOptions{Addresses: []string{"192.0.2.1"}}
 	if err := so.setDefaults(); err != nil {
@@ -151,7 +152,7 @@ func TestWriteStatusWritesOnlyChanges(t *testing.T) {
 	}
 	basic := so.Compute
 	so.Compute = func(o *model.Objects) *Statuses { computed <- struct{}{}; return basic(o) }
-	src, _ := startSource(t, Options{Clients: clients, Store: store, Status: so})
+	src, _ := startSource(t, Options{Clients: clients, Store: st, Status: so})
 
 	patches := func() int {
 		n := 0
