@@ -74,15 +74,15 @@ func (s *Server) serve(w mdns.ResponseWriter, r *mdns.Msg) int {
 			// Not synced yet: CoreDNS answers SERVFAIL until its first sync.
 			return s.writeRcode(w, r, qr.opt, mdns.RcodeServerFailure)
 		}
-		n := idx.names[name]
+		n := idx.lookup(name, true)
 		if n == nil {
 			return s.writeNegative(w, &qr, mdns.RcodeNameError, idx.zone)
 		}
-		return s.answer(w, &qr, n)
+		return s.answer(w, &qr, idx, n)
 	}
 	if idx != nil && qr.q.Qclass == mdns.ClassINET {
-		if n := idx.names[name]; n != nil { // PTR for a ClusterIP or endpoint
-			return s.answer(w, &qr, n)
+		if n := idx.lookup(name, false); n != nil { // PTR for a ClusterIP or endpoint
+			return s.answer(w, &qr, idx, n)
 		}
 	}
 	if s.fwd == nil {
@@ -99,16 +99,16 @@ func inZone(name, origin string) bool {
 	return len(name) > len(origin) && name[len(name)-len(origin)-1] == '.' && strings.HasSuffix(name, origin)
 }
 
-func (s *Server) answer(w mdns.ResponseWriter, qr *query, n *node) int {
+func (s *Server) answer(w mdns.ResponseWriter, qr *query, idx *index, n *node) int {
 	set := n.cname
 	if set == nil {
 		if qr.q.Qtype == mdns.TypeANY {
-			return s.answerAny(w, qr, n)
+			return s.answerAny(w, qr, idx, n)
 		}
 		set = n.lookup(qr.q.Qtype)
 	}
 	if set == nil {
-		return s.writeNegative(w, qr, mdns.RcodeSuccess, n.zone)
+		return s.writeNegative(w, qr, mdns.RcodeSuccess, idx.apexOf(n))
 	}
 
 	bp := s.bufs.Get().(*[]byte)
@@ -140,9 +140,9 @@ func (s *Server) answer(w mdns.ResponseWriter, qr *query, n *node) int {
 }
 
 // answerAny answers qtype ANY with every set at the name (rare; not precomputed).
-func (s *Server) answerAny(w mdns.ResponseWriter, qr *query, n *node) int {
+func (s *Server) answerAny(w mdns.ResponseWriter, qr *query, idx *index, n *node) int {
 	if len(n.sets) == 0 {
-		return s.writeNegative(w, qr, mdns.RcodeSuccess, n.zone)
+		return s.writeNegative(w, qr, mdns.RcodeSuccess, idx.apexOf(n))
 	}
 	m := new(mdns.Msg)
 	m.SetReply(qr.req)

@@ -2,6 +2,7 @@ package dns
 
 import (
 	"fmt"
+	"hash/maphash"
 	"log/slog"
 	"net/netip"
 	"slices"
@@ -27,13 +28,62 @@ const (
 	soaExpire  = 86400
 )
 
+// nShards is the number of maps the names under Services, and the reverse names, are
+// spread over. An Update rebuilds only the shards whose Services changed.
+const nShards = 256
+
 // index is an immutable, precomputed view of one Snapshot: every name weir answers for,
 // lowercased, with its record sets already packed as complete responses. Queries read it
-// without locks; Update builds a new one and swaps it in.
+// without locks; Update builds a new one and swaps it in, sharing with the previous one
+// every shard in which nothing changed.
 type index struct {
-	zone    *apex // the cluster zone
-	names   map[string]*node
-	records int // resource records in all answer sets
+	zone, rev4, rev6 *apex
+	origin           string
+	seed             maphash.Seed
+	// top holds the names not under a Service: the apex, the schema version, the
+	// nameserver, and the empty non-terminals svc, pod and each namespace.
+	top map[string]*node
+	// shards hold the names at and under <svc>.<ns>.svc.<zone>, by shardOf("<svc>.<ns>.").
+	shards [nShards]map[string]*node
+	// ptrs hold the reverse names, by shardOf(name).
+	ptrs       [nShards]map[string]*node
+	ptrRecords [nShards]int
+	records    int // resource records in all answer sets
+
+	// services are the records of each Service with the fingerprint of the fields they
+	// came from, for the next build to reuse.
+	services map[model.ServiceKey]*svcRecords
+}
+
+func shardOf(seed maphash.Seed, s string) int { return int(maphash.String(seed, s) % nShards) }
+
+// lookup returns the node of a lowercased name, or nil.
+func (idx *index) lookup(name string, inZone bool) *node {
+	if !inZone {
+		return idx.ptrs[shardOf(idx.seed, name)][name]
+	}
+	// Names under a Service end in "<svc>.<ns>.svc.<zone>".
+	rel := name[:len(name)-len(idx.origin)]
+	if strings.HasSuffix(rel, ".svc.") {
+		rest := rel[:len(rel)-len("svc.")] // "…<svc>.<ns>."
+		if i := strings.LastIndexByte(rest[:len(rest)-1], '.'); i >= 0 {
+			if j := strings.LastIndexByte(rest[:i], '.'); j+1 < i {
+				return idx.shards[shardOf(idx.seed, rest[j+1:])][name]
+			}
+		}
+	}
+	return idx.top[name]
+}
+
+// apexOf returns the zone whose SOA goes with negative answers for n.
+func (idx *index) apexOf(n *node) *apex {
+	switch n.zone {
+	case zoneRev4:
+		return idx.rev4
+	case zoneRev6:
+		return idx.rev6
+	}
+	return idx.zone
 }
 
 // apex is a zone weir is authoritative for: the cluster zone, or a reverse zone for the
@@ -46,9 +96,19 @@ type apex struct {
 	soaWire []byte
 }
 
+// zoneKind says which apex a node belongs to. Nodes are kept across builds, apexes are
+// not (the SOA serial changes), so nodes name their zone rather than point at it.
+type zoneKind uint8
+
+const (
+	zoneCluster zoneKind = iota
+	zoneRev4
+	zoneRev6
+)
+
 // node is one owner name.
 type node struct {
-	zone *apex
+	zone zoneKind
 	// sets holds one entry per type that exists at the name; empty for an empty
 	// non-terminal (a name that exists only because names below it do).
 	sets []*rrset
@@ -74,39 +134,204 @@ type rrset struct {
 	qtype   uint16
 	wire    []byte
 	nameLen int // wire length of the owner name
+	records int // answer records
 }
 
-// buildIndex turns a Snapshot into an index. Records that cannot be packed (invalid
-// names) are skipped with a log line; the rest of the index is still built.
-func buildIndex(snap *model.Snapshot, cfg indexConfig, log *slog.Logger) *index {
-	b := &builder{
-		cfg:         cfg,
-		log:         log,
-		nodes:       make(map[string]*nodeBuilder, 4*len(snap.Services)+8),
-		clusterPTR:  make(map[netip.Addr][]string),
-		endpointPTR: make(map[netip.Addr][]string),
-		scratch:     make([]byte, 256),
-	}
-	serial := uint32(cfg.now.Unix())
-	b.zone = newApex(cfg.origin, cfg.origin, cfg.ttl, serial)
-	b.rev4 = newApex("in-addr.arpa.", cfg.origin, cfg.ttl, serial)
-	b.rev6 = newApex("ip6.arpa.", cfg.origin, cfg.ttl, serial)
-
-	b.addApex()
-	for _, svc := range snap.Services {
-		b.addService(svc)
-	}
-	b.addPTRs()
-	return b.finish()
-}
-
-// indexConfig is what an index depends on besides the Snapshot.
+// indexConfig is what an index depends on besides the Snapshot. It does not change
+// during a Server's life, so records built under it can be reused.
 type indexConfig struct {
 	origin      string // cluster zone, lowercased FQDN
 	ttl         uint32
 	nameservers []netip.Addr // A/AAAA of ns.dns.<zone>
 	recursion   bool         // RA bit: upstreams are configured
-	now         time.Time    // SOA serial
+	seed        maphash.Seed // for Service fingerprints
+}
+
+// svcRecords are the names one Service owns, packed.
+type svcRecords struct {
+	fp      uint64
+	shard   int
+	names   []ownedName
+	records int
+	// ptrs are the reverse names of the Service's ClusterIPs, or of a headless
+	// Service's published endpoint addresses.
+	ptrs []*ownedPTR
+}
+
+type ownedName struct {
+	name string
+	node *node
+}
+
+// ownedPTR is a reverse name with the names it points at.
+type ownedPTR struct {
+	rev     string
+	shard   int
+	ip      netip.Addr
+	cluster bool // a ClusterIP: takes precedence over endpoint addresses (CoreDNS)
+	targets []string
+	node    *node
+}
+
+// buildIndex turns a Snapshot into an index, reusing from prev (which may be nil) the
+// records of every Service whose DNS-relevant fields did not change, and every shard
+// that holds none of the changed Services, so that an Update that scales one Service
+// repacks only that Service and rebuilds two small maps. Records that cannot be packed
+// (invalid names) are skipped with a log line.
+func buildIndex(snap *model.Snapshot, cfg indexConfig, prev *index, now time.Time, log *slog.Logger) *index {
+	serial := uint32(now.Unix())
+	idx := &index{
+		zone:     newApex(cfg.origin, cfg.origin, cfg.ttl, serial),
+		rev4:     newApex("in-addr.arpa.", cfg.origin, cfg.ttl, serial),
+		rev6:     newApex("ip6.arpa.", cfg.origin, cfg.ttl, serial),
+		origin:   cfg.origin,
+		seed:     cfg.seed,
+		top:      make(map[string]*node),
+		services: make(map[model.ServiceKey]*svcRecords, len(snap.Services)),
+	}
+	p := newPacker(cfg, log)
+	for _, o := range p.apexNames(idx.zone.soa) {
+		idx.records += idx.add(idx.top, o)
+	}
+
+	var dirty, dirtyPTR [nShards]bool
+	touch := func(recs *svcRecords) {
+		dirty[recs.shard] = true
+		for _, o := range recs.ptrs {
+			dirtyPTR[o.shard] = true
+		}
+	}
+	ent := &node{zone: zoneCluster}
+	lastNs := ""
+	var h maphash.Hash
+	h.SetSeed(cfg.seed)
+	for _, svc := range snap.Services {
+		fp := fingerprint(&h, svc)
+		var old *svcRecords
+		if prev != nil {
+			old = prev.services[svc.Key]
+		}
+		recs := old
+		if old == nil || old.fp != fp {
+			recs = p.service(svc)
+			recs.fp = fp
+			touch(recs)
+			if old != nil {
+				touch(old)
+			}
+		}
+		idx.services[svc.Key] = recs
+		// The namespace exists as soon as it holds a Service, whatever kind. (Services
+		// come sorted by namespace: build each name once.)
+		if svc.Key.Namespace != lastNs {
+			lastNs = svc.Key.Namespace
+			if nsName := strings.ToLower(lastNs) + ".svc." + cfg.origin; idx.top[nsName] == nil {
+				idx.top[nsName] = ent
+			}
+		}
+	}
+	if prev == nil {
+		dirty, dirtyPTR = allShards(), allShards()
+	} else {
+		for key, old := range prev.services {
+			if _, ok := idx.services[key]; !ok {
+				touch(old)
+			}
+		}
+	}
+
+	for i := range nShards {
+		if !dirty[i] {
+			idx.shards[i] = prev.shards[i]
+			continue
+		}
+		idx.shards[i] = make(map[string]*node)
+	}
+	for _, recs := range idx.services {
+		idx.records += recs.records
+		if dirty[recs.shard] {
+			for _, o := range recs.names {
+				idx.add(idx.shards[recs.shard], o)
+			}
+		}
+	}
+	idx.addPTRs(p, prev, &dirtyPTR)
+	return idx
+}
+
+func allShards() (all [nShards]bool) {
+	for i := range all {
+		all[i] = true
+	}
+	return all
+}
+
+// add puts a name in m, merging with a name another Service already holds (which only
+// malformed Snapshots cause). It returns the records added.
+func (idx *index) add(m map[string]*node, o ownedName) int {
+	records := 0
+	for _, s := range o.node.sets {
+		records += s.records
+	}
+	old := m[o.name]
+	if old == nil || (len(old.sets) == 0 && old.cname == nil) {
+		m[o.name] = o.node
+		return records
+	}
+	merged := &node{zone: old.zone, sets: slices.Clone(old.sets), cname: old.cname}
+	for _, s := range o.node.sets {
+		if merged.lookup(s.qtype) == nil {
+			merged.sets = append(merged.sets, s)
+		}
+	}
+	if merged.cname == nil {
+		merged.cname = o.node.cname
+	}
+	m[o.name] = merged
+	return records
+}
+
+// addPTRs adds the reverse names, rebuilding the dirty shards. A ClusterIP points at
+// its Service and takes precedence over endpoint addresses, which point at the
+// endpoints' names (CoreDNS); an address published by several headless Services points
+// at all their names.
+func (idx *index) addPTRs(p *packer, prev *index, dirty *[nShards]bool) {
+	var owners [nShards]map[string]*ownedPTR
+	for i := range nShards {
+		if dirty[i] {
+			owners[i] = make(map[string]*ownedPTR)
+		}
+	}
+	for _, recs := range idx.services {
+		for _, o := range recs.ptrs {
+			if !dirty[o.shard] {
+				continue
+			}
+			cur := owners[o.shard][o.rev]
+			switch {
+			case cur == nil || (o.cluster && !cur.cluster):
+				owners[o.shard][o.rev] = o
+			case o.cluster == cur.cluster:
+				merged := &ownedPTR{rev: o.rev, shard: o.shard, ip: o.ip, cluster: o.cluster,
+					targets: slices.Compact(slices.Sorted(slices.Values(append(slices.Clone(cur.targets), o.targets...))))}
+				if merged.node = p.ptr(merged.rev, merged.ip, merged.targets); merged.node != nil {
+					owners[o.shard][o.rev] = merged
+				}
+			}
+		}
+	}
+	for i := range nShards {
+		if !dirty[i] {
+			idx.ptrs[i], idx.ptrRecords[i] = prev.ptrs[i], prev.ptrRecords[i]
+		} else {
+			idx.ptrs[i] = make(map[string]*node, len(owners[i]))
+			for rev, o := range owners[i] {
+				idx.ptrs[i][rev] = o.node
+				idx.ptrRecords[i] += o.node.sets[0].records
+			}
+		}
+		idx.records += idx.ptrRecords[i]
+	}
 }
 
 func newApex(origin, clusterOrigin string, ttl, serial uint32) *apex {
@@ -130,23 +355,54 @@ func newApex(origin, clusterOrigin string, ttl, serial uint32) *apex {
 	return &apex{origin: origin, soa: soa, soaWire: buf[:n]}
 }
 
-type builder struct {
-	cfg   indexConfig
-	log   *slog.Logger
-	zone  *apex
-	rev4  *apex
-	rev6  *apex
+// fingerprint hashes the fields of a Service that its DNS records come from.
+func fingerprint(h *maphash.Hash, svc *model.Service) uint64 {
+	h.Reset()
+	str := func(s string) { h.WriteString(s); h.WriteByte(0) }
+	addr := func(a netip.Addr) { b := a.As16(); h.Write(b[:]) }
+	num := func(n int32) { h.Write([]byte{byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)}) }
+	str(svc.Key.Namespace)
+	str(svc.Key.Name)
+	str(string(svc.Type))
+	str(svc.ExternalName)
+	if svc.Headless {
+		h.WriteByte(1)
+	}
+	for _, ip := range svc.ClusterIPs {
+		addr(ip)
+	}
+	h.WriteByte(0)
+	for _, e := range svc.DNSEndpoints {
+		addr(e.Addr)
+		str(e.Hostname)
+	}
+	h.WriteByte(0)
+	for _, p := range svc.Ports {
+		str(p.Name)
+		str(string(p.Protocol))
+		num(p.Port)
+		if svc.Headless && p.Name != "" { // SRV targets: the endpoints carrying the port
+			for _, e := range p.Endpoints {
+				addr(e.Addr)
+				num(e.Port)
+			}
+		}
+		h.WriteByte(0)
+	}
+	return h.Sum64()
+}
+
+// packer builds and packs record sets.
+type packer struct {
+	cfg     indexConfig
+	log     *slog.Logger
+	scratch []byte
+	// nodes of the Service being built, in order of creation.
 	nodes map[string]*nodeBuilder
-	// clusterPTR maps a ClusterIP to its Service's name; endpointPTR maps an address of a
-	// headless Service's endpoint to the endpoint's names. ClusterIPs take precedence, as
-	// in CoreDNS.
-	clusterPTR  map[netip.Addr][]string
-	endpointPTR map[netip.Addr][]string
-	scratch     []byte
+	order []string
 }
 
 type nodeBuilder struct {
-	zone  *apex
 	sets  []*setBuilder
 	cname *setBuilder
 }
@@ -157,17 +413,27 @@ type setBuilder struct {
 	extra  []mdns.RR
 }
 
-func (b *builder) node(name string, zone *apex) *nodeBuilder {
-	n := b.nodes[name]
+func newPacker(cfg indexConfig, log *slog.Logger) *packer {
+	return &packer{cfg: cfg, log: log, scratch: make([]byte, 256), nodes: make(map[string]*nodeBuilder)}
+}
+
+func (p *packer) reset() {
+	clear(p.nodes)
+	p.order = p.order[:0]
+}
+
+func (p *packer) node(name string) *nodeBuilder {
+	n := p.nodes[name]
 	if n == nil {
-		n = &nodeBuilder{zone: zone}
-		b.nodes[name] = n
+		n = &nodeBuilder{}
+		p.nodes[name] = n
+		p.order = append(p.order, name)
 	}
 	return n
 }
 
-func (b *builder) set(name string, qtype uint16, zone *apex) *setBuilder {
-	n := b.node(name, zone)
+func (p *packer) set(name string, qtype uint16) *setBuilder {
+	n := p.node(name)
 	for _, s := range n.sets {
 		if s.qtype == qtype {
 			return s
@@ -178,25 +444,25 @@ func (b *builder) set(name string, qtype uint16, zone *apex) *setBuilder {
 	return s
 }
 
-func (b *builder) hdr(name string, rrtype uint16, ttl uint32) mdns.RR_Header {
+func (p *packer) hdr(name string, rrtype uint16, ttl uint32) mdns.RR_Header {
 	return mdns.RR_Header{Name: name, Rrtype: rrtype, Class: mdns.ClassINET, Ttl: ttl}
 }
 
 // addr adds an A or AAAA record for ip at name.
-func (b *builder) addr(name string, ip netip.Addr) {
+func (p *packer) addr(name string, ip netip.Addr) {
 	ip = ip.Unmap()
 	if ip.Is4() {
-		s := b.set(name, mdns.TypeA, b.zone)
-		s.answer = append(s.answer, &mdns.A{Hdr: b.hdr(name, mdns.TypeA, b.cfg.ttl), A: ip.AsSlice()})
+		s := p.set(name, mdns.TypeA)
+		s.answer = append(s.answer, &mdns.A{Hdr: p.hdr(name, mdns.TypeA, p.cfg.ttl), A: ip.AsSlice()})
 		return
 	}
-	s := b.set(name, mdns.TypeAAAA, b.zone)
-	s.answer = append(s.answer, &mdns.AAAA{Hdr: b.hdr(name, mdns.TypeAAAA, b.cfg.ttl), AAAA: ip.AsSlice()})
+	s := p.set(name, mdns.TypeAAAA)
+	s.answer = append(s.answer, &mdns.AAAA{Hdr: p.hdr(name, mdns.TypeAAAA, p.cfg.ttl), AAAA: ip.AsSlice()})
 }
 
 // addrRecords returns the A and AAAA answers at name, for additional sections.
-func (b *builder) addrRecords(name string) []mdns.RR {
-	n := b.nodes[name]
+func (p *packer) addrRecords(name string) []mdns.RR {
+	n := p.nodes[name]
 	if n == nil {
 		return nil
 	}
@@ -209,27 +475,32 @@ func (b *builder) addrRecords(name string) []mdns.RR {
 	return rrs
 }
 
-func (b *builder) addApex() {
-	o := b.zone.origin
-	ttl := b.cfg.ttl
-	soa := b.set(o, mdns.TypeSOA, b.zone)
-	soa.answer = append(soa.answer, b.zone.soa)
+// apexNames returns the zone's own names: SOA and NS at the apex, the nameserver's
+// address, the schema version, and the svc and pod subtrees.
+func (p *packer) apexNames(soa *mdns.SOA) []ownedName {
+	p.reset()
+	o := p.cfg.origin
+	s := p.set(o, mdns.TypeSOA)
+	s.answer = append(s.answer, soa)
 	nsName := "ns.dns." + o
-	for _, ip := range b.cfg.nameservers {
-		b.addr(nsName, ip)
+	for _, ip := range p.cfg.nameservers {
+		p.addr(nsName, ip)
 	}
-	ns := b.set(o, mdns.TypeNS, b.zone)
-	ns.answer = append(ns.answer, &mdns.NS{Hdr: b.hdr(o, mdns.TypeNS, ttl), Ns: nsName})
-	ns.extra = b.addrRecords(nsName)
-	b.node(nsName, b.zone)
+	ns := p.set(o, mdns.TypeNS)
+	ns.answer = append(ns.answer, &mdns.NS{Hdr: p.hdr(o, mdns.TypeNS, p.cfg.ttl), Ns: nsName})
+	ns.extra = p.addrRecords(nsName)
+	p.node(nsName)
+	p.node("dns." + o)
 
-	txt := b.set("dns-version."+o, mdns.TypeTXT, b.zone)
-	txt.answer = append(txt.answer, &mdns.TXT{Hdr: b.hdr("dns-version."+o, mdns.TypeTXT, versionTTL), Txt: []string{SchemaVersion}})
+	txt := p.set("dns-version."+o, mdns.TypeTXT)
+	txt.answer = append(txt.answer, &mdns.TXT{Hdr: p.hdr("dns-version."+o, mdns.TypeTXT, versionTTL), Txt: []string{SchemaVersion}})
 
 	// The Service and pod subtrees always exist, as in CoreDNS (pod records themselves
 	// are not part of schema 1.1.0 and are not served).
-	b.node("svc."+o, b.zone)
-	b.node("pod."+o, b.zone)
+	p.node("svc." + o)
+	p.node("pod." + o)
+	names, _ := p.finish("")
+	return names
 }
 
 // endpointLabel is the first label of an endpoint's name: its hostname, or its address
@@ -238,11 +509,11 @@ func endpointLabel(ep model.DNSEndpoint) string {
 	if ep.Hostname != "" {
 		return strings.ToLower(ep.Hostname)
 	}
-	s := ep.Addr.Unmap().String()
-	if ep.Addr.Unmap().Is4() {
-		return strings.ReplaceAll(s, ".", "-")
+	a := ep.Addr.Unmap()
+	if a.Is4() {
+		return strings.ReplaceAll(a.String(), ".", "-")
 	}
-	return strings.ReplaceAll(s, ":", "-")
+	return strings.ReplaceAll(a.String(), ":", "-")
 }
 
 func protoLabel(p model.Protocol) string { return "_" + strings.ToLower(string(p)) }
@@ -250,159 +521,161 @@ func protoLabel(p model.Protocol) string { return "_" + strings.ToLower(string(p
 // srvWeight is CoreDNS's weight for n SRV records of equal priority: 100/n, rounded down.
 func srvWeight(n int) uint16 { return uint16(100 / max(n, 1)) }
 
-func (b *builder) addService(svc *model.Service) {
-	ns := strings.ToLower(svc.Key.Namespace)
-	name := strings.ToLower(svc.Key.Name) + "." + ns + ".svc." + b.zone.origin
-	// The namespace exists as soon as it holds a Service, whatever kind.
-	b.node(ns+".svc."+b.zone.origin, b.zone)
-	ttl := b.cfg.ttl
+// service builds the records of one Service.
+func (p *packer) service(svc *model.Service) *svcRecords {
+	p.reset()
+	svcNs := strings.ToLower(svc.Key.Name) + "." + strings.ToLower(svc.Key.Namespace) + "."
+	recs := &svcRecords{shard: shardOf(p.cfg.seed, svcNs)}
+	name := svcNs + "svc." + p.cfg.origin
+	ttl := p.cfg.ttl
 
 	switch {
 	case svc.Type == model.ExternalName:
 		target := strings.ToLower(mdns.Fqdn(svc.ExternalName))
 		if _, ok := mdns.IsDomainName(target); !ok || svc.ExternalName == "" {
-			b.log.Warn("dns: skipping ExternalName Service with an invalid name", "service", svc.Key.String(), "externalName", svc.ExternalName)
-			return
+			p.log.Warn("dns: skipping ExternalName Service with an invalid name", "service", svc.Key.String(), "externalName", svc.ExternalName)
+			return recs
 		}
-		n := b.node(name, b.zone)
-		n.cname = &setBuilder{qtype: mdns.TypeCNAME, answer: []mdns.RR{
-			&mdns.CNAME{Hdr: b.hdr(name, mdns.TypeCNAME, ttl), Target: target},
+		p.node(name).cname = &setBuilder{qtype: mdns.TypeCNAME, answer: []mdns.RR{
+			&mdns.CNAME{Hdr: p.hdr(name, mdns.TypeCNAME, ttl), Target: target},
 		}}
 
 	case svc.Headless:
-		b.addHeadless(svc, name)
+		p.headless(svc, name, recs)
 
 	default:
+		p.node(name)
 		for _, ip := range svc.ClusterIPs {
-			b.addr(name, ip)
-			b.clusterPTR[ip.Unmap()] = append(b.clusterPTR[ip.Unmap()], name)
+			p.addr(name, ip)
+			recs.ptrs = p.addPTR(recs.ptrs, ip, name, true)
 		}
-		if len(svc.ClusterIPs) == 0 {
-			b.node(name, b.zone)
-		}
-		extra := b.addrRecords(name)
-		for _, p := range svc.Ports {
-			if p.Name == "" {
+		extra := p.addrRecords(name)
+		for _, sp := range svc.Ports {
+			if sp.Name == "" {
 				continue // unnamed ports have no SRV record
 			}
-			owner := "_" + strings.ToLower(p.Name) + "." + protoLabel(p.Protocol) + "." + name
-			s := b.set(owner, mdns.TypeSRV, b.zone)
-			s.answer = append(s.answer, &mdns.SRV{Hdr: b.hdr(owner, mdns.TypeSRV, ttl),
-				Priority: 0, Weight: 100, Port: uint16(p.Port), Target: name})
+			owner := "_" + strings.ToLower(sp.Name) + "." + protoLabel(sp.Protocol) + "." + name
+			s := p.set(owner, mdns.TypeSRV)
+			s.answer = append(s.answer, &mdns.SRV{Hdr: p.hdr(owner, mdns.TypeSRV, ttl),
+				Priority: 0, Weight: 100, Port: uint16(sp.Port), Target: name})
 			s.extra = extra
 		}
 	}
+	recs.names, recs.records = p.finish(name)
+	return recs
 }
 
-func (b *builder) addHeadless(svc *model.Service, name string) {
+func (p *packer) headless(svc *model.Service, name string, recs *svcRecords) {
 	if len(svc.DNSEndpoints) == 0 {
 		return // no ready endpoint: the name does not exist (NXDOMAIN)
 	}
-	ttl := b.cfg.ttl
+	ttl := p.cfg.ttl
 	published := make(map[netip.Addr]string, len(svc.DNSEndpoints)) // address → endpoint name
 	for _, ep := range svc.DNSEndpoints {
 		epName := endpointLabel(ep) + "." + name
-		b.addr(name, ep.Addr)
-		b.addr(epName, ep.Addr)
+		p.addr(name, ep.Addr)
+		p.addr(epName, ep.Addr)
 		published[ep.Addr.Unmap()] = epName
-		b.endpointPTR[ep.Addr.Unmap()] = append(b.endpointPTR[ep.Addr.Unmap()], epName)
+		recs.ptrs = p.addPTR(recs.ptrs, ep.Addr, epName, false)
 	}
-	for _, p := range svc.Ports {
-		if p.Name == "" {
+	type target struct {
+		name string
+		port int32
+	}
+	for _, sp := range svc.Ports {
+		if sp.Name == "" {
 			continue
 		}
-		type target struct {
-			name string
-			port int32
-		}
 		var targets []target
-		for _, ep := range p.Endpoints {
+		seen := make(map[target]bool)
+		for _, ep := range sp.Endpoints {
 			epName, ok := published[ep.Addr.Unmap()]
-			if !ok {
-				continue
-			}
-			t := target{epName, ep.Port}
-			if !slices.Contains(targets, t) {
+			if t := (target{epName, ep.Port}); ok && !seen[t] {
+				seen[t] = true
 				targets = append(targets, t)
 			}
 		}
 		if len(targets) == 0 {
 			continue
 		}
-		owner := "_" + strings.ToLower(p.Name) + "." + protoLabel(p.Protocol) + "." + name
-		s := b.set(owner, mdns.TypeSRV, b.zone)
+		owner := "_" + strings.ToLower(sp.Name) + "." + protoLabel(sp.Protocol) + "." + name
+		s := p.set(owner, mdns.TypeSRV)
 		w := srvWeight(len(targets))
-		seen := make(map[string]bool, len(targets))
+		extraFor := make(map[string]bool, len(targets))
 		for _, t := range targets {
-			s.answer = append(s.answer, &mdns.SRV{Hdr: b.hdr(owner, mdns.TypeSRV, ttl),
+			s.answer = append(s.answer, &mdns.SRV{Hdr: p.hdr(owner, mdns.TypeSRV, ttl),
 				Priority: 0, Weight: w, Port: uint16(t.port), Target: t.name})
-			if !seen[t.name] {
-				seen[t.name] = true
-				s.extra = append(s.extra, b.addrRecords(t.name)...)
+			if !extraFor[t.name] {
+				extraFor[t.name] = true
+				s.extra = append(s.extra, p.addrRecords(t.name)...)
 			}
 		}
 	}
 }
 
-func (b *builder) addPTRs() {
-	for ip, names := range b.clusterPTR {
-		b.addPTRSet(ip, names)
-	}
-	for ip, names := range b.endpointPTR {
-		if _, ok := b.clusterPTR[ip]; !ok {
-			b.addPTRSet(ip, names)
-		}
-	}
-}
-
-func (b *builder) addPTRSet(ip netip.Addr, names []string) {
+// addPTR appends the reverse name of ip, pointing at name, to ptrs.
+func (p *packer) addPTR(ptrs []*ownedPTR, ip netip.Addr, name string, cluster bool) []*ownedPTR {
+	ip = ip.Unmap()
 	rev, err := mdns.ReverseAddr(ip.String())
 	if err != nil {
-		return
+		return ptrs
 	}
-	zone := b.rev4
-	if ip.Is6() {
-		zone = b.rev6
+	n := p.ptr(rev, ip, []string{name})
+	if n == nil {
+		return ptrs
 	}
-	s := b.set(rev, mdns.TypePTR, zone)
-	for _, n := range names {
-		s.answer = append(s.answer, &mdns.PTR{Hdr: b.hdr(rev, mdns.TypePTR, b.cfg.ttl), Ptr: n})
-	}
+	return append(ptrs, &ownedPTR{rev: rev, shard: shardOf(p.cfg.seed, rev), ip: ip, cluster: cluster, targets: []string{name}, node: n})
 }
 
-// finish adds the empty non-terminals of the cluster zone and packs every set.
-func (b *builder) finish() *index {
-	origin := b.zone.origin
-	for name, n := range b.nodes {
-		if n.zone != b.zone {
-			continue
-		}
-		for p := parent(name); len(p) > len(origin); p = parent(p) {
-			if _, ok := b.nodes[p]; ok {
-				break
+// ptr builds the node of a reverse name.
+func (p *packer) ptr(rev string, ip netip.Addr, targets []string) *node {
+	sb := &setBuilder{qtype: mdns.TypePTR}
+	for _, t := range targets {
+		sb.answer = append(sb.answer, &mdns.PTR{Hdr: p.hdr(rev, mdns.TypePTR, p.cfg.ttl), Ptr: t})
+	}
+	rs := p.pack(rev, sb)
+	if rs == nil {
+		return nil
+	}
+	zone := zoneRev4
+	if ip.Is6() {
+		zone = zoneRev6
+	}
+	return &node{zone: zone, sets: []*rrset{rs}}
+}
+
+// finish packs the names built since reset, adding the empty non-terminals between
+// them and top (the Service's name; "" for none).
+func (p *packer) finish(top string) ([]ownedName, int) {
+	if top != "" {
+		for _, name := range slices.Clone(p.order) {
+			for q := parent(name); len(q) >= len(top) && q != name; q = parent(q) {
+				if _, ok := p.nodes[q]; ok {
+					break
+				}
+				p.node(q)
 			}
-			b.nodes[p] = &nodeBuilder{zone: b.zone}
 		}
 	}
-
-	idx := &index{zone: b.zone, names: make(map[string]*node, len(b.nodes))}
-	for name, nb := range b.nodes {
-		n := &node{zone: nb.zone}
+	out := make([]ownedName, 0, len(p.order))
+	records := 0
+	for _, name := range p.order {
+		nb := p.nodes[name]
+		n := &node{zone: zoneCluster}
 		for _, sb := range nb.sets {
-			if rs := b.pack(name, sb); rs != nil {
+			if rs := p.pack(name, sb); rs != nil {
 				n.sets = append(n.sets, rs)
-				idx.records += len(sb.answer)
+				records += rs.records
 			}
 		}
 		if nb.cname != nil {
-			n.cname = b.pack(name, nb.cname)
-			if n.cname != nil {
-				idx.records += len(nb.cname.answer)
+			if n.cname = p.pack(name, nb.cname); n.cname != nil {
+				records += n.cname.records
 			}
 		}
-		idx.names[name] = n
+		out = append(out, ownedName{name, n})
 	}
-	return idx
+	return out, records
 }
 
 // parent strips the first label of a fully qualified name.
@@ -414,12 +687,12 @@ func parent(name string) string {
 	return name[i+1:]
 }
 
-func (b *builder) pack(name string, sb *setBuilder) *rrset {
+func (p *packer) pack(name string, sb *setBuilder) *rrset {
 	m := &mdns.Msg{
 		MsgHdr: mdns.MsgHdr{
 			Response:           true,
 			Authoritative:      true,
-			RecursionAvailable: b.cfg.recursion,
+			RecursionAvailable: p.cfg.recursion,
 		},
 		Compress: true,
 		Question: []mdns.Question{{Name: name, Qtype: sb.qtype, Qclass: mdns.ClassINET}},
@@ -428,12 +701,12 @@ func (b *builder) pack(name string, sb *setBuilder) *rrset {
 	}
 	wire, err := m.Pack()
 	if err != nil {
-		b.log.Warn("dns: skipping a record set that cannot be packed", "name", name, "type", mdns.TypeToString[sb.qtype], "err", err)
+		p.log.Warn("dns: skipping a record set that cannot be packed", "name", name, "type", mdns.TypeToString[sb.qtype], "err", err)
 		return nil
 	}
-	nameLen, err := mdns.PackDomainName(name, b.scratch, 0, nil, false)
+	nameLen, err := mdns.PackDomainName(name, p.scratch, 0, nil, false)
 	if err != nil {
 		return nil
 	}
-	return &rrset{qtype: sb.qtype, wire: wire, nameLen: nameLen}
+	return &rrset{qtype: sb.qtype, wire: wire, nameLen: nameLen, records: len(sb.answer)}
 }

@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -72,15 +73,17 @@ type Options struct {
 // Server answers DNS queries over UDP and TCP. Create it with New, feed it with Update,
 // and serve with Run.
 type Server struct {
-	cfg     indexConfig
-	log     *slog.Logger
-	pc      net.PacketConn
-	ln      net.Listener
-	addr    string
-	index   atomic.Pointer[index]
-	fwd     *forwarder // nil: no upstream
-	metrics *metrics
-	bufs    sync.Pool // *[]byte
+	cfg   indexConfig
+	log   *slog.Logger
+	pc    net.PacketConn
+	ln    net.Listener
+	addr  string
+	index atomic.Pointer[index]
+	// updateMu serialises Updates, each of which reuses the records of the last.
+	updateMu sync.Mutex
+	fwd      *forwarder // nil: no upstream
+	metrics  *metrics
+	bufs     sync.Pool // *[]byte
 	// runCtx is the lifetime of Run, for upstream exchanges; set before serving starts.
 	runCtx context.Context
 	ran    atomic.Bool
@@ -129,6 +132,7 @@ func New(opts Options) (*Server, error) {
 			origin:    origin,
 			ttl:       uint32(ttl / time.Second),
 			recursion: len(upstreams) > 0,
+			seed:      maphash.MakeSeed(),
 		},
 	}
 	s.bufs.New = func() any { b := make([]byte, 0, 1024); return &b }
@@ -161,8 +165,9 @@ func upstreamAddr(u string) (string, error) {
 	return net.JoinHostPort(host, "53"), nil
 }
 
-// listen binds UDP first, then TCP on the port UDP got (retrying when port 0 handed out
-// a UDP port whose TCP twin is taken).
+// listen binds TCP first, then UDP on the port TCP got (TCP ports are the scarcer:
+// client connections hold them too), retrying when port 0 handed out a TCP port whose
+// UDP twin is taken.
 func (s *Server) listen(addr string) error {
 	if addr == "" {
 		return errors.New("dns: no listen address")
@@ -172,27 +177,25 @@ func (s *Server) listen(addr string) error {
 		return fmt.Errorf("dns: listen address %q: %w", addr, err)
 	}
 	var lastErr error
-	for range 5 {
-		pc, err := net.ListenPacket("udp", addr)
+	for range 20 {
+		ln, err := net.Listen("tcp", addr)
 		if err != nil {
-			return fmt.Errorf("dns: listen udp %s: %w", addr, err)
+			return fmt.Errorf("dns: listen tcp %s: %w", addr, err)
 		}
-		if c, ok := pc.(*net.UDPConn); ok {
-			_ = c.SetReadBuffer(4 << 20) // best effort: absorbs bursts
-		}
-		bound := pc.LocalAddr().(*net.UDPAddr)
-		tcpAddr := net.JoinHostPort(host, fmt.Sprint(bound.Port))
-		ln, err := net.Listen("tcp", tcpAddr)
+		bound := net.JoinHostPort(host, fmt.Sprint(ln.Addr().(*net.TCPAddr).Port))
+		pc, err := net.ListenPacket("udp", bound)
 		if err != nil {
-			pc.Close()
-			lastErr = fmt.Errorf("dns: listen tcp %s: %w", tcpAddr, err)
+			ln.Close()
+			lastErr = fmt.Errorf("dns: listen udp %s: %w", bound, err)
 			if port != "0" {
 				return lastErr
 			}
 			continue
 		}
-		s.pc, s.ln = pc, ln
-		s.addr = tcpAddr
+		if c, ok := pc.(*net.UDPConn); ok {
+			_ = c.SetReadBuffer(4 << 20) // best effort: absorbs bursts
+		}
+		s.pc, s.ln, s.addr = pc, ln, bound
 		return nil
 	}
 	return lastErr
@@ -207,9 +210,9 @@ func (s *Server) Update(snap *model.Snapshot) {
 	if snap == nil {
 		return
 	}
-	cfg := s.cfg
-	cfg.now = time.Now()
-	idx := buildIndex(snap, cfg, s.log)
+	s.updateMu.Lock()
+	defer s.updateMu.Unlock()
+	idx := buildIndex(snap, s.cfg, s.index.Load(), time.Now(), s.log)
 	s.index.Store(idx)
 	s.metrics.setRecords(idx.records)
 }
