@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Measures weir's L4 data planes (nftables, iptables, userspace) at N Services × 10
+# endpoints inside throw-away network namespaces: full sync, one-endpoint-change sync,
+# kernel objects, RSS and first-packet connect latency to the last-added Service.
+# Needs root. Bounded: a mode stops growing N once a full sync takes longer than
+# MAX_FULL_SYNC (iptables does, at the upper end). Writes the table to stdout and
+# docs/dataplanes-bench.{json,svg}.
+#
+#   sudo bench/dataplane.sh                      # N = 100,1000,5000,10000
+#   N=100,1000 MODES=nftables bench/dataplane.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${N:-100,1000,5000,10000}
+MODES=${MODES:-nftables,iptables,userspace}
+MAX_FULL_SYNC=${MAX_FULL_SYNC:-30s}
+bin=$(mktemp -d)/dpbench
+trap 'rm -rf "$(dirname "$bin")"' EXIT
+go build -o "$bin" ./bench/cmd/dpbench
+timeout 600 "$bin" -modes "$MODES" -n "$N" -max-full-sync "$MAX_FULL_SYNC" \
+	-json docs/dataplanes-bench.json -svg docs/dataplanes-bench.svg
