@@ -59,6 +59,8 @@ type Proxy struct {
 	connMu sync.Mutex
 	conns  map[net.Conn]struct{} // open proxied sockets, closed when a drain times out
 	open   atomic.Int64          // open TCP connections, which Shutdown waits for
+
+	buffers sync.Pool // *[copyBufferSize]byte for connections that have not switched to splice
 }
 
 // portState is what outlives a Sync for one service port: live loads and affinity.
@@ -94,6 +96,7 @@ func New(opts Options) (*Proxy, error) {
 		listeners: map[frontendKey]*listener{}, ports: map[string]*portState{},
 		sctp: map[string]bool{}, stop: make(chan struct{}), conns: map[net.Conn]struct{}{},
 	}
+	p.buffers.New = func() any { return new([copyBufferSize]byte) }
 	var sub *health.Subscription
 	if opts.Health != nil {
 		sub = opts.Health.Subscribe()

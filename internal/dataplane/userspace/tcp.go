@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -99,7 +100,7 @@ func (l *listener) handleTCP(c *net.TCPConn) {
 	m.conns.Inc()
 	m.active.Inc()
 	defer m.active.Dec()
-	rx, tx := splice(c, up, t.idleTimeout)
+	rx, tx := splice(&l.p.buffers, c, up, t.idleTimeout)
 	m.rx.Add(float64(rx))
 	m.tx.Add(float64(tx))
 }
@@ -130,9 +131,13 @@ func hold(c *net.TCPConn, d time.Duration) {
 	reset(c)
 }
 
+// copyBufferSize is the buffer of a direction that has not yet switched to splice.
+const copyBufferSize = 16 << 10
+
 // halfConn is one direction of a proxied connection.
 type halfConn struct {
 	src, dst *net.TCPConn
+	buf      []byte      // nil once the direction splices
 	quiet    atomic.Bool // the last idle period passed without data
 	poked    atomic.Bool // the other direction asked for a re-check
 	done     atomic.Bool // reached EOF
@@ -144,9 +149,12 @@ var errIdle = errors.New("idle timeout")
 // between two *net.TCPConn uses splice(2)), honours half-close, and closes both when
 // both directions ended or when neither carried data for the idle timeout. It returns
 // the bytes copied client→upstream and upstream→client.
-func splice(client, upstream *net.TCPConn, idle time.Duration) (rx, tx int64) {
-	up := &halfConn{src: client, dst: upstream}
-	down := &halfConn{src: upstream, dst: client}
+func splice(buffers *sync.Pool, client, upstream *net.TCPConn, idle time.Duration) (rx, tx int64) {
+	ub, db := buffers.Get().(*[copyBufferSize]byte), buffers.Get().(*[copyBufferSize]byte)
+	defer buffers.Put(ub)
+	defer buffers.Put(db)
+	up := &halfConn{src: client, dst: upstream, buf: ub[:]}
+	down := &halfConn{src: upstream, dst: client, buf: db[:]}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -181,12 +189,16 @@ func copyHalf(h, other *halfConn, idle time.Duration) (int64, error) {
 		if idle > 0 {
 			_ = h.src.SetReadDeadline(time.Now().Add(idle))
 		}
-		n, err := h.dst.ReadFrom(h.src)
+		n, err := h.copy()
 		total += n
 		if err == nil {
 			h.done.Store(true)
 			h.quiet.Store(true)
-			_ = h.dst.CloseWrite()
+			if !other.done.Load() {
+				// Half-close; when the other direction is done too, the full close
+				// that follows sends the FIN.
+				_ = h.dst.CloseWrite()
+			}
 			return total, nil
 		}
 		if idle <= 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
@@ -209,4 +221,32 @@ func copyHalf(h, other *halfConn, idle time.Duration) (int64, error) {
 			_ = other.src.SetReadDeadline(time.Now())
 		}
 	}
+}
+
+// copy copies from src to dst until EOF (nil error) or an error, through the buffer
+// while reads are small, and with splice(2) (ReadFrom between two *net.TCPConn) from
+// the first read that fills the buffer on. Short request/response exchanges thus cost
+// one read and one write each, and bulk transfers move zero-copy.
+func (h *halfConn) copy() (int64, error) {
+	var total int64
+	for h.buf != nil {
+		n, err := h.src.Read(h.buf)
+		if n > 0 {
+			if _, werr := h.dst.Write(h.buf[:n]); werr != nil {
+				return total, werr
+			}
+			total += int64(n)
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return total, nil
+			}
+			return total, err
+		}
+		if n == len(h.buf) {
+			h.buf = nil
+		}
+	}
+	n, err := h.dst.ReadFrom(h.src)
+	return total + n, err
 }
