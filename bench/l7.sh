@@ -95,7 +95,6 @@ cat >"$work/Caddyfile" <<CONF
 {
 	admin off
 	auto_https off
-	persist_config off
 }
 http://127.0.0.1:$CADDY_PORT {
 	reverse_proxy 127.0.0.1:$BACKEND_PORT

@@ -144,7 +144,10 @@ func New(opts Options) (*Gateway, error) {
 	g.proxy = &httputil.ReverseProxy{
 		Rewrite:        g.rewrite,
 		Transport:      g.up,
-		FlushInterval:  -1,
+		// 0: ReverseProxy flushes at once (FlushInterval -1) every response of unknown
+		// length or of type text/event-stream (SSE, gRPC, LLM token streams), and
+		// buffers the others to the end, saving a write per chunk.
+		FlushInterval:  0,
 		ErrorHandler:   g.proxyError,
 		ModifyResponse: g.modifyResponse,
 		BufferPool:     bufferPool{&g.bufs},

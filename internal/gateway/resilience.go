@@ -27,7 +27,7 @@ type Health interface {
 type ejector struct {
 	onEject func(servicePort string, ep netip.AddrPort)
 
-	mu    sync.Mutex
+	mu    sync.RWMutex
 	ports map[string]*ejectPort
 }
 
@@ -41,6 +41,10 @@ type ejectState struct {
 	consecutive, gateway int
 	ejections            int
 	until                time.Time
+	// ejectedUntil mirrors until (UnixNano) for the lock-free Healthy check.
+	ejectedUntil atomic.Int64
+	// failing is set while consecutive or gateway is not zero.
+	failing atomic.Bool
 }
 
 func newEjector(onEject func(string, netip.AddrPort)) *ejector {
@@ -71,25 +75,29 @@ type portConfig struct {
 	endpoints int
 }
 
-func (e *ejector) Healthy(servicePort string, ep netip.AddrPort) bool {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	p := e.ports[servicePort]
-	if p == nil {
-		return true
+func (e *ejector) lookup(servicePort string, ep netip.AddrPort) *ejectState {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	if p := e.ports[servicePort]; p != nil {
+		return p.eps[ep]
 	}
-	st := p.eps[ep]
-	return st == nil || !time.Now().Before(st.until)
+	return nil
+}
+
+func (e *ejector) Healthy(servicePort string, ep netip.AddrPort) bool {
+	st := e.lookup(servicePort, ep)
+	return st == nil || time.Now().UnixNano() >= st.ejectedUntil.Load()
 }
 
 func (e *ejector) ReportSuccess(servicePort string, ep netip.AddrPort) {
+	st := e.lookup(servicePort, ep)
+	if st == nil || !st.failing.Load() {
+		return
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if p := e.ports[servicePort]; p != nil {
-		if st := p.eps[ep]; st != nil {
-			st.consecutive, st.gateway = 0, 0
-		}
-	}
+	st.consecutive, st.gateway = 0, 0
+	st.failing.Store(false)
 }
 
 func (e *ejector) ReportFailure(servicePort string, ep netip.AddrPort, kind health.FailureKind) {
@@ -110,6 +118,7 @@ func (e *ejector) ReportFailure(servicePort string, ep netip.AddrPort, kind heal
 		return
 	}
 	st.consecutive++
+	st.failing.Store(true)
 	if kind != health.ServerError {
 		st.gateway++
 	}
@@ -142,7 +151,9 @@ func (e *ejector) ReportFailure(servicePort string, ep netip.AddrPort, kind heal
 	}
 	d := min(base*time.Duration(st.ejections), 300*time.Second)
 	st.until = now.Add(d)
+	st.ejectedUntil.Store(st.until.UnixNano())
 	st.consecutive, st.gateway = 0, 0
+	st.failing.Store(false)
 	e.mu.Unlock()
 	if e.onEject != nil {
 		e.onEject(servicePort, ep)

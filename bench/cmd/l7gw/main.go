@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -24,9 +25,23 @@ func main() {
 	listen := flag.String("listen", "127.0.0.1:18080", "address to serve")
 	backends := flag.String("backends", "127.0.0.1:18000", "comma-separated backend endpoints (ip:port)")
 	alg := flag.String("algorithm", string(balance.RoundRobin), "scheduler")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile here until exit")
 	flag.Parse()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "l7gw:", err)
+			os.Exit(1)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(os.Stderr, "l7gw:", err)
+			os.Exit(1)
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	}
 	if err := run(*listen, *backends, balance.Algorithm(*alg)); err != nil {
 		fmt.Fprintln(os.Stderr, "l7gw:", err)
+		pprof.StopCPUProfile()
 		os.Exit(1)
 	}
 }
