@@ -142,8 +142,8 @@ func New(opts Options) (*Gateway, error) {
 	g.bufs.New = func() any { b := make([]byte, 32<<10); return &b }
 	g.up = newUpstream(g)
 	g.proxy = &httputil.ReverseProxy{
-		Rewrite:        g.rewrite,
-		Transport:      g.up,
+		Rewrite:   g.rewrite,
+		Transport: g.up,
 		// 0: ReverseProxy flushes at once (FlushInterval -1) every response of unknown
 		// length or of type text/event-stream (SSE, gRPC, LLM token streams), and
 		// buffers the others to the end, saving a write per chunk.
