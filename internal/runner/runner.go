@@ -25,8 +25,11 @@ type Objects interface {
 
 // Options configure a Runner.
 type Options struct {
-	Objects    Objects
-	Node       model.Node
+	Objects Objects
+	Node    model.Node
+	// NodeFrom, when set, is asked for the node before every translation (the Kubernetes
+	// source learns the zone from the Node object) and overrides Node.
+	NodeFrom   func() model.Node
 	Dataplanes []dataplane.Dataplane
 	// MinInterval between syncs once Burst quick syncs are used up. Default 1 s.
 	MinInterval time.Duration
@@ -167,7 +170,11 @@ func (r *Runner) syncOnce(ctx context.Context) (bool, error) {
 		return false, nil
 	}
 	start := time.Now()
-	snap := model.Translate(objs, r.opts.Node)
+	node := r.opts.Node
+	if r.opts.NodeFrom != nil {
+		node = r.opts.NodeFrom()
+	}
+	snap := model.Translate(objs, node)
 	r.metrics.translate.Observe(time.Since(start).Seconds())
 	r.version++
 	snap.Version = r.version

@@ -1,0 +1,94 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
+
+	"weir.dev/weir/internal/echo"
+)
+
+// demoBackends are the echo backends the quickstart manifests point at.
+var demoBackends = []struct{ name, addr string }{
+	{"web-a", "127.0.0.11"},
+	{"web-b", "127.0.0.12"},
+	{"web-c", "127.0.0.13"},
+}
+
+func newDemoCommand() *cobra.Command {
+	var f runFlags
+	cmd := &cobra.Command{
+		Use:   "demo",
+		Short: "Start three echo backends and run weir on examples/quickstart",
+		Long: `Start three echo backends on loopback (HTTP on :9000 and UDP on :9100 of
+127.0.0.11, .12 and .13) and run weir on examples/quickstart, then print what to try.
+Edit the files under examples/quickstart while it runs: weir reloads them.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			logger, err := f.log.logger(cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			if len(f.configPaths) == 0 {
+				f.configPaths = []string{findQuickstart()}
+			}
+			g, ctx := errgroup.WithContext(cmd.Context())
+			for _, b := range demoBackends {
+				ln, err := net.Listen("tcp", b.addr+":9000")
+				if err != nil {
+					return fmt.Errorf("demo backend %s: %w", b.name, err)
+				}
+				pc, err := net.ListenPacket("udp", b.addr+":9100")
+				if err != nil {
+					ln.Close()
+					return fmt.Errorf("demo backend %s: %w", b.name, err)
+				}
+				g.Go(func() error { return echo.ServeHTTP(ctx, ln, b.name) })
+				g.Go(func() error { return echo.ServeUDP(ctx, pc, b.name) })
+			}
+			out := cmd.OutOrStdout()
+			g.Go(func() error {
+				return run(ctx, f, logger, func(adminAddr string) {
+					fmt.Fprintf(out, `
+weir is running on %s. Try:
+
+  curl -s http://127.0.0.10:8080/hello          # Service default/web, round robin over web-a, web-b, web-c
+  for i in 1 2 3 4 5 6; do curl -s http://127.0.0.10:8080/ | grep '"name"'; done
+  echo hi | nc -u -w1 127.0.0.20 5300            # Service default/udp-echo over UDP
+  curl -s http://%s/api/snapshot                 # the live Snapshot
+  open http://%s/                                # the dashboard; /metrics for Prometheus
+
+Edit %s while this runs: weir reloads it. Ctrl-C stops.
+`, f.configPaths[0], adminAddr, adminAddr, f.configPaths[0])
+				})
+			})
+			return g.Wait()
+		},
+	}
+	f.register(cmd)
+	return cmd
+}
+
+// findQuickstart finds examples/quickstart from the working directory or its parents,
+// so that `go run ./cmd/weir demo` works from anywhere in the checkout.
+func findQuickstart() string {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "examples/quickstart"
+	}
+	for {
+		p := filepath.Join(dir, "examples", "quickstart")
+		if st, err := os.Stat(p); err == nil && st.IsDir() {
+			return p
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "examples/quickstart"
+		}
+		dir = parent
+	}
+}

@@ -1,0 +1,330 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
+
+	"weir.dev/weir/internal/admin"
+	"weir.dev/weir/internal/dataplane"
+	"weir.dev/weir/internal/dataplane/iptables"
+	"weir.dev/weir/internal/dataplane/nftables"
+	"weir.dev/weir/internal/dataplane/userspace"
+	"weir.dev/weir/internal/dns"
+	"weir.dev/weir/internal/gateway"
+	"weir.dev/weir/internal/health"
+	"weir.dev/weir/internal/model"
+	"weir.dev/weir/internal/runner"
+	"weir.dev/weir/internal/source/file"
+	"weir.dev/weir/internal/source/kube"
+	"weir.dev/weir/internal/store"
+)
+
+// runFlags are weir run's settings.
+type runFlags struct {
+	configPaths       []string
+	mode              string
+	nodeName          string
+	zone              string
+	nodePortAddresses []string
+	adminAddr         string
+	dnsAddr           string
+	clusterDomain     string
+	dnsTTL            time.Duration
+	dnsUpstreams      []string
+	ingressHTTPAddr   string
+	ingressHTTPSAddr  string
+	trustedProxies    []string
+	drainTimeout      time.Duration
+	minSyncInterval   time.Duration
+	kubeconfig        string
+	inCluster         bool
+	namespace         string
+	labelSelector     string
+	statusAddresses   []string
+	accessLog         bool
+	log               logFlags
+}
+
+func (f *runFlags) register(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.StringSliceVarP(&f.configPaths, "config", "c", nil, "manifest file or folder (read recursively, hot-reloaded); repeatable")
+	fl.StringVar(&f.mode, "mode", "userspace", "L4 data plane: userspace, nftables or iptables")
+	fl.StringVar(&f.nodeName, "node-name", hostname(), "this node's name, for traffic policy Local")
+	fl.StringVar(&f.zone, "zone", "", "this node's zone, for trafficDistribution PreferClose zone hints")
+	fl.StringSliceVar(&f.nodePortAddresses, "nodeport-addresses", nil, "CIDRs whose local addresses serve node ports (default: all local addresses)")
+	fl.StringVar(&f.adminAddr, "admin-addr", "127.0.0.1:9901", "admin API address (/healthz, /readyz, /metrics, /api/snapshot, dashboard); empty disables it")
+	fl.StringVar(&f.dnsAddr, "dns-addr", "", "serve cluster DNS on this address (UDP and TCP), for example 127.0.0.1:5353; off when empty")
+	fl.StringVar(&f.clusterDomain, "cluster-domain", "cluster.local", "cluster DNS zone")
+	fl.DurationVar(&f.dnsTTL, "dns-ttl", 5*time.Second, "TTL of cluster DNS answers")
+	fl.StringSliceVar(&f.dnsUpstreams, "dns-upstream", nil, "resolvers (host:port) for names outside the cluster zone; refused when none")
+	fl.StringVar(&f.ingressHTTPAddr, "ingress-http-addr", "127.0.0.1:8080", "listener for Ingress HTTP traffic")
+	fl.StringVar(&f.ingressHTTPSAddr, "ingress-https-addr", "127.0.0.1:8443", "listener for Ingress HTTPS traffic")
+	fl.StringSliceVar(&f.trustedProxies, "trusted-proxies", nil, "CIDRs whose X-Forwarded-* and Forwarded headers the gateway trusts")
+	fl.DurationVar(&f.drainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM, how long established connections may finish")
+	fl.DurationVar(&f.minSyncInterval, "min-sync-interval", time.Second, "minimum time between data plane syncs after a burst of two")
+	fl.StringVar(&f.kubeconfig, "kubeconfig", "", "watch this cluster's API server instead of files")
+	fl.BoolVar(&f.inCluster, "in-cluster", false, "watch the API server of the cluster weir runs in")
+	fl.StringVar(&f.namespace, "namespace", "", "with the Kubernetes source: watch only this namespace")
+	fl.StringVar(&f.labelSelector, "label-selector", "", "with the Kubernetes source: watch only objects with these labels")
+	fl.StringSliceVar(&f.statusAddresses, "status-address", nil, "with the Kubernetes source: addresses written to Ingress and Gateway status")
+	fl.BoolVar(&f.accessLog, "access-log", false, "log every L7 request (JSON with --log-format json)")
+	f.log.register(cmd)
+}
+
+func hostname() string {
+	h, _ := os.Hostname()
+	return h
+}
+
+func newRunCommand() *cobra.Command {
+	var f runFlags
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Run weir on a folder of manifests or a Kubernetes cluster",
+		Long: `Run weir: read Kubernetes manifests (Service, EndpointSlice or Endpoints, Ingress,
+Gateway API routes, Secrets, weir's TrafficPolicy) from files or folders, or watch a
+cluster's API server, and proxy the Services they describe.
+
+Files are watched and hot-reloaded (SIGHUP also reloads). An invalid edit is logged
+with file, line, object and field, and the last good configuration stays in force.`,
+		Example: `  weir run --config ./manifests/
+  weir run --config ./manifests/ --mode nftables --node-name node-a
+  weir run --config ./manifests/ --dns-addr 127.0.0.1:5353`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			logger, err := f.log.logger(cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			return run(cmd.Context(), f, logger, nil)
+		},
+	}
+	f.register(cmd)
+	return cmd
+}
+
+// run is weir's main job: source → store → runner → data planes, plus the admin API.
+// ready, when set, is called once the first configuration is applied.
+func run(ctx context.Context, f runFlags, logger *slog.Logger, ready func(adminAddr string)) error {
+	if len(f.configPaths) == 0 && f.kubeconfig == "" && !f.inCluster {
+		return errors.New("nothing to run: give --config PATH (manifests) or --kubeconfig/--in-cluster")
+	}
+	nodePortPrefixes, err := parsePrefixes("--nodeport-addresses", f.nodePortAddresses)
+	if err != nil {
+		return err
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	st := store.New()
+	g, ctx := errgroup.WithContext(ctx)
+
+	// Source.
+	node := model.Node{Name: f.nodeName, Zone: f.zone}
+	var nodeFrom func() model.Node
+	var sourceSynced func() bool
+	switch {
+	case len(f.configPaths) > 0:
+		src := file.New(file.Options{Paths: f.configPaths, Store: st, Logger: logger, Registerer: reg})
+		if err := src.Load(); err != nil {
+			return fmt.Errorf("configuration rejected:\n%w", err)
+		}
+		g.Go(func() error { return src.Run(ctx) })
+		g.Go(func() error { reloadOnHangup(ctx, src.Reload); return nil })
+		sourceSynced = func() bool { return true }
+	default:
+		src, err := kube.New(kube.Options{
+			Kubeconfig: f.kubeconfig, InCluster: f.inCluster, Namespace: f.namespace,
+			LabelSelector: f.labelSelector, NodeName: f.nodeName, Store: st,
+			Status: &kube.StatusOptions{Addresses: f.statusAddresses},
+			Logger: logger, Registerer: reg,
+		})
+		if err != nil {
+			return err
+		}
+		g.Go(func() error { return src.Run(ctx) })
+		sourceSynced = src.Synced
+		nodeFrom = func() model.Node {
+			n := src.Node()
+			if f.zone != "" {
+				n.Zone = f.zone // the flag wins over the Node's topology label
+			}
+			return n
+		}
+	}
+
+	// Data planes.
+	var planes []dataplane.Dataplane
+	var shutdowns []func(context.Context) error
+	sections := map[string]func() any{}
+	var checker *health.Overlay
+	switch f.mode {
+	case "userspace":
+		checker, err = health.New(health.Options{Logger: logger, Registerer: reg})
+		if err != nil {
+			return err
+		}
+		g.Go(func() error { return checker.Run(ctx) })
+		sections["health"] = func() any { return checker.Status() }
+		proxy, err := userspace.New(userspace.Options{
+			Logger: logger, Registerer: reg, NodePortAddresses: nodePortPrefixes,
+			Health: checker, DrainTimeout: f.drainTimeout,
+		})
+		if err != nil {
+			return err
+		}
+		planes = append(planes, proxy)
+		shutdowns = append(shutdowns, proxy.Shutdown)
+	case "nftables":
+		proxier, err := nftables.New(nftables.Options{Logger: logger, Registerer: reg, NodePortAddresses: nodePortPrefixes})
+		if err != nil {
+			return err
+		}
+		planes = append(planes, proxier)
+		shutdowns = append(shutdowns, func(context.Context) error { proxier.Close(); return nil })
+	case "iptables":
+		proxier, err := iptables.New(iptables.Options{Logger: logger, Registerer: reg, NodePortAddresses: nodePortPrefixes})
+		if err != nil {
+			return err
+		}
+		planes = append(planes, proxier)
+		shutdowns = append(shutdowns, func(context.Context) error { proxier.Close(); return nil })
+	default:
+		return fmt.Errorf("--mode %q: want userspace, nftables or iptables", f.mode)
+	}
+
+	// The L7 gateway opens listeners only for Gateways and Ingresses of weir's class.
+	trusted, err := parsePrefixes("--trusted-proxies", f.trustedProxies)
+	if err != nil {
+		return err
+	}
+	gwOpts := gateway.Options{
+		Logger: logger, Registerer: reg, IngressHTTPAddr: f.ingressHTTPAddr,
+		IngressHTTPSAddr: f.ingressHTTPSAddr, TrustedProxies: trusted, AccessLog: f.accessLog,
+	}
+	if checker != nil {
+		gwOpts.Health = checker
+	}
+	gw, err := gateway.New(gwOpts)
+	if err != nil {
+		return err
+	}
+	planes = append(planes, gw)
+	shutdowns = append(shutdowns, gw.Shutdown)
+	sections["gateway"] = func() any {
+		return map[string]any{"listeners": gw.Addresses(), "canaryRollbacks": gw.CanaryRollbacks()}
+	}
+
+	if f.dnsAddr != "" {
+		srv, err := dns.New(dns.Options{
+			Addr: f.dnsAddr, Domain: f.clusterDomain, TTL: f.dnsTTL, Upstreams: f.dnsUpstreams,
+			Logger: logger, Registerer: reg,
+		})
+		if err != nil {
+			return err
+		}
+		g.Go(func() error { return srv.Run(ctx) })
+		planes = append(planes, dnsPlane{srv})
+		logger.Info("cluster DNS listening", "addr", srv.Addr(), "zone", f.clusterDomain)
+	}
+
+	rn, err := runner.New(runner.Options{
+		Objects: st, Node: node, NodeFrom: nodeFrom, Dataplanes: planes, MinInterval: f.minSyncInterval,
+		Logger: logger, Registerer: reg,
+	})
+	if err != nil {
+		return err
+	}
+	g.Go(func() error { return rn.Run(ctx) })
+
+	// Admin API.
+	adminAddr := ""
+	if f.adminAddr != "" {
+		adm, err := admin.Listen(admin.Options{
+			Addr: f.adminAddr, Gatherer: reg, Snapshot: rn.Snapshot,
+			Ready:    func() bool { return sourceSynced() && rn.Synced() },
+			Sections: sections,
+			Logger:   logger,
+		})
+		if err != nil {
+			return err
+		}
+		adminAddr = adm.Addr().String()
+		g.Go(func() error { return adm.Serve(ctx) })
+		logger.Info("admin API listening", "addr", "http://"+adminAddr)
+	}
+	if ready != nil {
+		g.Go(func() error {
+			for !rn.Synced() {
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-time.After(10 * time.Millisecond):
+				}
+			}
+			ready(adminAddr)
+			return nil
+		})
+	}
+
+	err = g.Wait()
+	drainCtx, cancel := context.WithTimeout(context.Background(), f.drainTimeout)
+	defer cancel()
+	logger.Info("shutting down", "drain_timeout", f.drainTimeout)
+	for _, shutdown := range shutdowns {
+		if serr := shutdown(drainCtx); serr != nil {
+			logger.Warn("shutdown", "err", serr)
+		}
+	}
+	return err
+}
+
+// dnsPlane hands Snapshots to the DNS server, so DNS answers change with the proxies.
+type dnsPlane struct{ srv *dns.Server }
+
+func (d dnsPlane) Name() string { return "dns" }
+
+func (d dnsPlane) Sync(_ context.Context, snap *model.Snapshot) error {
+	d.srv.Update(snap)
+	return nil
+}
+
+// reloadOnHangup calls reload on every SIGHUP until ctx ends.
+func reloadOnHangup(ctx context.Context, reload func()) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			reload()
+		}
+	}
+}
+
+func parsePrefixes(flag string, values []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, v := range values {
+		p, err := netip.ParsePrefix(v)
+		if err != nil {
+			return nil, fmt.Errorf("%s %q: %w", flag, v, err)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
