@@ -56,7 +56,8 @@ func (k FailureKind) String() string {
 	return "unknown"
 }
 
-// Defaults applied when a Policy field is zero (Translate normally fills them).
+// Defaults applied when a Policy field is zero (Translate normally fills them), except
+// DefaultPanicThresholdPercent, which is Translate's alone: zero is a valid threshold.
 const (
 	DefaultConsecutiveFailures   = 5
 	DefaultBaseEjectionTime      = 30 * time.Second
@@ -295,11 +296,9 @@ func (o *Overlay) Eligible(servicePort string, eps []model.Endpoint) []model.End
 	if ps == nil {
 		return eps
 	}
-	panicPercent := ps.outlier.PanicThresholdPercent
-	if panicPercent == 0 {
-		panicPercent = DefaultPanicThresholdPercent
-	}
-	return Eligible(eps, func(ap netip.AddrPort) bool { return o.healthyLocked(ps, ap) }, panicPercent)
+	// PanicThresholdPercent is used as is: 0 is a valid setting (panic only when no
+	// endpoint is healthy); Translate fills in the default of 50.
+	return Eligible(eps, func(ap netip.AddrPort) bool { return o.healthyLocked(ps, ap) }, ps.outlier.PanicThresholdPercent)
 }
 
 // EndpointStatus is one endpoint's health, for the admin API.
