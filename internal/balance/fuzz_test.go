@@ -34,10 +34,20 @@ func FuzzPick(f *testing.F) {
 			}
 			return
 		}
+		var again Picker
+		if alg.Hashing() {
+			// A second instance with the same inputs maps every key alike.
+			if again, err = New(alg, bs, opts); err != nil {
+				t.Fatalf("second New: %v", err)
+			}
+		}
 		for k := uint64(0); k < 64; k++ {
 			i := p.Pick(key + k)
 			if len(bs) == 0 && i != -1 || len(bs) > 0 && (i < 0 || i >= len(bs)) {
 				t.Fatalf("%s over %d backends: Pick = %d", alg, len(bs), i)
+			}
+			if again != nil && again.Pick(key+k) != i {
+				t.Fatalf("%s: two instances disagree on key %d", alg, key+k)
 			}
 		}
 	})
