@@ -169,9 +169,11 @@ type listener struct {
 	addr     string // as configured
 	protocol model.ListenerProtocol
 	ln       net.Listener
-	srv      *http.Server
+	srv      *http.Server // nil for TLS passthrough
 	table    atomic.Pointer[table]
 	certs    atomic.Pointer[certTable]
+	pt       atomic.Pointer[ptTable] // TLS passthrough only
+	conns    connSet                 // TLS passthrough only
 }
 
 // table is what one listener serves: the compiled router and each rule's runtime.
@@ -224,6 +226,7 @@ func (g *Gateway) Sync(ctx context.Context, snap *model.Snapshot) error {
 	desired := map[string]*model.Listener{}
 	tables := map[string]*table{}
 	certs := map[string]*certTable{}
+	pts := map[string]*ptTable{}
 	for _, ml := range cfg.Listeners {
 		addr := ml.Address
 		switch ml.Ingress {
@@ -239,7 +242,9 @@ func (g *Gateway) Sync(ctx context.Context, snap *model.Snapshot) error {
 			addr = g.opts.IngressHTTPSAddr
 		}
 		if ml.Protocol == model.ProtocolTLS {
-			continue // TLS passthrough is not served yet
+			pts[addr] = b.passthrough(ml)
+			desired[addr] = ml
+			continue
 		}
 		rt, err := router.Compile(ml)
 		if err != nil {
@@ -288,7 +293,7 @@ func (g *Gateway) Sync(ctx context.Context, snap *model.Snapshot) error {
 		l := g.listeners[addr]
 		if l == nil {
 			var err error
-			l, err = g.openListener(addr, ml.Protocol, tables[addr], certs[addr])
+			l, err = g.openListener(addr, ml.Protocol, tables[addr], certs[addr], pts[addr])
 			if err != nil {
 				g.metrics.listenerErrs.WithLabelValues(addr).Inc()
 				errs = append(errs, err)
@@ -297,7 +302,12 @@ func (g *Gateway) Sync(ctx context.Context, snap *model.Snapshot) error {
 			g.listeners[addr] = l
 			continue
 		}
-		l.table.Store(tables[addr])
+		if t := tables[addr]; t != nil {
+			l.table.Store(t)
+		}
+		if p := pts[addr]; p != nil {
+			l.pt.Store(p)
+		}
 		if c := certs[addr]; c != nil {
 			l.certs.Store(c)
 		}
@@ -305,12 +315,18 @@ func (g *Gateway) Sync(ctx context.Context, snap *model.Snapshot) error {
 	return errors.Join(errs...)
 }
 
-func (g *Gateway) openListener(addr string, proto model.ListenerProtocol, t *table, certs *certTable) (*listener, error) {
+func (g *Gateway) openListener(addr string, proto model.ListenerProtocol, t *table, certs *certTable, pt *ptTable) (*listener, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("gateway: listen %s: %w", addr, err)
 	}
 	l := &listener{addr: addr, protocol: proto, ln: ln}
+	if proto == model.ProtocolTLS {
+		l.pt.Store(pt)
+		g.wg.Go(func() { g.acceptPassthrough(l) })
+		g.log.Info("gateway: listening", "address", ln.Addr().String(), "protocol", string(proto))
+		return l, nil
+	}
 	l.table.Store(t)
 	srv := &http.Server{
 		Handler:           http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { g.serve(w, r, l.table.Load()) }),
@@ -356,6 +372,19 @@ func (g *Gateway) openListener(addr string, proto model.ListenerProtocol, t *tab
 // ShutdownGrace.
 func (g *Gateway) closeListener(l *listener) {
 	g.log.Info("gateway: closing listener", "address", l.addr)
+	if l.srv == nil {
+		_ = l.ln.Close()
+		g.wg.Go(func() {
+			t := time.NewTimer(g.opts.ShutdownGrace)
+			defer t.Stop()
+			select {
+			case <-t.C:
+			case <-g.ctx.Done():
+			}
+			l.conns.closeAll()
+		})
+		return
+	}
 	g.wg.Go(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), g.opts.ShutdownGrace)
 		defer cancel()
@@ -382,6 +411,11 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 	var errMu sync.Mutex
 	var wg sync.WaitGroup
 	for _, l := range ls {
+		if l.srv == nil {
+			_ = l.ln.Close()
+			l.conns.closeAll()
+			continue
+		}
 		wg.Go(func() {
 			if err := l.srv.Shutdown(ctx); err != nil {
 				_ = l.srv.Close()

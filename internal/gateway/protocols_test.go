@@ -275,3 +275,63 @@ func TestListenerChanges(t *testing.T) {
 		t.Fatal("a bad listener broke the good one")
 	}
 }
+
+// startTLSEcho serves HTTPS on loopback with a certificate for host; it answers its name.
+func startTLSEcho(t *testing.T, name, host string) (model.Endpoint, []byte) {
+	t.Helper()
+	crt, key := certPEM(t, host)
+	cert, err := tls.X509KeyPair(crt, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Header().Set("X-Backend", name) })}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	ap := netip.MustParseAddrPort(ln.Addr().String())
+	return model.Endpoint{Addr: ap.Addr(), Port: int32(ap.Port()), Ready: true, Weight: 1}, crt
+}
+
+func TestTLSPassthroughBySNI(t *testing.T) {
+	epA, crtA := startTLSEcho(t, "a", "a.example.com")
+	epB, crtB := startTLSEcho(t, "b", "b.example.com")
+	mk := func(name string, ep model.Endpoint) *model.Backend {
+		return &model.Backend{ID: "default/" + name + ":443", PortID: "default/" + name + ":https", Weight: 1, Policy: model.DefaultPolicy(), Endpoints: []model.Endpoint{ep}}
+	}
+	addr := freeAddr(t)
+	cfg := &model.GatewayConfig{Listeners: []*model.Listener{{Address: addr, Protocol: model.ProtocolTLS, Sections: []*model.Section{{Name: "default/gw/tls",
+		Passthrough: []*model.PassthroughRoute{
+			{Route: model.RouteRef{Kind: "TLSRoute", Namespace: "default", Name: "a"}, Hostnames: []string{"a.example.com"}, Backends: []*model.Backend{mk("a", epA)}},
+			{Route: model.RouteRef{Kind: "TLSRoute", Namespace: "default", Name: "b"}, Hostnames: []string{"*.example.com"}, Backends: []*model.Backend{mk("b", epB)}},
+		}}}}}}
+	startGateway(t, Options{}, cfg)
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(crtA)
+	pool.AppendCertsFromPEM(crtB)
+	tests := []struct{ sni, want, cn string }{
+		{"a.example.com", "a", "a.example.com"},
+		{"b.example.com", "b", "b.example.com"},
+	}
+	for _, tc := range tests {
+		tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: tc.sni},
+			DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) { return (&net.Dialer{}).DialContext(ctx, network, addr) }}
+		resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get("https://" + tc.sni + "/")
+		if err != nil {
+			t.Fatalf("%s: %v", tc.sni, err)
+		}
+		resp.Body.Close()
+		tr.CloseIdleConnections()
+		if resp.Header.Get("X-Backend") != tc.want || resp.TLS.PeerCertificates[0].Subject.CommonName != tc.cn {
+			t.Fatalf("%s: backend %q cert %q", tc.sni, resp.Header.Get("X-Backend"), resp.TLS.PeerCertificates[0].Subject.CommonName)
+		}
+	}
+	// An SNI no route serves gets its connection closed.
+	conn, err := tls.Dial("tcp", addr, &tls.Config{ServerName: "other.test", InsecureSkipVerify: true})
+	if err == nil {
+		conn.Close()
+		t.Fatal("handshake succeeded for an unrouted SNI")
+	}
+}
