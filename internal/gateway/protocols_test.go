@@ -317,7 +317,9 @@ func TestTLSPassthroughBySNI(t *testing.T) {
 	}
 	for _, tc := range tests {
 		tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: tc.sni},
-			DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) { return (&net.Dialer{}).DialContext(ctx, network, addr) }}
+			DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+				return (&net.Dialer{}).DialContext(ctx, network, addr)
+			}}
 		resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get("https://" + tc.sni + "/")
 		if err != nil {
 			t.Fatalf("%s: %v", tc.sni, err)
