@@ -24,6 +24,9 @@ var testCluster *cluster
 func TestMain(m *testing.M) { os.Exit(runMain(m)) }
 
 func runMain(m *testing.M) int {
+	if kubeconfig := os.Getenv(childEnv); kubeconfig != "" {
+		return runChild(kubeconfig)
+	}
 	bin := binDir()
 	if !haveBinaries(bin) {
 		if os.Getenv("WEIR_E2E_KUBE") != "" {

@@ -198,7 +198,7 @@ func newDataPath(t *testing.T, st *store.Store) *dataPath {
 	}
 	t.Cleanup(func() { _ = proxy.Close() })
 	dp.runner, err = runner.New(runner.Options{Objects: st, Node: model.Node{Name: "node-a"},
-		Dataplanes: []dataplane.Dataplane{nsDataplane{Dataplane: proxy, ns: dp.node}},
+		Dataplanes:  []dataplane.Dataplane{nsDataplane{Dataplane: proxy, ns: dp.node}},
 		MinInterval: 100 * time.Millisecond, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
@@ -283,7 +283,7 @@ func TestKubeSource(t *testing.T) {
 	t.Run("service and endpoints are proxied", func(t *testing.T) {
 		_, err := admin.CoreV1().Services(ns).Create(ctx, &corev1.Service{
 			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web"},
-			Spec: corev1.ServiceSpec{ClusterIP: clusterIP, Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080)}}},
+			Spec:       corev1.ServiceSpec{ClusterIP: clusterIP, Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080)}}},
 		}, metav1.CreateOptions{})
 		if err != nil {
 			t.Fatal(err)
