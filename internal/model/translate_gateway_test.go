@@ -464,3 +464,49 @@ func policyFor(name string, section *gatewayv1.SectionName, attempts int32) *wei
 				Group: gatewayGroup, Kind: "HTTPRoute", Name: "r"}, SectionName: section}},
 			Retry: &weirv1alpha1.Retry{Attempts: &attempts}}}
 }
+
+func TestGRPCAndTLSRoutes(t *testing.T) {
+	svc, meth := "grpc.health.v1.Health", "Check"
+	exactT := gatewayv1.GRPCMethodMatchExact
+	gr := &gatewayv1.GRPCRoute{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "g"}, Spec: gatewayv1.GRPCRouteSpec{
+		CommonRouteSpec: gatewayv1.CommonRouteSpec{ParentRefs: []gatewayv1.ParentReference{{Name: "gw", SectionName: gwPtr(gatewayv1.SectionName("http"))}}},
+		Rules: []gatewayv1.GRPCRouteRule{
+			{Matches: []gatewayv1.GRPCRouteMatch{{Method: &gatewayv1.GRPCMethodMatch{Type: &exactT, Service: &svc, Method: &meth}}},
+				BackendRefs: []gatewayv1.GRPCBackendRef{{BackendRef: gatewayv1.BackendRef{BackendObjectReference: gatewayv1.BackendObjectReference{Name: "web", Port: gwPtr(int32(80))}}}}},
+			{Matches: []gatewayv1.GRPCRouteMatch{{Method: &gatewayv1.GRPCMethodMatch{Type: &exactT, Service: &svc}}},
+				BackendRefs: []gatewayv1.GRPCBackendRef{{BackendRef: gatewayv1.BackendRef{BackendObjectReference: gatewayv1.BackendObjectReference{Name: "web", Port: gwPtr(int32(80))}}}}},
+		}}}
+	tr := &gatewayv1.TLSRoute{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "t"}, Spec: gatewayv1.TLSRouteSpec{
+		CommonRouteSpec: gatewayv1.CommonRouteSpec{ParentRefs: []gatewayv1.ParentReference{{Name: "gw", SectionName: gwPtr(gatewayv1.SectionName("tls"))}}},
+		Hostnames:       []gatewayv1.Hostname{"db.example.com"},
+		Rules:           []gatewayv1.TLSRouteRule{{BackendRefs: []gatewayv1.BackendRef{{BackendObjectReference: gatewayv1.BackendObjectReference{Name: "web", Port: gwPtr(int32(80))}}}}}}}
+	passthrough := gatewayv1.TLSModePassthrough
+	tlsL := gatewayv1.Listener{Name: "tls", Port: 8443, Protocol: gatewayv1.TLSProtocolType, TLS: &gatewayv1.ListenerTLSConfig{Mode: &passthrough}}
+	objs := &Objects{GatewayClasses: []*gatewayv1.GatewayClass{gwClass()}, Gateways: []*gatewayv1.Gateway{gw("gw", httpListener("http", 8080, ""), tlsL)},
+		GRPCRoutes: []*gatewayv1.GRPCRoute{gr}, TLSRoutes: []*gatewayv1.TLSRoute{tr}}
+	cfg := translateForTest(objs, gwSvc("default", "web", 80, ""))
+	var httpLn, tlsLn *Listener
+	for _, l := range cfg.Listeners {
+		switch l.Protocol {
+		case ProtocolHTTP:
+			httpLn = l
+		case ProtocolTLS:
+			tlsLn = l
+		}
+	}
+	ms := httpLn.Sections[0].Hosts[0].Matches
+	if len(ms) != 2 || ms[0].Path != (PathMatch{PathExact, "/grpc.health.v1.Health/Check"}) || ms[1].Path != (PathMatch{PathPrefix, "/grpc.health.v1.Health"}) {
+		t.Fatalf("grpc matches %+v %+v", ms[0].Path, ms[1].Path)
+	}
+	if !ms[0].Rule.Backends[0].H2C {
+		t.Fatal("gRPC backends speak h2c")
+	}
+	pt := tlsLn.Sections[0].Passthrough
+	if len(pt) != 1 || pt[0].Hostnames[0] != "db.example.com" || pt[0].Backends[0].Invalid {
+		t.Fatalf("passthrough %+v", pt)
+	}
+	st := cfg.FindStatus("Gateway", "default", "gw")
+	if st.Listeners[1].AttachedRoutes != 1 || st.Listeners[0].AttachedRoutes != 1 {
+		t.Fatalf("attached %+v", st.Listeners)
+	}
+}
