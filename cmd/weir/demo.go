@@ -25,7 +25,8 @@ func newDemoCommand() *cobra.Command {
 		Use:   "demo",
 		Short: "Start three echo backends and run weir on examples/quickstart",
 		Long: `Start three echo backends on loopback (HTTP on :9000 and UDP on :9100 of
-127.0.0.11, .12 and .13) and run weir on examples/quickstart, then print what to try.
+127.0.0.11, .12 and .13) and run weir on examples/quickstart, with cluster DNS on
+127.0.0.1:5353, then print what to try. Every flag of weir run applies.
 Edit the files under examples/quickstart while it runs: weir reloads them.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -35,6 +36,9 @@ Edit the files under examples/quickstart while it runs: weir reloads them.`,
 			}
 			if len(f.configPaths) == 0 {
 				f.configPaths = []string{findQuickstart()}
+			}
+			if !cmd.Flags().Changed("dns-addr") {
+				f.dnsAddr = "127.0.0.1:5353"
 			}
 			g, ctx := errgroup.WithContext(cmd.Context())
 			for _, b := range demoBackends {
@@ -54,16 +58,22 @@ Edit the files under examples/quickstart while it runs: weir reloads them.`,
 			g.Go(func() error {
 				return run(ctx, f, logger, func(adminAddr string) {
 					fmt.Fprintf(out, `
-weir is running on %s. Try:
+weir is running on %[1]s. Try:
 
-  curl -s http://127.0.0.10:8080/hello          # Service default/web, round robin over web-a, web-b, web-c
-  for i in 1 2 3 4 5 6; do curl -s http://127.0.0.10:8080/ | grep '"name"'; done
-  echo hi | nc -u -w1 127.0.0.20 5300            # Service default/udp-echo over UDP
-  curl -s http://%s/api/snapshot                 # the live Snapshot
-  open http://%s/                                # the dashboard; /metrics for Prometheus
+  L4, Service default/web (round robin over web-a, web-b, web-c; HTTP health checks):
+    for i in 1 2 3 4 5 6; do curl -s http://127.0.0.10:8080/ | grep '"name"'; done
+  L4 over UDP, Service default/udp-echo:
+    echo hi | nc -u -w1 127.0.0.20 5300
+  L7, Gateway default/demo with HTTPRoute default/web (90/10 canary, or a header):
+    for i in $(seq 20); do curl -s http://127.0.0.1:8000/ | grep '"name"'; done | sort | uniq -c
+    curl -s -H 'x-canary: always' http://127.0.0.1:8000/ | grep '"name"'
+  Cluster DNS:
+    dig @127.0.0.1 -p 5353 +short web.default.svc.cluster.local
+    dig @127.0.0.1 -p 5353 +short SRV _http._tcp.web.default.svc.cluster.local
+  Admin: http://%[2]s/ (dashboard), /api/snapshot, /metrics
 
-Edit %s while this runs: weir reloads it. Ctrl-C stops.
-`, f.configPaths[0], adminAddr, adminAddr, f.configPaths[0])
+Edit the files in %[1]s while this runs: weir reloads them. Ctrl-C stops.
+`, f.configPaths[0], adminAddr)
 				})
 			})
 			return g.Wait()
