@@ -89,6 +89,7 @@ type Gateway struct {
 	clusters  map[string]*cluster
 	limiters  map[string]*limiter
 	canaries  map[string]*canary
+	series    map[[2]string]bool
 
 	rollbackMu sync.Mutex
 	rollbacks  []CanaryRollback
@@ -220,7 +221,8 @@ func (g *Gateway) Sync(ctx context.Context, snap *model.Snapshot) error {
 	}
 	now := time.Now()
 	b := &builder{g: g, now: now, rules: map[*model.Rule]*ruleRuntime{}, clusters: map[string]*cluster{},
-		limiters: map[string]*limiter{}, canaries: map[string]*canary{}, ports: map[string]portConfig{}}
+		limiters: map[string]*limiter{}, canaries: map[string]*canary{}, ports: map[string]portConfig{},
+		series: map[[2]string]bool{}}
 
 	var errs []error
 	desired := map[string]*model.Listener{}
@@ -274,6 +276,12 @@ func (g *Gateway) Sync(ctx context.Context, snap *model.Snapshot) error {
 		g.ejector.configure(b.ports)
 	}
 	g.clusters, g.limiters, g.canaries = b.clusters, b.limiters, b.canaries
+	for pair := range g.series {
+		if !b.series[pair] {
+			g.metrics.forget(pair[0], pair[1])
+		}
+	}
+	g.series = b.series
 
 	// Close listeners that went away or changed protocol, before opening new ones, so
 	// that a port can move from one protocol to another.

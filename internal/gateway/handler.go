@@ -65,6 +65,7 @@ type builder struct {
 	limiters map[string]*limiter
 	canaries map[string]*canary
 	ports    map[string]portConfig
+	series   map[[2]string]bool // (route, backend) label pairs in use
 }
 
 func (b *builder) cluster(be *model.Backend) *cluster {
@@ -103,6 +104,7 @@ func (b *builder) rule(r *model.Rule) *ruleRuntime {
 	rr.retry = compiledRetry{policy: rp, on: compileRetryOn(rp.RetryOn)}
 	for _, be := range r.Backends {
 		br := &backendRuntime{b: be, cl: b.cluster(be), metrics: b.g.metrics.forRoute(r.ID, be.ID)}
+		b.series[[2]string{r.ID, be.ID}] = true
 		if be.Policy != nil && be.Policy.Algorithm.Hashing() {
 			br.hashing = true
 			br.hashOn = be.Policy.HashOn

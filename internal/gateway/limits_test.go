@@ -13,6 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"weir.dev/weir/internal/model"
 )
 
@@ -135,3 +138,28 @@ func TestSlowStartRamps(t *testing.T) {
 }
 
 func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+func TestMetricsOfRemovedRoutesForgotten(t *testing.T) {
+	a := startEcho(t, "a")
+	reg := prometheus.NewRegistry()
+	addr := freeAddr(t)
+	tg := startGateway(t, Options{Registerer: reg}, httpConfig(addr, prefixRule("old", "/", backend("a", 1, a))))
+	get(t, http.DefaultClient, "GET", tg.url+"/", nil)
+	if n := testutil.ToFloat64(tg.metrics.requests.WithLabelValues("old", "default/a:80", "2xx")); n != 1 {
+		t.Fatalf("requests %v", n)
+	}
+	tg.sync(t, httpConfig(addr, prefixRule("new", "/", backend("a", 1, a))))
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "route" && l.GetValue() == "old" {
+					t.Fatalf("%s still has route=old", mf.GetName())
+				}
+			}
+		}
+	}
+}

@@ -81,3 +81,12 @@ func (rm *routeMetrics) observe(code int, d time.Duration) {
 	rm.codes[c].Inc()
 	rm.duration.Observe(d.Seconds())
 }
+
+// forget drops the series of a (route, backend) pair no longer configured, so that
+// reloads with changing routes do not grow the registry without bound.
+func (m *metrics) forget(route, backend string) {
+	l := prometheus.Labels{"route": route, "backend": backend}
+	m.requests.DeletePartialMatch(l)
+	m.duration.DeletePartialMatch(l)
+	m.retries.DeletePartialMatch(l)
+}
