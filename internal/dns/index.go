@@ -1,6 +1,7 @@
 package dns
 
 import (
+	"bytes"
 	"fmt"
 	"hash/maphash"
 	"log/slog"
@@ -169,7 +170,6 @@ type ownedPTR struct {
 	shard   int
 	ip      netip.Addr
 	cluster bool // a ClusterIP: takes precedence over endpoint addresses (CoreDNS)
-	targets []string
 	node    *node
 }
 
@@ -311,10 +311,10 @@ func (idx *index) addPTRs(p *packer, prev *index, dirty *[nShards]bool) {
 			switch {
 			case cur == nil || (o.cluster && !cur.cluster):
 				owners[o.shard][o.rev] = o
-			case o.cluster == cur.cluster:
-				merged := &ownedPTR{rev: o.rev, shard: o.shard, ip: o.ip, cluster: o.cluster,
-					targets: slices.Compact(slices.Sorted(slices.Values(append(slices.Clone(cur.targets), o.targets...))))}
-				if merged.node = p.ptr(merged.rev, merged.ip, merged.targets); merged.node != nil {
+			case o.cluster == cur.cluster: // rare: one address, several Services
+				targets := slices.Compact(slices.Sorted(slices.Values(append(ptrTargets(cur.node), ptrTargets(o.node)...))))
+				merged := &ownedPTR{rev: o.rev, shard: o.shard, ip: o.ip, cluster: o.cluster}
+				if merged.node = p.ptr(merged.rev, merged.ip, targets); merged.node != nil {
 					owners[o.shard][o.rev] = merged
 				}
 			}
@@ -397,6 +397,9 @@ type packer struct {
 	cfg     indexConfig
 	log     *slog.Logger
 	scratch []byte
+	packBuf []byte
+	// ent is the node of every empty non-terminal under a Service (immutable, shared).
+	ent *node
 	// nodes of the Service being built, in order of creation.
 	nodes map[string]*nodeBuilder
 	order []string
@@ -414,7 +417,8 @@ type setBuilder struct {
 }
 
 func newPacker(cfg indexConfig, log *slog.Logger) *packer {
-	return &packer{cfg: cfg, log: log, scratch: make([]byte, 256), nodes: make(map[string]*nodeBuilder)}
+	return &packer{cfg: cfg, log: log, scratch: make([]byte, 256), packBuf: make([]byte, 0, 4096),
+		nodes: make(map[string]*nodeBuilder), ent: &node{zone: zoneCluster}}
 }
 
 func (p *packer) reset() {
@@ -624,7 +628,22 @@ func (p *packer) addPTR(ptrs []*ownedPTR, ip netip.Addr, name string, cluster bo
 	if n == nil {
 		return ptrs
 	}
-	return append(ptrs, &ownedPTR{rev: rev, shard: shardOf(p.cfg.seed, rev), ip: ip, cluster: cluster, targets: []string{name}, node: n})
+	return append(ptrs, &ownedPTR{rev: rev, shard: shardOf(p.cfg.seed, rev), ip: ip, cluster: cluster, node: n})
+}
+
+// ptrTargets reads back the names a PTR node points at.
+func ptrTargets(n *node) []string {
+	var m mdns.Msg
+	if len(n.sets) == 0 || m.Unpack(n.sets[0].wire) != nil {
+		return nil
+	}
+	var out []string
+	for _, rr := range m.Answer {
+		if ptr, ok := rr.(*mdns.PTR); ok {
+			out = append(out, ptr.Ptr)
+		}
+	}
+	return out
 }
 
 // ptr builds the node of a reverse name.
@@ -661,7 +680,11 @@ func (p *packer) finish(top string) ([]ownedName, int) {
 	records := 0
 	for _, name := range p.order {
 		nb := p.nodes[name]
-		n := &node{zone: zoneCluster}
+		if len(nb.sets) == 0 && nb.cname == nil {
+			out = append(out, ownedName{name, p.ent})
+			continue
+		}
+		n := &node{zone: zoneCluster, sets: make([]*rrset, 0, len(nb.sets))}
 		for _, sb := range nb.sets {
 			if rs := p.pack(name, sb); rs != nil {
 				n.sets = append(n.sets, rs)
@@ -699,7 +722,7 @@ func (p *packer) pack(name string, sb *setBuilder) *rrset {
 		Answer:   sb.answer,
 		Extra:    sb.extra,
 	}
-	wire, err := m.Pack()
+	packed, err := m.PackBuffer(p.packBuf[:cap(p.packBuf)]) // miekg/dns looks at len
 	if err != nil {
 		p.log.Warn("dns: skipping a record set that cannot be packed", "name", name, "type", mdns.TypeToString[sb.qtype], "err", err)
 		return nil
@@ -708,5 +731,9 @@ func (p *packer) pack(name string, sb *setBuilder) *rrset {
 	if err != nil {
 		return nil
 	}
-	return &rrset{qtype: sb.qtype, wire: wire, nameLen: nameLen, records: len(sb.answer)}
+	if cap(packed) > cap(p.packBuf) {
+		p.packBuf = packed[:0]
+	}
+	// An exact copy: Pack's buffer is sized for the uncompressed message.
+	return &rrset{qtype: sb.qtype, wire: bytes.Clone(packed), nameLen: nameLen, records: len(sb.answer)}
 }
