@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"sigs.k8s.io/knftables"
@@ -15,22 +16,36 @@ import (
 // accepts: new sets and chains first (rules refer to them), then chain contents, then
 // map elements, and last the chains and sets nothing refers to any more.
 type writer struct {
-	addSets       []knftables.Object
-	addChains     []knftables.Object
-	rules         []knftables.Object // flushes and rules, in order
-	flushes       map[int]bool       // indexes in rules that are flushes
-	delElements   []knftables.Object
-	addElements   []knftables.Object
-	delChains     []knftables.Object
-	delSets       []knftables.Object
-	hairpinAdd    []string
-	hairpinDelete []string
+	addSets     []knftables.Object
+	addChains   []knftables.Object
+	rules       []knftables.Object // flushes and rules, in order
+	flushes     map[int]bool       // indexes in rules that are flushes
+	delElements []knftables.Object
+	addElements []knftables.Object
+	delChains   []knftables.Object
+	delSets     []knftables.Object
+	// initial holds the reference count, before this sync, of every shared object
+	// (hairpin element "h|key" or shared chain "c|name") a change touched.
+	initial      map[string]int
+	sharedChains map[string][]string
 }
 
-func newWriter() *writer { return &writer{flushes: map[int]bool{}} }
+func newWriter() *writer {
+	return &writer{flushes: map[int]bool{}, initial: map[string]int{}, sharedChains: map[string][]string{}}
+}
+
+func (w *writer) ref(refs map[string]int, key string, delta int) {
+	if _, ok := w.initial[key]; !ok {
+		w.initial[key] = refs[key]
+	}
+	refs[key] += delta
+	if refs[key] == 0 {
+		delete(refs, key)
+	}
+}
 
 // diff records what turns old into new for the Service key. Either may be nil.
-func (w *writer) diff(log *slog.Logger, key model.ServiceKey, old, new *serviceObjects, owners map[string]model.ServiceKey, hairpin map[string]int) {
+func (w *writer) diff(log *slog.Logger, key model.ServiceKey, old, new *serviceObjects, owners map[string]model.ServiceKey, refs map[string]int) {
 	if old == nil {
 		old = &serviceObjects{}
 	}
@@ -82,17 +97,17 @@ func (w *writer) diff(log *slog.Logger, key model.ServiceKey, old, new *serviceO
 		w.addElements = append(w.addElements, e.object(true))
 	}
 	for _, k := range new.hairpin {
-		if hairpin[k] == 0 {
-			w.hairpinAdd = append(w.hairpinAdd, k)
-		}
-		hairpin[k]++
+		w.ref(refs, "h|"+k, 1)
 	}
 	for _, k := range old.hairpin {
-		hairpin[k]--
-		if hairpin[k] == 0 {
-			delete(hairpin, k)
-			w.hairpinDelete = append(w.hairpinDelete, k)
-		}
+		w.ref(refs, "h|"+k, -1)
+	}
+	for name, rules := range new.shared {
+		w.ref(refs, "c|"+name, 1)
+		w.sharedChains[name] = rules
+	}
+	for name := range old.shared {
+		w.ref(refs, "c|"+name, -1)
 	}
 	for _, name := range sortedKeys(old.chains) {
 		if _, ok := new.chains[name]; !ok {
@@ -115,14 +130,38 @@ func affinitySet(name string, timeout time.Duration) *knftables.Set {
 	}
 }
 
-// write appends the collected operations to tx.
-func (w *writer) write(tx *knftables.Transaction, f ipFamily) {
+// write appends the collected operations to tx; refs are the reference counts after
+// this sync.
+func (w *writer) write(tx *knftables.Transaction, f ipFamily, refs map[string]int) {
+	var addShared, delShared, addHairpin, delHairpin []string
+	for _, k := range sortedKeys(w.initial) {
+		before, after := w.initial[k], refs[k]
+		kind, name, _ := strings.Cut(k, "|")
+		switch {
+		case before == 0 && after > 0 && kind == "c":
+			addShared = append(addShared, name)
+		case before > 0 && after == 0 && kind == "c":
+			delShared = append(delShared, name)
+		case before == 0 && after > 0:
+			addHairpin = append(addHairpin, name)
+		case before > 0 && after == 0:
+			delHairpin = append(delHairpin, name)
+		}
+	}
 	for _, s := range w.addSets {
 		s.(*knftables.Set).Type = f.addrType
 		tx.Add(s)
 	}
+	for _, name := range addShared {
+		tx.Add(&knftables.Chain{Name: name})
+	}
 	for _, c := range w.addChains {
 		tx.Add(c)
+	}
+	for _, name := range addShared {
+		for _, r := range w.sharedChains[name] {
+			tx.Add(&knftables.Rule{Chain: name, Rule: r})
+		}
 	}
 	for i, r := range w.rules {
 		if w.flushes[i] {
@@ -134,28 +173,22 @@ func (w *writer) write(tx *knftables.Transaction, f ipFamily) {
 	for _, e := range w.delElements {
 		tx.Delete(e)
 	}
-	// A hairpin key both dropped and re-added by different Services stays.
-	added := map[string]bool{}
-	for _, k := range w.hairpinAdd {
-		added[k] = true
-	}
-	for _, k := range w.hairpinDelete {
-		if added[k] {
-			delete(added, k)
-			continue
-		}
+	for _, k := range delHairpin {
 		tx.Delete(element{set: setHairpin, key: k}.object(false))
 	}
 	for _, e := range w.addElements {
 		tx.Add(e)
 	}
-	for _, k := range w.hairpinAdd {
-		if added[k] {
-			tx.Add(element{set: setHairpin, key: k}.object(false))
-		}
+	for _, k := range addHairpin {
+		tx.Add(element{set: setHairpin, key: k}.object(false))
 	}
 	for _, c := range w.delChains {
 		tx.Delete(c)
+	}
+	// Shared chains go last: the ext- ones go to the plain ones.
+	slices.SortFunc(delShared, func(a, b string) int { return strings.Compare(b, a) })
+	for _, name := range delShared {
+		tx.Delete(&knftables.Chain{Name: name})
 	}
 	for _, s := range w.delSets {
 		tx.Delete(s)

@@ -76,6 +76,8 @@ type Proxier struct {
 	// warned holds "port id\x00algorithm" pairs already warned about.
 	warned map[string]bool
 	synced bool
+	// gen counts syncs; a Service state not stamped with the current one is gone.
+	gen uint64
 }
 
 type table struct {
@@ -83,11 +85,13 @@ type table struct {
 	nft knftables.Interface
 	// owner of each map or set element, so that two Services never fight over a key.
 	owners map[string]model.ServiceKey
-	// hairpin reference counts (shared between Services).
-	hairpin map[string]int
+	// refs counts the Services using each shared object: hairpin elements ("h|key")
+	// and shared pick chains ("c|name").
+	refs map[string]int
 }
 
 type serviceState struct {
+	gen  uint64
 	svc  *model.Service
 	spec []byte
 	objs []*serviceObjects // per table
@@ -145,7 +149,7 @@ func New(opts Options) (*Proxier, error) {
 				return nil, err
 			}
 		}
-		p.tables = append(p.tables, &table{f: f, nft: nft, owners: map[string]model.ServiceKey{}, hairpin: map[string]int{}})
+		p.tables = append(p.tables, &table{f: f, nft: nft, owners: map[string]model.ServiceKey{}, refs: map[string]int{}})
 	}
 	if !opts.DisableHealthCheck {
 		p.health = opts.HealthCheck
@@ -255,7 +259,7 @@ func (p *Proxier) Cleanup(ctx context.Context) error {
 	p.services = map[model.ServiceKey]*serviceState{}
 	for _, t := range p.tables {
 		t.owners = map[string]model.ServiceKey{}
-		t.hairpin = map[string]int{}
+		t.refs = map[string]int{}
 	}
 	return errors.Join(errs...)
 }
@@ -290,22 +294,25 @@ type change struct {
 func (p *Proxier) sync(ctx context.Context, snap *model.Snapshot) error {
 	full := !p.synced
 	var changes []change
-	seen := make(map[model.ServiceKey]bool, len(snap.Services))
+	p.gen++
 	var buf []byte
 	for _, svc := range snap.Services {
 		if !svc.Proxied() {
 			continue
 		}
-		seen[svc.Key] = true
 		buf = fingerprint.Append(buf[:0], svc)
 		old := p.services[svc.Key]
-		if !full && old != nil && bytes.Equal(old.spec, buf) {
-			if old.svc != svc {
-				old.svc = svc
+		if old != nil {
+			if old.gen == p.gen {
+				continue // a duplicate key; the first one wins
 			}
+			old.gen = p.gen
+		}
+		if !full && old != nil && bytes.Equal(old.spec, buf) {
+			old.svc = svc
 			continue
 		}
-		c := change{key: svc.Key, old: old, new: &serviceState{svc: svc, spec: slices.Clone(buf)}}
+		c := change{key: svc.Key, old: old, new: &serviceState{gen: p.gen, svc: svc, spec: slices.Clone(buf)}}
 		for _, t := range p.tables {
 			c.objs = append(c.objs, buildService(t.f, svc))
 		}
@@ -313,7 +320,7 @@ func (p *Proxier) sync(ctx context.Context, snap *model.Snapshot) error {
 		changes = append(changes, c)
 	}
 	for key, old := range p.services {
-		if !seen[key] {
+		if old.gen != p.gen {
 			changes = append(changes, change{key: key, old: old})
 		}
 	}
@@ -324,14 +331,11 @@ func (p *Proxier) sync(ctx context.Context, snap *model.Snapshot) error {
 		return changes[i].key.String() < changes[j].key.String()
 	})
 
-	// Work on copies of the element owners so that a failed transaction leaves the
-	// recorded state as the kernel has it.
+	// The element owners are updated in place: if a transaction fails, the next sync
+	// is a full one that rebuilds them from scratch.
 	for ti, t := range p.tables {
-		owners, hairpin := t.owners, t.hairpin
 		if full {
-			owners, hairpin = map[string]model.ServiceKey{}, map[string]int{}
-		} else {
-			owners, hairpin = cloneMap(owners), cloneMap(hairpin)
+			t.owners, t.refs = map[string]model.ServiceKey{}, map[string]int{}
 		}
 		tx := t.nft.NewTransaction()
 		if full {
@@ -351,9 +355,9 @@ func (p *Proxier) sync(ctx context.Context, snap *model.Snapshot) error {
 			if c.new != nil {
 				newObjs = c.objs[ti]
 			}
-			w.diff(p.log, c.key, oldObjs, newObjs, owners, hairpin)
+			w.diff(p.log, c.key, oldObjs, newObjs, t.owners, t.refs)
 		}
-		w.write(tx, t.f)
+		w.write(tx, t.f, t.refs)
 		if tx.NumOperations() == 0 {
 			continue
 		}
@@ -362,7 +366,6 @@ func (p *Proxier) sync(ctx context.Context, snap *model.Snapshot) error {
 			return fmt.Errorf("nftables sync (%s, %d operations): %w", t.f.nft, tx.NumOperations(), err)
 		}
 		p.metrics.operations.Add(float64(tx.NumOperations()))
-		t.owners, t.hairpin = owners, hairpin
 	}
 	p.synced = true
 
@@ -414,12 +417,4 @@ func (p *Proxier) noteUnsupported(c change) {
 			p.log.Warn("scheduler not supported by the nftables data plane; using Random", "service_port", port, "algorithm", algo)
 		}
 	}
-}
-
-func cloneMap[K comparable, V any](m map[K]V) map[K]V {
-	out := make(map[K]V, len(m))
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
 }

@@ -34,6 +34,12 @@ const (
 	setClusterIPs        = "cluster-ips"
 	setHairpin           = "hairpin-ips"
 	setNodePortAddresses = "nodeport-ips"
+	mapEndpointSlots     = "endpoint-slots"
+	mapNodePortSlots     = "nodeport-slots"
+
+	// maxSlots bounds the slots one frontend takes in the slot maps; Services whose
+	// weights need more use a per-Service chain.
+	maxSlots = 256
 )
 
 // ipFamily holds what differs between the ip and ip6 tables.
@@ -66,6 +72,10 @@ func baseObjects(f ipFamily, mark uint32, nodePortAddrs []netip.Prefix) []knftab
 		&knftables.Map{Name: mapFirewallIPs, Type: dispatchType, Comment: ptr("LoadBalancer IPs with loadBalancerSourceRanges")},
 		&knftables.Set{Name: setClusterIPs, Type: f.addrType, Comment: ptr("every ClusterIP, to reject unserved ports")},
 		&knftables.Set{Name: setHairpin, Type: f.addrType + " . " + f.addrType, Comment: ptr("endpoint . endpoint: hairpin traffic to masquerade")},
+		&knftables.Map{Name: mapEndpointSlots, TypeOf: f.kw + " daddr . meta l4proto . th dport . numgen random mod 1 : " + f.kw + " daddr . th dport",
+			Comment: ptr("frontend . slot → endpoint, for random choice")},
+		&knftables.Map{Name: mapNodePortSlots, TypeOf: "meta l4proto . th dport . numgen random mod 1 : " + f.kw + " daddr . th dport",
+			Comment: ptr("node port . slot → endpoint, for random choice")},
 	}
 	nodePortMatch := fmt.Sprintf("fib daddr type local %s daddr != %s", f.kw, f.loopback)
 	if len(nodePortAddrs) > 0 {
@@ -153,6 +163,8 @@ type serviceObjects struct {
 	sets     map[string]time.Duration // affinity sets → timeout
 	elements map[string]element       // by element.id()
 	hairpin  []string                 // hairpin set keys (shared between Services)
+	// shared chains (pick-M and friends) this Service uses; name → rules.
+	shared map[string][]string
 	// unsupported lists "port id\x00algorithm" pairs the kernel cannot schedule.
 	unsupported []string
 }
@@ -208,7 +220,7 @@ func kernelAlgorithm(a balance.Algorithm) (balance.Algorithm, bool) {
 
 // buildService computes the objects svc owns in the table of family f.
 func buildService(f ipFamily, svc *model.Service) *serviceObjects {
-	o := &serviceObjects{chains: map[string][]string{}, sets: map[string]time.Duration{}, elements: map[string]element{}}
+	o := &serviceObjects{chains: map[string][]string{}, sets: map[string]time.Duration{}, elements: map[string]element{}, shared: map[string][]string{}}
 	if !svc.Proxied() {
 		return o
 	}
@@ -260,18 +272,29 @@ func buildService(f ipFamily, svc *model.Service) *serviceObjects {
 		}
 		pick := picker{f: f, proto: proto, algo: algo, seed: seed, affinity: svc.AffinityTimeout, portID: id, o: o}
 
+		// Random choice without affinity needs no chain of its own: the frontend's
+		// slots are elements of one map and a shared pick-M chain looks them up, so
+		// an endpoint change is an element change.
+		flat := algo == balance.Random && svc.AffinityTimeout == 0 && !svc.ExternalTrafficLocal
 		svcChain := ""
+		var clusterSlots []model.Endpoint
 		if len(clusterIPs) > 0 && len(cluster) > 0 {
-			svcChain = chainName("svc", id)
-			var rules []string
-			pick.rules(&rules, cluster)
-			o.chains[svcChain] = rules
+			if clusterSlots = slots(cluster); flat && clusterSlots != nil {
+				svcChain = pickChain(f, o, "pick", len(clusterSlots))
+			} else {
+				svcChain = chainName("svc", id)
+				var rules []string
+				pick.rules(&rules, cluster)
+				o.chains[svcChain] = rules
+				clusterSlots = nil
+			}
 		}
 		clusterMiss := missVerdict(familyVerdict(f, sp.Cluster))
 		for _, ip := range clusterIPs {
 			k := ip.String() + " . " + proto + " . " + port
 			if svcChain != "" {
 				add(element{set: mapServiceIPs, key: k, value: "goto " + svcChain})
+				addSlots(o, mapEndpointSlots, k, clusterSlots)
 			} else {
 				add(element{set: mapNoEndpointIPs, key: k, value: clusterMiss})
 			}
@@ -281,9 +304,17 @@ func buildService(f ipFamily, svc *model.Service) *serviceObjects {
 		if !hasExternal {
 			continue
 		}
-		extChain := ""
-		if len(external) > 0 {
+		extChain, npChain := "", ""
+		var extSlots []model.Endpoint
+		if len(external) > 0 && flat {
+			extSlots = slots(external)
+		}
+		if extSlots != nil {
+			extChain = pickChain(f, o, "ext-pick", len(extSlots))
+			npChain = pickChain(f, o, "ext-np-pick", len(extSlots))
+		} else if len(external) > 0 {
 			extChain = chainName("ext", id)
+			npChain = extChain
 			var rules []string
 			if svc.ExternalTrafficLocal {
 				// Traffic the node itself sends is not external: it may use any endpoint.
@@ -294,7 +325,7 @@ func buildService(f ipFamily, svc *model.Service) *serviceObjects {
 				pick.rules(&rules, external)
 			} else {
 				rules = append(rules, "jump "+chainMarkMasq)
-				if svcChain != "" && sameEndpoints(cluster, external) {
+				if svcChain != "" && clusterSlots == nil && sameEndpoints(cluster, external) {
 					rules = append(rules, "goto "+svcChain)
 				} else {
 					pick.rules(&rules, external)
@@ -307,6 +338,7 @@ func buildService(f ipFamily, svc *model.Service) *serviceObjects {
 			k := ip.String() + " . " + proto + " . " + port
 			if extChain != "" {
 				add(element{set: mapServiceIPs, key: k, value: "goto " + extChain})
+				addSlots(o, mapEndpointSlots, k, extSlots)
 			} else {
 				add(element{set: mapNoEndpointIPs, key: k, value: externalMiss})
 			}
@@ -324,8 +356,9 @@ func buildService(f ipFamily, svc *model.Service) *serviceObjects {
 		}
 		if sp.NodePort != 0 {
 			k := proto + " . " + fmt.Sprint(sp.NodePort)
-			if extChain != "" {
-				add(element{set: mapServiceNodePorts, key: k, value: "goto " + extChain})
+			if npChain != "" {
+				add(element{set: mapServiceNodePorts, key: k, value: "goto " + npChain})
+				addSlots(o, mapNodePortSlots, k, extSlots)
 			} else {
 				add(element{set: mapNoEndpointPorts, key: k, value: externalMiss})
 			}
@@ -348,6 +381,60 @@ func familyVerdict(f ipFamily, s model.EndpointSet) model.Verdict {
 		return s.IPv6Verdict
 	}
 	return s.IPv4Verdict
+}
+
+// slots expands endpoints into weight-proportional slots, or returns nil when that
+// would take more than maxSlots.
+func slots(eps []model.Endpoint) []model.Endpoint {
+	g := uint64(0)
+	for _, ep := range eps {
+		g = gcd(g, weight(ep))
+	}
+	var total uint64
+	for _, ep := range eps {
+		total += weight(ep) / g
+	}
+	if total > maxSlots {
+		return nil
+	}
+	out := make([]model.Endpoint, 0, total)
+	for _, ep := range eps {
+		for i := uint64(0); i < weight(ep)/g; i++ {
+			out = append(out, ep)
+		}
+	}
+	return out
+}
+
+// addSlots adds the slot elements of one frontend.
+func addSlots(o *serviceObjects, set, key string, eps []model.Endpoint) {
+	for i, ep := range eps {
+		e := element{set: set, key: fmt.Sprintf("%s . %d", key, i), value: ep.Addr.Unmap().String() + " . " + fmt.Sprint(ep.Port)}
+		o.elements[e.id()] = e
+	}
+}
+
+// pickChain names a shared chain that picks one of m slots, and records it (and the
+// chains it goes to) as used by o. kind is pick, ext-pick (masquerade, then pick),
+// np-pick (node port slots) or ext-np-pick.
+func pickChain(f ipFamily, o *serviceObjects, kind string, m int) string {
+	name := fmt.Sprintf("%s-%d", kind, m)
+	switch kind {
+	case "pick", "np-pick":
+		key, set := f.kw+" daddr . meta l4proto . th dport", mapEndpointSlots
+		if kind == "np-pick" {
+			key, set = "meta l4proto . th dport", mapNodePortSlots
+		}
+		var rules []string
+		for _, proto := range []string{"tcp", "udp", "sctp"} {
+			rules = append(rules, fmt.Sprintf("meta l4proto %s dnat to %s . numgen random mod %d map @%s", proto, key, m, set))
+		}
+		o.shared[name] = rules
+	case "ext-pick", "ext-np-pick":
+		target := pickChain(f, o, strings.TrimPrefix(kind, "ext-"), m)
+		o.shared[name] = []string{"jump " + chainMarkMasq, "goto " + target}
+	}
+	return name
 }
 
 // missVerdict is the verdict-map value for a frontend with no endpoint in this family.

@@ -69,6 +69,7 @@ var (
 	reSrcRanges   = regexp.MustCompile(`^(ip|ip6) saddr != \{ (.*) \} drop$`)
 	reMark        = regexp.MustCompile(`^meta mark set meta mark or 0x[0-9a-f]+$`)
 	reAffinityHit = regexp.MustCompile(`^meta l4proto (\w+) (ip|ip6) saddr @(\S+) update @(\S+) \{ (ip|ip6) saddr \} dnat to (\S+)$`)
+	reSlotPick    = regexp.MustCompile(`^meta l4proto (\w+) dnat to ((ip|ip6) daddr \. )?meta l4proto \. th dport \. numgen random mod (\d+) map @(\S+)$`)
 	rePick        = regexp.MustCompile(`^meta l4proto (\w+)( numgen (random|inc) mod (\d+) < (\d+)| jhash (ip|ip6) saddr mod (\d+) seed 0x[0-9a-f]+ < (\d+))?( update @\S+ \{ (ip|ip6) saddr \})? dnat to (\S+)$`)
 )
 
@@ -226,6 +227,27 @@ func (tr *tracer) rule(rule string) int {
 			return contDNAT
 		}
 		return contNext
+	case reSlotPick.MatchString(rule):
+		m := reSlotPick.FindStringSubmatch(rule)
+		if m[1] != p.proto {
+			return contNext
+		}
+		slots, _ := strconv.Atoi(m[4])
+		share := tr.mass / float64(slots)
+		for i := 0; i < slots; i++ {
+			k := []string{p.proto, strconv.Itoa(p.port), strconv.Itoa(i)}
+			if m[2] != "" {
+				k = append([]string{p.dst}, k...)
+			}
+			v := tr.lookup(m[5], k...)
+			if v == "" {
+				tr.t.Fatalf("no slot %v in %s", k, m[5])
+			}
+			addr, port, _ := strings.Cut(v, " . ")
+			tr.endpoints[netip.AddrPortFrom(netip.MustParseAddr(addr), uint16(mustAtoi(port))).String()] += share
+		}
+		tr.mass = 0
+		return contDNAT
 	case rePick.MatchString(rule):
 		m := rePick.FindStringSubmatch(rule)
 		if m[1] != p.proto {
@@ -319,4 +341,12 @@ func sameShares(got, want map[string]float64) bool {
 		}
 	}
 	return true
+}
+
+func mustAtoi(s string) int {
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		panic(err)
+	}
+	return n
 }
