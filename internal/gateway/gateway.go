@@ -243,6 +243,10 @@ func (g *Gateway) Sync(ctx context.Context, snap *model.Snapshot) error {
 			}
 			addr = g.opts.IngressHTTPSAddr
 		}
+		if _, dup := desired[addr]; dup {
+			errs = append(errs, fmt.Errorf("gateway: address %s is configured twice (a Gateway listener and an Ingress address?); serving the first", addr))
+			continue
+		}
 		if ml.Protocol == model.ProtocolTLS {
 			pts[addr] = b.passthrough(ml)
 			desired[addr] = ml

@@ -230,3 +230,25 @@ func TestSessionPersistence(t *testing.T) {
 		}
 	}
 }
+
+func TestHashOnHeaderIsSticky(t *testing.T) {
+	a, b, c := startEcho(t, "a"), startEcho(t, "b"), startEcho(t, "c")
+	be := backend("svc", 1, a, b, c)
+	be.Policy.Algorithm = "Maglev"
+	be.Policy.HashOn = model.HashOn{Header: "X-User"}
+	tg := startGateway(t, Options{}, httpConfig(freeAddr(t), prefixRule("h", "/", be)))
+	seen := map[string]bool{}
+	for user := range 12 {
+		hdr := map[string]string{"X-User": "user-" + strconv.Itoa(user)}
+		_, first := get(t, http.DefaultClient, "GET", tg.url+"/", hdr)
+		seen[first.Name] = true
+		for range 5 {
+			if _, rep := get(t, http.DefaultClient, "GET", tg.url+"/", hdr); rep.Name != first.Name {
+				t.Fatalf("user %d moved from %s to %s", user, first.Name, rep.Name)
+			}
+		}
+	}
+	if len(seen) < 2 {
+		t.Fatalf("12 users all hashed to %v", seen)
+	}
+}
