@@ -159,7 +159,7 @@ func (l *loader) decode(d *document, apiVersion, kind string) {
 
 var quotedValue = regexp.MustCompile(`"([^"]+)"`)
 
-var typeErrorText = regexp.MustCompile(`cannot unmarshal (\w+)[^ ]* into Go struct field [^.]*\.(\S+) of type (\S+)`)
+var typeErrorText = regexp.MustCompile(`cannot unmarshal (\w+)(?: \S+)? into Go struct field [^.]*\.(\S+) of type (\S+)`)
 
 // typeError reports a value of the wrong JSON type ("port: eighty") at its field.
 func (l *loader) typeError(o *object, err error) {

@@ -161,6 +161,16 @@ func (l *loader) readFile(file string) {
 		if len(doc.Content) == 0 {
 			continue
 		}
+		if hasAlias(&doc) {
+			// Let yaml.v3's own decoder refuse alias cycles and alias bombs before any
+			// walk of the node tree follows them.
+			var v any
+			if err := doc.Decode(&v); err != nil {
+				msg := strings.TrimPrefix(err.Error(), "yaml: ")
+				l.errs = append(l.errs, Error{File: file, Line: doc.Content[0].Line, Message: msg})
+				continue
+			}
+		}
 		root := resolveAlias(doc.Content[0])
 		if root.Kind == yaml.ScalarNode && root.ShortTag() == "!!null" {
 			continue // an empty document ("---" followed by comments only)
@@ -204,6 +214,19 @@ func (l *loader) readDocument(d *document, apiVersion, kind string) {
 		return
 	}
 	l.decode(d, apiVersion, kind)
+}
+
+// hasAlias reports whether the tree has an alias node, without following any.
+func hasAlias(n *yaml.Node) bool {
+	if n.Kind == yaml.AliasNode {
+		return true
+	}
+	for _, c := range n.Content {
+		if hasAlias(c) {
+			return true
+		}
+	}
+	return false
 }
 
 // mapValue is the value of key in a mapping node, or nil.

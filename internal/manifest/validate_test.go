@@ -177,6 +177,11 @@ func TestValidationErrors(t *testing.T) {
 			want:  []string{"web.yaml:7: Service default/web: spec.ports: duplicate field"},
 		},
 		{
+			name:  "YAML alias cycle",
+			files: map[string]string{"web.yaml": "# x\na: &a [*a]\n"},
+			want:  []string{"web.yaml:2: anchor 'a' value contains itself"},
+		},
+		{
 			name:  "YAML syntax error",
 			files: map[string]string{"web.yaml": head + "  ports: [{port: 80}\n"},
 			want:  []string{"web.yaml:6: did not find expected ',' or ']'"},
