@@ -103,7 +103,7 @@ printf '| weir (dnsbench, %s Services) | %s | %s | %s | %s | %s | %s | %s |\n' "
 if [ -n "$core" ]; then
   read -r _ cq ca c50 c99 cr ch cl <<<"$core"
   ver=$("$coredns" -version 2>/dev/null | head -1 || true)
-  printf '| CoreDNS %s, file plugin, same records | %s | %s | %s | %s | %s | %s | %s |\n' "${ver:-$COREDNS_VERSION}" "$cq" "$ca" "$c50" "$c99" "$cr" "$ch" "$cl"
+  printf '| %s, file plugin, same records | %s | %s | %s | %s | %s | %s | %s |\n' "${ver:-CoreDNS $COREDNS_VERSION}" "$cq" "$ca" "$c50" "$c99" "$cr" "$ch" "$cl"
   awk -v wq="$wq" -v cq="$cq" -v w99="$w99" -v c99="$c99" -v wr="$wr" -v cr="$cr" 'BEGIN {
     printf "\nweir/CoreDNS: QPS %.2fx (target >= 1.2), p99 %.2fx (target <= 1), RSS %.2fx (target <= 1)\n", wq/cq, w99/c99, wr/cr }'
 else
