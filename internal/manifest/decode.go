@@ -38,6 +38,7 @@ var supportedVersions = map[schema.GroupKind][]string{
 	{Group: "gateway.networking.k8s.io", Kind: "GRPCRoute"}:         {"v1", "v1alpha2"},
 	{Group: "gateway.networking.k8s.io", Kind: "TLSRoute"}:          {"v1", "v1alpha3"},
 	{Group: "gateway.networking.k8s.io", Kind: "ReferenceGrant"}:    {"v1", "v1beta1", "v1alpha2"},
+	{Group: "gateway.networking.k8s.io", Kind: "BackendTLSPolicy"}:  {"v1", "v1alpha3"},
 	{Group: weirv1alpha1.GroupVersion.Group, Kind: "TrafficPolicy"}: {"v1alpha1"},
 }
 
@@ -213,7 +214,7 @@ func convert(obj runtime.Object) runtime.Object {
 	case *corev1.Service, *corev1.Endpoints, *corev1.Secret, *discoveryv1.EndpointSlice,
 		*networkingv1.Ingress, *networkingv1.IngressClass, *weirv1alpha1.TrafficPolicy,
 		*gatewayv1.GatewayClass, *gatewayv1.Gateway, *gatewayv1.HTTPRoute, *gatewayv1.GRPCRoute,
-		*gatewayv1.TLSRoute, *gatewayv1.ReferenceGrant:
+		*gatewayv1.TLSRoute, *gatewayv1.ReferenceGrant, *gatewayv1.BackendTLSPolicy:
 		return obj
 	case *gatewayv1beta1.GatewayClass:
 		c := gatewayv1.GatewayClass(*o)
@@ -237,6 +238,10 @@ func convert(obj runtime.Object) runtime.Object {
 		return &c
 	case *gatewayv1alpha2.GRPCRoute:
 		c := gatewayv1.GRPCRoute(*o)
+		setV1(&c.TypeMeta)
+		return &c
+	case *gatewayv1alpha3.BackendTLSPolicy:
+		c := gatewayv1.BackendTLSPolicy(*o)
 		setV1(&c.TypeMeta)
 		return &c
 	case *gatewayv1alpha3.TLSRoute:

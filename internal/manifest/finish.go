@@ -88,6 +88,8 @@ func (l *loader) finish() *model.Objects {
 			out.ReferenceGrants = append(out.ReferenceGrants, obj)
 		case *weirv1alpha1.TrafficPolicy:
 			out.Policies = append(out.Policies, obj)
+		case *gatewayv1.BackendTLSPolicy:
+			out.BackendTLSPolicies = append(out.BackendTLSPolicies, obj)
 		}
 	}
 	for _, o := range slices {
@@ -326,6 +328,7 @@ func sortObjects(o *model.Objects) {
 	sortByName(o.TLSRoutes)
 	sortByName(o.ReferenceGrants)
 	sortByName(o.Policies)
+	sortByName(o.BackendTLSPolicies)
 }
 
 func sortByName[T metav1.Object](list []T) {

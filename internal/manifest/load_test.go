@@ -44,7 +44,7 @@ func TestLoadValidFolder(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Load: %v", err)
 	}
-	const wantSummary = "4 files: 2 Service, 1 EndpointSlice, 1 Endpoints, 1 GRPCRoute, 1 Gateway, 1 GatewayClass, 1 HTTPRoute, 1 Ingress, 1 IngressClass, 1 ReferenceGrant, 1 Secret, 1 TLSRoute, 1 TrafficPolicy (2 EndpointSlices mirrored from Endpoints); skipped 2 Deployment, 1 ConfigMap (kinds weir does not use)"
+	const wantSummary = "4 files: 2 Service, 1 BackendTLSPolicy, 1 EndpointSlice, 1 Endpoints, 1 GRPCRoute, 1 Gateway, 1 GatewayClass, 1 HTTPRoute, 1 Ingress, 1 IngressClass, 1 ReferenceGrant, 1 Secret, 1 TLSRoute, 1 TrafficPolicy (2 EndpointSlices mirrored from Endpoints); skipped 2 Deployment, 1 ConfigMap (kinds weir does not use)"
 	if got := rep.Summary(); got != wantSummary {
 		t.Errorf("Summary:\n got %s\nwant %s", got, wantSummary)
 	}
@@ -69,6 +69,7 @@ func TestLoadValidFolder(t *testing.T) {
 		{"TLSRoutes", len(objs.TLSRoutes)},
 		{"ReferenceGrants", len(objs.ReferenceGrants)},
 		{"Policies", len(objs.Policies)},
+		{"BackendTLSPolicies", len(objs.BackendTLSPolicies)},
 	}
 	want := map[string]int{"Services": 2, "EndpointSlices": 3}
 	for _, k := range kinds {
@@ -79,6 +80,9 @@ func TestLoadValidFolder(t *testing.T) {
 		if k.n != w {
 			t.Errorf("%s: got %d, want %d", k.kind, k.n, w)
 		}
+	}
+	if got := objs.BackendTLSPolicies[0].APIVersion; got != "gateway.networking.k8s.io/v1" {
+		t.Errorf("BackendTLSPolicy apiVersion = %q, want the v1 it was converted to", got)
 	}
 	if got := objs.HTTPRoutes[0].APIVersion; got != "gateway.networking.k8s.io/v1" {
 		t.Errorf("HTTPRoute apiVersion = %q, want the v1 it was converted to", got)
