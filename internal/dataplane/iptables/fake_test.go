@@ -387,7 +387,7 @@ func (tr *tracer) trace(pkt packet) outcome {
 	if fromNode {
 		nat = "OUTPUT"
 	}
-	r := tr.chain("nat", nat)
+	tr.chain("nat", nat)
 	dnat := len(tr.endpoints) > 0
 	if dnat && math.Abs(tr.mass) > 1e-6 {
 		tr.t.Fatalf("only %.3f of the packets were DNATed", 1-tr.mass)
@@ -411,7 +411,6 @@ func (tr *tracer) trace(pkt packet) outcome {
 		}
 		return outcome{verdict: "DNAT", endpoints: tr.endpoints, masq: masq}
 	}
-	_ = r
 	switch tr.chain("filter", filter) {
 	case contDrop:
 		return outcome{verdict: "DROP"}

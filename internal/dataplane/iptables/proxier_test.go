@@ -386,7 +386,6 @@ func TestStartupReplacesAnEarlierRunAndCleanupRemovesAll(t *testing.T) {
 	if err := fx.v4.Restore(context.Background(), []byte("*nat\n:WEIR-SVC-OLDOLDOLDOLDOLDO - [0:0]\n:WEIR-SERVICES - [0:0]\n-A WEIR-SERVICES -d 10.0.0.1/32 -j WEIR-SVC-OLDOLDOLDOLDOLDO\nCOMMIT\n")); err != nil {
 		t.Fatal(err)
 	}
-	before, _ := newFakeRunner().Save(context.Background(), "nat")
 	fx.sync(t, testServices()...)
 	if _, ok := fx.v4.tables["nat"]["WEIR-SVC-OLDOLDOLDOLDOLDO"]; ok {
 		t.Error("the earlier run's chain survived the first sync")
@@ -405,7 +404,6 @@ func TestStartupReplacesAnEarlierRunAndCleanupRemovesAll(t *testing.T) {
 			t.Errorf("%s after cleanup:\n%s", table, after)
 		}
 	}
-	_ = before
 }
 
 func TestStaleUDPConntrack(t *testing.T) {
