@@ -129,22 +129,14 @@ func endpointsOf(objs *model.Objects, ns, svc string) int {
 	return n
 }
 
-// nsDataplane runs a data plane's Sync inside a network namespace, so that the
-// listeners it opens live there.
-type nsDataplane struct {
-	dataplane.Dataplane
-	ns *netnstest.NS
-}
-
-func (d nsDataplane) Sync(ctx context.Context, snap *model.Snapshot) error {
-	return d.ns.Do(func() error { return d.Dataplane.Sync(ctx, snap) })
-}
-
-// dataPath is the userspace data plane in a "node" namespace, fed by a runner, with
-// echo backends in a "pod" namespace reached over a veth.
+// dataPath is the userspace data plane in the test's own network namespace, fed by a
+// runner, with echo backends in a "pod" namespace reached over a veth. The proxy opens
+// its backend connections from whatever thread runs them, so it cannot live in a
+// namespace of its own; the veth's host end carries the ClusterIP, and deleting the
+// veth removes both.
 type dataPath struct {
-	node, pod *netnstest.NS
-	runner    *runner.Runner
+	pod    *netnstest.NS
+	runner *runner.Runner
 }
 
 const (
@@ -161,7 +153,15 @@ func backendAddrs(n int) []string {
 	return out
 }
 
-// newDataPath builds the namespaces, backends, data plane and runner, or returns nil
+func ipCmd(args ...string) error {
+	out, err := exec.Command("ip", args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("ip %s: %w: %s", strings.Join(args, " "), err, out)
+	}
+	return nil
+}
+
+// newDataPath builds the namespace, backends, data plane and runner, or returns nil
 // when network namespaces are not available here.
 func newDataPath(t *testing.T, st *store.Store) *dataPath {
 	t.Helper()
@@ -174,9 +174,22 @@ func newDataPath(t *testing.T, st *store.Store) *dataPath {
 		return nil
 	}
 	h := netnstest.New(t)
-	dp := &dataPath{node: h.NS("node"), pod: h.NS("pod")}
-	h.Veth(dp.node, "eth0", []string{podNet + "1/24"}, dp.pod, "eth0", nil)
-	dp.node.MustRun("ip", "addr", "add", clusterIP+"/32", "dev", "lo")
+	dp := &dataPath{pod: h.NS("pod")}
+	host := fmt.Sprintf("wk%x", time.Now().UnixNano()&0xffffff)
+	if err := ipCmd("link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", dp.pod.Name); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ipCmd("link", "del", host) })
+	for _, args := range [][]string{
+		{"addr", "add", podNet + "1/24", "dev", host},
+		{"addr", "add", clusterIP + "/32", "dev", host},
+		{"link", "set", host, "up"},
+	} {
+		if err := ipCmd(args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dp.pod.MustRun("ip", "link", "set", "eth0", "up")
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	t.Cleanup(func() { cancel(); wg.Wait() })
@@ -198,8 +211,7 @@ func newDataPath(t *testing.T, st *store.Store) *dataPath {
 	}
 	t.Cleanup(func() { _ = proxy.Close() })
 	dp.runner, err = runner.New(runner.Options{Objects: st, Node: model.Node{Name: "node-a"},
-		Dataplanes:  []dataplane.Dataplane{nsDataplane{Dataplane: proxy, ns: dp.node}},
-		MinInterval: 100 * time.Millisecond, Logger: testLogger(t)})
+		Dataplanes: []dataplane.Dataplane{proxy}, MinInterval: 100 * time.Millisecond, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,28 +220,17 @@ func newDataPath(t *testing.T, st *store.Store) *dataPath {
 	return dp
 }
 
-// get sends one HTTP request to the Service from the node namespace and returns the
-// body (the echo names the backend address).
+// get sends one HTTP request to the Service and returns the body (the echo names the
+// backend address).
 func (dp *dataPath) get() (string, error) {
-	var body string
-	err := dp.node.Do(func() error {
-		conn, err := (&net.Dialer{Timeout: time.Second}).Dial("tcp", clusterIP+":80")
-		if err != nil {
-			return err
-		}
-		client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
-			DialContext: func(context.Context, string, string) (net.Conn, error) { return conn, nil }}}
-		defer client.CloseIdleConnections()
-		resp, err := client.Get("http://" + clusterIP + "/")
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body)
-		body = string(b)
-		return err
-	})
-	return body, err
+	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := client.Get("http://" + clusterIP + "/")
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
 }
 
 // snapshotEndpoints counts the cluster endpoints the data plane was last given.
