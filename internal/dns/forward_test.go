@@ -99,13 +99,10 @@ func deadUpstream(t *testing.T) string {
 
 func TestForwarding(t *testing.T) {
 	up := startUpstream(t, 300)
-	s := startServer(t, Options{
-		Upstreams:       []string{deadUpstream(t), up.addr},
-		UpstreamTimeout: 300 * time.Millisecond,
-	})
+	s := startServer(t, Options{Upstreams: []string{up.addr}})
 	s.Update(testSnapshot())
 
-	t.Run("answer from the second upstream, RA set", func(t *testing.T) {
+	t.Run("answer from upstream, RA set", func(t *testing.T) {
 		r := exchange(t, s.Addr(), "udp", question("a.example.org.", mdns.TypeA))
 		if r.Rcode != mdns.RcodeSuccess || len(r.Answer) != 1 || r.Answer[0].(*mdns.A).A.String() != "192.0.2.1" {
 			t.Fatalf("answer %v", r)
@@ -171,6 +168,21 @@ func TestForwarding(t *testing.T) {
 			t.Errorf("cluster zone query reached upstream")
 		}
 	})
+}
+
+// TestForwardingFailover: a dead first upstream costs one timeout, then the second one
+// answers.
+func TestForwardingFailover(t *testing.T) {
+	up := startUpstream(t, 300)
+	s := startServer(t, Options{Upstreams: []string{deadUpstream(t), up.addr}, UpstreamTimeout: time.Second})
+	s.Update(testSnapshot())
+	r := exchange(t, s.Addr(), "udp", question("a.example.org.", mdns.TypeA))
+	if r.Rcode != mdns.RcodeSuccess || len(r.Answer) != 1 {
+		t.Fatalf("answer %v", r)
+	}
+	if up.queries.Load() != 1 {
+		t.Errorf("second upstream asked %d times, want 1", up.queries.Load())
+	}
 }
 
 func TestForwardingAllUpstreamsDown(t *testing.T) {

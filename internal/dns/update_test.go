@@ -90,16 +90,17 @@ func BenchmarkUpdate10k(b *testing.B) {
 	}
 }
 
-// TestPropagation measures the time from Update to the first answer that shows the
-// change (a scale-up, then a scale-down). With a small Snapshot it must be under 100 ms.
-// With 10,000 more Services the figure is logged and held to a loose bound only: an
-// Update then costs about 5 ms of CPU (BenchmarkUpdate10k), but on a shared 2-core
-// machine the wall time is whatever the scheduler gives.
+// TestPropagation measures the time from Update to the answer that shows the change (a
+// scale-up, then a scale-down). Update is synchronous, so the first query after it must
+// already see the change; the time asserted is Update's own: under 100 ms for a small
+// Snapshot. With 10,000 more Services the figure is logged and held to a loose bound
+// only: such an Update costs about 5 ms of CPU (BenchmarkUpdate10k), but on a shared
+// 2-core machine the wall time is whatever the scheduler gives.
 func TestPropagation(t *testing.T) {
 	for _, tt := range []struct {
 		name  string
 		extra int           // more ClusterIP Services in the Snapshot
-		limit time.Duration // Update to answer
+		limit time.Duration // for Update
 	}{{"small", 0, 100 * time.Millisecond}, {"10k services", 10000, 2 * time.Second}} {
 		t.Run(tt.name, func(t *testing.T) {
 			s := startServer(t, Options{})
@@ -114,20 +115,14 @@ func TestPropagation(t *testing.T) {
 				start := time.Now()
 				s.Update(snap(step.to))
 				updated := time.Since(start)
-				var took time.Duration
-				for {
-					r := exchange(t, s.Addr(), "udp", question("app.default.svc.cluster.local.", mdns.TypeA))
-					if len(r.Answer) == step.to {
-						took = time.Since(start)
-						break
-					}
-					if time.Since(start) > 5*time.Second {
-						t.Fatalf("%d → %d endpoints: not visible after 5 s", step.from, step.to)
-					}
+				r := exchange(t, s.Addr(), "udp", question("app.default.svc.cluster.local.", mdns.TypeA))
+				answered := time.Since(start)
+				if len(r.Answer) != step.to {
+					t.Fatalf("%d → %d endpoints: the first answer after Update has %d", step.from, step.to, len(r.Answer))
 				}
-				t.Logf("%s: %d → %d endpoints: Update returned after %v, answered after %v", tt.name, step.from, step.to, updated, took)
-				if took > tt.limit {
-					t.Errorf("propagation took %v, want < %v", took, tt.limit)
+				t.Logf("%s: %d → %d endpoints: Update returned after %v, answered after %v", tt.name, step.from, step.to, updated, answered)
+				if updated > tt.limit {
+					t.Errorf("Update took %v, want < %v", updated, tt.limit)
 				}
 			}
 		})
