@@ -312,19 +312,24 @@ func (s *Source) servedResources(groupVersion string) (map[string]bool, error) {
 // mayListWatch asks the API server whether weir may list and watch a core resource.
 func (s *Source) mayListWatch(ctx context.Context, resource, ns string) (bool, error) {
 	for _, verb := range []string{"list", "watch"} {
-		review, err := s.clients.Kube.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, &authorizationv1.SelfSubjectAccessReview{
-			Spec: authorizationv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &authorizationv1.ResourceAttributes{
-				Namespace: ns, Verb: verb, Resource: resource,
-			}},
-		}, metav1.CreateOptions{})
-		if err != nil {
-			return false, fmt.Errorf("kube source: access review for %s %s: %w", verb, resource, err)
-		}
-		if !review.Status.Allowed {
-			return false, nil
+		if ok, err := s.mayAccess(ctx, verb, "", resource, ns); err != nil || !ok {
+			return false, err
 		}
 	}
 	return true, nil
+}
+
+// mayAccess asks the API server (SelfSubjectAccessReview) whether weir may do verb.
+func (s *Source) mayAccess(ctx context.Context, verb, group, resource, ns string) (bool, error) {
+	review, err := s.clients.Kube.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, &authorizationv1.SelfSubjectAccessReview{
+		Spec: authorizationv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &authorizationv1.ResourceAttributes{
+			Namespace: ns, Verb: verb, Group: group, Resource: resource,
+		}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		return false, fmt.Errorf("kube source: access review for %s %s: %w", verb, resource, err)
+	}
+	return review.Status.Allowed, nil
 }
 
 func (s *Source) changed(name string) {

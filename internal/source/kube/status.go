@@ -114,6 +114,12 @@ func (s *Source) runStatus(ctx context.Context) {
 		Client:     s.clients.Kube.CoordinationV1(),
 		LockConfig: resourcelock.ResourceLockConfig{Identity: so.Identity},
 	}
+	// A node proxy's ServiceAccount has no Lease rights: it writes no status, quietly.
+	allowed, err := s.mayAccess(ctx, "update", "coordination.k8s.io", "leases", so.LeaseNamespace)
+	if err != nil || !allowed {
+		s.log.Info("status write-back off: not allowed to update Leases", "namespace", so.LeaseNamespace, "err", err)
+		return
+	}
 	for ctx.Err() == nil {
 		le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
 			Lock:            lock,
