@@ -96,6 +96,14 @@ func (l *loader) errorf(o *object, field, format string, args ...any) {
 	})
 }
 
+// warnf records a warning on a field of o.
+func (l *loader) warnf(o *object, field, format string, args ...any) {
+	l.report.Warnings = append(l.report.Warnings, Error{
+		File: o.doc.file.name, Line: o.doc.lineOf(field), Object: o.id(), Field: field,
+		Message: fmt.Sprintf(format, args...),
+	})
+}
+
 var strictField = regexp.MustCompile(`^(unknown|duplicate) field "(.*)"$`)
 
 func (l *loader) decode(d *document, apiVersion, kind string) {

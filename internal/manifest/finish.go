@@ -62,6 +62,14 @@ func (l *loader) finish() *model.Objects {
 		}
 	}
 	l.crossCheck(services, slices)
+	for _, o := range services {
+		s := o.obj.(*corev1.Service)
+		if s.Spec.Type != corev1.ServiceTypeExternalName && s.Spec.ClusterIP == "" {
+			l.warnf(o, "spec.clusterIP", "is not set: weir serves this Service only on its node ports and external IPs; "+
+				"set it to a local address (e.g. 127.0.0.10) to serve it standalone")
+		}
+	}
+	l.report.Warnings.sort()
 
 	out := &model.Objects{}
 	for _, o := range l.objs {
@@ -143,7 +151,8 @@ func (l *loader) crossCheck(services map[string]*object, slices []*object) {
 		s := o.obj.(*discoveryv1.EndpointSlice)
 		svc, ok := s.Labels[ServiceNameLabel]
 		if !ok {
-			continue // kube-proxy ignores slices without the label; so does weir
+			l.warnf(o, "metadata.labels", "has no %s label, so it belongs to no Service (kube-proxy ignores such slices, and so does weir)", ServiceNameLabel)
+			continue
 		}
 		key := o.namespace + "/" + svc
 		if services[key] == nil && s.Labels[managedByLabel] != mirrorManager {

@@ -16,6 +16,9 @@ type Report struct {
 	Skipped map[string]int
 	// Mirrored is the number of EndpointSlices made from core/v1 Endpoints.
 	Mirrored int
+	// Warnings are valid manifests that probably do not do what was meant, e.g. an
+	// EndpointSlice without the kubernetes.io/service-name label. They do not stop a load.
+	Warnings Errors
 }
 
 func newReport() *Report {
@@ -31,6 +34,9 @@ func (r *Report) Summary() string {
 	b.WriteString(counts(r.Loaded, "no objects"))
 	if r.Mirrored > 0 {
 		fmt.Fprintf(&b, " (%d %s mirrored from Endpoints)", r.Mirrored, plural(r.Mirrored, "EndpointSlice", "EndpointSlices"))
+	}
+	if n := len(r.Warnings); n > 0 {
+		fmt.Fprintf(&b, "; %d %s", n, plural(n, "warning", "warnings"))
 	}
 	if len(r.Skipped) > 0 {
 		b.WriteString("; skipped ")

@@ -2,6 +2,7 @@ package manifest
 
 import (
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -369,4 +370,46 @@ func join(lines []string) string {
 		out += "  " + l + "\n"
 	}
 	return out
+}
+
+func TestWarnings(t *testing.T) {
+	tests := []struct {
+		name  string
+		files map[string]string
+		want  []string
+	}{
+		{
+			name:  "Service without a clusterIP",
+			files: map[string]string{"web.yaml": "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  ports: [{port: 80}]\n"},
+			want:  []string{"web.yaml:4: Service default/web: spec.clusterIP: is not set: weir serves this Service only on its node ports and external IPs; set it to a local address (e.g. 127.0.0.10) to serve it standalone"},
+		},
+		{
+			name:  "slice without the service-name label",
+			files: map[string]string{"web.yaml": "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: web-1\n  labels: {app: web}\naddressType: IPv4\n"},
+			want:  []string{"web.yaml:5: EndpointSlice default/web-1: metadata.labels: has no kubernetes.io/service-name label, so it belongs to no Service (kube-proxy ignores such slices, and so does weir)"},
+		},
+		{
+			name:  "headless and ExternalName Services need no clusterIP",
+			files: map[string]string{"web.yaml": "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {clusterIP: None}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: ext}\nspec: {type: ExternalName, externalName: example.com}\n"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			inDir(t, tt.files)
+			_, rep, err := Load(".")
+			if err != nil {
+				t.Fatalf("Load: %v", err)
+			}
+			got := errorLines(rep.Warnings)
+			if len(rep.Warnings) == 0 {
+				got = nil
+			}
+			if !equal(got, tt.want) {
+				t.Errorf("warnings:\n%s\nwant:\n%s", join(got), join(tt.want))
+			}
+			if len(tt.want) > 0 && !strings.Contains(rep.Summary(), "warning") {
+				t.Errorf("Summary %q does not mention the warnings", rep.Summary())
+			}
+		})
+	}
 }

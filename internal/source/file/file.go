@@ -126,6 +126,9 @@ func (s *Source) Load() error {
 	}
 	s.store.Update(objs)
 	s.log.Info("configuration loaded", "summary", report.Summary())
+	for _, w := range report.Warnings {
+		s.log.Warn("manifest warning", "warning", w.Error())
+	}
 	return nil
 }
 
