@@ -57,6 +57,8 @@ type Result struct {
 	KernelRules  int     `json:"kernelRules"`
 	KernelElems  int     `json:"kernelElements"`
 	RSSMB        float64 `json:"rssMB"`
+	HeapMB       float64 `json:"heapMB"` // Go heap in use after a GC, data plane alive
+
 	ConnectP50us float64 `json:"connectP50us"`
 	ConnectP99us float64 `json:"connectP99us"`
 	Skipped      string  `json:"skipped,omitempty"`
@@ -92,8 +94,8 @@ func Run(ctx context.Context, opts Options) ([]Result, error) {
 			if err != nil {
 				return results, fmt.Errorf("%s at N=%d: %w", mode, n, err)
 			}
-			fmt.Fprintf(opts.Log, "%-9s N=%-6d full %9.1f ms (cpu %9.1f)  change %8.1f ms (cpu %7.1f)  noop %6.2f ms  rules %7d  elems %7d  rss %6.1f MB  connect p50 %7.0f µs p99 %7.0f µs\n",
-				r.Mode, r.N, r.FullSyncMS, r.FullSyncCPU, r.ChangeSyncMS, r.ChangeCPU, r.NoopSyncMS, r.KernelRules, r.KernelElems, r.RSSMB, r.ConnectP50us, r.ConnectP99us)
+			fmt.Fprintf(opts.Log, "%-9s N=%-6d full %9.1f ms (cpu %9.1f)  change %8.1f ms (cpu %7.1f)  noop %6.2f ms  rules %7d  elems %7d  rss %6.1f MB heap %6.1f MB  connect p50 %7.0f µs p99 %7.0f µs\n",
+				r.Mode, r.N, r.FullSyncMS, r.FullSyncCPU, r.ChangeSyncMS, r.ChangeCPU, r.NoopSyncMS, r.KernelRules, r.KernelElems, r.RSSMB, r.HeapMB, r.ConnectP50us, r.ConnectP99us)
 			results = append(results, r)
 			if opts.MaxFullSync > 0 && time.Duration(r.FullSyncMS*float64(time.Millisecond)) > opts.MaxFullSync {
 				stop = true
@@ -345,6 +347,10 @@ func runOne(ctx context.Context, mode string, n int, opts Options) (res Result, 
 	res.ChangeSyncMS = percentile(changes, 50)
 	res.ChangeCPU = percentile(changeCPU, 50)
 	res.RSSMB = rssMB()
+	runtime.GC()
+	var mem runtime.MemStats
+	runtime.ReadMemStats(&mem)
+	res.HeapMB = float64(mem.HeapInuse) / (1 << 20)
 	res.KernelRules, res.KernelElems = kernelObjects(mode, node)
 
 	// First-packet latency: new connections to the last-added Service.

@@ -111,14 +111,14 @@ func contains(s []string, v string) bool {
 
 // WriteTable writes results as a Markdown table.
 func WriteTable(w io.Writer, results []Result) {
-	fmt.Fprintln(w, "| mode | Services | full sync (ms) | full sync CPU (ms) | one change (ms) | one change CPU (ms) | no change (ms) | kernel rules | kernel elements | RSS (MB) | connect p50 (µs) | connect p99 (µs) |")
-	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	fmt.Fprintln(w, "| mode | Services | full sync (ms) | full sync CPU (ms) | one change (ms) | one change CPU (ms) | no change (ms) | kernel rules | kernel elements | RSS (MB) | Go heap (MB) | connect p50 (µs) | connect p99 (µs) |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, r := range results {
 		if r.Skipped != "" {
-			fmt.Fprintf(w, "| %s | %d | %s | | | | | | | | | |\n", r.Mode, r.N, r.Skipped)
+			fmt.Fprintf(w, "| %s | %d | %s | | | | | | | | | | |\n", r.Mode, r.N, r.Skipped)
 			continue
 		}
-		fmt.Fprintf(w, "| %s | %d | %.1f | %.1f | %.1f | %.1f | %.2f | %d | %d | %.0f | %.0f | %.0f |\n",
-			r.Mode, r.N, r.FullSyncMS, r.FullSyncCPU, r.ChangeSyncMS, r.ChangeCPU, r.NoopSyncMS, r.KernelRules, r.KernelElems, r.RSSMB, r.ConnectP50us, r.ConnectP99us)
+		fmt.Fprintf(w, "| %s | %d | %.1f | %.1f | %.1f | %.1f | %.2f | %d | %d | %.0f | %.0f | %.0f | %.0f |\n",
+			r.Mode, r.N, r.FullSyncMS, r.FullSyncCPU, r.ChangeSyncMS, r.ChangeCPU, r.NoopSyncMS, r.KernelRules, r.KernelElems, r.RSSMB, r.HeapMB, r.ConnectP50us, r.ConnectP99us)
 	}
 }
