@@ -123,13 +123,14 @@ func (s *Server) answer(w mdns.ResponseWriter, qr *query, idx *index, n *node) i
 	if r.CheckingDisabled {
 		buf[3] |= flagCD
 	}
-	// Echo the client's spelling of the name (DNS 0x20) and its type: a CNAME answers
-	// every type.
+	// Echo the client's spelling of the name (DNS 0x20), its type (a CNAME answers
+	// every type) and its class (IN or ANY).
 	var name [256]byte
 	if l, err := mdns.PackDomainName(qr.q.Name, name[:], 0, nil, false); err == nil && l == set.nameLen {
 		copy(buf[headerLen:], name[:l])
 	}
 	binary.BigEndian.PutUint16(buf[headerLen+set.nameLen:], qr.q.Qtype)
+	binary.BigEndian.PutUint16(buf[headerLen+set.nameLen+2:], qr.q.Qclass)
 	if qr.opt != nil {
 		buf = appendOPT(buf, qr.opt.Do())
 	}

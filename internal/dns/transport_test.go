@@ -209,3 +209,34 @@ func TestEDNS(t *testing.T) {
 		})
 	}
 }
+
+// TestQueryClass: class ANY is answered like IN, with the question echoed; other classes
+// (CHAOS version.bind and the like) are refused in the cluster zone.
+func TestQueryClass(t *testing.T) {
+	s := startServer(t, Options{})
+	s.Update(testSnapshot())
+	for _, tt := range []struct {
+		name   string
+		qname  string
+		qclass uint16
+		rcode  int
+		n      int
+	}{
+		{"IN", "web.default.svc.cluster.local.", mdns.ClassINET, mdns.RcodeSuccess, 1},
+		{"ANY", "web.default.svc.cluster.local.", mdns.ClassANY, mdns.RcodeSuccess, 1},
+		{"ANY NXDOMAIN", "nope.default.svc.cluster.local.", mdns.ClassANY, mdns.RcodeNameError, 0},
+		{"CHAOS", "web.default.svc.cluster.local.", mdns.ClassCHAOS, mdns.RcodeRefused, 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			m := question(tt.qname, mdns.TypeA)
+			m.Question[0].Qclass = tt.qclass
+			r := exchange(t, s.Addr(), "udp", m)
+			if r.Rcode != tt.rcode || len(r.Answer) != tt.n {
+				t.Fatalf("rcode %s, %d answers; want %s, %d", mdns.RcodeToString[r.Rcode], len(r.Answer), mdns.RcodeToString[tt.rcode], tt.n)
+			}
+			if len(r.Question) == 1 && r.Question[0].Qclass != tt.qclass {
+				t.Errorf("question class %d, want %d", r.Question[0].Qclass, tt.qclass)
+			}
+		})
+	}
+}
