@@ -13,6 +13,11 @@ import (
 // BenchmarkProxyGET measures one small keep-alive GET through the gateway to a
 // loopback backend (client, gateway and backend in one process).
 func BenchmarkProxyGET(b *testing.B) {
+	b.Run("fast-path", func(b *testing.B) { benchProxyGET(b, Options{}) })
+	b.Run("net-http-transport", func(b *testing.B) { benchProxyGET(b, Options{DisableFastPath: true}) })
+}
+
+func benchProxyGET(b *testing.B, opts Options) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
@@ -24,7 +29,7 @@ func BenchmarkProxyGET(b *testing.B) {
 	be := &model.Backend{ID: "b/b:80", PortID: "b/b:http", Weight: 1, Policy: model.DefaultPolicy(),
 		Endpoints: []model.Endpoint{{Addr: ap.Addr(), Port: int32(ap.Port()), Ready: true, Weight: 1}}}
 	addr := freeAddrB(b)
-	g, err := New(Options{})
+	g, err := New(opts)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -63,6 +63,9 @@ type Options struct {
 	IdleTimeout       time.Duration
 	// ShutdownGrace bounds how long a removed listener waits for its requests. Default 10 s.
 	ShutdownGrace time.Duration
+	// DisableFastPath sends every HTTP/1.1 request through net/http's Transport instead
+	// of weir's single-goroutine client for requests without a body.
+	DisableFastPath bool
 	// MaxMirrorsInFlight bounds mirror copies in flight; more are dropped. Default 256.
 	MaxMirrorsInFlight int
 }

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -161,5 +162,79 @@ func TestMetricsOfRemovedRoutesForgotten(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestFastPathConnectionReuse covers the HTTP/1.1 fast path's pool: a connection the
+// backend closed while idle is replaced without an error, Connection: close answers
+// are not reused, HEAD and 204 answers keep the connection.
+func TestFastPathConnectionReuse(t *testing.T) {
+	var conns atomic.Int64
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			switch r.URL.Path {
+			case "/close":
+				w.Header().Set("Connection", "close")
+			case "/empty":
+				w.WriteHeader(http.StatusNoContent)
+				return
+			}
+			_, _ = w.Write([]byte("ok"))
+		}),
+		IdleTimeout: 100 * time.Millisecond,
+		ConnState: func(_ net.Conn, s http.ConnState) {
+			if s == http.StateNew {
+				conns.Add(1)
+			}
+		},
+	}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	ap := netip.MustParseAddrPort(ln.Addr().String())
+	be := &model.Backend{ID: "default/b:80", PortID: "default/b:http", Weight: 1, Policy: model.DefaultPolicy(),
+		Endpoints: []model.Endpoint{{Addr: ap.Addr(), Port: int32(ap.Port()), Ready: true, Weight: 1}}}
+	rm := prefixRule("r", "/", be)
+	rm.Rule.Retry.Attempts = 0 // staleness must be handled below retries
+	tg := startGateway(t, Options{}, httpConfig(freeAddr(t), rm))
+	do := func(method, path string) int {
+		t.Helper()
+		req, _ := http.NewRequest(method, tg.url+path, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for range 5 {
+		if code := do("GET", "/"); code != 200 {
+			t.Fatalf("GET: %d", code)
+		}
+	}
+	if n := conns.Load(); n != 1 {
+		t.Fatalf("5 sequential GETs used %d upstream connections, want 1", n)
+	}
+	if do("HEAD", "/") != 200 || do("GET", "/empty") != 204 || do("GET", "/") != 200 {
+		t.Fatal("HEAD/204")
+	}
+	if n := conns.Load(); n != 1 {
+		t.Fatalf("HEAD and 204 answers cost new connections: %d", n)
+	}
+	time.Sleep(300 * time.Millisecond) // the backend closes the idle connection
+	for range 3 {
+		if code := do("GET", "/"); code != 200 {
+			t.Fatalf("GET after the backend closed the idle connection: %d", code)
+		}
+	}
+	before := conns.Load()
+	do("GET", "/close")
+	do("GET", "/")
+	if conns.Load() != before+1 {
+		t.Fatalf("connection after Connection: close was reused (%d → %d)", before, conns.Load())
 	}
 }

@@ -246,6 +246,7 @@ var errNoEndpoint = errors.New("no endpoint available")
 type upstream struct {
 	g       *Gateway
 	h1, h2c *http.Transport
+	fast    *h1Client
 	dialer  *net.Dialer
 }
 
@@ -270,10 +271,12 @@ func newUpstream(g *Gateway) *upstream {
 	}
 	u.h2c.Protocols = new(http.Protocols)
 	u.h2c.Protocols.SetUnencryptedHTTP2(true)
+	u.fast = newH1Client(u.dialer)
 	return u
 }
 
 func (u *upstream) close() {
+	u.fast.closeIdle()
 	u.h1.CloseIdleConnections()
 	u.h2c.CloseIdleConnections()
 }
@@ -305,12 +308,15 @@ func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	cl := st.backend.cl
 	pol := st.rule.retry
-	rt := u.h1
-	if cl.h2c {
-		rt = u.h2c
-	}
 	upgrade := req.Header.Get("Upgrade") != ""
 	replayable := req.Body == nil || req.Body == http.NoBody
+	var rt http.RoundTripper = u.h1
+	switch {
+	case cl.h2c:
+		rt = u.h2c
+	case replayable && !upgrade && !u.g.opts.DisableFastPath:
+		rt = u.fast
+	}
 	canRetry := replayable && !upgrade && (idempotent(req.Method) || pol.policy.RetryNonIdempotent)
 	perTry := st.rule.rule.BackendTimeout
 	if pt := pol.policy.PerTryTimeout; pt > 0 && (perTry == 0 || pt < perTry) {
