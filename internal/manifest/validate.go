@@ -4,6 +4,7 @@ package manifest
 
 import (
 	"fmt"
+	"slices"
 	"math/big"
 	"net/netip"
 	"strconv"
@@ -124,6 +125,25 @@ func (c checker) metadata(m metav1.Object, nameRule func(string) []string) {
 	if ns := m.GetNamespace(); ns != "" {
 		c.check("metadata.namespace", ns, validation.IsDNS1123Label(ns))
 	}
+	for _, k := range sortedMapKeys(m.GetLabels()) {
+		path := "metadata.labels." + k
+		if c.check(path, k, validation.IsQualifiedName(k)) {
+			v := m.GetLabels()[k]
+			c.check(path, v, validation.IsValidLabelValue(v))
+		}
+	}
+	for _, k := range sortedMapKeys(m.GetAnnotations()) {
+		c.check("metadata.annotations."+k, k, validation.IsQualifiedName(strings.ToLower(k)))
+	}
+}
+
+func sortedMapKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
 }
 
 func ipFamilyOf(a netip.Addr) corev1.IPFamily {
@@ -181,6 +201,9 @@ func (c checker) service(s *corev1.Service) {
 		}
 		c.portRange(path+".port", p.Port)
 		c.protocol(path+".protocol", p.Protocol)
+		if p.AppProtocol != nil {
+			c.check(path+".appProtocol", *p.AppProtocol, validation.IsQualifiedName(*p.AppProtocol))
+		}
 		key := fmt.Sprintf("%d/%s", p.Port, p.Protocol)
 		if j, dup := ports[key]; dup {
 			c.errorf(path+".port", "%s is already used by spec.ports[%d]", key, j)

@@ -153,6 +153,16 @@ func TestValidationErrors(t *testing.T) {
 			want:  []string{`web.yaml:4: Service default/1web: metadata.name: "1web" is not valid: a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')`},
 		},
 		{
+			name:  "label value",
+			files: map[string]string{"web.yaml": "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  labels:\n    app: \"web app\"\nspec:\n  ports: [{port: 80}]\n"},
+			want:  []string{`web.yaml:6: Service default/web: metadata.labels.app: "web app" is not valid: a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')`},
+		},
+		{
+			name:  "appProtocol",
+			files: map[string]string{"web.yaml": head + "  ports:\n  - port: 80\n    appProtocol: \"h2 c\"\n"},
+			want:  []string{`web.yaml:8: Service default/web: spec.ports[0].appProtocol: "h2 c" is not valid: name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')`},
+		},
+		{
 			name:  "missing name",
 			files: map[string]string{"web.yaml": "apiVersion: v1\nkind: Service\nmetadata: {}\nspec:\n  ports: [{port: 80}]\n"},
 			want:  []string{"web.yaml:3: Service default/: metadata.name: is required"},
