@@ -9,6 +9,7 @@ import (
 	"time"
 
 	mdns "github.com/miekg/dns"
+	"golang.org/x/sync/singleflight"
 )
 
 // Forwarding limits.
@@ -21,11 +22,13 @@ const (
 
 // forwarder resolves names outside the cluster zone with upstream resolvers, tried in
 // turn (UDP, then TCP when the answer is truncated), and keeps their answers briefly.
+// Concurrent misses for one question share one upstream exchange.
 type forwarder struct {
 	upstreams []string
 	udp, tcp  *mdns.Client
 	cache     *cache // nil: no cache
 	metrics   *metrics
+	flight    singleflight.Group
 }
 
 func newForwarder(upstreams []string, timeout time.Duration, cacheSize int, m *metrics) *forwarder {
@@ -73,9 +76,8 @@ func (s *Server) forward(w mdns.ResponseWriter, qr *query) int {
 // resolve returns a private copy of the answer to q, without OPT record.
 func (f *forwarder) resolve(ctx context.Context, q mdns.Question, rd, cd, do bool) (*mdns.Msg, error) {
 	key := cacheKey{name: strings.ToLower(q.Name), qtype: q.Qtype, qclass: q.Qclass, do: do, cd: cd}
-	now := time.Now()
 	if f.cache != nil {
-		if m := f.cache.get(key, now); m != nil {
+		if m := f.cache.get(key, time.Now()); m != nil {
 			f.metrics.cache.WithLabelValues("hit").Inc()
 			return m, nil
 		}
@@ -84,7 +86,19 @@ func (f *forwarder) resolve(ctx context.Context, q mdns.Question, rd, cd, do boo
 	if ctx == nil {
 		ctx = context.Background()
 	}
+	flightKey := fmt.Sprintf("%s|%d|%d|%t|%t|%t", key.name, key.qtype, key.qclass, do, cd, rd)
+	v, err, _ := f.flight.Do(flightKey, func() (any, error) {
+		return f.query(ctx, key, q, rd, cd, do)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.(*mdns.Msg).Copy(), nil
+}
 
+// query asks the upstreams in turn and caches the answer. The returned message is
+// shared between the callers of one flight: they copy it.
+func (f *forwarder) query(ctx context.Context, key cacheKey, q mdns.Question, rd, cd, do bool) (*mdns.Msg, error) {
 	req := new(mdns.Msg)
 	req.Id = mdns.Id()
 	req.RecursionDesired = rd
@@ -106,9 +120,9 @@ func (f *forwarder) resolve(ctx context.Context, q mdns.Question, rd, cd, do boo
 		}
 		stripOPT(resp)
 		if f.cache != nil {
-			f.cache.put(key, resp, now)
+			f.cache.put(key, resp, time.Now())
 		}
-		return resp.Copy(), nil
+		return resp, nil
 	}
 	if fallback != nil {
 		stripOPT(fallback)

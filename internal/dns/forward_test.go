@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -17,7 +18,7 @@ type upstream struct {
 	queries atomic.Int64
 }
 
-// startUpstream serves:
+// startUpstream serves (slow.example.org after 300 ms):
 //   - a.example.org A 192.0.2.1, TTL ttl
 //   - big.example.org TXT with 40 long strings (truncated over UDP)
 //   - short.example.org A 192.0.2.2, TTL 1
@@ -35,6 +36,9 @@ func startUpstream(t *testing.T, ttl uint32) *upstream {
 			return mdns.RR_Header{Name: q.Name, Rrtype: rrtype, Class: mdns.ClassINET, Ttl: ttl}
 		}
 		switch strings.ToLower(q.Name) {
+		case "slow.example.org.":
+			time.Sleep(300 * time.Millisecond)
+			m.Answer = append(m.Answer, &mdns.A{Hdr: hdr(mdns.TypeA, ttl), A: net.IPv4(192, 0, 2, 3)})
 		case "a.example.org.":
 			m.Answer = append(m.Answer, &mdns.A{Hdr: hdr(mdns.TypeA, ttl), A: net.IPv4(192, 0, 2, 1)})
 		case "short.example.org.":
@@ -150,6 +154,23 @@ func TestForwarding(t *testing.T) {
 		r = exchange(t, s.Addr(), "tcp", question("big.example.org.", mdns.TypeTXT))
 		if r.Rcode != mdns.RcodeSuccess || r.Truncated || len(r.Answer) != 40 {
 			t.Fatalf("TCP: rcode %s TC %v answers %d", mdns.RcodeToString[r.Rcode], r.Truncated, len(r.Answer))
+		}
+	})
+	t.Run("concurrent misses share one upstream query", func(t *testing.T) {
+		before := up.queries.Load()
+		var wg sync.WaitGroup
+		for range 8 {
+			wg.Go(func() {
+				c := &mdns.Client{Net: "tcp", Timeout: 5 * time.Second}
+				r, _, err := c.Exchange(question("slow.example.org.", mdns.TypeA), s.Addr())
+				if err != nil || r.Rcode != mdns.RcodeSuccess || len(r.Answer) != 1 {
+					t.Errorf("answer %v, err %v", r, err)
+				}
+			})
+		}
+		wg.Wait()
+		if n := up.queries.Load() - before; n != 1 {
+			t.Errorf("upstream asked %d times, want 1", n)
 		}
 	})
 	t.Run("unknown reverse names are forwarded", func(t *testing.T) {
