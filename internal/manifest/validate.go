@@ -4,9 +4,9 @@ package manifest
 
 import (
 	"fmt"
-	"slices"
 	"math/big"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 
