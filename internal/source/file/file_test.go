@@ -422,3 +422,23 @@ func TestReloadRequest(t *testing.T) {
 	h.src.Reload()
 	h.waitFor("web:86", func() bool { return h.services() == "web:86" })
 }
+
+func TestRootFolderCreatedLater(t *testing.T) {
+	parent := t.TempDir()
+	root := filepath.Join(parent, "manifests")
+	h := &harness{t: t, dir: root, store: store.New()}
+	h.src = New(Options{Paths: []string{root}, Store: h.store, Debounce: 50 * time.Millisecond})
+	h.run() // the first load fails: the folder is missing
+	if h.reloads("failed") != 1 {
+		t.Fatalf("reloads failed = %d, want 1", h.reloads("failed"))
+	}
+	tmp := filepath.Join(parent, ".manifests.tmp")
+	write(t, filepath.Join(tmp, "web.yaml"), service("web", 87))
+	if err := os.Rename(tmp, root); err != nil {
+		t.Fatal(err)
+	}
+	h.waitFor("web:87", func() bool { return h.services() == "web:87" })
+	// Now it is watched as a folder.
+	writeAtomic(t, filepath.Join(root, "web.yaml"), service("web", 88))
+	h.waitFor("web:88", func() bool { return h.services() == "web:88" })
+}
