@@ -121,7 +121,7 @@ func (l *loader) decode(d *document, apiVersion, kind string) {
 	}
 	versions, used := supportedVersions[gvk.GroupKind()]
 	if !used {
-		l.report.Skipped[kind]++
+		l.report.Skipped[skipName(gvk.GroupKind())]++
 		return
 	}
 	if !clusterScoped[kind] && o.namespace == "" {
@@ -258,6 +258,17 @@ func convert(obj runtime.Object) runtime.Object {
 		return &c
 	}
 	return nil
+}
+
+// skipName names a skipped kind in the Report: its kind, qualified by its group when a
+// kind weir reads has the same name (a Knative Service is "Service.serving.knative.dev").
+func skipName(gk schema.GroupKind) string {
+	for used := range supportedVersions {
+		if used.Kind == gk.Kind && gk.Group != "" {
+			return gk.Kind + "." + gk.Group
+		}
+	}
+	return gk.Kind
 }
 
 func contains(list []string, s string) bool {

@@ -205,6 +205,7 @@ func TestMultiDocumentAndLists(t *testing.T) {
 		{"multi-document", svc("a", "127.0.0.1") + "---\n" + svc("b", "127.0.0.2") + "---\n---\n# only a comment\n", 2, map[string]int{}},
 		{"kind List", "apiVersion: v1\nkind: List\nitems:\n- " + indent(svc("a", "127.0.0.1")) + "- apiVersion: apps/v1\n  kind: DaemonSet\n  metadata: {name: x}\n", 1, map[string]int{"DaemonSet": 1}},
 		{"typed ServiceList", "apiVersion: v1\nkind: ServiceList\nitems:\n- metadata: {name: a}\n  spec: {clusterIP: 127.0.0.1, ports: [{port: 80}]}\n- metadata: {name: b}\n  spec: {clusterIP: 127.0.0.2, ports: [{port: 80}]}\n", 2, map[string]int{}},
+		{"a Service of another group", "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata: {name: a}\nspec: {template: {}}\n", 0, map[string]int{"Service.serving.knative.dev": 1}},
 		{"JSON", `{"apiVersion":"v1","kind":"Service","metadata":{"name":"a"},"spec":{"clusterIP":"127.0.0.1","ports":[{"port":80}]}}`, 1, map[string]int{}},
 		{"YAML anchors and merge keys", "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec:\n  ports:\n  - &p {name: a, port: 80}\n  - <<: *p\n    name: b\n    port: 81\n", 1, map[string]int{}},
 	}
