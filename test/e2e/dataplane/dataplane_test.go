@@ -1,10 +1,13 @@
 package dataplane_test
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"strings"
 	"sync"
 	"syscall"
@@ -19,7 +22,7 @@ import (
 
 func TestNFTables(t *testing.T) {
 	runSuite(t, func() (mode, error) {
-		return nftables.New(nftables.Options{IPFamilies: []nftables.Family{nftables.IPv4}, DisableHealthCheck: true})
+		return nftables.New(nftables.Options{})
 	}, func(ns *netnstest.NS) string { return ns.MustRun("nft", "list", "ruleset") })
 }
 
@@ -48,6 +51,16 @@ func (w world) services() []*model.Service {
 	local.ExternalTrafficLocal = true
 	local.Ports[0].NodePort = 30081
 	local.Ports[0].External = model.EndpointSet{Verdict: model.Drop, IPv4Verdict: model.Drop, IPv6Verdict: model.Drop}
+	local.HealthCheckNodePort = 32000
+
+	localOK := service("local-ok", "10.96.0.15", model.TCP, 80, endpoint(1, 8080, true))
+	localOK.Type = model.NodePort
+	localOK.ExternalTrafficLocal = true
+	localOK.Ports[0].NodePort = 30082
+	localOK.HealthCheckNodePort = 32001
+	localOK.LocalEndpoints = 1
+
+	dual := service("dual", "10.96.0.30,fd00:96::30", model.TCP, 80, endpoint(0, 8080, false), endpoint6(1, 8080), endpoint6(2, 8080))
 
 	dns := service("dns", "10.96.0.53", model.UDP, 5353, endpoint(w.udpBackend, 5353, false))
 
@@ -57,7 +70,7 @@ func (w world) services() []*model.Service {
 	}
 	live := service("live", "10.96.0.20", model.TCP, 80, liveEps...)
 
-	svcs := []*model.Service{dns, empty, live, local, np, sticky, web}
+	svcs := []*model.Service{dns, dual, empty, live, local, localOK, np, sticky, web}
 	for i := 0; i < w.extra; i++ {
 		svcs = append(svcs, service(fmt.Sprintf("extra-%03d", i), fmt.Sprintf("10.96.1.%d", i+1), model.TCP, 80, endpoint(i%3, 8080, false)))
 	}
@@ -164,6 +177,61 @@ func runSuite(t *testing.T, newMode func() (mode, error), dump func(*netnstest.N
 		}
 	})
 
+	t.Run("dual stack: IPv6 ClusterIP reaches the IPv6 endpoints", func(t *testing.T) {
+		seen := map[string]bool{}
+		for i := 0; i < 40 && len(seen) < 2; i++ {
+			name, err := tp.ask("[fd00:96::30]:80", time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			seen[name] = true
+		}
+		if !seen["b1"] || !seen["b2"] || len(seen) != 2 {
+			t.Errorf("IPv6 ClusterIP reached %v, want b1 and b2", seen)
+		}
+		if name, err := tp.ask("10.96.0.30:80", time.Second); err != nil || name != "b0" {
+			t.Errorf("IPv4 ClusterIP of the dual-stack Service: %q, %v", name, err)
+		}
+	})
+
+	t.Run("health check node ports", func(t *testing.T) {
+		for _, c := range []struct {
+			port   int
+			status int
+			count  int
+		}{{32000, http.StatusServiceUnavailable, 0}, {32001, http.StatusOK, 1}} {
+			var status int
+			var body string
+			// Dial on the namespace's thread: http.Transport would dial from another
+			// goroutine, outside the client namespace.
+			err := tp.client.Do(func() error {
+				conn, err := net.DialTimeout("tcp", fmt.Sprintf("%s:%d", nodeIP, c.port), 2*time.Second)
+				if err != nil {
+					return err
+				}
+				defer conn.Close()
+				_ = conn.SetDeadline(time.Now().Add(2 * time.Second))
+				if _, err := io.WriteString(conn, "GET / HTTP/1.0\r\nHost: node\r\n\r\n"); err != nil {
+					return err
+				}
+				resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+				if err != nil {
+					return err
+				}
+				defer resp.Body.Close()
+				b, _ := io.ReadAll(resp.Body)
+				status, body = resp.StatusCode, string(b)
+				return nil
+			})
+			if err != nil {
+				t.Fatalf("port %d: %v", c.port, err)
+			}
+			if status != c.status || !strings.Contains(body, fmt.Sprintf(`"localEndpoints":%d`, c.count)) {
+				t.Errorf("port %d: %d %q", c.port, status, body)
+			}
+		}
+	})
+
 	t.Run("UDP endpoint replaced: the next packet reaches the new one", func(t *testing.T) {
 		u := tp.udpClient("10.96.0.53:5353")
 		name, err := u.ask("hello")
@@ -204,7 +272,8 @@ func runSuite(t *testing.T, newMode func() (mode, error), dump func(*netnstest.N
 			}()
 		}
 		sets := [][]int{{0, 1}, {1, 2}, {0, 2}, {0, 1, 2}, {2}}
-		for i := 0; i < 20; i++ {
+		const syncs = 12
+		for i := 0; i < syncs; i++ {
 			w.liveEps = sets[i%len(sets)]
 			w.extra = (i * 7) % 30
 			tp.sync(w.services()...)
@@ -215,7 +284,7 @@ func runSuite(t *testing.T, newMode func() (mode, error), dump func(*netnstest.N
 		if failed > 0 || ok == 0 {
 			t.Errorf("%d connections failed (first: %v), %d succeeded", failed, firstErr, ok)
 		}
-		t.Logf("%d connections during 20 syncs, none failed", ok)
+		t.Logf("%d connections during %d syncs, none failed", ok, syncs)
 	})
 
 	t.Run("cleanup leaves the kernel as it found it", func(t *testing.T) {
@@ -230,11 +299,11 @@ func runSuite(t *testing.T, newMode func() (mode, error), dump func(*netnstest.N
 
 func TestIPTables(t *testing.T) {
 	runSuite(t, func() (mode, error) {
-		return iptables.New(iptables.Options{IPFamilies: []iptables.Family{iptables.IPv4}, DisableHealthCheck: true})
+		return iptables.New(iptables.Options{})
 	}, func(ns *netnstest.NS) string {
 		// iptables-nft leaves the empty built-in tables behind; compare rules and chains.
 		var keep []string
-		for _, line := range strings.Split(ns.MustRun("iptables-save"), "\n") {
+		for _, line := range strings.Split(ns.MustRun("iptables-save")+ns.MustRun("ip6tables-save"), "\n") {
 			if strings.HasPrefix(line, "-A") || strings.HasPrefix(line, ":WEIR") {
 				keep = append(keep, line)
 			}

@@ -3,6 +3,7 @@
 // namespaces running echo servers that say which backend answered.
 //
 //	client 10.100.0.2 ──veth── 10.100.0.1 node 10.244.i.1 ──veth── 10.244.i.2 backend i
+//	       fd00:100::2           fd00:100::1   fd00:244:i::1         fd00:244:i::2
 //
 // Service IPs live in 10.96.0.0/16, routed by the node towards an absent neighbour, so
 // traffic that weir does not DNAT reaches its filter chains and then vanishes.
@@ -26,8 +27,10 @@ import (
 )
 
 const (
-	clientIP = "10.100.0.2"
-	nodeIP   = "10.100.0.1"
+	clientIP  = "10.100.0.2"
+	nodeIP    = "10.100.0.1"
+	clientIP6 = "fd00:100::2"
+	nodeIP6   = "fd00:100::1"
 )
 
 // mode is a kernel data plane under test, living in the node namespace.
@@ -48,14 +51,19 @@ type topology struct {
 
 func backendIP(i int) string { return fmt.Sprintf("10.244.%d.2", i+1) }
 
+func backendIP6(i int) string { return fmt.Sprintf("fd00:244:%d::2", i+1) }
+
 // newTopology builds the namespaces and starts n backends: TCP echo on 8080 greeting
 // with "b<i>", UDP echo on 5353.
 func newTopology(t *testing.T, n int) *topology {
 	h := netnstest.New(t)
 	tp := &topology{t: t, h: h, client: h.NS("client"), node: h.NS("node")}
-	h.Veth(tp.client, "eth0", []string{clientIP + "/24"}, tp.node, "eth-client", []string{nodeIP + "/24"})
+	h.Veth(tp.client, "eth0", []string{clientIP + "/24", clientIP6 + "/64"}, tp.node, "eth-client", []string{nodeIP + "/24", nodeIP6 + "/64"})
 	tp.client.MustRun("ip", "route", "add", "default", "via", nodeIP)
+	tp.client.MustRun("ip", "-6", "route", "add", "default", "via", nodeIP6)
 	tp.node.MustRun("sysctl", "-qw", "net.ipv4.ip_forward=1")
+	tp.node.MustRun("sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
+	tp.node.MustRun("ip", "-6", "route", "add", "fd00:96::/64", "via", "fd00:100::254", "dev", "eth-client")
 	// Service IPs route to an absent neighbour: what weir does not DNAT, reject or drop
 	// goes nowhere.
 	tp.node.MustRun("ip", "route", "add", "10.96.0.0/16", "via", "10.100.0.254", "dev", "eth-client")
@@ -64,8 +72,10 @@ func newTopology(t *testing.T, n int) *topology {
 	t.Cleanup(func() { cancel(); wg.Wait() })
 	for i := 0; i < n; i++ {
 		b := h.NS(fmt.Sprintf("b%d", i))
-		h.Veth(tp.node, fmt.Sprintf("eth-b%d", i), []string{fmt.Sprintf("10.244.%d.1/24", i+1)}, b, "eth0", []string{backendIP(i) + "/24"})
+		h.Veth(tp.node, fmt.Sprintf("eth-b%d", i), []string{fmt.Sprintf("10.244.%d.1/24", i+1), fmt.Sprintf("fd00:244:%d::1/64", i+1)},
+			b, "eth0", []string{backendIP(i) + "/24", backendIP6(i) + "/64"})
 		b.MustRun("ip", "route", "add", "default", "via", fmt.Sprintf("10.244.%d.1", i+1))
+		b.MustRun("ip", "-6", "route", "add", "default", "via", fmt.Sprintf("fd00:244:%d::1", i+1))
 		name := fmt.Sprintf("b%d", i)
 		var ln net.Listener
 		var pc net.PacketConn
@@ -179,18 +189,33 @@ func endpoint(i int, port int32, local bool) model.Endpoint {
 	return e
 }
 
-func endpointSet(eps ...model.Endpoint) model.EndpointSet {
-	if len(eps) == 0 {
-		return model.EndpointSet{Verdict: model.Reject, IPv4Verdict: model.Reject, IPv6Verdict: model.Reject}
-	}
-	return model.EndpointSet{Verdict: model.Forward, IPv4Verdict: model.Forward, IPv6Verdict: model.Reject, Endpoints: eps}
+func endpoint6(i int, port int32) model.Endpoint {
+	return model.Endpoint{Addr: netip.MustParseAddr(backendIP6(i)), Port: port, Ready: true, Serving: true, NodeName: "other", Weight: 1}
 }
 
-func service(name, clusterIP string, proto model.Protocol, port int32, eps ...model.Endpoint) *model.Service {
+// endpointSet is a set as Translate makes it: a verdict per family.
+func endpointSet(eps ...model.Endpoint) model.EndpointSet {
+	s := model.EndpointSet{Verdict: model.Reject, IPv4Verdict: model.Reject, IPv6Verdict: model.Reject, Endpoints: eps}
+	for _, e := range eps {
+		s.Verdict = model.Forward
+		if e.Addr.Is6() {
+			s.IPv6Verdict = model.Forward
+		} else {
+			s.IPv4Verdict = model.Forward
+		}
+	}
+	return s
+}
+
+func service(name, clusterIPs string, proto model.Protocol, port int32, eps ...model.Endpoint) *model.Service {
+	var ips []netip.Addr
+	for _, ip := range strings.Split(clusterIPs, ",") {
+		ips = append(ips, netip.MustParseAddr(ip))
+	}
 	return &model.Service{
 		Key:        model.ServiceKey{Namespace: "e2e", Name: name},
 		Type:       model.ClusterIP,
-		ClusterIPs: []netip.Addr{netip.MustParseAddr(clusterIP)},
+		ClusterIPs: ips,
 		Policy:     &model.Policy{},
 		Ports: []*model.ServicePort{{
 			Protocol: proto, Port: port, Endpoints: eps,
