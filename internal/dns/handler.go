@@ -74,6 +74,10 @@ func (s *Server) serve(w mdns.ResponseWriter, r *mdns.Msg) int {
 			// Not synced yet: CoreDNS answers SERVFAIL until its first sync.
 			return s.writeRcode(w, r, qr.opt, mdns.RcodeServerFailure)
 		}
+		if hasWildcardLabel(name) {
+			// Wildcard queries enumerate Services; they are refused, not expanded.
+			return s.writeRcode(w, r, qr.opt, mdns.RcodeRefused)
+		}
 		n := idx.lookup(name, true)
 		if n == nil {
 			return s.writeNegative(w, &qr, mdns.RcodeNameError, idx.zone)
@@ -89,6 +93,17 @@ func (s *Server) serve(w mdns.ResponseWriter, r *mdns.Msg) int {
 		return s.writeRcode(w, r, qr.opt, mdns.RcodeRefused)
 	}
 	return s.forward(w, &qr)
+}
+
+// hasWildcardLabel reports whether a lowercased name has a "*" label (or "_*" in an SRV
+// name), the wildcard syntax of the retired kube-dns and CoreDNS wildcard queries.
+func hasWildcardLabel(name string) bool {
+	for label := range strings.SplitSeq(name, ".") {
+		if label == "*" || label == "_*" {
+			return true
+		}
+	}
+	return false
 }
 
 // inZone reports whether the lowercased name is origin or below it.
