@@ -22,10 +22,10 @@ import (
 	"weir.dev/weir/internal/model"
 )
 
-// The controller names weir answers to by default.
+// The controller names weir answers to by default: the model's.
 const (
-	DefaultGatewayControllerName = "weir.dev/gateway-controller"
-	DefaultIngressControllerName = "weir.dev/ingress-controller"
+	DefaultGatewayControllerName = model.GatewayControllerName
+	DefaultIngressControllerName = model.IngressControllerName
 )
 
 // StatusOptions configure status write-back.
@@ -37,9 +37,12 @@ type StatusOptions struct {
 	// Addresses (IPs or hostnames) published in Ingress status.loadBalancer and Gateway
 	// status.addresses.
 	Addresses []string
-	// Compute derives the wanted statuses from the objects. Default: BasicStatuses with
-	// these options. The gateway work's model conditions plug in here.
+	// Compute derives the wanted statuses from the objects. Default: ModelStatuses (the
+	// gateway's conditions from model.Translate). BasicStatuses is the simpler
+	// alternative that needs no translation.
 	Compute func(objs *model.Objects) *Statuses
+	// MinInterval between two status rounds (each may translate). Default 1 s.
+	MinInterval time.Duration
 
 	// Lease for the leader election; one replica writes status.
 	LeaseNamespace string        // default "weir-system"
@@ -61,7 +64,7 @@ func (o *StatusOptions) setDefaults() error {
 	}
 	if o.Compute == nil {
 		opts := *o
-		o.Compute = func(objs *model.Objects) *Statuses { return BasicStatuses(objs, opts) }
+		o.Compute = func(objs *model.Objects) *Statuses { return ModelStatuses(objs, opts) }
 	}
 	if o.LeaseNamespace == "" {
 		o.LeaseNamespace = "weir-system"
@@ -84,6 +87,9 @@ func (o *StatusOptions) setDefaults() error {
 	}
 	if o.RetryPeriod <= 0 {
 		o.RetryPeriod = 2 * time.Second
+	}
+	if o.MinInterval <= 0 {
+		o.MinInterval = time.Second
 	}
 	if o.Resync <= 0 {
 		o.Resync = time.Minute
@@ -154,6 +160,13 @@ func (s *Source) statusLoop(ctx context.Context) {
 	defer t.Stop()
 	for {
 		s.WriteStatus(ctx, s.opts.Status.Compute(s.Objects()))
+		// At most one round per MinInterval: rebuilds meanwhile leave one wake-up pending.
+		select {
+		case <-ctx.Done():
+			s.log.Info("stopped leading status write-back")
+			return
+		case <-time.After(s.opts.Status.MinInterval):
+		}
 		select {
 		case <-ctx.Done():
 			s.log.Info("stopped leading status write-back")

@@ -239,3 +239,37 @@ func TestMergeParentsKeepsOtherControllers(t *testing.T) {
 		t.Error("new condition has no lastTransitionTime")
 	}
 }
+
+func TestModelStatuses(t *testing.T) {
+	opts := StatusOptions{Addresses: []string{"192.0.2.10"}}
+	if err := opts.setDefaults(); err != nil {
+		t.Fatal(err)
+	}
+	st := ModelStatuses(basicObjects(), opts)
+	key := func(ns, name string) types.NamespacedName { return types.NamespacedName{Namespace: ns, Name: name} }
+	if got := condition(st.GatewayClasses["weir"], "Accepted"); got != "True/Accepted" {
+		t.Errorf("GatewayClass Accepted = %s", got)
+	}
+	gw, ok := st.Gateways[key("default", "gw")]
+	if !ok || len(gw.Addresses) != 1 || gw.Addresses[0].Value != "192.0.2.10" || len(gw.Listeners) != 2 {
+		t.Fatalf("gateway status = %+v", gw)
+	}
+	for _, l := range gw.Listeners {
+		if len(l.SupportedKinds) == 0 {
+			t.Errorf("listener %s has no supportedKinds", l.Name)
+		}
+	}
+	ps := st.HTTPRoutes[key("default", "ok")]
+	if len(ps) != 1 || ps[0].ControllerName != DefaultGatewayControllerName || condition(ps[0].Conditions, "Accepted") != "True/Accepted" {
+		t.Errorf("route ok parents = %+v", ps)
+	}
+	if ps := st.HTTPRoutes[key("default", "missing-backend")]; len(ps) != 1 || condition(ps[0].Conditions, "ResolvedRefs") != "False/BackendNotFound" {
+		t.Errorf("route missing-backend parents = %+v", ps)
+	}
+	if lb := st.Ingresses[key("default", "named")]; len(lb) != 1 || lb[0].IP != "192.0.2.10" {
+		t.Errorf("ingress named = %+v", lb)
+	}
+	if _, ok := st.Ingresses[key("default", "nginx")]; ok {
+		t.Error("another controller's Ingress got a status")
+	}
+}

@@ -1,0 +1,82 @@
+package kube
+
+import (
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"weir.dev/weir/internal/model"
+)
+
+// ModelStatuses computes the statuses with the gateway's own rules: model.Translate's
+// GatewayConfig.Status (listener conflicts, hostnames, certificate and backend refs,
+// ReferenceGrants, allowedRoutes). EndpointSlices are left out of the translation, since
+// no status depends on them. Gateways get opts.Addresses; so do the Ingresses weir serves.
+func ModelStatuses(objs *model.Objects, opts StatusOptions) *Statuses {
+	in := *objs
+	in.EndpointSlices = nil
+	snap := model.Translate(&in, model.Node{})
+	return StatusesFromSnapshot(snap, objs, opts)
+}
+
+// StatusesFromSnapshot turns a Snapshot's computed statuses into what WriteStatus
+// patches. objs supplies the listener protocols for supportedKinds.
+func StatusesFromSnapshot(snap *model.Snapshot, objs *model.Objects, opts StatusOptions) *Statuses {
+	st := &Statuses{
+		GatewayClasses: map[string][]metav1.Condition{},
+		Gateways:       map[types.NamespacedName]gatewayv1.GatewayStatus{},
+		HTTPRoutes:     map[types.NamespacedName][]gatewayv1.RouteParentStatus{},
+		GRPCRoutes:     map[types.NamespacedName][]gatewayv1.RouteParentStatus{},
+		TLSRoutes:      map[types.NamespacedName][]gatewayv1.RouteParentStatus{},
+		Ingresses:      map[types.NamespacedName][]networkingv1.IngressLoadBalancerIngress{},
+	}
+	if snap == nil || snap.Gateway == nil {
+		return st
+	}
+	protocols := map[types.NamespacedName]map[gatewayv1.SectionName]gatewayv1.Listener{}
+	for _, gw := range objs.Gateways {
+		m := map[gatewayv1.SectionName]gatewayv1.Listener{}
+		for _, l := range gw.Spec.Listeners {
+			m[l.Name] = l
+		}
+		protocols[types.NamespacedName{Namespace: gw.Namespace, Name: gw.Name}] = m
+	}
+	ctrl := gatewayv1.GatewayController(opts.GatewayControllerName)
+	for _, os := range snap.Gateway.Status {
+		key := types.NamespacedName{Namespace: os.Namespace, Name: os.Name}
+		parents := func() []gatewayv1.RouteParentStatus {
+			out := make([]gatewayv1.RouteParentStatus, 0, len(os.Parents))
+			for _, p := range os.Parents {
+				out = append(out, gatewayv1.RouteParentStatus{ParentRef: p.ParentRef, ControllerName: ctrl, Conditions: p.Conditions})
+			}
+			return out
+		}
+		switch os.Kind {
+		case "GatewayClass":
+			st.GatewayClasses[os.Name] = os.Conditions
+		case "Gateway":
+			gs := gatewayv1.GatewayStatus{Addresses: gatewayAddresses(opts.Addresses), Conditions: os.Conditions}
+			for _, l := range os.Listeners {
+				name := gatewayv1.SectionName(l.Name)
+				spec := protocols[key][name]
+				kinds := supportedKinds(spec.Protocol)
+				if spec.AllowedRoutes != nil && len(spec.AllowedRoutes.Kinds) > 0 {
+					kinds = spec.AllowedRoutes.Kinds
+				}
+				gs.Listeners = append(gs.Listeners, gatewayv1.ListenerStatus{Name: name, SupportedKinds: kinds,
+					AttachedRoutes: l.AttachedRoutes, Conditions: l.Conditions})
+			}
+			st.Gateways[key] = gs
+		case "HTTPRoute":
+			st.HTTPRoutes[key] = parents()
+		case "GRPCRoute":
+			st.GRPCRoutes[key] = parents()
+		case "TLSRoute":
+			st.TLSRoutes[key] = parents()
+		case "Ingress":
+			st.Ingresses[key] = ingressAddresses(opts.Addresses)
+		}
+	}
+	return st
+}
