@@ -325,6 +325,9 @@ func (g *Gateway) serveRule(w *statusWriter, r *http.Request, m *model.RouteMatc
 	if done := g.applyFilters(w, r, m, st, br.b.Filters); done {
 		return
 	}
+	if rr.retry.policy.Attempts > 0 && (idempotent(r.Method) || rr.retry.policy.RetryNonIdempotent) {
+		bufferForRetry(r)
+	}
 	if len(br.cl.state.Load().eps) == 0 {
 		http.Error(w, "no healthy upstream", http.StatusServiceUnavailable)
 		return
@@ -353,6 +356,25 @@ func (g *Gateway) serveRule(w *statusWriter, r *http.Request, m *model.RouteMatc
 		defer cancel()
 	}
 	g.proxy.ServeHTTP(w, r.WithContext(ctx))
+}
+
+// maxRetryBody is the largest request body kept for replay on retry (Linkerd's limit).
+const maxRetryBody = 64 << 10
+
+// bufferForRetry reads a small request body of known length into memory so that a
+// retry can send it again (GetBody). Larger or chunked bodies are not retried.
+func bufferForRetry(r *http.Request) {
+	if r.Body == nil || r.Body == http.NoBody || r.ContentLength <= 0 || r.ContentLength > maxRetryBody || r.GetBody != nil {
+		return
+	}
+	b, err := io.ReadAll(io.LimitReader(r.Body, r.ContentLength))
+	if err != nil || int64(len(b)) != r.ContentLength {
+		r.Body = io.NopCloser(io.MultiReader(bytes.NewReader(b), r.Body))
+		return
+	}
+	_ = r.Body.Close()
+	r.Body = io.NopCloser(bytes.NewReader(b))
+	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
 }
 
 func limiterKey(l *limiter, r *http.Request, st *reqState) string {

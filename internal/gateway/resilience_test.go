@@ -2,9 +2,11 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -250,5 +252,37 @@ func TestHashOnHeaderIsSticky(t *testing.T) {
 	}
 	if len(seen) < 2 {
 		t.Fatalf("12 users all hashed to %v", seen)
+	}
+}
+
+func TestRetryReplaysSmallBodies(t *testing.T) {
+	tests := []struct {
+		method        string
+		nonIdempotent bool
+	}{{"PUT", false}, {"POST", true}}
+	for _, tc := range tests {
+		t.Run(tc.method, func(t *testing.T) {
+			good, bad := startEcho(t, "good"), startEcho(t, "bad")
+			bad.failAll.Store(true)
+			be := backend("svc", 1, good, bad)
+			be.Policy.Outlier.ConsecutiveFailures = 1000
+			rm := prefixRule("r", "/", be)
+			rm.Rule.Retry.RetryNonIdempotent = tc.nonIdempotent
+			tg := startGateway(t, Options{}, httpConfig(freeAddr(t), rm))
+			for i := range 20 {
+				body := "payload-" + strconv.Itoa(i)
+				req, _ := http.NewRequest(tc.method, tg.url+"/", strings.NewReader(body))
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var rep echoReply
+				_ = json.NewDecoder(resp.Body).Decode(&rep)
+				resp.Body.Close()
+				if resp.StatusCode != 200 || rep.Body != body {
+					t.Fatalf("%s %d: status %d body %q", tc.method, i, resp.StatusCode, rep.Body)
+				}
+			}
+		})
 	}
 }

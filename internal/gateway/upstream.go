@@ -309,12 +309,13 @@ func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 	cl := st.backend.cl
 	pol := st.rule.retry
 	upgrade := req.Header.Get("Upgrade") != ""
-	replayable := req.Body == nil || req.Body == http.NoBody
+	bodyless := req.Body == nil || req.Body == http.NoBody
+	replayable := bodyless || req.GetBody != nil
 	var rt http.RoundTripper = u.h1
 	switch {
 	case cl.h2c:
 		rt = u.h2c
-	case replayable && !upgrade && !u.g.opts.DisableFastPath:
+	case bodyless && !upgrade && !u.g.opts.DisableFastPath:
 		rt = u.fast
 	}
 	canRetry := replayable && !upgrade && (idempotent(req.Method) || pol.policy.RetryNonIdempotent)
@@ -398,6 +399,13 @@ func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 			cl.retrying.Add(-1)
 			if !ok {
 				return nil, req.Context().Err()
+			}
+			if !bodyless {
+				body, err := req.GetBody()
+				if err != nil {
+					return nil, err
+				}
+				req.Body = body
 			}
 			continue
 		}
