@@ -33,6 +33,9 @@ Exit status 0 means weir run would accept the configuration.`,
 			if s := report.Summary(); s != "" {
 				fmt.Fprintln(cmd.OutOrStdout(), s)
 			}
+			for _, w := range report.Warnings {
+				fmt.Fprintln(cmd.OutOrStdout(), "warning:", w.Error())
+			}
 			return nil
 		},
 	}

@@ -19,7 +19,7 @@ func TestValidateCommand(t *testing.T) {
 		{
 			name:    "quickstart is valid",
 			files:   nil, // uses examples/quickstart
-			wantOut: []string{"ok: 2 Services, 2 EndpointSlices"},
+			wantOut: []string{"ok: 4 Services, 4 EndpointSlices, 1 Gateways, 1 HTTPRoutes"},
 		},
 		{
 			name: "bad port names file, line, object and field",
