@@ -513,3 +513,24 @@ func TestCleanupRemovesTables(t *testing.T) {
 		t.Error("nothing written after cleanup")
 	}
 }
+
+func TestFirstSyncReplacesAnEarlierRun(t *testing.T) {
+	fx := newFixture(t, Options{IPFamilies: []Family{IPv4}})
+	// An earlier run left its table with a chain this run does not make.
+	tx := fx.v4.NewTransaction()
+	tx.Add(&knftables.Table{})
+	tx.Add(&knftables.Chain{Name: "svc-OLD-gone/away/tcp/80"})
+	tx.Add(&knftables.Rule{Chain: "svc-OLD-gone/away/tcp/80", Rule: "meta l4proto tcp dnat to 10.9.9.9:80"})
+	if err := fx.v4.Fake.Run(context.Background(), tx); err != nil {
+		t.Fatal(err)
+	}
+	fx.sync(t, testServices()...)
+	if strings.Contains(fx.v4.Dump(), "svc-OLD") {
+		t.Error("the earlier run's chain survived the first sync")
+	}
+	fresh := newFixture(t, Options{IPFamilies: []Family{IPv4}})
+	fresh.sync(t, testServices()...)
+	if sortedDump(fx.v4.Dump()) != sortedDump(fresh.v4.Dump()) {
+		t.Error("the first sync over an earlier run differs from one on a clean kernel")
+	}
+}

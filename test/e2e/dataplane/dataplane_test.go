@@ -246,7 +246,7 @@ func runSuite(t *testing.T, newMode func() (mode, error), dump func(*netnstest.N
 		}
 	})
 
-	t.Run("syncs under traffic fail no connection", func(t *testing.T) {
+	t.Run("syncs and a restart under traffic fail no connection", func(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		var wg sync.WaitGroup
 		var mu sync.Mutex
@@ -276,6 +276,17 @@ func runSuite(t *testing.T, newMode func() (mode, error), dump func(*netnstest.N
 		for i := 0; i < syncs; i++ {
 			w.liveEps = sets[i%len(sets)]
 			w.extra = (i * 7) % 30
+			if i == syncs/2 {
+				// weir restarts: a new data plane adopts the tables of the old one.
+				if err := tp.node.Do(func() error {
+					tp.dp.Close()
+					var err error
+					tp.dp, err = newMode()
+					return err
+				}); err != nil {
+					t.Fatal(err)
+				}
+			}
 			tp.sync(w.services()...)
 			time.Sleep(50 * time.Millisecond)
 		}
