@@ -101,10 +101,13 @@ type portState struct {
 	check     *model.ActiveHealthCheck
 	endpoints map[netip.AddrPort]*endpointState
 	ejected   int
+	last      []model.Endpoint // as of the last Sync, to skip unchanged ports
+	gen       uint64           // Sync generation, to find removed endpoints
 }
 
 type endpointState struct {
 	key Key
+	gen uint64 // the port's generation that last saw this endpoint
 
 	consecutive atomic.Int32 // consecutive failures of any kind
 	gateway     atomic.Int32 // consecutive gateway errors and connect failures
@@ -206,16 +209,22 @@ func (o *Overlay) syncPort(id string, pol *model.Policy, eps []model.Endpoint) {
 	checkChanged := !sameCheck(ps.check, pol.HealthCheck)
 	ps.outlier = pol.Outlier
 	ps.check = pol.HealthCheck
-	want := map[netip.AddrPort]bool{}
+	if !checkChanged && ps.last != nil && slices.Equal(ps.last, eps) {
+		return
+	}
+	ps.last = eps
+	ps.gen++
 	for _, ep := range eps {
 		if !ep.Serving && !ep.Ready {
 			continue
 		}
 		ap := ep.AddrPort()
-		want[ap] = true
 		st := ps.endpoints[ap]
+		if st != nil {
+			st.gen = ps.gen
+		}
 		if st == nil {
-			st = &endpointState{key: Key{ServicePort: id, Endpoint: ap}}
+			st = &endpointState{key: Key{ServicePort: id, Endpoint: ap}, gen: ps.gen}
 			st.gauge = o.healthy.WithLabelValues(id, ap.String())
 			st.gauge.Set(1)
 			ps.endpoints[ap] = st
@@ -232,8 +241,8 @@ func (o *Overlay) syncPort(id string, pol *model.Policy, eps []model.Endpoint) {
 			o.startProbe(ps, st)
 		}
 	}
-	for ap, st := range ps.endpoints {
-		if !want[ap] {
+	for _, st := range ps.endpoints {
+		if st.gen != ps.gen {
 			o.removeLocked(ps, st)
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -27,6 +28,20 @@ type frontendSpec struct {
 	servicePort string
 	set         int            // setCluster or setExternal
 	sourceRange []netip.Prefix // LoadBalancer IP frontends only
+}
+
+// allowed reports whether a client may use the frontend (LoadBalancer source ranges).
+func (s *frontendSpec) allowed(client netip.Addr) bool {
+	if len(s.sourceRange) == 0 {
+		return true
+	}
+	client = client.Unmap()
+	for _, p := range s.sourceRange {
+		if p.Contains(client) {
+			return true
+		}
+	}
+	return false
 }
 
 // frontendsOf lists the frontends of one service port: each ClusterIP (cluster set),
@@ -126,6 +141,10 @@ func (l *listener) spec() frontendSpec { return l.state.Load().spec }
 // retarget points the listener at a new target. p.mu is held.
 func (l *listener) retarget(spec frontendSpec, t *target) {
 	old := l.state.Load()
+	if old.target == t && old.spec.servicePort == spec.servicePort && old.spec.set == spec.set &&
+		slices.Equal(old.spec.sourceRange, spec.sourceRange) {
+		return
+	}
 	m := old.metrics
 	if old.spec.servicePort != spec.servicePort {
 		l.p.metrics.forget(old.spec.servicePort, l.label)

@@ -71,6 +71,8 @@ type portState struct {
 	loads    map[netip.AddrPort]*balance.Load
 	affinity [2]*balance.Affinity // cluster, external
 	targets  [2]*target
+	// listeners serving this port, refreshed at the end of every Sync.
+	listeners []*listener
 }
 
 const (
@@ -122,8 +124,8 @@ func (p *Proxy) Sync(ctx context.Context, snap *model.Snapshot) error {
 		return errors.New("userspace: Sync after Shutdown")
 	}
 	var errs []error
-	want := map[frontendKey]frontendSpec{}
-	seenPorts := map[string]bool{}
+	want := make(map[frontendKey]frontendSpec, len(p.listeners))
+	seenPorts := make(map[string]bool, len(p.ports))
 	nodeAddrs, err := p.nodePortAddrs()
 	if err != nil {
 		errs = append(errs, err)
@@ -152,8 +154,12 @@ func (p *Proxy) Sync(ctx context.Context, snap *model.Snapshot) error {
 				ps = &portState{id: id, loads: map[netip.AddrPort]*balance.Load{}}
 				p.ports[id] = ps
 			}
+			if ps.svc == nil || portChanged(ps.svc, ps.port, svc, sp) {
+				ps.svc, ps.port = svc, sp
+				p.rebuild(ps)
+			}
 			ps.svc, ps.port = svc, sp
-			p.rebuild(ps)
+			ps.listeners = ps.listeners[:0]
 			for _, spec := range frontendsOf(svc, sp, id, nodeAddrs) {
 				if prev, dup := want[spec.key]; dup {
 					errs = append(errs, fmt.Errorf("userspace: %s %s is claimed by both %s and %s; keeping the first",
@@ -177,14 +183,11 @@ func (p *Proxy) Sync(ctx context.Context, snap *model.Snapshot) error {
 	}
 	// Bind new frontends and retarget kept ones.
 	for key, spec := range want {
-		t := p.ports[spec.servicePort].targets[spec.set]
-		if len(spec.sourceRange) > 0 {
-			tc := *t
-			tc.sourceRange = spec.sourceRange
-			t = &tc
-		}
+		ps := p.ports[spec.servicePort]
+		t := ps.targets[spec.set]
 		if l := p.listeners[key]; l != nil {
 			l.retarget(spec, t)
+			ps.listeners = append(ps.listeners, l)
 			continue
 		}
 		l, err := p.listen(spec, t)
@@ -198,6 +201,7 @@ func (p *Proxy) Sync(ctx context.Context, snap *model.Snapshot) error {
 			continue
 		}
 		p.listeners[key] = l
+		ps.listeners = append(ps.listeners, l)
 		p.log.Info("listening", "frontend", key.String(), "service_port", spec.servicePort)
 	}
 	// Stop accepting on removed frontends; their connections go on.
@@ -258,19 +262,30 @@ func (p *Proxy) rebuild(ps *portState) {
 		}
 		ps.targets[set] = t
 	}
-	// Retarget this port's listeners and drop UDP flows to endpoints that are gone.
-	for _, l := range p.listeners {
+	// Retarget this port's listeners (as of the last Sync; Sync retargets new ones) and
+	// drop UDP flows to endpoints that are gone.
+	for _, l := range ps.listeners {
 		spec := l.spec()
-		if spec.servicePort == ps.id {
-			t := ps.targets[spec.set]
-			if len(spec.sourceRange) > 0 {
-				tc := *t
-				tc.sourceRange = spec.sourceRange
-				t = &tc
-			}
-			l.retarget(spec, t)
-		}
+		l.retarget(spec, ps.targets[spec.set])
 	}
+}
+
+// portChanged reports whether a port's targets must be rebuilt: its endpoint sets,
+// scheduling or timeouts changed. Health changes arrive through the subscription.
+func portChanged(oldSvc *model.Service, oldSP *model.ServicePort, svc *model.Service, sp *model.ServicePort) bool {
+	if oldSvc.AffinityTimeout != svc.AffinityTimeout ||
+		!sameSet(oldSP.Cluster, sp.Cluster) || !sameSet(oldSP.External, sp.External) ||
+		!slices.Equal(oldSP.Endpoints, sp.Endpoints) {
+		return true
+	}
+	a, b := policyOf(oldSvc, oldSP), policyOf(svc, sp)
+	return a != b && (a.Algorithm != b.Algorithm || a.MaglevTableSize != b.MaglevTableSize ||
+		a.MaglevSeed != b.MaglevSeed || a.ConnectTimeout != b.ConnectTimeout ||
+		a.IdleTimeout != b.IdleTimeout || a.UDPIdleTimeout != b.UDPIdleTimeout)
+}
+
+func sameSet(a, b model.EndpointSet) bool {
+	return a.Verdict == b.Verdict && slices.Equal(a.Endpoints, b.Endpoints)
 }
 
 func (p *Proxy) buildTarget(ps *portState, pol *model.Policy, es model.EndpointSet, aff *balance.Affinity) *target {

@@ -38,7 +38,6 @@ type target struct {
 	keyOn       keyOn
 	affinity    *balance.Affinity // nil without session affinity
 	health      *health.Overlay   // nil without health
-	sourceRange []netip.Prefix    // LoadBalancer source ranges; empty allows all
 
 	connectTimeout time.Duration
 	idleTimeout    time.Duration
@@ -107,16 +106,4 @@ func (t *target) succeeded(i int) {
 	if t.health != nil {
 		t.health.ReportSuccess(t.servicePort, t.backends[i].addr)
 	}
-}
-
-func (t *target) allowed(client netip.Addr) bool {
-	if len(t.sourceRange) == 0 {
-		return true
-	}
-	for _, p := range t.sourceRange {
-		if p.Contains(client.Unmap()) {
-			return true
-		}
-	}
-	return false
 }

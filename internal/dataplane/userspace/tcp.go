@@ -48,7 +48,7 @@ func (l *listener) handleTCP(c *net.TCPConn) {
 	l.p.track(c)
 	defer l.p.untrack(c)
 
-	if !t.allowed(client.Addr()) {
+	if !st.spec.allowed(client.Addr()) {
 		m.sourceRange.Inc()
 		hold(c, t.connectTimeout)
 		return

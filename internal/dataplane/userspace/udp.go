@@ -67,7 +67,7 @@ func (l *listener) flowFor(client netip.AddrPort) *flow {
 	}
 	st := l.state.Load()
 	t, m := st.target, st.metrics
-	if !t.allowed(client.Addr()) {
+	if !st.spec.allowed(client.Addr()) {
 		m.sourceRange.Inc()
 		return nil
 	}
