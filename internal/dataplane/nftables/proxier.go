@@ -183,50 +183,80 @@ func New(opts Options) (*Proxier, error) {
 	return p, nil
 }
 
-// checkKernel asks nft to check (not apply) one transaction per feature weir uses, so
-// that a missing module is named at start-up rather than failing half-way.
+// checkKernel asks nft to check (not apply) everything weir writes, in one transaction;
+// if that fails, one transaction per feature names what is missing, so that a missing
+// module is reported at start-up rather than failing half-way.
 func checkKernel(ctx context.Context, nft knftables.Interface, f ipFamily) error {
+	addr, addrPort := "10.0.0.1", "10.0.0.1:80"
+	if f.is6 {
+		addr, addrPort = "fd00::1", "[fd00::1]:80"
+	}
+	type chainSpec struct {
+		typ  knftables.BaseChainType
+		hook knftables.BaseChainHook
+		prio knftables.BaseChainPriority
+	}
+	natPre := chainSpec{knftables.NATType, knftables.PreroutingHook, knftables.DNATPriority}
+	natPost := chainSpec{knftables.NATType, knftables.PostroutingHook, knftables.SNATPriority}
+	filterIn := chainSpec{knftables.FilterType, knftables.InputHook, knftables.FilterPriority}
 	features := []struct {
 		name  string
+		chain chainSpec
 		rules []string
+		objs  func(chain string) []knftables.Object
 	}{
-		{"nat chains (nft_chain_nat, nf_nat)", []string{"dnat to " + map[bool]string{false: "10.0.0.1:80", true: "[fd00::1]:80"}[f.is6]}},
-		{"verdict maps with concatenations (nft_set_hash)", []string{f.kw + " daddr . meta l4proto . th dport vmap { " + map[bool]string{false: "10.0.0.1", true: "fd00::1"}[f.is6] + " . tcp . 80 : drop }"}},
-		{"numgen (nft_numgen)", []string{"numgen random mod 2 < 1 drop", "numgen inc mod 2 < 1 drop"}},
-		{"jhash (nft_hash)", []string{"jhash " + f.kw + " saddr mod 2 seed 0x1 < 1 drop"}},
-		{"fib (nft_fib)", []string{"fib daddr type local drop"}},
-		{"masquerade (nft_masq)", []string{"masquerade fully-random"}},
-		{"conntrack matches (nft_ct)", []string{"ct state new drop"}},
+		{name: "nat chains and DNAT (nft_chain_nat, nf_nat)", chain: natPre, rules: []string{"meta l4proto tcp dnat to " + addrPort}},
+		{name: "verdict maps with concatenations (nft_set_hash)", chain: filterIn, rules: []string{f.kw + " daddr . meta l4proto . th dport vmap { " + addr + " . tcp . 80 : drop }"}},
+		{name: "numgen (nft_numgen)", chain: filterIn, rules: []string{"numgen random mod 2 < 1 drop", "numgen inc mod 2 < 1 drop"}},
+		{name: "jhash (nft_hash)", chain: filterIn, rules: []string{"jhash " + f.kw + " saddr mod 2 seed 0x1 < 1 drop"}},
+		{name: "fib (nft_fib)", chain: filterIn, rules: []string{"fib daddr type local drop"}},
+		{name: "masquerade (nft_masq)", chain: natPost, rules: []string{"masquerade fully-random"}},
+		{name: "conntrack matches (nft_ct)", chain: filterIn, rules: []string{"ct state new drop", "ct status dnat drop"}},
+		{name: "reject (nft_reject)", chain: filterIn, rules: []string{"meta l4proto tcp reject with tcp reset", "reject"}},
+		{name: "dynamic sets with timeouts (nft_dynset)", chain: filterIn, objs: func(chain string) []knftables.Object {
+			return []knftables.Object{
+				&knftables.Set{Name: chain, Type: f.addrType, Flags: []knftables.SetFlag{knftables.DynamicFlag, knftables.TimeoutFlag}, Timeout: ptr(time.Minute)},
+				&knftables.Rule{Chain: chain, Rule: f.kw + " saddr @" + chain + " update @" + chain + " { " + f.kw + " saddr }"},
+			}
+		}},
+		{name: "DNAT through typeof maps keyed by numgen (nft >= 1.0)", chain: natPre, objs: func(chain string) []knftables.Object {
+			return []knftables.Object{
+				&knftables.Map{Name: chain, TypeOf: f.kw + " daddr . meta l4proto . th dport . numgen random mod 1 : " + f.kw + " daddr . th dport"},
+				&knftables.Rule{Chain: chain, Rule: "meta l4proto tcp dnat to " + f.kw + " daddr . meta l4proto . th dport . numgen random mod 2 map @" + chain},
+			}
+		}},
 	}
-	for _, feat := range features {
+	add := func(tx *knftables.Transaction, i int) {
+		feat := features[i]
+		name := fmt.Sprintf("weir-probe-%d", i)
+		tx.Add(&knftables.Chain{Name: name, Type: ptr(feat.chain.typ), Hook: ptr(feat.chain.hook), Priority: ptr(feat.chain.prio)})
+		for _, r := range feat.rules {
+			tx.Add(&knftables.Rule{Chain: name, Rule: r})
+		}
+		if feat.objs != nil {
+			for _, o := range feat.objs(name) {
+				tx.Add(o)
+			}
+		}
+	}
+	all := nft.NewTransaction()
+	all.Add(&knftables.Table{})
+	for i := range features {
+		add(all, i)
+	}
+	if nft.Check(ctx, all) == nil {
+		return nil
+	}
+	for i, feat := range features {
 		tx := nft.NewTransaction()
 		tx.Add(&knftables.Table{})
-		typ := knftables.NATType
-		hook := knftables.PostroutingHook
-		prio := knftables.SNATPriority
-		if strings.HasPrefix(feat.rules[0], "dnat") {
-			hook, prio = knftables.PreroutingHook, knftables.DNATPriority
-		} else if !strings.HasPrefix(feat.rules[0], "masquerade") {
-			typ, hook, prio = knftables.FilterType, knftables.InputHook, knftables.FilterPriority
-		}
-		tx.Add(&knftables.Chain{Name: "weir-probe", Type: &typ, Hook: &hook, Priority: &prio})
-		for _, r := range feat.rules {
-			tx.Add(&knftables.Rule{Chain: "weir-probe", Rule: "meta l4proto tcp " + r})
-		}
+		add(tx, i)
 		if err := nft.Check(ctx, tx); err != nil {
 			return fmt.Errorf("nftables mode unavailable: the kernel or nft lacks %s: %w", feat.name, err)
 		}
 	}
-	// reject is only valid in filter chains.
-	tx := nft.NewTransaction()
-	tx.Add(&knftables.Table{})
-	tx.Add(&knftables.Chain{Name: "weir-probe", Type: ptr(knftables.FilterType), Hook: ptr(knftables.InputHook), Priority: ptr(knftables.FilterPriority)})
-	tx.Add(&knftables.Rule{Chain: "weir-probe", Rule: "meta l4proto tcp reject with tcp reset"})
-	tx.Add(&knftables.Rule{Chain: "weir-probe", Rule: "reject"})
-	tx.Add(&knftables.Set{Name: "weir-probe", Type: f.addrType, Flags: []knftables.SetFlag{knftables.DynamicFlag, knftables.TimeoutFlag}, Timeout: ptr(time.Minute)})
-	tx.Add(&knftables.Rule{Chain: "weir-probe", Rule: f.kw + " saddr @weir-probe update @weir-probe { " + f.kw + " saddr }"})
-	if err := nft.Check(ctx, tx); err != nil {
-		return fmt.Errorf("nftables mode unavailable: the kernel or nft lacks reject or dynamic sets with timeouts (nft_reject, nft_dynset): %w", err)
+	if err := nft.Check(ctx, all); err != nil {
+		return fmt.Errorf("nftables mode unavailable: %w", err)
 	}
 	return nil
 }

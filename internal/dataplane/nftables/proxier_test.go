@@ -3,6 +3,7 @@ package nftables
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"strings"
@@ -532,5 +533,41 @@ func TestFirstSyncReplacesAnEarlierRun(t *testing.T) {
 	fresh.sync(t, testServices()...)
 	if sortedDump(fx.v4.Dump()) != sortedDump(fresh.v4.Dump()) {
 		t.Error("the first sync over an earlier run differs from one on a clean kernel")
+	}
+}
+
+// missingFeature is an nft that rejects any transaction using one keyword.
+type missingFeature struct {
+	*knftables.Fake
+	keyword string
+}
+
+func (m *missingFeature) Check(ctx context.Context, tx *knftables.Transaction) error {
+	if strings.Contains(tx.String(), m.keyword) {
+		return fmt.Errorf("Error: Could not process rule: No such file or directory")
+	}
+	return m.Fake.Check(ctx, tx)
+}
+
+func TestCheckKernelNamesWhatIsMissing(t *testing.T) {
+	tests := []struct{ keyword, want string }{
+		{"numgen", "numgen (nft_numgen)"},
+		{"jhash", "jhash (nft_hash)"},
+		{"fib", "fib (nft_fib)"},
+		{"masquerade", "masquerade (nft_masq)"},
+		{"timeout", "dynamic sets with timeouts"},
+		{"typeof", "typeof maps keyed by numgen"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.keyword, func(t *testing.T) {
+			nft := &missingFeature{Fake: knftables.NewFake(knftables.IPv4Family, tableName), keyword: tt.keyword}
+			err := checkKernel(context.Background(), nft, familyV4)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("err = %v, want it to name %q", err, tt.want)
+			}
+		})
+	}
+	if err := checkKernel(context.Background(), knftables.NewFake(knftables.IPv4Family, tableName), familyV4); err != nil {
+		t.Errorf("complete kernel: %v", err)
 	}
 }
