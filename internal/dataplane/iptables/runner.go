@@ -88,14 +88,38 @@ func checkSupport(ctx context.Context, f ipFamily) error {
 		{"conntrack match (xt_conntrack)", "filter", "-m conntrack --ctstate NEW -j RETURN"},
 		{"REJECT target", "filter", "-j REJECT"},
 	}
-	for _, c := range checks {
-		chain := "WEIR-PROBE"
-		data := fmt.Sprintf("*%s\n:%s - [0:0]\n-A %s %s\nCOMMIT\n", c.table, chain, chain, c.rule)
+	test := func(data string) error {
 		cmd := exec.CommandContext(ctx, r.restore, "-w", "--noflush", "--test")
 		cmd.Stdin = strings.NewReader(data)
 		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("iptables mode unavailable: %s lacks %s: %w: %s", r.restore, c.what, err, strings.TrimSpace(string(out)))
+			return fmt.Errorf("%w: %s", err, strings.TrimSpace(string(out)))
 		}
+		return nil
+	}
+	one := func(c struct{ what, table, rule string }) string {
+		return fmt.Sprintf("*%s\n:WEIR-PROBE - [0:0]\n-A WEIR-PROBE %s\nCOMMIT\n", c.table, c.rule)
+	}
+	// Everything at once; one by one only to name what is missing.
+	var all strings.Builder
+	for _, table := range []string{"nat", "filter"} {
+		fmt.Fprintf(&all, "*%s\n:WEIR-PROBE - [0:0]\n", table)
+		for _, c := range checks {
+			if c.table == table {
+				fmt.Fprintf(&all, "-A WEIR-PROBE %s\n", c.rule)
+			}
+		}
+		all.WriteString("COMMIT\n")
+	}
+	if test(all.String()) == nil {
+		return nil
+	}
+	for _, c := range checks {
+		if err := test(one(c)); err != nil {
+			return fmt.Errorf("iptables mode unavailable: %s lacks %s: %w", r.restore, c.what, err)
+		}
+	}
+	if err := test(all.String()); err != nil {
+		return fmt.Errorf("iptables mode unavailable: %s: %w", r.restore, err)
 	}
 	return nil
 }
