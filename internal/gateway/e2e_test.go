@@ -88,3 +88,68 @@ func TestEndToEndFromObjects(t *testing.T) {
 		}
 	}
 }
+
+// TestSharedHealthOverlay checks that the gateway reports to internal/health under
+// the keys the overlay uses, so that a failing endpoint is ejected there.
+func TestSharedHealthOverlay(t *testing.T) {
+	good, bad := startEcho(t, "good"), startEcho(t, "bad")
+	bad.failAll.Store(true)
+	svc, es := service("web", good)
+	es.Endpoints = append(es.Endpoints, es.Endpoints[0])
+	es.Endpoints[1].Addresses = []string{bad.addr.Addr().String()}
+	// Both echoes listen on 127.0.0.1 with different ports: give each its own slice.
+	es2 := es.DeepCopy()
+	es2.Name = "web-2"
+	port := int32(bad.addr.Port())
+	es2.Ports[0].Port = &port
+	es.Endpoints = es.Endpoints[:1]
+	es2.Endpoints = es2.Endpoints[1:]
+	addr := freeAddr(t)
+	host, portStr, _ := strings.Cut(addr, ":")
+	lport, _ := strconv.Atoi(portStr)
+	ipType := gatewayv1.IPAddressType
+	p80 := gatewayv1.PortNumber(80)
+	objs := &model.Objects{
+		Services: []*corev1.Service{svc}, EndpointSlices: []*discoveryv1.EndpointSlice{es, es2},
+		GatewayClasses: []*gatewayv1.GatewayClass{{ObjectMeta: metav1.ObjectMeta{Name: "weir"}, Spec: gatewayv1.GatewayClassSpec{ControllerName: model.GatewayControllerName}}},
+		Gateways: []*gatewayv1.Gateway{{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "gw"}, Spec: gatewayv1.GatewaySpec{
+			GatewayClassName: "weir", Addresses: []gatewayv1.GatewaySpecAddress{{Type: &ipType, Value: host}},
+			Listeners: []gatewayv1.Listener{{Name: "http", Port: gatewayv1.PortNumber(lport), Protocol: gatewayv1.HTTPProtocolType}}}}},
+		HTTPRoutes: []*gatewayv1.HTTPRoute{{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "web"}, Spec: gatewayv1.HTTPRouteSpec{
+			CommonRouteSpec: gatewayv1.CommonRouteSpec{ParentRefs: []gatewayv1.ParentReference{{Name: "gw"}}},
+			Rules: []gatewayv1.HTTPRouteRule{{BackendRefs: []gatewayv1.HTTPBackendRef{{BackendRef: gatewayv1.BackendRef{
+				BackendObjectReference: gatewayv1.BackendObjectReference{Name: "web", Port: &p80}}}}}}}}},
+	}
+	snap := model.Translate(objs, model.Node{Name: "node-1"})
+	overlay, err := health.New(health.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(overlay.Close)
+	g, err := New(Options{Health: overlay})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = g.Shutdown(t.Context()) })
+	if err := g.Sync(t.Context(), snap); err != nil {
+		t.Fatal(err)
+	}
+	for range 30 {
+		get(t, http.DefaultClient, "GET", "http://"+addr+"/", nil)
+	}
+	if overlay.Healthy("default/web:http", bad.addr) {
+		t.Fatal("the shared overlay did not eject the failing endpoint")
+	}
+	if !overlay.Healthy("default/web:http", good.addr) {
+		t.Fatal("the good endpoint was ejected")
+	}
+	hits := bad.hits.Load()
+	for range 10 {
+		if resp, _ := get(t, http.DefaultClient, "GET", "http://"+addr+"/", nil); resp.StatusCode != 200 {
+			t.Fatalf("status %d after ejection", resp.StatusCode)
+		}
+	}
+	if bad.hits.Load() != hits {
+		t.Fatal("ejected endpoint still gets traffic")
+	}
+}

@@ -210,6 +210,13 @@ func (g *Gateway) CanaryRollbacks() []CanaryRollback {
 // opens new listeners and closes removed ones. Listeners that stay are not rebound.
 // A listener that cannot be opened is reported in the error; the others are served.
 func (g *Gateway) Sync(ctx context.Context, snap *model.Snapshot) error {
+	// A shared overlay learns the Services' ports and outlier settings from the
+	// Snapshot; it ignores a Snapshot it has seen, so every data plane may call it.
+	if hs, ok := g.health.(interface {
+		Sync(context.Context, *model.Snapshot)
+	}); ok && snap != nil {
+		hs.Sync(ctx, snap)
+	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.closed {
