@@ -365,7 +365,13 @@ func (p *Proxier) sync(ctx context.Context, snap *model.Snapshot) error {
 	// is a full one that rebuilds them from scratch.
 	for ti, t := range p.tables {
 		if full {
-			t.owners, t.refs = map[string]model.ServiceKey{}, map[string]int{}
+			n := 0
+			for _, c := range changes {
+				if c.new != nil {
+					n += len(c.objs[ti].elements)
+				}
+			}
+			t.owners, t.refs = make(map[string]model.ServiceKey, n), map[string]int{}
 		}
 		tx := t.nft.NewTransaction()
 		if full {

@@ -5,6 +5,7 @@ import (
 	"encoding/base32"
 	"fmt"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 
@@ -409,7 +410,7 @@ func slots(eps []model.Endpoint) []model.Endpoint {
 // addSlots adds the slot elements of one frontend.
 func addSlots(o *serviceObjects, set, key string, eps []model.Endpoint) {
 	for i, ep := range eps {
-		e := element{set: set, key: fmt.Sprintf("%s . %d", key, i), value: ep.Addr.Unmap().String() + " . " + fmt.Sprint(ep.Port)}
+		e := element{set: set, key: key + " . " + strconv.Itoa(i), value: ep.Addr.Unmap().String() + " . " + strconv.Itoa(int(ep.Port))}
 		o.elements[e.id()] = e
 	}
 }
