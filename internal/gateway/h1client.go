@@ -141,6 +141,14 @@ func (h *h1Client) exchange(ctx context.Context, c *h1Conn, req *http.Request, r
 		return fail(err, true)
 	}
 	resp, err := http.ReadResponse(c.br, req)
+	// Informational answers (100 Continue, 103 Early Hints) precede the real one:
+	// skip them, as http.Transport does by default.
+	for i := 0; err == nil && resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols; i++ {
+		if i == 5 {
+			return fail(errors.New("too many informational responses"), false)
+		}
+		resp, err = http.ReadResponse(c.br, req)
+	}
 	if err != nil {
 		return fail(err, false)
 	}
