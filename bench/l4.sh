@@ -7,7 +7,9 @@
 #   WEIR=l4proxy bench/l4.sh         # the standalone data plane instead of `weir run`
 #
 # Each figure is the median of ROUNDS runs; the order of the three targets rotates
-# every round. Prints a table and the weir/HAProxy ratios (target: ≥ 0.9).
+# every round. Prints a table and the weir/HAProxy ratios (target: ≥ 0.9), and the
+# CPU time each proxy process spent per short connection (user+system from /proc),
+# which is steadier than rates on a shared machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -65,10 +67,12 @@ endpoints:
 YAML
 	"$tmp/weir" run --config "$tmp/manifests" --mode userspace --admin-addr "" --log-level warn \
 		>"$tmp/weir.log" 2>&1 & pids+=($!)
+	weir_pid=$!
 	weir_is="weir run (userspace mode)"
 else
 	go build -o "$tmp/l4proxy" ./bench/cmd/l4proxy
 	"$tmp/l4proxy" -map $WEIR_IP:9001=$SINK -map $WEIR_IP:9002=$ECHO >"$tmp/weir.log" 2>&1 & pids+=($!)
+	weir_pid=$!
 	weir_is="bench/cmd/l4proxy (userspace data plane, hand-built Snapshot)"
 fi
 
@@ -92,6 +96,7 @@ backend echo
 	server e1 $ECHO
 CFG
 haproxy -db -f "$tmp/haproxy.cfg" >"$tmp/haproxy.log" 2>&1 & pids+=($!)
+haproxy_pid=$!
 
 for a in $SINK $ECHO $WEIR_IP:9001 $WEIR_IP:9002 $HAPROXY_IP:9001 $HAPROXY_IP:9002; do
 	"$tmp/l4load" wait -addr "$a" -timeout 20s || { cat "$tmp/weir.log" "$tmp/haproxy.log" >&2; exit 1; }
@@ -99,8 +104,12 @@ done
 
 declare -A sink=([direct]=$SINK [weir]=$WEIR_IP:9001 [haproxy]=$HAPROXY_IP:9001)
 declare -A echo=([direct]=$ECHO [weir]=$WEIR_IP:9002 [haproxy]=$HAPROXY_IP:9002)
-declare -A tput rate errs
+declare -A tput rate errs cpu ratio_t ratio_r
+declare -A pid=([direct]="" [weir]=$weir_pid [haproxy]=$haproxy_pid)
 targets=(direct weir haproxy)
+tck=$(getconf CLK_TCK)
+# cpu_ticks PID: user+system CPU ticks of a process so far (0 without a process).
+cpu_ticks() { if [ -n "$1" ]; then awk '{print $14 + $15}' "/proc/$1/stat"; else echo 0; fi; }
 
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
@@ -114,19 +123,24 @@ for ((r = 0; r < ROUNDS; r++)); do
 	done
 	for ((i = 0; i < 3; i++)); do
 		t=${targets[$(((i + r) % 3))]}
+		c0=$(cpu_ticks "${pid[$t]}")
 		out=$("$tmp/l4load" rate -addr "${echo[$t]}" -workers "$WORKERS" -duration "$DURATION")
+		c1=$(cpu_ticks "${pid[$t]}")
 		rate[$t]+=" $(sed -n 's/.*rate=\([0-9.]*\).*/\1/p' <<<"$out")"
+		n=$(sed -n 's/.*conns=\([0-9]*\).*/\1/p' <<<"$out")
+		cpu[$t]+=" $(((c1 - c0) * 1000000 / tck / (n > 0 ? n : 1)))"
 		errs[$t]=$((${errs[$t]:-0} + $(sed -n 's/.*errors=\([0-9]*\).*/\1/p' <<<"$out")))
 		echo "round $((r + 1)) rate $t: $out" >&2
 	done
 done
 
 T=() R=()
-printf '\n%-8s %18s %18s %8s\n' target "throughput MiB/s" "short conns/s" errors
+printf '\n%-8s %18s %18s %22s %8s\n' target "throughput MiB/s" "short conns/s" "proxy CPU µs per conn" errors
 for t in "${targets[@]}"; do
 	T+=("$(median <<<"${tput[$t]}")")
 	R+=("$(median <<<"${rate[$t]}")")
-	printf '%-8s %18s %18s %8s\n' "$t" "${T[-1]}" "${R[-1]}" "${errs[$t]}"
+	c="-"; [ -n "${pid[$t]}" ] && c=$(median <<<"${cpu[$t]}")
+	printf '%-8s %18s %18s %22s %8s\n' "$t" "${T[-1]}" "${R[-1]}" "$c" "${errs[$t]}"
 done
 awk -v wt="${T[1]}" -v ht="${T[2]}" -v wr="${R[1]}" -v hr="${R[2]}" 'BEGIN {
 	printf "\nweir/HAProxy: throughput %.2f×, short-connection rate %.2f× (target ≥ 0.90×)\n", wt/ht, wr/hr }'
