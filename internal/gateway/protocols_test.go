@@ -162,6 +162,11 @@ func TestGRPCUnaryAndStreaming(t *testing.T) {
 	if err != nil || first.Status != healthpb.HealthCheckResponse_SERVING {
 		t.Fatalf("first stream message %v %v", first, err)
 	}
+	// Reloads (here: the same route with a new rule added) keep the stream open.
+	extra := prefixRule("extra", "/extra", be)
+	for range 10 {
+		tg.sync(t, httpConfig(tg.addr, extra, rm))
+	}
 	hs.SetServingStatus("weir.test", healthpb.HealthCheckResponse_NOT_SERVING)
 	second, err := stream.Recv()
 	if err != nil || second.Status != healthpb.HealthCheckResponse_NOT_SERVING {
