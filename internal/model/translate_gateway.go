@@ -352,6 +352,9 @@ type gwRoute struct {
 	parents   []gatewayv1.ParentReference
 	hostnames []gatewayv1.Hostname
 	gen       int64
+	// rejected, when set, is why the route is not accepted at all (every rule is
+	// invalid): it attaches nowhere and its parents say Accepted=False with this reason.
+	rejected, rejectMsg string
 }
 
 func (t *gwTranslator) routes() {
@@ -424,12 +427,18 @@ func (t *gwTranslator) attach(r gwRoute, st *ObjectStatus, extra []metav1.Condit
 				}
 				continue
 			}
+			if r.rejected != "" {
+				reason = r.rejected
+				continue
+			}
 			attached++
 			gl.status.AttachedRoutes++
 			out[gl.section] = hosts
 		}
 		gen := r.gen
-		if attached > 0 {
+		if r.rejected != "" && reason == r.rejected {
+			ps.Conditions = append(ps.Conditions, cond(string(gatewayv1.RouteConditionAccepted), false, reason, r.rejectMsg, gen))
+		} else if attached > 0 {
 			ps.Conditions = append(ps.Conditions, cond(string(gatewayv1.RouteConditionAccepted), true, string(gatewayv1.RouteReasonAccepted), "", gen))
 		} else {
 			ps.Conditions = append(ps.Conditions, cond(string(gatewayv1.RouteConditionAccepted), false, reason, "route attaches to no listener of the parent", gen))
@@ -752,14 +761,13 @@ func (t *gwTranslator) httpRoute(hr *gatewayv1.HTTPRoute) {
 		rules = append(rules, rule)
 		ruleMatches = append(ruleMatches, ms)
 	}
-	extra := t.routeConditions(hr.Generation, problem, invalid, unsupported && len(rules) == 0)
-	sections := t.attach(gwRoute{kind: "HTTPRoute", meta: hr, parents: hr.Spec.ParentRefs, hostnames: hr.Spec.Hostnames, gen: hr.Generation}, &st, extra)
-	if unsupported && len(rules) == 0 {
-		for i := range st.Parents {
-			st.Parents[i].Conditions[0] = cond(string(gatewayv1.RouteConditionAccepted), false, string(gatewayv1.RouteReasonUnsupportedValue), strings.Join(invalid, "; "), hr.Generation)
-		}
-		sections = nil
+	allInvalid := unsupported && len(rules) == 0
+	extra := t.routeConditions(hr.Generation, problem, invalid, allInvalid)
+	gr := gwRoute{kind: "HTTPRoute", meta: hr, parents: hr.Spec.ParentRefs, hostnames: hr.Spec.Hostnames, gen: hr.Generation}
+	if allInvalid {
+		gr.rejected, gr.rejectMsg = string(gatewayv1.RouteReasonUnsupportedValue), strings.Join(invalid, "; ")
 	}
+	sections := t.attach(gr, &st, extra)
 	t.status = append(t.status, st)
 	t.addMatches(hr, sections, rules, ruleMatches)
 }
@@ -951,8 +959,13 @@ func (t *gwTranslator) grpcRoute(gr *gatewayv1.GRPCRoute) {
 		rules = append(rules, rule)
 		ruleMatches = append(ruleMatches, ms)
 	}
-	extra := t.routeConditions(gr.Generation, problem, invalid, len(rules) == 0 && len(invalid) > 0)
-	sections := t.attach(gwRoute{kind: "GRPCRoute", meta: gr, parents: gr.Spec.ParentRefs, hostnames: gr.Spec.Hostnames, gen: gr.Generation}, &st, extra)
+	allInvalid := len(rules) == 0 && len(invalid) > 0
+	extra := t.routeConditions(gr.Generation, problem, invalid, allInvalid)
+	rt := gwRoute{kind: "GRPCRoute", meta: gr, parents: gr.Spec.ParentRefs, hostnames: gr.Spec.Hostnames, gen: gr.Generation}
+	if allInvalid {
+		rt.rejected, rt.rejectMsg = string(gatewayv1.RouteReasonUnsupportedValue), strings.Join(invalid, "; ")
+	}
+	sections := t.attach(rt, &st, extra)
 	t.status = append(t.status, st)
 	t.addMatches(gr, sections, rules, ruleMatches)
 }

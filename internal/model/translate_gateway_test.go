@@ -207,6 +207,9 @@ func TestGatewayBadInput(t *testing.T) {
 			o.HTTPRoutes = append(o.HTTPRoutes, route("regex", nil, rule("bad", pathMatch(gatewayv1.PathMatchRegularExpression, "/(unclosed"))))
 		}, func(t *testing.T, cfg *GatewayConfig) {
 			wantParentCond(t, cfg, "regex", "Accepted", metav1.ConditionFalse, "UnsupportedValue")
+			if n := cfg.FindStatus("Gateway", "default", "gw").Listeners[0].AttachedRoutes; n != 1 {
+				t.Fatalf("attachedRoutes %d counts a route that was not accepted", n)
+			}
 			if findMatch(cfg, "default/regex/bad") != nil {
 				t.Fatal("a rule with a bad regex must not be served")
 			}
