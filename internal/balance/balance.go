@@ -106,6 +106,12 @@ func New(alg Algorithm, backends []Backend, opts Options) (Picker, error) {
 	}
 	switch alg {
 	case RoundRobin:
+		if !equalBackendWeights(backends) {
+			// Weights (the weir.dev/weight annotation, HTTPRoute weights) must hold under
+			// the default scheduler too: a 1-weight canary beside a 99-weight stable
+			// slice gets 1 %, not a third. With equal weights this is plain round robin.
+			return newWeightedRoundRobin(backends, startOf(opts)), nil
+		}
 		return newRoundRobin(len(backends), startOf(opts)), nil
 	case WeightedRoundRobin:
 		return newWeightedRoundRobin(backends, startOf(opts)), nil
@@ -132,6 +138,16 @@ func New(alg Algorithm, backends []Backend, opts Options) (Picker, error) {
 // EndpointSlice changes, do not all send their next connection to the first backend.
 // With Options.RandSeed it is reproducible.
 func startOf(opts Options) uint64 { return newSource(opts.RandSeed).next() }
+
+// equalBackendWeights reports whether every backend has the same effective weight.
+func equalBackendWeights(backends []Backend) bool {
+	for _, b := range backends[1:] {
+		if weightOf(b) != weightOf(backends[0]) {
+			return false
+		}
+	}
+	return true
+}
 
 // none is the Picker over no backends.
 type none struct{}

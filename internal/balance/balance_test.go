@@ -171,6 +171,14 @@ func TestRoundRobinExact(t *testing.T) {
 	}
 }
 
+// TestRoundRobinHonoursWeights: the default scheduler must not ignore a canary weight.
+func TestRoundRobinHonoursWeights(t *testing.T) {
+	got := counts(t, mustNew(t, RoundRobin, backends(99, 99, 1), Options{}), 3, 19900)
+	if got[2] != 100 || got[0] != 9900 || got[1] != 9900 {
+		t.Fatalf("RoundRobin over weights 99:99:1 gave %v, want [9900 9900 100]", got)
+	}
+}
+
 func TestWeightedRoundRobinShares(t *testing.T) {
 	hundred := make([]uint32, 100)
 	for i := range hundred {
