@@ -181,6 +181,19 @@ func (p *Proxy) Sync(ctx context.Context, snap *model.Snapshot) error {
 			delete(p.ports, id)
 		}
 	}
+	// Stop accepting on removed frontends first (their connections go on), so that a
+	// port they free can be bound below.
+	for key, l := range p.listeners {
+		if _, ok := want[key]; !ok {
+			l.stopAccepting()
+			if key.proto == model.UDP {
+				l.closeUDP()
+			}
+			delete(p.listeners, key)
+			p.metrics.forget(l.spec().servicePort, key.addr.String())
+			p.log.Info("stopped listening", "frontend", key.String())
+		}
+	}
 	// Bind new frontends and retarget kept ones.
 	for key, spec := range want {
 		ps := p.ports[spec.servicePort]
@@ -203,18 +216,6 @@ func (p *Proxy) Sync(ctx context.Context, snap *model.Snapshot) error {
 		p.listeners[key] = l
 		ps.listeners = append(ps.listeners, l)
 		p.log.Info("listening", "frontend", key.String(), "service_port", spec.servicePort)
-	}
-	// Stop accepting on removed frontends; their connections go on.
-	for key, l := range p.listeners {
-		if _, ok := want[key]; !ok {
-			l.stopAccepting()
-			if key.proto == model.UDP {
-				l.closeUDP()
-			}
-			delete(p.listeners, key)
-			p.metrics.forget(l.spec().servicePort, key.addr.String())
-			p.log.Info("stopped listening", "frontend", key.String())
-		}
 	}
 	return errors.Join(errs...)
 }
