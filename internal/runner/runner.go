@@ -36,10 +36,13 @@ type Options struct {
 	// Burst of syncs allowed back to back. Default 2, so that a lone change is applied at
 	// once.
 	Burst int
-	// RetryInterval after a data plane failed to sync. Default 1 s.
+	// RetryInterval after a data plane failed to sync; it doubles with each failure in a
+	// row up to MaxRetryInterval. Default 1 s.
 	RetryInterval time.Duration
-	Logger        *slog.Logger
-	Registerer    prometheus.Registerer
+	// MaxRetryInterval caps the retry backoff. Default 30 s.
+	MaxRetryInterval time.Duration
+	Logger           *slog.Logger
+	Registerer       prometheus.Registerer
 }
 
 // Runner translates and syncs.
@@ -75,6 +78,9 @@ func New(opts Options) (*Runner, error) {
 	}
 	if opts.RetryInterval <= 0 {
 		opts.RetryInterval = time.Second
+	}
+	if opts.MaxRetryInterval < opts.RetryInterval {
+		opts.MaxRetryInterval = max(30*time.Second, opts.RetryInterval)
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -128,19 +134,26 @@ func (r *Runner) Run(ctx context.Context) error {
 	defer retry.Stop()
 
 	pending := true // sync once at start
+	force := false  // re-sync even if the objects did not change (a retry)
+	failures := 0
 	for {
 		if pending && tokens > 0 {
 			pending = false
-			worked, err := r.syncOnce(ctx)
+			worked, err := r.syncOnce(ctx, force)
+			force = false
 			if worked {
 				tokens--
 			}
-			if err != nil {
-				if ctx.Err() != nil {
-					return nil
-				}
-				r.log.Warn("sync failed; will retry", "err", err, "retry_in", r.opts.RetryInterval)
-				retry.Reset(r.opts.RetryInterval)
+			switch {
+			case err != nil && ctx.Err() != nil:
+				return nil
+			case err != nil:
+				wait := min(r.opts.RetryInterval<<min(failures, 16), r.opts.MaxRetryInterval)
+				failures++
+				r.log.Warn("sync incomplete; what could be applied is in force, the rest is retried", "err", err, "retry_in", wait, "failures_in_a_row", failures)
+				retry.Reset(wait)
+			case worked:
+				failures = 0
 			}
 		}
 		select {
@@ -149,8 +162,7 @@ func (r *Runner) Run(ctx context.Context) error {
 		case <-r.opts.Objects.Changed():
 			pending = true
 		case <-retry.C:
-			pending = true
-			r.lastGen = 0 // force a full pass even though the objects did not change
+			pending, force = true, true
 		case <-refill.C:
 			if tokens < r.opts.Burst {
 				tokens++
@@ -159,14 +171,16 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 }
 
-// syncOnce translates and syncs if the objects changed since the last good sync. It
-// reports whether it did any work, so that a no-op does not use up the burst.
-func (r *Runner) syncOnce(ctx context.Context) (bool, error) {
+// syncOnce translates and syncs if the objects changed since the last sync, or if
+// force is set. It reports whether it did any work, so that a no-op does not use up the
+// burst. A data plane that fails applies what it can (the Dataplane contract), so the
+// Snapshot counts as applied either way; the error asks for a retry.
+func (r *Runner) syncOnce(ctx context.Context, force bool) (bool, error) {
 	objs, gen := r.opts.Objects.Current()
 	if objs == nil {
 		return false, nil // nothing loaded yet
 	}
-	if r.haveSync && gen == r.lastGen {
+	if r.haveSync && gen == r.lastGen && !force {
 		return false, nil
 	}
 	start := time.Now()
@@ -195,12 +209,12 @@ func (r *Runner) syncOnce(ctx context.Context) (bool, error) {
 	r.current.Store(snap)
 	r.metrics.version.Set(float64(snap.Version))
 	r.metrics.services.Set(float64(len(snap.Services)))
-	if len(errs) > 0 {
-		return true, errors.Join(errs...)
-	}
 	r.lastGen = gen
 	r.haveSync = true
 	r.synced.Store(true)
+	if len(errs) > 0 {
+		return true, errors.Join(errs...)
+	}
 	r.log.Info("configuration applied", "version", snap.Version, "services", len(snap.Services), "took", time.Since(start).Round(time.Microsecond))
 	return true, nil
 }

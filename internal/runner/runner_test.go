@@ -137,8 +137,25 @@ func TestRunnerRetriesFailedSync(t *testing.T) {
 	objs.set("a")
 	rec := &recorder{fail: 2}
 	r := start(t, Options{Objects: objs, Dataplanes: []dataplane.Dataplane{rec}, MinInterval: 5 * time.Millisecond, RetryInterval: 5 * time.Millisecond})
+	// A failed sync still counts as applied (the data plane applied what it could), so
+	// readiness does not wait for a frontend that cannot be bound.
+	waitFor(t, "applied despite the failure", r.Synced)
 	waitFor(t, "sync after retries", func() bool { return rec.count() == 1 })
 	if r.Snapshot() == nil {
 		t.Fatal("no snapshot after a successful retry")
+	}
+}
+
+func TestRunnerRetryBacksOff(t *testing.T) {
+	objs := newObjects()
+	objs.set("a")
+	rec := &recorder{fail: 1 << 30} // never succeeds
+	attempts := func() int { rec.mu.Lock(); defer rec.mu.Unlock(); return 1<<30 - rec.fail }
+	start(t, Options{Objects: objs, Dataplanes: []dataplane.Dataplane{rec}, MinInterval: time.Millisecond,
+		RetryInterval: 20 * time.Millisecond, MaxRetryInterval: 80 * time.Millisecond})
+	time.Sleep(500 * time.Millisecond)
+	// 20+40+80+80+80+80 ms: about 6 retries in 500 ms; without backoff there would be 25.
+	if n := attempts(); n < 3 || n > 12 {
+		t.Fatalf("%d attempts in 500ms with a 20ms→80ms backoff, want about 7", n)
 	}
 }
