@@ -37,6 +37,10 @@ func snapshot(pol *model.Policy, eps ...model.Endpoint) *model.Snapshot {
 
 const webPort = "default/web:80"
 
+// testAddr is where test servers listen: not 127.0.0.1, whose ephemeral ports a
+// concurrent load test on the machine can exhaust.
+const testAddr = "127.0.98.1:0"
+
 func newOverlay(t *testing.T) (*Overlay, *prometheus.Registry) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
@@ -183,7 +187,7 @@ func TestStateSurvivesSync(t *testing.T) {
 
 func TestActiveTCPCheck(t *testing.T) {
 	o, _ := newOverlay(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp4", testAddr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -223,13 +227,19 @@ func TestActiveHTTPCheck(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			var path atomic.Value
-			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				path.Store(r.URL.Path + " " + r.Host)
 				if tt.status == 302 {
 					w.Header().Set("Location", "/elsewhere")
 				}
 				w.WriteHeader(tt.status)
 			}))
+			ln, err := net.Listen("tcp4", testAddr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv.Listener = ln
+			srv.Start()
 			defer srv.Close()
 			o, _ := newOverlay(t)
 			pol := &model.Policy{HealthCheck: &model.ActiveHealthCheck{

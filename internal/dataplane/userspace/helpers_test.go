@@ -19,6 +19,11 @@ import (
 	"weir.dev/weir/internal/model"
 )
 
+// backendAddr is where test backends listen: not 127.0.0.1, whose ephemeral ports a
+// concurrent load test on the machine can exhaust (bind 127.0.0.1:0 then fails with
+// EADDRINUSE while its TIME_WAIT sockets last).
+const backendAddr = "127.0.99.1:0"
+
 // tcpBackend is a loopback TCP server that greets every connection with "name\n",
 // then echoes what it reads and half-closes after the client does.
 type tcpBackend struct {
@@ -32,7 +37,7 @@ type tcpBackend struct {
 
 func startTCPBackend(t *testing.T, name string) *tcpBackend {
 	t.Helper()
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	ln, err := net.Listen("tcp4", backendAddr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +92,7 @@ type udpBackend struct {
 
 func startUDPBackend(t *testing.T, name string) *udpBackend {
 	t.Helper()
-	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	pc, err := net.ListenPacket("udp4", backendAddr)
 	if err != nil {
 		t.Fatal(err)
 	}
