@@ -9,7 +9,8 @@
 // closes) and an echo server until interrupted. throughput writes -bytes to a sink,
 // half-closes and waits for the count, and prints "seconds=… mibps=…". rate runs
 // -workers loops of connect, write -size bytes, read them back, close for -duration,
-// and prints "conns=… errors=… rate=…". Every run is bounded and stops by itself.
+// and prints "conns=… errors=… rate=…"; worker i connects from -source + i
+// (127.0.24.1, .2, …). Every run is bounded and stops by itself.
 package main
 
 import (
@@ -20,6 +21,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"sync"
@@ -165,18 +167,37 @@ func rate(args []string) error {
 	workers := fs.Int("workers", 32, "concurrent connection loops")
 	duration := fs.Duration("duration", 5*time.Second, "how long to run")
 	size := fs.Int("size", 64, "bytes written and read back per connection")
+	source := fs.String("source", "127.0.24.1", "first client source address; worker i uses this address + i (empty: let the kernel choose)")
 	_ = fs.Parse(args)
+	var first netip.Addr
+	if *source != "" {
+		var err error
+		if first, err = netip.ParseAddr(*source); err != nil {
+			return fmt.Errorf("-source: %w", err)
+		}
+	}
 	var conns, errs atomic.Int64
 	var firstErr atomic.Value
 	deadline := time.Now().Add(*duration)
 	var wg sync.WaitGroup
 	start := time.Now()
-	for range *workers {
+	for w := range *workers {
+		// Each worker has its own source address, so that the client side's TIME_WAIT
+		// sockets spread over many addresses instead of exhausting 127.0.0.1's
+		// ephemeral ports for every other program on the machine.
+		d := net.Dialer{Timeout: 5 * time.Second}
+		if first.IsValid() {
+			a := first
+			for range w {
+				a = a.Next()
+			}
+			d.LocalAddr = &net.TCPAddr{IP: a.AsSlice()}
+		}
 		wg.Go(func() {
 			msg := make([]byte, *size)
 			back := make([]byte, *size)
 			for time.Now().Before(deadline) {
-				if err := once(*addr, msg, back); err != nil {
+				if err := once(&d, *addr, msg, back); err != nil {
 					errs.Add(1)
 					firstErr.CompareAndSwap(nil, err.Error())
 					continue
@@ -194,8 +215,8 @@ func rate(args []string) error {
 	return nil
 }
 
-func once(addr string, msg, back []byte) error {
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+func once(d *net.Dialer, addr string, msg, back []byte) error {
+	c, err := d.Dial("tcp", addr)
 	if err != nil {
 		return err
 	}
