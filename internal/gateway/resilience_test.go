@@ -286,3 +286,46 @@ func TestRetryReplaysSmallBodies(t *testing.T) {
 		})
 	}
 }
+
+func TestPanicModeSpreadsOverAll(t *testing.T) {
+	eps := []*echoBackend{startEcho(t, "a"), startEcho(t, "b"), startEcho(t, "c"), startEcho(t, "d")}
+	be := backend("svc", 1, eps...)
+	c := newCluster("svc", false)
+	c.update(be, time.Now())
+	st := c.state.Load()
+	tests := []struct {
+		name      string
+		panicPct  int
+		unhealthy int // the first n endpoints are unhealthy
+		wantBad   bool
+	}{
+		{"one of four down: avoid it", 50, 1, false},
+		{"three of four down: panic, spread over all", 50, 3, true},
+		{"three of four down, panic off", 0, 3, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			pol := *be.Policy
+			pol.Outlier.PanicThresholdPercent = tc.panicPct
+			c.policy.Store(&pol)
+			healthy := func(ep *endpoint) bool {
+				for i := range tc.unhealthy {
+					if ep == st.eps[i] {
+						return false
+					}
+				}
+				return true
+			}
+			bad := 0
+			for range 400 {
+				ep := c.pick(st, 0, 0, nil, healthy)
+				if !healthy(ep) {
+					bad++
+				}
+			}
+			if (bad > 0) != tc.wantBad {
+				t.Fatalf("%d of 400 picks went to unhealthy endpoints", bad)
+			}
+		})
+	}
+}

@@ -178,7 +178,13 @@ func (c *cluster) pick(st *clusterState, key uint64, session uint64, tried []*en
 		if idx < 0 || idx >= n {
 			break
 		}
-		if ep := st.eps[idx]; usable(ep) {
+		ep := st.eps[idx]
+		if usable(ep) {
+			return ep
+		}
+		if i == 0 && healthy != nil && !contains(tried, ep) && c.panicking(st, healthy) {
+			// Too few endpoints are healthy: spread over all of them (Envoy's panic
+			// mode) rather than pile onto the survivors.
 			return ep
 		}
 	}
@@ -196,6 +202,23 @@ func (c *cluster) pick(st *clusterState, key uint64, session uint64, tried []*en
 		}
 	}
 	return nil
+}
+
+// panicking reports whether fewer than PanicThresholdPercent of the endpoints are
+// healthy. It is only asked when the scheduler's first choice is unhealthy. (When every
+// untried endpoint is unhealthy, pick uses them anyway whatever the threshold.)
+func (c *cluster) panicking(st *clusterState, healthy func(*endpoint) bool) bool {
+	pct := model.DefaultPanicThresholdPercent
+	if p := c.policy.Load(); p != nil {
+		pct = p.Outlier.PanicThresholdPercent // 0 turns panic mode off, as in Envoy
+	}
+	ok := 0
+	for _, ep := range st.eps {
+		if healthy(ep) {
+			ok++
+		}
+	}
+	return ok*100 < pct*len(st.eps)
 }
 
 func contains(eps []*endpoint, ep *endpoint) bool {
