@@ -342,3 +342,22 @@ func TestTLSPassthroughBySNI(t *testing.T) {
 		t.Fatal("handshake succeeded for an unrouted SNI")
 	}
 }
+
+func TestIngressHTTPS(t *testing.T) {
+	a := startEcho(t, "a")
+	crt, key := certPEM(t, "shop.example.com")
+	httpsAddr := freeAddr(t)
+	sec := &model.Section{Name: "ingress", Certificates: []model.Certificate{{Source: "default/shop-tls", CertPEM: crt, KeyPEM: key}},
+		Hosts: []*model.VirtualHost{{Hostname: "shop.example.com", Matches: []*model.RouteMatch{prefixRule("default/ing/0-0", "/", backend("a", 1, a))}}}}
+	cfg := &model.GatewayConfig{Listeners: []*model.Listener{{Ingress: "https", Protocol: model.ProtocolHTTPS, Sections: []*model.Section{sec}}}}
+	startGateway(t, Options{IngressHTTPSAddr: httpsAddr}, cfg)
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(crt)
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "shop.example.com"}, ForceAttemptHTTP2: true,
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) { return (&net.Dialer{}).DialContext(ctx, network, httpsAddr) }}
+	defer tr.CloseIdleConnections()
+	resp, rep := get(t, &http.Client{Transport: tr, Timeout: 10 * time.Second}, "GET", "https://shop.example.com/", nil)
+	if resp.StatusCode != 200 || rep == nil || rep.Name != "a" || resp.Proto != "HTTP/2.0" {
+		t.Fatalf("status %d proto %s reply %+v", resp.StatusCode, resp.Proto, rep)
+	}
+}
