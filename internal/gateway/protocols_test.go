@@ -354,7 +354,9 @@ func TestIngressHTTPS(t *testing.T) {
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(crt)
 	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "shop.example.com"}, ForceAttemptHTTP2: true,
-		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) { return (&net.Dialer{}).DialContext(ctx, network, httpsAddr) }}
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, httpsAddr)
+		}}
 	defer tr.CloseIdleConnections()
 	resp, rep := get(t, &http.Client{Transport: tr, Timeout: 10 * time.Second}, "GET", "https://shop.example.com/", nil)
 	if resp.StatusCode != 200 || rep == nil || rep.Name != "a" || resp.Proto != "HTTP/2.0" {
