@@ -62,6 +62,7 @@ func (l *loader) finish() *model.Objects {
 		}
 	}
 	l.crossCheck(services, slices)
+	l.clusterIPsUnique()
 	for _, o := range services {
 		s := o.obj.(*corev1.Service)
 		if s.Spec.Type != corev1.ServiceTypeExternalName && s.Spec.ClusterIP == "" {
@@ -140,6 +141,30 @@ func (l *loader) duplicates() {
 			continue
 		}
 		first[o.key()] = o
+	}
+}
+
+// clusterIPsUnique refuses a ClusterIP given to two Services, as the API server's IP
+// allocator does: weir could serve only one of them.
+func (l *loader) clusterIPsUnique() {
+	owner := map[netip.Addr]*object{}
+	for _, o := range l.objs {
+		svc, ok := o.obj.(*corev1.Service)
+		if !ok {
+			continue
+		}
+		for i, s := range svc.Spec.ClusterIPs {
+			ip, err := netip.ParseAddr(s)
+			if err != nil {
+				continue // reported by the Service's own checks
+			}
+			if first, taken := owner[ip]; taken {
+				l.errorf(o, fmt.Sprintf("spec.clusterIPs[%d]", i), "%s is already the ClusterIP of Service %s/%s (%s)",
+					ip, first.namespace, first.name, first.doc.file.name)
+				continue
+			}
+			owner[ip] = o
+		}
 	}
 }
 

@@ -216,6 +216,14 @@ func TestValidationErrors(t *testing.T) {
 			want: []string{"b.yaml:4: Service default/web: metadata.name: duplicate of the object at a.yaml:1"},
 		},
 		{
+			name: "ClusterIP given to two Services",
+			files: map[string]string{
+				"a.yaml": "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {clusterIP: 127.0.0.10, ports: [{port: 80}]}\n",
+				"b.yaml": "apiVersion: v1\nkind: Service\nmetadata: {name: api}\nspec: {clusterIP: 127.0.0.10, ports: [{port: 81}]}\n",
+			},
+			want: []string{"b.yaml:4: Service default/api: spec.clusterIPs[0]: 127.0.0.10 is already the ClusterIP of Service default/web (a.yaml)"},
+		},
+		{
 			name:  "slice address of the wrong family",
 			files: map[string]string{"web.yaml": webSvc + slice + "addressType: IPv4\nendpoints:\n- addresses: [\"::1\"]\n"},
 			want:  []string{`web.yaml:15: EndpointSlice default/web-1: endpoints[0].addresses[0]: "::1" is not a valid IPv4 address`},

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,9 +20,13 @@ import (
 	"weir.dev/weir/internal/store"
 )
 
-// service is a valid Service manifest with the given name and port.
+// service is a valid Service manifest with the given name and port. Each name gets its
+// own ClusterIP (two Services may not share one).
 func service(name string, port int) string {
-	return fmt.Sprintf("apiVersion: v1\nkind: Service\nmetadata: {name: %s}\nspec:\n  clusterIP: 127.0.0.10\n  ports: [{port: %d}]\n", name, port)
+	h := fnv.New32a()
+	h.Write([]byte(name))
+	ip := fmt.Sprintf("127.0.%d.%d", 1+h.Sum32()%200, 1+(h.Sum32()>>8)%250)
+	return fmt.Sprintf("apiVersion: v1\nkind: Service\nmetadata: {name: %s}\nspec:\n  clusterIP: %s\n  ports: [{port: %d}]\n", name, ip, port)
 }
 
 const invalid = "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  ports: [{port: 70000}]\n"
