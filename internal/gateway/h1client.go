@@ -18,7 +18,7 @@ import (
 // goroutines and their hand-offs. Upgrades, requests with bodies and h2c go through
 // http.Transport.
 type h1Client struct {
-	dialer      *net.Dialer
+	dial        func(ctx context.Context, network, addr string) (net.Conn, error)
 	maxIdle     int
 	idleTimeout time.Duration
 
@@ -35,8 +35,8 @@ type h1Conn struct {
 	lastUsed time.Time
 }
 
-func newH1Client(d *net.Dialer) *h1Client {
-	return &h1Client{dialer: d, maxIdle: 1024, idleTimeout: 90 * time.Second, idle: map[string][]*h1Conn{}}
+func newH1Client(dial func(ctx context.Context, network, addr string) (net.Conn, error)) *h1Client {
+	return &h1Client{dial: dial, maxIdle: 1024, idleTimeout: 90 * time.Second, idle: map[string][]*h1Conn{}}
 }
 
 func (h *h1Client) get(host string, now time.Time) *h1Conn {
@@ -69,8 +69,8 @@ func (h *h1Client) put(c *h1Conn) {
 	_ = c.c.Close()
 }
 
-func (h *h1Client) dial(ctx context.Context, host string) (*h1Conn, error) {
-	c, err := h.dialer.DialContext(ctx, "tcp", host)
+func (h *h1Client) dialConn(ctx context.Context, host string) (*h1Conn, error) {
+	c, err := h.dial(ctx, "tcp", host)
 	if err != nil {
 		return nil, err
 	}
@@ -101,7 +101,7 @@ func (h *h1Client) RoundTrip(req *http.Request) (*http.Response, error) {
 		reused := c != nil
 		if c == nil {
 			var err error
-			if c, err = h.dial(ctx, host); err != nil {
+			if c, err = h.dialConn(ctx, host); err != nil {
 				return nil, err
 			}
 		}

@@ -729,6 +729,12 @@ func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 	switch {
 	case errors.Is(err, errNoEndpoint):
 		code = http.StatusServiceUnavailable
+	case errors.Is(err, errOverflow):
+		code = http.StatusServiceUnavailable
+		w.Header().Set("X-Weir-Overflow", "circuit-breaker")
+		if st, _ := r.Context().Value(stateKey{}).(*reqState); st != nil && st.backend != nil {
+			g.metrics.overflows.WithLabelValues(st.backend.b.ID).Inc()
+		}
 	case errors.As(err, &mbe):
 		code = http.StatusRequestEntityTooLarge
 	case errors.Is(err, context.DeadlineExceeded):

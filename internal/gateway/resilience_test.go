@@ -100,9 +100,25 @@ func TestOutlierEjectionAndRecovery(t *testing.T) {
 }
 
 func TestBreakerOverflow(t *testing.T) {
+	tests := []struct {
+		name string
+		set  func(cb *model.CircuitBreaker)
+	}{
+		{"maxRequests", func(cb *model.CircuitBreaker) { cb.MaxRequests = 1 }},
+		{"maxPendingRequests", func(cb *model.CircuitBreaker) { cb.MaxPendingRequests = 1 }},
+		{"maxConnections", func(cb *model.CircuitBreaker) { cb.MaxConnections = 1 }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) { testBreakerOverflow(t, tc.set) })
+	}
+}
+
+func testBreakerOverflow(t *testing.T, set func(*model.CircuitBreaker)) {
 	slow := startEcho(t, "slow")
 	be := backend("svc", 1, slow)
-	be.Policy.CircuitBreaker.MaxRequests = 1
+	pol := *be.Policy
+	be.Policy = &pol
+	set(&be.Policy.CircuitBreaker)
 	reg := prometheus.NewRegistry()
 	tg := startGateway(t, Options{Registerer: reg}, httpConfig(freeAddr(t), prefixRule("cb", "/", be)))
 	ctx, cancel := context.WithCancel(context.Background())
@@ -125,6 +141,15 @@ func TestBreakerOverflow(t *testing.T) {
 	}
 	if n := testutil.ToFloat64(tg.metrics.overflows.WithLabelValues("default/svc:80")); n != 1 {
 		t.Fatalf("overflow metric %v", n)
+	}
+	// A request with a body goes through net/http's Transport: the same limits hold.
+	post, err := http.Post(tg.url+"/", "text/plain", strings.NewReader("body"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	post.Body.Close()
+	if post.StatusCode != 503 || post.Header.Get("X-Weir-Overflow") == "" {
+		t.Fatalf("POST overflow: %d %v", post.StatusCode, post.Header)
 	}
 }
 

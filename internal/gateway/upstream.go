@@ -52,6 +52,8 @@ type cluster struct {
 
 	active   atomic.Int64 // requests in flight (breaker, retry budget)
 	retrying atomic.Int64 // retries in flight
+	pending  atomic.Int64 // attempts waiting for response headers (breaker)
+	conns    atomic.Int64 // open upstream connections (breaker)
 
 	rebuild sync.Mutex // one slow-start rebuild at a time
 	// eps is the endpoint set by address, touched only by Sync (under Gateway.mu).
@@ -264,6 +266,45 @@ func (r retryOn) status(code int) bool { return r.codes[code] || (r.any5xx && co
 // errNoEndpoint is returned when a backend has no endpoint to send to.
 var errNoEndpoint = errors.New("no endpoint available")
 
+// errOverflow is returned when a backend's circuit breaker is full.
+var errOverflow = errors.New("circuit breaker: upstream overflow")
+
+// dial opens an upstream connection, counted against the cluster's maxConnections
+// (the cluster comes from the request's context).
+func (u *upstream) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	st, _ := ctx.Value(stateKey{}).(*reqState)
+	if st == nil || st.backend == nil || st.backend.cl == nil {
+		return u.dialer.DialContext(ctx, network, addr)
+	}
+	cl := st.backend.cl
+	limit := int64(model.DefaultCircuitBreakerLimit)
+	if p := cl.policy.Load(); p != nil && p.CircuitBreaker.MaxConnections > 0 {
+		limit = int64(p.CircuitBreaker.MaxConnections)
+	}
+	if cl.conns.Add(1) > limit {
+		cl.conns.Add(-1)
+		return nil, errOverflow
+	}
+	c, err := u.dialer.DialContext(ctx, network, addr)
+	if err != nil {
+		cl.conns.Add(-1)
+		return nil, err
+	}
+	return &countedConn{Conn: c, n: &cl.conns}, nil
+}
+
+// countedConn gives its slot back to the cluster's connection count when closed.
+type countedConn struct {
+	net.Conn
+	n    *atomic.Int64
+	once sync.Once
+}
+
+func (c *countedConn) Close() error {
+	c.once.Do(func() { c.n.Add(-1) })
+	return c.Conn.Close()
+}
+
 // upstream is the RoundTripper the reverse proxy uses: it picks an endpoint for each
 // attempt and retries as the route's policy allows.
 type upstream struct {
@@ -276,7 +317,7 @@ type upstream struct {
 func newUpstream(g *Gateway) *upstream {
 	u := &upstream{g: g, dialer: &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}}
 	u.h1 = &http.Transport{
-		DialContext:         u.dialer.DialContext,
+		DialContext:         u.dial,
 		MaxIdleConns:        4096,
 		MaxIdleConnsPerHost: 1024,
 		IdleConnTimeout:     90 * time.Second,
@@ -286,7 +327,7 @@ func newUpstream(g *Gateway) *upstream {
 		ReadBufferSize:      16 << 10,
 	}
 	u.h2c = &http.Transport{
-		DialContext:         u.dialer.DialContext,
+		DialContext:         u.dial,
 		MaxIdleConns:        1024,
 		MaxIdleConnsPerHost: 64,
 		IdleConnTimeout:     90 * time.Second,
@@ -294,7 +335,7 @@ func newUpstream(g *Gateway) *upstream {
 	}
 	u.h2c.Protocols = new(http.Protocols)
 	u.h2c.Protocols.SetUnencryptedHTTP2(true)
-	u.fast = newH1Client(u.dialer)
+	u.fast = newH1Client(u.dial)
 	return u
 }
 
@@ -370,9 +411,28 @@ func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 			cancel = c // called when the attempt fails or its body is finished
 			areq = req.WithContext(ctx)
 		}
+		maxPending := int64(model.DefaultCircuitBreakerLimit)
+		if p := cl.policy.Load(); p != nil && p.CircuitBreaker.MaxPendingRequests > 0 {
+			maxPending = int64(p.CircuitBreaker.MaxPendingRequests)
+		}
+		if cl.pending.Add(1) > maxPending {
+			cl.pending.Add(-1)
+			if cancel != nil {
+				cancel()
+			}
+			return nil, errOverflow
+		}
 		ep.load.Begin()
 		t0 := time.Now()
 		resp, err := rt.RoundTrip(areq)
+		cl.pending.Add(-1)
+		if errors.Is(err, errOverflow) {
+			ep.load.End()
+			if cancel != nil {
+				cancel()
+			}
+			return nil, err
+		}
 		retry := false
 		if err != nil {
 			ep.load.End()
