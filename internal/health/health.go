@@ -63,7 +63,10 @@ const (
 	DefaultBaseEjectionTime      = 30 * time.Second
 	DefaultMaxEjectionPercent    = 50
 	DefaultPanicThresholdPercent = 50
-	// MaxEjectionTime caps base ejection time × number of ejections, as Envoy does.
+	// DefaultOutlierInterval is how long an endpoint must stay in rotation for its
+	// ejection backoff to step down once.
+	DefaultOutlierInterval = 10 * time.Second
+	// MaxEjectionTime caps the ejection backoff, as Envoy's max_ejection_time does.
 	MaxEjectionTime = 300 * time.Second
 )
 
@@ -116,8 +119,9 @@ type endpointState struct {
 	removed      bool
 	activeDown   bool
 	ejected      bool
-	ejections    int
+	ejections    int       // the backoff multiplier's exponent; decays while healthy
 	ejectedUntil time.Time
+	returnedAt   time.Time // when the last ejection ended
 	uneject      *time.Timer
 	stopProbe    context.CancelFunc
 	gauge        prometheus.Gauge

@@ -161,6 +161,32 @@ func TestPassiveEjection(t *testing.T) {
 	if left := time.Until(st.EjectedUntil); left < 200*time.Millisecond {
 		t.Fatalf("second ejection lasts %v, want about 300ms", left)
 	}
+	// Exponential backoff: the third lasts four times the base.
+	eventually(t, 3*time.Second, "endpoint back from its second ejection", func() bool { return o.Healthy(webPort, a) })
+	fail(a, 3)
+	st = o.Status()[0]
+	if left := time.Until(st.EjectedUntil); !st.Ejected || st.Ejections != 3 || left < 450*time.Millisecond {
+		t.Fatalf("third ejection: %+v, lasts %v; want 3 ejections and about 600ms", st, left)
+	}
+}
+
+// TestEjectionBackoffDecays: an endpoint that stays in rotation for some outlier
+// intervals after an ejection steps its backoff down, one step per interval.
+func TestEjectionBackoffDecays(t *testing.T) {
+	o, _ := newOverlay(t)
+	pol := &model.Policy{Outlier: model.OutlierDetection{ConsecutiveFailures: 1, BaseEjectionTime: 20 * time.Millisecond,
+		Interval: 50 * time.Millisecond, MaxEjectionPercent: 100}}
+	a := ep("127.0.0.1:2101")
+	o.Sync(context.Background(), snapshot(pol, a))
+	for i := 0; i < 3; i++ { // three ejections in a row: the backoff exponent reaches 3
+		o.ReportFailure(webPort, a.AddrPort(), ConnectFailure)
+		eventually(t, 2*time.Second, "return from ejection", func() bool { return o.Healthy(webPort, a.AddrPort()) })
+	}
+	time.Sleep(250 * time.Millisecond) // five intervals in rotation: the exponent decays to 0
+	o.ReportFailure(webPort, a.AddrPort(), ConnectFailure)
+	if st := o.Status()[0]; !st.Ejected || st.Ejections != 1 {
+		t.Fatalf("after staying healthy, status = %+v; want a fresh first ejection", st)
+	}
 }
 
 func TestStateSurvivesSync(t *testing.T) {

@@ -24,8 +24,10 @@ func (o *Overlay) ReportSuccess(servicePort string, ep netip.AddrPort) {
 
 // ReportFailure records a failed connection or request. Every kind counts toward
 // ConsecutiveFailures; ConnectFailure and GatewayError also count toward
-// ConsecutiveGatewayErrors. Reaching either threshold ejects the endpoint for
-// BaseEjectionTime × the number of times it was ejected (at most MaxEjectionTime),
+// ConsecutiveGatewayErrors. Reaching either threshold ejects the endpoint with
+// exponential backoff: BaseEjectionTime × 2^(k−1), where k counts its recent ejections
+// (at most MaxEjectionTime). k decays by one for every outlier Interval the endpoint
+// then stays in rotation, as Envoy's ejection multiplier does,
 // unless MaxEjectionPercent of the port's endpoints are already ejected (one endpoint
 // may always be ejected, as in Envoy). Subscribers hear of the ejection at once.
 func (o *Overlay) ReportFailure(servicePort string, ep netip.AddrPort, kind FailureKind) {
@@ -66,12 +68,19 @@ func (o *Overlay) ReportFailure(servicePort string, ep netip.AddrPort, kind Fail
 	if base <= 0 {
 		base = DefaultBaseEjectionTime
 	}
+	if !st.returnedAt.IsZero() {
+		interval := od.Interval
+		if interval <= 0 {
+			interval = DefaultOutlierInterval
+		}
+		st.ejections = max(0, st.ejections-int(time.Since(st.returnedAt)/interval))
+	}
 	st.ejected = true
 	st.ejections++
 	ps.ejected++
 	st.consecutive.Store(0)
 	st.gateway.Store(0)
-	d := min(base*time.Duration(st.ejections), max(base, MaxEjectionTime))
+	d := min(base<<min(st.ejections-1, 20), max(base, MaxEjectionTime))
 	st.ejectedUntil = time.Now().Add(d)
 	st.uneject = time.AfterFunc(d, func() { o.unejectEndpoint(st) })
 	st.gauge.Set(0)
@@ -89,6 +98,7 @@ func (o *Overlay) unejectEndpoint(st *endpointState) {
 	}
 	st.ejected = false
 	st.ejectedUntil = time.Time{}
+	st.returnedAt = time.Now()
 	if ps := o.ports[st.key.ServicePort]; ps != nil {
 		ps.ejected--
 	}
