@@ -153,7 +153,7 @@ type Outlier struct {
 	// Interval of the ejection sweep. Default 10s.
 	// +optional
 	Interval *metav1.Duration `json:"interval,omitempty"`
-	// BaseEjectionTime is multiplied by the number of times an endpoint was ejected. Default 30s.
+	// BaseEjectionTime doubles with each recent ejection of an endpoint (at most 300s). Default 30s.
 	// +optional
 	BaseEjectionTime *metav1.Duration `json:"baseEjectionTime,omitempty"`
 	// MaxEjectionPercent of a Service's endpoints may be ejected at once. Default 50.
