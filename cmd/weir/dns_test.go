@@ -73,7 +73,9 @@ func TestDNSPropagationThroughReload(t *testing.T) {
 		clusterDomain: "cluster.local", dnsTTL: 5 * time.Second, drainTimeout: time.Second,
 		minSyncInterval: time.Second, // the default
 	}
-	go func() { done <- run(ctx, f, slog.New(slog.NewTextHandler(io.Discard, nil)), func(a string) { readyc <- a }) }()
+	go func() {
+		done <- run(ctx, f, slog.New(slog.NewTextHandler(io.Discard, nil)), func(a string) { readyc <- a })
+	}()
 	t.Cleanup(func() { cancel(); <-done })
 	var admin string
 	select {

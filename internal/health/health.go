@@ -119,7 +119,7 @@ type endpointState struct {
 	removed      bool
 	activeDown   bool
 	ejected      bool
-	ejections    int       // the backoff multiplier's exponent; decays while healthy
+	ejections    int // the backoff multiplier's exponent; decays while healthy
 	ejectedUntil time.Time
 	returnedAt   time.Time // when the last ejection ended
 	uneject      *time.Timer
