@@ -54,6 +54,7 @@ type runFlags struct {
 	labelSelector     string
 	statusAddresses   []string
 	accessLog         bool
+	h2c               bool
 	log               logFlags
 }
 
@@ -80,6 +81,7 @@ func (f *runFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.labelSelector, "label-selector", "", "with the Kubernetes source: watch only objects with these labels")
 	fl.StringSliceVar(&f.statusAddresses, "status-address", nil, "with the Kubernetes source: addresses written to Ingress and Gateway status")
 	fl.BoolVar(&f.accessLog, "access-log", false, "log every L7 request (JSON with --log-format json)")
+	fl.BoolVar(&f.h2c, "h2c", false, "accept cleartext HTTP/2 (h2c, prior knowledge or upgrade) on the gateway's HTTP listeners")
 	f.log.register(cmd)
 }
 
@@ -213,7 +215,7 @@ func run(ctx context.Context, f runFlags, logger *slog.Logger, ready func(adminA
 	}
 	gwOpts := gateway.Options{
 		Logger: logger, Registerer: reg, IngressHTTPAddr: f.ingressHTTPAddr,
-		IngressHTTPSAddr: f.ingressHTTPSAddr, TrustedProxies: trusted, AccessLog: f.accessLog,
+		IngressHTTPSAddr: f.ingressHTTPSAddr, TrustedProxies: trusted, AccessLog: f.accessLog, H2C: f.h2c,
 	}
 	if checker != nil {
 		gwOpts.Health = checker
