@@ -2,8 +2,8 @@
 # Measures weir's L4 data planes (nftables, iptables, userspace) at N Services × 10
 # endpoints inside throw-away network namespaces: full sync, one-endpoint-change sync,
 # kernel objects, RSS and first-packet connect latency to the last-added Service.
-# Needs root. Bounded: a mode stops growing N once a full sync takes longer than
-# MAX_FULL_SYNC (iptables does, at the upper end). Writes the table to stdout and
+# Needs root. Bounded: a mode skips the next N when its full sync, extrapolated
+# linearly from the last N, would exceed MAX_FULL_SYNC (iptables does, at the upper end). Writes the table to stdout and
 # docs/dataplanes-bench.{json,svg}.
 #
 #   sudo bench/dataplane.sh                      # N = 100,1000,5000,10000

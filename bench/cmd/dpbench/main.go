@@ -22,7 +22,7 @@ func main() {
 	ns := flag.String("n", "100,1000,5000,10000", "Service counts")
 	eps := flag.Int("endpoints", 10, "endpoints per Service")
 	connects := flag.Int("connects", 200, "connections per latency measurement")
-	maxFull := flag.Duration("max-full-sync", 60*time.Second, "skip a mode's larger N once a full sync took longer")
+	maxFull := flag.Duration("max-full-sync", 60*time.Second, "skip a mode's larger N once its full sync, extrapolated from the last N, would take longer")
 	jsonOut := flag.String("json", "", "write results as JSON to this file")
 	svgOut := flag.String("svg", "", "write the plot to this SVG file")
 	flag.Parse()

@@ -39,7 +39,8 @@ type Options struct {
 	Endpoints int      // per Service
 	Connects  int      // connections per latency measurement
 	Changes   int      // one-endpoint-change syncs per N (the median is reported)
-	// MaxFullSync stops a mode's larger N once one full sync took longer.
+	// MaxFullSync skips a mode's larger N once its full sync, extrapolated linearly
+	// from the last N, would take longer.
 	MaxFullSync time.Duration
 	Log         io.Writer
 }
@@ -85,9 +86,15 @@ func Run(ctx context.Context, opts Options) ([]Result, error) {
 	var results []Result
 	for _, mode := range opts.Modes {
 		stop := false
-		for _, n := range opts.Ns {
+		for i, n := range opts.Ns {
+			if i > 0 && opts.MaxFullSync > 0 && !stop {
+				// Linear extrapolation from the last N (iptables grows faster than that).
+				prev := results[len(results)-1]
+				predicted := time.Duration(prev.FullSyncMS * float64(n) / float64(prev.N) * float64(time.Millisecond))
+				stop = predicted > opts.MaxFullSync
+			}
 			if stop {
-				results = append(results, Result{Mode: mode, N: n, Endpoints: opts.Endpoints, Skipped: fmt.Sprintf("capped: a smaller N took over %v", opts.MaxFullSync)})
+				results = append(results, Result{Mode: mode, N: n, Endpoints: opts.Endpoints, Skipped: fmt.Sprintf("capped: full sync predicted over %v", opts.MaxFullSync)})
 				continue
 			}
 			r, err := runOne(ctx, mode, n, opts)
@@ -97,9 +104,6 @@ func Run(ctx context.Context, opts Options) ([]Result, error) {
 			fmt.Fprintf(opts.Log, "%-9s N=%-6d full %9.1f ms (cpu %9.1f)  change %8.1f ms (cpu %7.1f)  noop %6.2f ms  rules %7d  elems %7d  rss %6.1f MB heap %6.1f MB  connect p50 %7.0f µs p99 %7.0f µs\n",
 				r.Mode, r.N, r.FullSyncMS, r.FullSyncCPU, r.ChangeSyncMS, r.ChangeCPU, r.NoopSyncMS, r.KernelRules, r.KernelElems, r.RSSMB, r.HeapMB, r.ConnectP50us, r.ConnectP99us)
 			results = append(results, r)
-			if opts.MaxFullSync > 0 && time.Duration(r.FullSyncMS*float64(time.Millisecond)) > opts.MaxFullSync {
-				stop = true
-			}
 		}
 	}
 	return results, nil
