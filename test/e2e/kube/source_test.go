@@ -135,20 +135,32 @@ func endpointsOf(objs *model.Objects, ns, svc string) int {
 // namespace of its own; the veth's host end carries the ClusterIP, and deleting the
 // veth removes both.
 type dataPath struct {
+	testNet
 	pod    *netnstest.NS
 	runner *runner.Runner
 }
 
-const (
-	clusterIP  = "10.0.200.10"
-	podNet     = "10.231.77."
-	backendMax = 10
-)
+const backendMax = 10
 
-func backendAddrs(n int) []string {
+// testNet are the addresses of one run, random so that concurrent runs of this suite
+// (each with its own API server) do not collide in the host's namespace.
+type testNet struct {
+	clusterIP string // in the API server's 10.0.0.0/16 service range
+	podNet    string // "10.231.X." with the host end at .1 and backends from .10
+}
+
+func newTestNet() testNet {
+	n := time.Now().UnixNano()
+	return testNet{
+		clusterIP: fmt.Sprintf("10.0.%d.%d", 200+n%50, 10+(n>>8)%200),
+		podNet:    fmt.Sprintf("10.231.%d.", (n>>16)%250),
+	}
+}
+
+func (tn testNet) backendAddrs(n int) []string {
 	out := make([]string, n)
 	for i := range out {
-		out[i] = fmt.Sprintf("%s%d", podNet, 10+i)
+		out[i] = fmt.Sprintf("%s%d", tn.podNet, 10+i)
 	}
 	return out
 }
@@ -163,7 +175,7 @@ func ipCmd(args ...string) error {
 
 // newDataPath builds the namespace, backends, data plane and runner, or returns nil
 // when network namespaces are not available here.
-func newDataPath(t *testing.T, st *store.Store) *dataPath {
+func newDataPath(t *testing.T, st *store.Store, tn testNet) *dataPath {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Log("not root: the data path is not tested, only the store")
@@ -174,15 +186,15 @@ func newDataPath(t *testing.T, st *store.Store) *dataPath {
 		return nil
 	}
 	h := netnstest.New(t)
-	dp := &dataPath{pod: h.NS("pod")}
+	dp := &dataPath{testNet: tn, pod: h.NS("pod")}
 	host := fmt.Sprintf("wk%x", time.Now().UnixNano()&0xffffff)
 	if err := ipCmd("link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", dp.pod.Name); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = ipCmd("link", "del", host) })
 	for _, args := range [][]string{
-		{"addr", "add", podNet + "1/24", "dev", host},
-		{"addr", "add", clusterIP + "/32", "dev", host},
+		{"addr", "add", tn.podNet + "1/24", "dev", host},
+		{"addr", "add", tn.clusterIP + "/32", "dev", host},
 		{"link", "set", host, "up"},
 	} {
 		if err := ipCmd(args...); err != nil {
@@ -193,7 +205,7 @@ func newDataPath(t *testing.T, st *store.Store) *dataPath {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	t.Cleanup(func() { cancel(); wg.Wait() })
-	for _, a := range backendAddrs(backendMax) {
+	for _, a := range tn.backendAddrs(backendMax) {
 		dp.pod.MustRun("ip", "addr", "add", a+"/24", "dev", "eth0")
 		var ln net.Listener
 		if err := dp.pod.Do(func() (err error) {
@@ -224,7 +236,7 @@ func newDataPath(t *testing.T, st *store.Store) *dataPath {
 // backend address).
 func (dp *dataPath) get() (string, error) {
 	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	resp, err := client.Get("http://" + clusterIP + "/")
+	resp, err := client.Get("http://" + dp.clusterIP + "/")
 	if err != nil {
 		return "", err
 	}
@@ -272,7 +284,8 @@ func TestKubeSource(t *testing.T) {
 	if n := src.Node(); n.Zone != "zone-a" {
 		t.Errorf("node = %+v, want zone-a", n)
 	}
-	dp := newDataPath(t, st)
+	tn := newTestNet()
+	dp := newDataPath(t, st, tn)
 	storeHas := func(what string, cond func(*model.Objects) bool) {
 		t.Helper()
 		eventually(t, 30*time.Second, what, func() (bool, error) {
@@ -284,12 +297,12 @@ func TestKubeSource(t *testing.T) {
 	t.Run("service and endpoints are proxied", func(t *testing.T) {
 		_, err := admin.CoreV1().Services(ns).Create(ctx, &corev1.Service{
 			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web"},
-			Spec:       corev1.ServiceSpec{ClusterIP: clusterIP, Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080)}}},
+			Spec:       corev1.ServiceSpec{ClusterIP: tn.clusterIP, Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080)}}},
 		}, metav1.CreateOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := admin.DiscoveryV1().EndpointSlices(ns).Create(ctx, slice(ns, "web", backendAddrs(1)), metav1.CreateOptions{}); err != nil {
+		if _, err := admin.DiscoveryV1().EndpointSlices(ns).Create(ctx, slice(ns, "web", tn.backendAddrs(1)), metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		storeHas("service with one endpoint in the store", func(o *model.Objects) bool { return endpointsOf(o, ns, "web") == 1 })
@@ -298,7 +311,7 @@ func TestKubeSource(t *testing.T) {
 		}
 		eventually(t, 30*time.Second, "traffic through the userspace proxy", func() (bool, error) {
 			body, err := dp.get()
-			return err == nil && strings.Contains(body, backendAddrs(1)[0]), err
+			return err == nil && strings.Contains(body, tn.backendAddrs(1)[0]), err
 		})
 	})
 
@@ -308,7 +321,7 @@ func TestKubeSource(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			cur.Endpoints = slice(ns, "web", backendAddrs(n)).Endpoints
+			cur.Endpoints = slice(ns, "web", tn.backendAddrs(n)).Endpoints
 			if _, err := admin.DiscoveryV1().EndpointSlices(ns).Update(ctx, cur, metav1.UpdateOptions{}); err != nil {
 				t.Fatal(err)
 			}
@@ -329,7 +342,7 @@ func TestKubeSource(t *testing.T) {
 			seen := map[string]bool{}
 			eventually(t, 30*time.Second, fmt.Sprintf("traffic reaches all %d backends", n), func() (bool, error) {
 				body, err := dp.get()
-				for _, a := range backendAddrs(n) {
+				for _, a := range tn.backendAddrs(n) {
 					if err == nil && strings.Contains(body, `"`+a+`"`) {
 						seen[a] = true
 					}
@@ -448,7 +461,7 @@ func TestKubeSource(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cur.Endpoints = slice(ns, "web", backendAddrs(5)).Endpoints
+		cur.Endpoints = slice(ns, "web", tn.backendAddrs(5)).Endpoints
 		if _, err := admin.DiscoveryV1().EndpointSlices(ns).Update(ctx, cur, metav1.UpdateOptions{}); err != nil {
 			t.Fatal(err)
 		}
