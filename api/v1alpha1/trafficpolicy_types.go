@@ -94,7 +94,9 @@ type HashOn struct {
 
 // MaglevConfig tunes a Maglev table.
 type MaglevConfig struct {
-	// TableSize must be prime; default 16381 (Cilium's default).
+	// TableSize must be prime. Unset, it is automatic: 16381 (Cilium's default) for up to
+	// 20 backends, growing to 32749, 65521 and 131071 so that removing one of N backends
+	// moves at most 1/N + 1 % of keys.
 	// +kubebuilder:validation:Minimum=251
 	// +kubebuilder:validation:Maximum=131071
 	// +optional

@@ -43,8 +43,14 @@ func TestMaglevDisruption(t *testing.T) {
 		{40, DefaultMaglevTableSize, 0.02},
 		{50, DefaultMaglevTableSize, 0.02},
 		{100, DefaultMaglevTableSize, 0.02},
-		{100, 0, 0.02}, // default size
 		{100, 65521, 0.01},
+		// Unset size: the table grows with the backends, and the bound holds.
+		{2, 0, 0.01},
+		{10, 0, 0.01},
+		{20, 0, 0.01},
+		{40, 0, 0.01},
+		{100, 0, 0.01},
+		{160, 0, 0.01},
 	}
 	r := rand.New(rand.NewPCG(1, 2))
 	for _, tt := range tests {
@@ -84,7 +90,7 @@ func TestMaglevBalance(t *testing.T) {
 			}
 			size := tt.size
 			if size == 0 {
-				size = DefaultMaglevTableSize
+				size = AutoMaglevTableSize(len(bs))
 			}
 			if len(table) != size {
 				t.Fatalf("table has %d slots, want %d", len(table), size)

@@ -29,7 +29,8 @@ type Picker interface {
 
 // Options tune the schedulers that have settings. The zero value is ready to use.
 type Options struct {
-	// MaglevTableSize must be prime; zero means 16381.
+	// MaglevTableSize must be prime; zero means AutoMaglevTableSize (16381, grown for
+	// large backend sets).
 	MaglevTableSize int
 	// Seed makes Maglev tables (and hash placement) agree across instances: two
 	// Pickers built over the same backends with the same Seed map every key alike.

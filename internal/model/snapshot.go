@@ -242,7 +242,7 @@ type Policy struct {
 
 	Algorithm       balance.Algorithm
 	HashOn          HashOn
-	MaglevTableSize int
+	MaglevTableSize int // 0: automatic (balance.AutoMaglevTableSize)
 	MaglevSeed      uint64
 
 	HealthCheck *ActiveHealthCheck // nil when no active check is configured

@@ -17,7 +17,9 @@ import (
 // and Istio where those have one.
 const (
 	DefaultAlgorithm       = balance.RoundRobin
-	DefaultMaglevTableSize = 16381 // Cilium's default; prime
+	// DefaultMaglevTableSize 0 lets internal/balance size the table: Cilium's 16381, grown
+	// with large backend sets so that disruption stays within 1/N + 1 %.
+	DefaultMaglevTableSize = 0
 
 	DefaultConsecutiveFailures   = 5
 	DefaultOutlierInterval       = 10 * time.Second

@@ -16,7 +16,7 @@ import (
 func TestDefaultPolicy(t *testing.T) {
 	want := &Policy{
 		Algorithm:       balance.RoundRobin,
-		MaglevTableSize: 16381,
+		MaglevTableSize: 0, // automatic
 		Outlier: OutlierDetection{
 			ConsecutiveFailures:   5,
 			Interval:              10 * time.Second,
@@ -84,7 +84,7 @@ func TestResolvePolicy(t *testing.T) {
 				Algorithm: weirv1alpha1.Maglev, HashOn: &weirv1alpha1.HashOn{Header: "X-User"},
 			}},
 			check: func(t *testing.T, p *Policy) {
-				if p.MaglevTableSize != 16381 || p.HashOn != (HashOn{Header: "X-User"}) {
+				if p.MaglevTableSize != 0 || p.HashOn != (HashOn{Header: "X-User"}) {
 					t.Errorf("got %d %+v", p.MaglevTableSize, p.HashOn)
 				}
 			},
