@@ -16,7 +16,7 @@ import (
 // The defaults of a TrafficPolicy, documented in docs/semantics.md. They follow Envoy
 // and Istio where those have one.
 const (
-	DefaultAlgorithm       = balance.RoundRobin
+	DefaultAlgorithm = balance.RoundRobin
 	// DefaultMaglevTableSize 0 lets internal/balance size the table: Cilium's 16381, grown
 	// with large backend sets so that disruption stays within 1/N + 1 %.
 	DefaultMaglevTableSize = 0
