@@ -31,6 +31,7 @@ import (
 	"weir.dev/weir/internal/dataplane"
 	"weir.dev/weir/internal/dataplane/userspace"
 	"weir.dev/weir/internal/echo"
+	"weir.dev/weir/internal/gateway"
 	"weir.dev/weir/internal/model"
 	"weir.dev/weir/internal/netnstest"
 	"weir.dev/weir/internal/runner"
@@ -140,6 +141,12 @@ type dataPath struct {
 	runner *runner.Runner
 }
 
+// gatewayAddr is where the test's Gateway listens: the veth's host end.
+func (tn testNet) gatewayAddr() string { return tn.podNet + "1" }
+
+// gatewayPort is the test's Gateway listener port, off the well-known range.
+func (tn testNet) gatewayPort() int32 { return 18080 }
+
 const backendMax = 10
 
 // testNet are the addresses of one run, random so that concurrent runs of this suite
@@ -222,8 +229,17 @@ func newDataPath(t *testing.T, st *store.Store, tn testNet) *dataPath {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = proxy.Close() })
+	gw, err := gateway.New(gateway.Options{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = gw.Shutdown(ctx)
+	})
 	dp.runner, err = runner.New(runner.Options{Objects: st, Node: model.Node{Name: "node-a"},
-		Dataplanes: []dataplane.Dataplane{proxy}, MinInterval: 100 * time.Millisecond, Logger: testLogger(t)})
+		Dataplanes: []dataplane.Dataplane{proxy, gw}, MinInterval: 100 * time.Millisecond, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -374,8 +390,9 @@ func TestKubeSource(t *testing.T) {
 	t.Run("gateway and route status are written back", func(t *testing.T) {
 		_, err := gwAdmin.GatewayV1().Gateways(ns).Create(ctx, &gatewayv1.Gateway{
 			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "gw"},
-			Spec: gatewayv1.GatewaySpec{GatewayClassName: "weir", Listeners: []gatewayv1.Listener{
-				{Name: "http", Protocol: gatewayv1.HTTPProtocolType, Port: 80}}},
+			Spec: gatewayv1.GatewaySpec{GatewayClassName: "weir",
+				Addresses: []gatewayv1.GatewaySpecAddress{{Type: ptr.To(gatewayv1.IPAddressType), Value: tn.gatewayAddr()}},
+				Listeners: []gatewayv1.Listener{{Name: "http", Protocol: gatewayv1.HTTPProtocolType, Port: gatewayv1.PortNumber(tn.gatewayPort())}}},
 		}, metav1.CreateOptions{})
 		if err != nil {
 			t.Fatal(err)
@@ -414,6 +431,21 @@ func TestKubeSource(t *testing.T) {
 			return string(p.ControllerName) == kubesource.DefaultGatewayControllerName &&
 				meta.IsStatusConditionTrue(p.Conditions, "Accepted") && meta.IsStatusConditionTrue(p.Conditions, "ResolvedRefs"), nil
 		})
+		if dp == nil {
+			return
+		}
+		url := fmt.Sprintf("http://%s:%d/", tn.gatewayAddr(), tn.gatewayPort())
+		eventually(t, 30*time.Second, "HTTP through the Gateway to a backend", func() (bool, error) {
+			client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+			resp, err := client.Get(url)
+			if err != nil {
+				return false, err
+			}
+			defer resp.Body.Close()
+			body, err := io.ReadAll(resp.Body)
+			return resp.StatusCode == http.StatusOK && strings.Contains(string(body), tn.podNet), err
+		})
+		t.Logf("HTTP through Gateway %s reached a backend", url)
 	})
 
 	t.Run("API server outage keeps the last state", func(t *testing.T) {
