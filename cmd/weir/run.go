@@ -61,7 +61,7 @@ type runFlags struct {
 func (f *runFlags) register(cmd *cobra.Command) {
 	fl := cmd.Flags()
 	fl.StringSliceVarP(&f.configPaths, "config", "c", nil, "manifest file or folder (read recursively, hot-reloaded); repeatable")
-	fl.StringVar(&f.mode, "mode", "userspace", "L4 data plane: userspace, nftables or iptables")
+	fl.StringVar(&f.mode, "mode", "userspace", "L4 data plane: userspace, nftables, iptables, or none (gateway and DNS only)")
 	fl.StringVar(&f.nodeName, "node-name", hostname(), "this node's name, for traffic policy Local")
 	fl.StringVar(&f.zone, "zone", "", "this node's zone, for trafficDistribution PreferClose zone hints")
 	fl.StringSliceVar(&f.nodePortAddresses, "nodeport-addresses", nil, "CIDRs whose local addresses serve node ports (default: all local addresses)")
@@ -172,15 +172,16 @@ func run(ctx context.Context, f runFlags, logger *slog.Logger, ready func(adminA
 	var planes []dataplane.Dataplane
 	var shutdowns []func(context.Context) error
 	sections := map[string]func() any{}
-	var checker *health.Overlay
+	// One health overlay (active checks, outlier ejection) for the userspace proxy and the
+	// gateway; the kernel data planes do not consult it.
+	checker, err := health.New(health.Options{Logger: logger, Registerer: reg})
+	if err != nil {
+		return err
+	}
+	g.Go(func() error { return checker.Run(ctx) })
+	sections["health"] = func() any { return checker.Status() }
 	switch f.mode {
 	case "userspace":
-		checker, err = health.New(health.Options{Logger: logger, Registerer: reg})
-		if err != nil {
-			return err
-		}
-		g.Go(func() error { return checker.Run(ctx) })
-		sections["health"] = func() any { return checker.Status() }
 		proxy, err := userspace.New(userspace.Options{
 			Logger: logger, Registerer: reg, NodePortAddresses: nodePortPrefixes,
 			Health: checker, DrainTimeout: f.drainTimeout,
@@ -204,8 +205,10 @@ func run(ctx context.Context, f runFlags, logger *slog.Logger, ready func(adminA
 		}
 		planes = append(planes, proxier)
 		shutdowns = append(shutdowns, func(context.Context) error { proxier.Close(); return nil })
+	case "none":
+		// Gateway mode: no L4 data plane; the gateway picks endpoints itself.
 	default:
-		return fmt.Errorf("--mode %q: want userspace, nftables or iptables", f.mode)
+		return fmt.Errorf("--mode %q: want userspace, nftables, iptables or none", f.mode)
 	}
 
 	// The L7 gateway opens listeners only for Gateways and Ingresses of weir's class.
@@ -213,14 +216,11 @@ func run(ctx context.Context, f runFlags, logger *slog.Logger, ready func(adminA
 	if err != nil {
 		return err
 	}
-	gwOpts := gateway.Options{
+	gw, err := gateway.New(gateway.Options{
 		Logger: logger, Registerer: reg, IngressHTTPAddr: f.ingressHTTPAddr,
 		IngressHTTPSAddr: f.ingressHTTPSAddr, TrustedProxies: trusted, AccessLog: f.accessLog, H2C: f.h2c,
-	}
-	if checker != nil {
-		gwOpts.Health = checker
-	}
-	gw, err := gateway.New(gwOpts)
+		Health: checker,
+	})
 	if err != nil {
 		return err
 	}
