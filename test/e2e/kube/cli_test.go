@@ -147,4 +147,3 @@ func freeAddr(t *testing.T) string {
 }
 
 func ptrTo[T any](v T) *T { return &v }
-
