@@ -21,7 +21,7 @@ type writer struct {
 	rules       []knftables.Object // flushes and rules, in order
 	flushes     map[int]bool       // indexes in rules that are flushes
 	delElements []knftables.Object
-	addElements []knftables.Object
+	addElements []element
 	delChains   []knftables.Object
 	delSets     []knftables.Object
 	// initial holds the reference count, before this sync, of every shared object
@@ -94,7 +94,7 @@ func (w *writer) diff(log *slog.Logger, key model.ServiceKey, old, new *serviceO
 			continue
 		}
 		owners[id] = key
-		w.addElements = append(w.addElements, e.object(true))
+		w.addElements = append(w.addElements, e)
 	}
 	for _, k := range new.hairpin {
 		w.ref(refs, "h|"+k, 1)
@@ -131,8 +131,9 @@ func affinitySet(name string, timeout time.Duration) *knftables.Set {
 }
 
 // write appends the collected operations to tx; refs are the reference counts after
-// this sync.
-func (w *writer) write(tx *knftables.Transaction, f ipFamily, refs map[string]int) {
+// this sync. If bulk is not nil, the added elements go there instead of into tx (see
+// bulkScript): only for a full sync, which deletes nothing after them.
+func (w *writer) write(tx *knftables.Transaction, f ipFamily, refs map[string]int, bulk *[]element) {
 	var addShared, delShared, addHairpin, delHairpin []string
 	for _, k := range sortedKeys(w.initial) {
 		before, after := w.initial[k], refs[k]
@@ -177,10 +178,19 @@ func (w *writer) write(tx *knftables.Transaction, f ipFamily, refs map[string]in
 		tx.Delete(element{set: setHairpin, key: k}.object(false))
 	}
 	for _, e := range w.addElements {
-		tx.Add(e)
+		if bulk != nil {
+			*bulk = append(*bulk, e)
+		} else {
+			tx.Add(e.object(true))
+		}
 	}
 	for _, k := range addHairpin {
-		tx.Add(element{set: setHairpin, key: k}.object(false))
+		e := element{set: setHairpin, key: k}
+		if bulk != nil {
+			*bulk = append(*bulk, e)
+		} else {
+			tx.Add(e.object(false))
+		}
 	}
 	for _, c := range w.delChains {
 		tx.Delete(c)

@@ -88,6 +88,9 @@ type table struct {
 	// refs counts the Services using each shared object: hairpin elements ("h|key")
 	// and shared pick chains ("c|name").
 	refs map[string]int
+	// bulk, when set, applies full syncs with many elements per statement (bulk.go);
+	// nil when the knftables.Interface was injected (tests), so that it sees everything.
+	bulk bulkRunner
 }
 
 type serviceState struct {
@@ -139,6 +142,7 @@ func New(opts Options) (*Proxier, error) {
 			return nil, fmt.Errorf("nftables: unknown IP family %q", fam)
 		}
 		nft := opts.NFTables[fam]
+		var bulk bulkRunner
 		if nft == nil {
 			var err error
 			nft, err = knftables.New(f.nft, tableName)
@@ -148,8 +152,11 @@ func New(opts Options) (*Proxier, error) {
 			if err := checkKernel(context.Background(), nft, f); err != nil {
 				return nil, err
 			}
+			if bulk, err = newNFTBinary(); err != nil {
+				return nil, fmt.Errorf("nftables mode unavailable (%s): %w", fam, err)
+			}
 		}
-		p.tables = append(p.tables, &table{f: f, nft: nft, owners: map[string]model.ServiceKey{}, refs: map[string]int{}})
+		p.tables = append(p.tables, &table{f: f, nft: nft, bulk: bulk, owners: map[string]model.ServiceKey{}, refs: map[string]int{}})
 	}
 	if !opts.DisableHealthCheck {
 		p.health = opts.HealthCheck
@@ -393,7 +400,18 @@ func (p *Proxier) sync(ctx context.Context, snap *model.Snapshot) error {
 			}
 			w.diff(p.log, c.key, oldObjs, newObjs, t.owners, t.refs)
 		}
-		w.write(tx, t.f, t.refs)
+		if full && t.bulk != nil {
+			var elems []element
+			w.write(tx, t.f, t.refs, &elems)
+			ops := numOperations(tx, elems)
+			if err := t.bulk.runScript(ctx, bulkScript(tx, t.f, elems)); err != nil {
+				p.synced = false
+				return fmt.Errorf("nftables full sync (%s, %d operations): %w", t.f.nft, ops, err)
+			}
+			p.metrics.operations.Add(float64(ops))
+			continue
+		}
+		w.write(tx, t.f, t.refs, nil)
 		if tx.NumOperations() == 0 {
 			continue
 		}
