@@ -143,7 +143,7 @@ func New(opts Options) (*Gateway, error) {
 		})
 		g.health = g.ejector
 	}
-	g.bufs.New = func() any { b := make([]byte, 32<<10); return &b }
+	g.bufs.New = func() any { return new([copyBufferSize]byte) }
 	g.up = newUpstream(g)
 	g.proxy = &httputil.ReverseProxy{
 		Rewrite:   g.rewrite,
@@ -160,10 +160,20 @@ func New(opts Options) (*Gateway, error) {
 	return g, nil
 }
 
+// copyBufferSize is the size of the reverse proxy's response copy buffers.
+const copyBufferSize = 32 << 10
+
+// bufferPool pools the copy buffers as array pointers, so that Put does not
+// allocate a slice header for the pool.
 type bufferPool struct{ p *sync.Pool }
 
-func (b bufferPool) Get() []byte  { return *(b.p.Get().(*[]byte)) }
-func (b bufferPool) Put(x []byte) { b.p.Put(&x) }
+func (b bufferPool) Get() []byte { return b.p.Get().(*[copyBufferSize]byte)[:] }
+
+func (b bufferPool) Put(x []byte) {
+	if len(x) == copyBufferSize {
+		b.p.Put((*[copyBufferSize]byte)(x))
+	}
+}
 
 // Name is the data plane's name.
 func (g *Gateway) Name() string { return "gateway" }

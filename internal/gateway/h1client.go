@@ -131,7 +131,7 @@ func (h *h1Client) exchange(ctx context.Context, c *h1Conn, req *http.Request, r
 		}
 		return nil, err
 	}
-	if err := req.Write(c.bw); err != nil {
+	if err := writeRequest(c.bw, req); err != nil {
 		return fail(err, true)
 	}
 	if err := c.bw.Flush(); err != nil {

@@ -152,8 +152,12 @@ func (b *builder) rule(r *model.Rule) *ruleRuntime {
 	return rr
 }
 
-// reqState travels with a request through the reverse proxy.
+// reqState travels with a request through the reverse proxy. It is itself the
+// request's context (the downstream context plus the state under stateKey), and holds
+// the response's statusWriter, so that one allocation per request carries all three.
 type reqState struct {
+	context.Context
+	sw       statusWriter
 	rule     *ruleRuntime
 	backend  *backendRuntime
 	endpoint *endpoint
@@ -162,11 +166,32 @@ type reqState struct {
 	lastErr  error
 	https    bool
 	client   netip.Addr
+	clientIP string // client as text, for the forwarding headers
 	respHdr  []*model.HeaderModifier
 	origin   string // CORS origin allowed for this request
 }
 
 type stateKey struct{}
+
+// Value returns the state itself under stateKey, and asks the downstream context
+// otherwise.
+func (s *reqState) Value(key any) any {
+	if _, ok := key.(stateKey); ok {
+		return s
+	}
+	return s.Context.Value(key)
+}
+
+// clientText is the client address as text: the address part of RemoteAddr when it
+// is already in canonical form (no allocation), else the address formatted anew.
+func clientText(remote string, a netip.Addr) string {
+	if a.Is4() {
+		if i := strings.LastIndexByte(remote, ':'); i > 0 && !strings.HasPrefix(remote, "[") {
+			return remote[:i]
+		}
+	}
+	return a.String()
+}
 
 // statusWriter records the status code written.
 type statusWriter struct {
@@ -211,22 +236,24 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, t *table) {
 	if r.Header.Get("X-Request-Id") == "" {
 		r.Header.Set("X-Request-Id", newRequestID())
 	}
-	sw := &statusWriter{ResponseWriter: w}
 	host := router.Host(r)
 	res, ok := t.router.Match(r, host)
 	if !ok {
+		sw := &statusWriter{ResponseWriter: w}
 		http.Error(sw, "no route", http.StatusNotFound)
 		g.accessLog(r, sw.code, start, "", "", nil)
 		return
 	}
 	rr := t.rules[res.Match.Rule]
 	if rr == nil {
-		http.Error(sw, "no route", http.StatusNotFound)
+		http.Error(w, "no route", http.StatusNotFound)
 		return
 	}
-	st := &reqState{rule: rr, https: t.https}
+	st := &reqState{Context: r.Context(), sw: statusWriter{ResponseWriter: w}, rule: rr, https: t.https}
+	sw := &st.sw
 	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
 		st.client = ap.Addr().Unmap()
+		st.clientIP = clientText(r.RemoteAddr, st.client)
 	}
 	g.serveRule(sw, r, res.Match, st)
 	code := sw.code
@@ -348,7 +375,7 @@ func (g *Gateway) serveRule(w *statusWriter, r *http.Request, m *model.RouteMatc
 	if br.hashing {
 		st.hashKey = hashKey(r, br.hashOn, st.client)
 	}
-	ctx := context.WithValue(r.Context(), stateKey{}, st)
+	var ctx context.Context = st
 	timeout := rule.RequestTimeout
 	if timeout > 0 {
 		var cancel context.CancelFunc
@@ -622,26 +649,45 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 	}
 	client := ""
 	if st != nil && st.client.IsValid() {
-		client = st.client.String()
+		client = st.clientIP
+	}
+	// The four headers set here share one backing array (each slice capped at one
+	// value, so that a later Add copies rather than overwrites its neighbour).
+	h := pr.Out.Header
+	vals := new([4]string)
+	set := func(i int, key, v string) {
+		vals[i] = v
+		h[key] = vals[i : i+1 : i+1]
 	}
 	if client != "" {
-		if prior := pr.Out.Header.Values("X-Forwarded-For"); len(prior) > 0 {
-			pr.Out.Header.Set("X-Forwarded-For", strings.Join(prior, ", ")+", "+client)
+		if prior := h.Values("X-Forwarded-For"); len(prior) > 0 {
+			set(0, "X-Forwarded-For", strings.Join(prior, ", ")+", "+client)
 		} else {
-			pr.Out.Header.Set("X-Forwarded-For", client)
+			set(0, "X-Forwarded-For", client)
 		}
 	}
-	if !trusted || pr.Out.Header.Get("X-Forwarded-Proto") == "" {
-		pr.Out.Header.Set("X-Forwarded-Proto", proto)
+	if !trusted || h.Get("X-Forwarded-Proto") == "" {
+		set(1, "X-Forwarded-Proto", proto)
 	}
-	if !trusted || pr.Out.Header.Get("X-Forwarded-Host") == "" {
-		pr.Out.Header.Set("X-Forwarded-Host", pr.In.Host)
+	if !trusted || h.Get("X-Forwarded-Host") == "" {
+		set(2, "X-Forwarded-Host", pr.In.Host)
 	}
-	fwd := "for=" + forwardedNode(client) + ";host=" + strconv.Quote(pr.In.Host) + ";proto=" + proto
-	if prior := pr.Out.Header.Get("Forwarded"); prior != "" {
+	fwd := "for=" + forwardedNode(client) + ";host=" + quoteHost(pr.In.Host) + ";proto=" + proto
+	if prior := h.Get("Forwarded"); prior != "" {
 		fwd = prior + ", " + fwd
 	}
-	pr.Out.Header.Set("Forwarded", fwd)
+	set(3, "Forwarded", fwd)
+}
+
+// quoteHost is strconv.Quote(host), without its allocation for the usual host that
+// needs no escaping.
+func quoteHost(host string) string {
+	for i := 0; i < len(host); i++ {
+		if c := host[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
+			return strconv.Quote(host)
+		}
+	}
+	return `"` + host + `"`
 }
 
 func forwardedNode(ip string) string {

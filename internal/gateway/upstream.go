@@ -392,7 +392,8 @@ func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 	cs := cl.current(now)
 	portID := cs.portID
 	healthy := func(ep *endpoint) bool { return hl.Healthy(portID, ep.ap) }
-	var tried []*endpoint
+	var triedBuf [4]*endpoint
+	tried := triedBuf[:0]
 	for attempt := 0; ; attempt++ {
 		ep := cl.pick(cs, st.hashKey, st.session, tried, healthy)
 		if ep == nil {
