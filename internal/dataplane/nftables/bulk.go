@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
 	"strings"
 
@@ -39,12 +40,38 @@ func newNFTBinary() (*nftBinary, error) {
 func (b *nftBinary) runScript(ctx context.Context, script []byte) error {
 	cmd := exec.CommandContext(ctx, b.path, "-f", "-")
 	cmd.Stdin = bytes.NewReader(script)
+	cmd.Env = bulkEnv(os.Environ())
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Run(); err != nil {
 		return fmt.Errorf("nft -f -: %w: %s", err, strings.TrimSpace(stderr.String()))
 	}
 	return nil
+}
+
+// nftMallocTunable asks glibc's malloc in nft to back its heap with transparent huge
+// pages (glibc ≥ 2.35; older or other C libraries ignore it, and it does nothing where
+// THP is "never"). Parsing 120,000 elements, nft spends most of its time in malloc and
+// page faults; with it, its user CPU halves (≈1.6 s → ≈0.8 s on the benchmark VM).
+const nftMallocTunable = "glibc.malloc.hugetlb=1"
+
+// bulkEnv is env with nftMallocTunable added to GLIBC_TUNABLES, keeping any tunables
+// already set (a hugetlb setting already there wins).
+func bulkEnv(env []string) []string {
+	out := make([]string, 0, len(env)+1)
+	tunables := nftMallocTunable
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "GLIBC_TUNABLES="); ok {
+			if strings.Contains(v, "glibc.malloc.hugetlb=") {
+				tunables = v
+			} else if v != "" {
+				tunables = v + ":" + nftMallocTunable
+			}
+			continue
+		}
+		out = append(out, kv)
+	}
+	return append(out, "GLIBC_TUNABLES="+tunables)
 }
 
 // bulkScript is the text of tx followed by elems, added to their sets and maps in

@@ -198,3 +198,26 @@ func normalizeRuleset(s string) string {
 		return b.String()
 	})
 }
+
+func TestBulkEnv(t *testing.T) {
+	for _, tc := range []struct {
+		env  []string
+		want string
+	}{
+		{[]string{"PATH=/bin"}, "GLIBC_TUNABLES=glibc.malloc.hugetlb=1"},
+		{[]string{"GLIBC_TUNABLES=glibc.malloc.arena_max=2"}, "GLIBC_TUNABLES=glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"},
+		{[]string{"GLIBC_TUNABLES=glibc.malloc.hugetlb=0"}, "GLIBC_TUNABLES=glibc.malloc.hugetlb=0"},
+		{[]string{"GLIBC_TUNABLES="}, "GLIBC_TUNABLES=glibc.malloc.hugetlb=1"},
+	} {
+		got := bulkEnv(tc.env)
+		var tunables []string
+		for _, kv := range got {
+			if strings.HasPrefix(kv, "GLIBC_TUNABLES=") {
+				tunables = append(tunables, kv)
+			}
+		}
+		if len(tunables) != 1 || tunables[0] != tc.want {
+			t.Errorf("bulkEnv(%q) = %q, want %q once", tc.env, got, tc.want)
+		}
+	}
+}
