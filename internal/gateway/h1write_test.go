@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"reflect"
+	"strconv"
 	"testing"
 )
 
@@ -80,5 +81,15 @@ func TestWriteRequestMatchesRequestWrite(t *testing.T) {
 	}
 	if err := writeRequest(bufio.NewWriter(&bytes.Buffer{}), bad); err == nil {
 		t.Error("a control byte in the URL was written")
+	}
+}
+
+func TestPlainQuoted(t *testing.T) {
+	for _, s := range []string{"", "example.com", "h:8080", "[::1]:80", `a"b`, `a\b`, "a\tb", "bücher", "a\x7fb"} {
+		// plainQuoted may say no to a string Quote leaves as is (non-ASCII), never
+		// the other way round.
+		if plainQuoted(s) && strconv.Quote(s) != `"`+s+`"` {
+			t.Errorf("plainQuoted(%q) = true, but strconv.Quote gives %s", s, strconv.Quote(s))
+		}
 	}
 }

@@ -672,22 +672,26 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 	if !trusted || h.Get("X-Forwarded-Host") == "" {
 		set(2, "X-Forwarded-Host", pr.In.Host)
 	}
-	fwd := "for=" + forwardedNode(client) + ";host=" + quoteHost(pr.In.Host) + ";proto=" + proto
+	var fwd string
+	if plainQuoted(pr.In.Host) {
+		fwd = "for=" + forwardedNode(client) + `;host="` + pr.In.Host + `";proto=` + proto
+	} else {
+		fwd = "for=" + forwardedNode(client) + ";host=" + strconv.Quote(pr.In.Host) + ";proto=" + proto
+	}
 	if prior := h.Get("Forwarded"); prior != "" {
 		fwd = prior + ", " + fwd
 	}
 	set(3, "Forwarded", fwd)
 }
 
-// quoteHost is strconv.Quote(host), without its allocation for the usual host that
-// needs no escaping.
-func quoteHost(host string) string {
-	for i := 0; i < len(host); i++ {
-		if c := host[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
-			return strconv.Quote(host)
+// plainQuoted reports whether strconv.Quote(s) is s between double quotes.
+func plainQuoted(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
+			return false
 		}
 	}
-	return `"` + host + `"`
+	return true
 }
 
 func forwardedNode(ip string) string {

@@ -424,7 +424,10 @@ func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 			return nil, errOverflow
 		}
 		ep.load.Begin()
-		t0 := time.Now()
+		t0 := now // the first attempt starts now; a retry after its backoff
+		if attempt > 0 {
+			t0 = time.Now()
+		}
 		resp, err := rt.RoundTrip(areq)
 		cl.pending.Add(-1)
 		if errors.Is(err, errOverflow) {
