@@ -5,11 +5,15 @@
 #   bench/l4.sh                      # 1 GiB, 5 s of short connections, 3 rounds
 #   BYTES=268435456 DURATION=2s ROUNDS=1 WORKERS=16 bench/l4.sh
 #   WEIR=l4proxy bench/l4.sh         # the standalone data plane instead of `weir run`
+#   PIN=1 bench/l4.sh                # both proxies pinned to the same CPUs (taskset -c 1)
 #
 # Each figure is the median of ROUNDS runs; the order of the three targets rotates
 # every round. Prints a table and the weir/HAProxy ratios (target: ≥ 0.9), and the
 # CPU time each proxy process spent per short connection (user+system from /proc),
-# which is steadier than rates on a shared machine.
+# which is steadier than rates on a shared machine, and the context switches (voluntary +
+# involuntary, all threads) each proxy made per short connection. Both proxies get the
+# same CPUs: all of them by default, or taskset -c $PIN for both when PIN is set; the
+# load generator and the backends are never pinned.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +22,8 @@ DURATION=${DURATION:-5s}
 WORKERS=${WORKERS:-32}
 ROUNDS=${ROUNDS:-3}
 WEIR=${WEIR:-cli}
+PIN=${PIN:-}
+pin=(); [ -n "$PIN" ] && pin=(taskset -c "$PIN")
 
 SINK=127.0.0.1:9101 ECHO=127.0.0.1:9102
 WEIR_IP=127.0.20.1 HAPROXY_IP=127.0.20.2
@@ -65,13 +71,13 @@ endpoints:
 - addresses: ["${SINK%%:*}"]
   conditions: {ready: true}
 YAML
-	"$tmp/weir" run --config "$tmp/manifests" --mode userspace --admin-addr "" --log-level warn \
+	"${pin[@]}" "$tmp/weir" run --config "$tmp/manifests" --mode userspace --admin-addr "" --log-level warn \
 		>"$tmp/weir.log" 2>&1 & pids+=($!)
 	weir_pid=$!
 	weir_is="weir run (userspace mode)"
 else
 	go build -o "$tmp/l4proxy" ./bench/cmd/l4proxy
-	"$tmp/l4proxy" -map $WEIR_IP:9001=$SINK -map $WEIR_IP:9002=$ECHO >"$tmp/weir.log" 2>&1 & pids+=($!)
+	"${pin[@]}" "$tmp/l4proxy" -map $WEIR_IP:9001=$SINK -map $WEIR_IP:9002=$ECHO >"$tmp/weir.log" 2>&1 & pids+=($!)
 	weir_pid=$!
 	weir_is="bench/cmd/l4proxy (userspace data plane, hand-built Snapshot)"
 fi
@@ -95,7 +101,7 @@ backend sink
 backend echo
 	server e1 $ECHO
 CFG
-haproxy -db -f "$tmp/haproxy.cfg" >"$tmp/haproxy.log" 2>&1 & pids+=($!)
+"${pin[@]}" haproxy -db -f "$tmp/haproxy.cfg" >"$tmp/haproxy.log" 2>&1 & pids+=($!)
 haproxy_pid=$!
 
 for a in $SINK $ECHO $WEIR_IP:9001 $WEIR_IP:9002 $HAPROXY_IP:9001 $HAPROXY_IP:9002; do
@@ -104,16 +110,21 @@ done
 
 declare -A sink=([direct]=$SINK [weir]=$WEIR_IP:9001 [haproxy]=$HAPROXY_IP:9001)
 declare -A echo=([direct]=$ECHO [weir]=$WEIR_IP:9002 [haproxy]=$HAPROXY_IP:9002)
-declare -A tput rate errs cpu ratio_t ratio_r
+declare -A tput rate errs cpu csw ratio_t ratio_r
 declare -A pid=([direct]="" [weir]=$weir_pid [haproxy]=$haproxy_pid)
 targets=(direct weir haproxy)
 tck=$(getconf CLK_TCK)
 # cpu_ticks PID: user+system CPU ticks of a process so far (0 without a process).
 cpu_ticks() { if [ -n "$1" ]; then awk '{print $14 + $15}' "/proc/$1/stat"; else echo 0; fi; }
 
+# ctx_switches PID: voluntary + involuntary context switches of all its threads so far.
+ctx_switches() {
+	if [ -n "$1" ]; then cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {n += $2} END {print n + 0}'; else echo 0; fi
+}
+
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-echo "weir: $weir_is; $(nproc) cores; $BYTES bytes per transfer; $WORKERS workers × $DURATION; $ROUNDS rounds" >&2
+echo "weir: $weir_is; $(nproc) cores; proxies pinned: ${PIN:-no}; $BYTES bytes per transfer; $WORKERS workers × $DURATION; $ROUNDS rounds" >&2
 for ((r = 0; r < ROUNDS; r++)); do
 	for ((i = 0; i < 3; i++)); do
 		t=${targets[$(((i + r) % 3))]}
@@ -123,24 +134,25 @@ for ((r = 0; r < ROUNDS; r++)); do
 	done
 	for ((i = 0; i < 3; i++)); do
 		t=${targets[$(((i + r) % 3))]}
-		c0=$(cpu_ticks "${pid[$t]}")
+		c0=$(cpu_ticks "${pid[$t]}") s0=$(ctx_switches "${pid[$t]}")
 		out=$("$tmp/l4load" rate -addr "${echo[$t]}" -workers "$WORKERS" -duration "$DURATION")
-		c1=$(cpu_ticks "${pid[$t]}")
+		c1=$(cpu_ticks "${pid[$t]}") s1=$(ctx_switches "${pid[$t]}")
 		rate[$t]+=" $(sed -n 's/.*rate=\([0-9.]*\).*/\1/p' <<<"$out")"
 		n=$(sed -n 's/.*conns=\([0-9]*\).*/\1/p' <<<"$out")
 		cpu[$t]+=" $(((c1 - c0) * 1000000 / tck / (n > 0 ? n : 1)))"
+		csw[$t]+=" $(awk -v s=$((s1 - s0)) -v n="$n" 'BEGIN {printf "%.2f", (n > 0 ? s / n : 0)}')"
 		errs[$t]=$((${errs[$t]:-0} + $(sed -n 's/.*errors=\([0-9]*\).*/\1/p' <<<"$out")))
 		echo "round $((r + 1)) rate $t: $out" >&2
 	done
 done
 
 T=() R=()
-printf '\n%-8s %18s %18s %22s %8s\n' target "throughput MiB/s" "short conns/s" "proxy CPU µs per conn" errors
+printf '\n%-8s %18s %18s %22s %20s %8s\n' target "throughput MiB/s" "short conns/s" "proxy CPU µs per conn" "ctx switches/conn" errors
 for t in "${targets[@]}"; do
 	T+=("$(median <<<"${tput[$t]}")")
 	R+=("$(median <<<"${rate[$t]}")")
-	c="-"; [ -n "${pid[$t]}" ] && c=$(median <<<"${cpu[$t]}")
-	printf '%-8s %18s %18s %22s %8s\n' "$t" "${T[-1]}" "${R[-1]}" "$c" "${errs[$t]}"
+	c="-" w="-"; [ -n "${pid[$t]}" ] && c=$(median <<<"${cpu[$t]}") w=$(median <<<"${csw[$t]}")
+	printf '%-8s %18s %18s %22s %20s %8s\n' "$t" "${T[-1]}" "${R[-1]}" "$c" "$w" "${errs[$t]}"
 done
 awk -v wt="${T[1]}" -v ht="${T[2]}" -v wr="${R[1]}" -v hr="${R[2]}" 'BEGIN {
 	printf "\nweir/HAProxy: throughput %.2f×, short-connection rate %.2f× (target ≥ 0.90×)\n", wt/ht, wr/hr }'
