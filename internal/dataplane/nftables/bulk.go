@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 
 	"sigs.k8s.io/knftables"
@@ -79,37 +80,39 @@ func bulkEnv(env []string) []string {
 // Only a full sync uses it: its transaction deletes nothing after adding elements, so
 // writing the elements last is the same transaction as knftables would write.
 func bulkScript(tx *knftables.Transaction, f ipFamily, elems []element) []byte {
-	var buf bytes.Buffer
-	buf.Grow(64 * len(elems))
-	buf.WriteString(tx.String())
+	head := tx.String()
+	size := len(head)
 	var order []string
-	bySet := map[string][]element{}
 	for _, e := range elems {
-		if _, ok := bySet[e.set]; !ok {
+		size += len(e.key) + len(e.value) + 5
+		if !slices.Contains(order, e.set) {
 			order = append(order, e.set)
 		}
-		bySet[e.set] = append(bySet[e.set], e)
 	}
+	buf := bytes.NewBuffer(make([]byte, 0, size+len(elems)/bulkChunk*64+len(order)*64))
+	buf.WriteString(head)
 	for _, set := range order {
-		es := bySet[set]
-		for start := 0; start < len(es); start += bulkChunk {
-			buf.WriteString("add element ")
-			buf.WriteString(string(f.nft))
-			buf.WriteString(" " + tableName + " ")
-			buf.WriteString(set)
-			buf.WriteString(" { ")
-			for i, e := range es[start:min(start+bulkChunk, len(es))] {
-				if i > 0 {
-					buf.WriteString(", ")
-				}
-				buf.WriteString(e.key)
-				if e.value != "" {
-					buf.WriteString(" : ")
-					buf.WriteString(e.value)
-				}
+		n := 0
+		for _, e := range elems {
+			if e.set != set {
+				continue
 			}
-			buf.WriteString(" }\n")
+			if n%bulkChunk == 0 {
+				if n > 0 {
+					buf.WriteString(" }\n")
+				}
+				buf.WriteString("add element " + string(f.nft) + " " + tableName + " " + set + " { ")
+			} else {
+				buf.WriteString(", ")
+			}
+			buf.WriteString(e.key)
+			if e.value != "" {
+				buf.WriteString(" : ")
+				buf.WriteString(e.value)
+			}
+			n++
 		}
+		buf.WriteString(" }\n")
 	}
 	return buf.Bytes()
 }

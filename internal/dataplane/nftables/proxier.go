@@ -401,7 +401,7 @@ func (p *Proxier) sync(ctx context.Context, snap *model.Snapshot) error {
 			w.diff(p.log, c.key, oldObjs, newObjs, t.owners, t.refs)
 		}
 		if full && t.bulk != nil {
-			var elems []element
+			elems := make([]element, 0, len(w.addElements)+len(t.refs))
 			w.write(tx, t.f, t.refs, &elems)
 			ops := numOperations(tx, elems)
 			if err := t.bulk.runScript(ctx, bulkScript(tx, t.f, elems)); err != nil {
