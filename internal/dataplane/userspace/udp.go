@@ -93,6 +93,9 @@ func (l *listener) flowFor(client netip.AddrPort) *flow {
 		}
 		t.chosen(client, k, now)
 		f = &flow{client: client, backend: b.addr, index: k, t: t, m: m, up: up}
+		// Set before relay starts: relay's first deadline is last + idle, and a zero
+		// last (1970) would end the flow before its first datagram is sent.
+		f.last.Store(now.UnixNano())
 		l.flowMu.Lock()
 		if l.udp == nil || !l.accepting.Load() {
 			l.flowMu.Unlock()
