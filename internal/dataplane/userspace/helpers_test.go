@@ -35,7 +35,7 @@ type tcpBackend struct {
 	cs   map[net.Conn]struct{}
 }
 
-func startTCPBackend(t *testing.T, name string) *tcpBackend {
+func startTCPBackend(t testing.TB, name string) *tcpBackend {
 	t.Helper()
 	ln, err := net.Listen("tcp4", backendAddr)
 	if err != nil {
@@ -151,7 +151,7 @@ type testProxy struct {
 	health *health.Overlay
 }
 
-func newProxy(t *testing.T, opts Options) *testProxy {
+func newProxy(t testing.TB, opts Options) *testProxy {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	opts.Registerer = reg
