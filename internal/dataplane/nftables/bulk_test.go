@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"os"
 	"os/exec"
 	"regexp"
@@ -219,5 +220,43 @@ func TestBulkEnv(t *testing.T) {
 		if len(tunables) != 1 || tunables[0] != tc.want {
 			t.Errorf("bulkEnv(%q) = %q, want %q once", tc.env, got, tc.want)
 		}
+	}
+}
+
+// failingScripts fails its first n scripts, then records.
+type failingScripts struct {
+	n int
+	scriptRecorder
+}
+
+func (f *failingScripts) runScript(ctx context.Context, script []byte) error {
+	if f.n > 0 {
+		f.n--
+		return errors.New("nft: boom")
+	}
+	return f.scriptRecorder.runScript(ctx, script)
+}
+
+// TestBulkFailureRetriesFull checks that a failed bulk write is reported and that the
+// next sync is a full one again (bulk), not a partial one over a table never written.
+func TestBulkFailureRetriesFull(t *testing.T) {
+	fx := newFixture(t, Options{IPFamilies: []Family{IPv4}})
+	runner := &failingScripts{n: 1}
+	fx.p.tables[0].bulk = runner
+	snap := &model.Snapshot{Services: testServices()}
+	if err := fx.p.Sync(context.Background(), snap); err == nil || !strings.Contains(err.Error(), "boom") {
+		t.Fatalf("first sync: got %v, want the nft error", err)
+	}
+	if err := fx.p.Sync(context.Background(), snap); err != nil {
+		t.Fatal(err)
+	}
+	if len(runner.scripts) != 1 || !strings.Contains(string(runner.scripts[0]), "delete table ip weir") {
+		t.Fatalf("after a failure: %d bulk scripts, want one full sync", len(runner.scripts))
+	}
+	if fx.v4.runs != 0 {
+		t.Fatalf("%d knftables transactions, want none", fx.v4.runs)
+	}
+	if err := fx.p.Sync(context.Background(), snap); err != nil || len(runner.scripts) != 1 || fx.v4.runs != 0 {
+		t.Fatalf("unchanged sync: err %v, %d scripts, %d transactions; want nothing written", err, len(runner.scripts), fx.v4.runs)
 	}
 }
