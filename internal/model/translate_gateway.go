@@ -57,7 +57,6 @@ type gwListener struct {
 	section  *Section // nil when the listener is not valid
 	protocol ListenerProtocol
 	status   *ListenerStatus
-	attached int32
 }
 
 // sortableMatch is a RouteMatch with what precedence needs.
