@@ -225,6 +225,17 @@ type Endpoint struct {
 	Weight uint32
 }
 
+// EffectiveWeight is Weight, or 1 when unset (Snapshots built by hand may leave it 0).
+func (e Endpoint) EffectiveWeight() uint32 { return max(e.Weight, 1) }
+
+// SameEndpoints reports whether a and b list the same addresses, ports and weights in
+// the same order: what a data plane compares to decide that two sets can share rules.
+func SameEndpoints(a, b []Endpoint) bool {
+	return slices.EqualFunc(a, b, func(x, y Endpoint) bool {
+		return x.AddrPort() == y.AddrPort() && x.EffectiveWeight() == y.EffectiveWeight()
+	})
+}
+
 // AddrPort is the endpoint's address and port.
 func (e Endpoint) AddrPort() netip.AddrPort { return netip.AddrPortFrom(e.Addr, uint16(e.Port)) }
 

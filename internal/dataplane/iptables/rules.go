@@ -109,24 +109,7 @@ func familyEndpoints(f ipFamily, eps []model.Endpoint) []model.Endpoint {
 	return out
 }
 
-func sameEndpoints(a, b []model.Endpoint) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i].AddrPort() != b[i].AddrPort() || weight(a[i]) != weight(b[i]) {
-			return false
-		}
-	}
-	return true
-}
-
-func weight(ep model.Endpoint) int {
-	if ep.Weight == 0 {
-		return 1
-	}
-	return int(ep.Weight)
-}
+func weight(ep model.Endpoint) int { return int(ep.EffectiveWeight()) }
 
 func gcd(a, b int) int {
 	for b != 0 {
@@ -231,7 +214,7 @@ func buildService(f ipFamily, svc *model.Service, nodePortAddrs []netip.Prefix) 
 				rules = picks(rules, external)
 			} else {
 				rules = append(rules, "-j "+chainMarkMasq)
-				if svcChain != "" && sameEndpoints(cluster, external) {
+				if svcChain != "" && model.SameEndpoints(cluster, external) {
 					rules = append(rules, "-j "+svcChain)
 				} else {
 					rules = picks(rules, external)

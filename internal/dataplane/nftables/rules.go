@@ -326,7 +326,7 @@ func buildService(f ipFamily, svc *model.Service) *serviceObjects {
 				pick.rules(&rules, external)
 			} else {
 				rules = append(rules, "jump "+chainMarkMasq)
-				if svcChain != "" && clusterSlots == nil && sameEndpoints(cluster, external) {
+				if svcChain != "" && clusterSlots == nil && model.SameEndpoints(cluster, external) {
 					rules = append(rules, "goto "+svcChain)
 				} else {
 					pick.rules(&rules, external)
@@ -456,24 +456,7 @@ func familyEndpoints(f ipFamily, eps []model.Endpoint) []model.Endpoint {
 	return out
 }
 
-func sameEndpoints(a, b []model.Endpoint) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i].AddrPort() != b[i].AddrPort() || weight(a[i]) != weight(b[i]) {
-			return false
-		}
-	}
-	return true
-}
-
-func weight(ep model.Endpoint) uint64 {
-	if ep.Weight == 0 {
-		return 1
-	}
-	return uint64(ep.Weight)
-}
+func weight(ep model.Endpoint) uint64 { return uint64(ep.EffectiveWeight()) }
 
 func gcd(a, b uint64) uint64 {
 	for b != 0 {
