@@ -99,16 +99,6 @@ func missTarget(v model.Verdict, proto string) string {
 	return "REJECT"
 }
 
-func familyEndpoints(f ipFamily, eps []model.Endpoint) []model.Endpoint {
-	out := make([]model.Endpoint, 0, len(eps))
-	for _, ep := range eps {
-		if f.has(ep.Addr) {
-			out = append(out, ep)
-		}
-	}
-	return out
-}
-
 func weight(ep model.Endpoint) int { return int(ep.EffectiveWeight()) }
 
 func gcd(a, b int) int {
@@ -159,8 +149,8 @@ func buildService(f ipFamily, svc *model.Service, nodePortAddrs []netip.Prefix) 
 				r.unsupported = append(r.unsupported, sp.ID(svc.Key)+"\x00"+string(pol.Algorithm))
 			}
 		}
-		cluster := familyEndpoints(f, sp.Cluster.Endpoints)
-		external := familyEndpoints(f, sp.External.Endpoints)
+		cluster := sp.Cluster.ForFamily(f.is6).Endpoints
+		external := sp.External.ForFamily(f.is6).Endpoints
 		seps := map[netip.AddrPort]string{}
 		sep := func(ep model.Endpoint) string {
 			if name, ok := seps[ep.AddrPort()]; ok {

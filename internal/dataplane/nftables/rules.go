@@ -263,8 +263,8 @@ func buildService(f ipFamily, svc *model.Service) *serviceObjects {
 		id := portID(svc, sp)
 		proto := protoName(sp.Protocol)
 		port := fmt.Sprint(sp.Port)
-		cluster := familyEndpoints(f, sp.Cluster.Endpoints)
-		external := familyEndpoints(f, sp.External.Endpoints)
+		cluster := sp.Cluster.ForFamily(f.is6).Endpoints
+		external := sp.External.ForFamily(f.is6).Endpoints
 		for _, ep := range append(append([]model.Endpoint(nil), cluster...), external...) {
 			if ep.Local || ep.NodeName == "" {
 				k := ep.Addr.Unmap().String()
@@ -444,16 +444,6 @@ func missVerdict(v model.Verdict) string {
 		return "drop"
 	}
 	return "goto " + chainReject
-}
-
-func familyEndpoints(f ipFamily, eps []model.Endpoint) []model.Endpoint {
-	out := make([]model.Endpoint, 0, len(eps))
-	for _, ep := range eps {
-		if f.has(ep.Addr) {
-			out = append(out, ep)
-		}
-	}
-	return out
 }
 
 func weight(ep model.Endpoint) uint64 { return uint64(ep.EffectiveWeight()) }
