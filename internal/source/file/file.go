@@ -95,7 +95,12 @@ func New(opts Options) *Source {
 // Load reads the manifests once. When they are valid it updates the store (unless they
 // are deeply equal to the store's current objects) and returns nil. When they are not,
 // it logs each error, leaves the store as it is and returns the manifest.Errors.
-func (s *Source) Load() error {
+func (s *Source) Load() error { return s.load(true) }
+
+// load is Load; countUnchanged false leaves a valid load that changes nothing out of
+// weir_config_reloads_total (Run's catch-up load right after the watches are in place
+// repeats the CLI's first Load and is not a reload).
+func (s *Source) load(countUnchanged bool) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	objs, report, err := manifest.Load(s.paths...)
@@ -114,16 +119,19 @@ func (s *Source) Load() error {
 			"paths", strings.Join(s.paths, ","))
 		return err
 	}
-	s.reloads.WithLabelValues("ok").Inc()
 	s.lastSuccess.SetToCurrentTime()
 	s.objects.Reset()
 	for kind, n := range countObjects(objs) {
 		s.objects.WithLabelValues(kind).Set(float64(n))
 	}
 	if cur, _ := s.store.Current(); cur != nil && equality.Semantic.DeepEqual(cur, objs) {
+		if countUnchanged {
+			s.reloads.WithLabelValues("ok").Inc()
+		}
 		s.log.Debug("configuration unchanged", "summary", report.Summary())
 		return nil
 	}
+	s.reloads.WithLabelValues("ok").Inc()
 	s.store.Update(objs)
 	s.log.Info("configuration loaded", "summary", report.Summary())
 	for _, w := range report.Warnings {
@@ -162,7 +170,7 @@ func (s *Source) Run(ctx context.Context) error {
 	defer w.Close()
 	t := newTargets(s.paths)
 	t.watch(w, s.log)
-	_ = s.Load() // errors are logged and counted
+	_ = s.load(false) // errors are logged and counted
 
 	var (
 		timer   *time.Timer

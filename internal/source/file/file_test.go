@@ -447,3 +447,25 @@ func TestRootFolderCreatedLater(t *testing.T) {
 	writeAtomic(t, filepath.Join(root, "web.yaml"), service("web", 88))
 	h.waitFor("web:88", func() bool { return h.services() == "web:88" })
 }
+
+// TestStartCountsOneLoad: the CLI loads once before Run, and Run loads again once its
+// watches are in place; an unchanged catch-up load is not a reload, so the counter
+// reads 1 after start and 2 after one explicit reload.
+func TestStartCountsOneLoad(t *testing.T) {
+	h := newHarness(t, time.Hour, func(dir string) {
+		write(t, filepath.Join(dir, "web.yaml"), service("web", 80))
+	})
+	if err := h.src.Load(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = h.src.Run(ctx) })
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	h.src.Reload() // handled after Run's catch-up load
+	h.waitFor("the reload", func() bool { return h.reloads("ok") >= 2 })
+	time.Sleep(100 * time.Millisecond)
+	if n := h.reloads("ok"); n != 2 {
+		t.Errorf("reloads ok = %d after Load, Run and one Reload, want 2", n)
+	}
+}
