@@ -36,7 +36,8 @@ type ListenerProtocol string
 const (
 	ProtocolHTTP  ListenerProtocol = "HTTP"
 	ProtocolHTTPS ListenerProtocol = "HTTPS"
-	// ProtocolTLS is TLS passthrough: the connection is routed by SNI, not terminated.
+	// ProtocolTLS routes TLS connections by SNI to TLSRoutes: passed through, or
+	// terminated when the Section says Terminate.
 	ProtocolTLS ListenerProtocol = "TLS"
 )
 
@@ -61,7 +62,7 @@ type Section struct {
 	Name string
 	// Hostname is exact ("a.example.com"), a wildcard ("*.example.com") or "" (any).
 	Hostname string
-	// Certificates for HTTPS, from kubernetes.io/tls Secrets.
+	// Certificates for HTTPS and for TLS in mode Terminate, from kubernetes.io/tls Secrets.
 	Certificates []Certificate
 	// Hosts are the virtual hosts, most specific first (exact hostnames by length,
 	// then wildcards by length, then ""). A request tries each host that matches its
@@ -69,6 +70,10 @@ type Section struct {
 	Hosts []*VirtualHost
 	// Passthrough routes TLS connections by SNI (TLS listeners only).
 	Passthrough []*PassthroughRoute
+	// Terminate is set on a TLS listener in mode Terminate: the gateway completes the
+	// handshake with Certificates and sends the decrypted byte stream to the Passthrough
+	// routes' backends. Unset, the TLS connection is passed through untouched.
+	Terminate bool `json:",omitempty"`
 }
 
 // Certificate is a PEM certificate chain and key.
@@ -86,7 +91,8 @@ type VirtualHost struct {
 	Matches  []*RouteMatch
 }
 
-// PassthroughRoute sends TLS connections whose SNI matches Hostnames to Backends.
+// PassthroughRoute sends TLS connections whose SNI matches Hostnames to Backends (a
+// TLSRoute; on a Terminate section the backends get the decrypted stream).
 type PassthroughRoute struct {
 	Route     RouteRef
 	Hostnames []string

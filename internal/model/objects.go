@@ -32,6 +32,10 @@ type Objects struct {
 	Policies        []*weirv1alpha1.TrafficPolicy
 	// BackendTLSPolicies configure TLS from the gateway to backends (Gateway API).
 	BackendTLSPolicies []*gatewayv1.BackendTLSPolicy
+	// Namespaces give their labels to Gateway listeners' allowedRoutes.namespaces
+	// selectors. A namespace without an object here has only the label the API server
+	// always sets, kubernetes.io/metadata.name: <name>.
+	Namespaces []*corev1.Namespace
 }
 
 // Node is what weir knows of the node it runs on. It decides which endpoints are

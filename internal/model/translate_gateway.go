@@ -3,6 +3,7 @@ package model
 import (
 	"cmp"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"regexp"
@@ -14,6 +15,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 )
 
@@ -22,7 +24,7 @@ const gatewayGroup = "gateway.networking.k8s.io"
 // translateGateways fills snap.Gateway from the Gateway API and Ingress objects.
 // Translate calls it after the Services are built.
 func translateGateways(objs *Objects, snap *Snapshot) {
-	t := &gwTranslator{objs: objs, snap: snap, listeners: map[string]*Listener{}}
+	t := &gwTranslator{objs: objs, snap: snap, listeners: map[string]*Listener{}, nsLabels: namespaceLabels(objs.Namespaces)}
 	t.gatewayClasses()
 	t.gateways()
 	t.routes()
@@ -38,6 +40,7 @@ type gwTranslator struct {
 	snap *Snapshot
 
 	classes   map[string]bool // accepted GatewayClass names
+	nsLabels  map[string]labels.Set // labels of the Namespace objects, by name
 	gws       []*gwGateway
 	listeners map[string]*Listener // by address
 	status    []ObjectStatus
@@ -57,6 +60,10 @@ type gwListener struct {
 	section  *Section // nil when the listener is not valid
 	protocol ListenerProtocol
 	status   *ListenerStatus
+	// from is allowedRoutes.namespaces.from (default Same); selector is its parsed
+	// selector when from is Selector.
+	from     gatewayv1.FromNamespaces
+	selector labels.Selector
 }
 
 // sortableMatch is a RouteMatch with what precedence needs.
@@ -135,20 +142,29 @@ func (t *gwTranslator) gateways() {
 				conds = append(conds, cond(ct, false, reason, msg, gw.Generation))
 			}
 			valid := true
+			terminate := false
 			switch l.Protocol {
 			case gatewayv1.HTTPProtocolType:
 				gl.protocol = ProtocolHTTP
 			case gatewayv1.HTTPSProtocolType:
 				gl.protocol = ProtocolHTTPS
+				terminate = true
 			case gatewayv1.TLSProtocolType:
 				gl.protocol = ProtocolTLS
-				if l.TLS != nil && l.TLS.Mode != nil && *l.TLS.Mode == gatewayv1.TLSModeTerminate {
-					valid = false
-					fail(string(gatewayv1.ListenerConditionAccepted), string(gatewayv1.ListenerReasonUnsupportedProtocol), "TLS listeners support mode Passthrough only; use HTTPS to terminate")
-				}
+				// The CRD defaults tls.mode to Terminate; a TLS listener without a tls
+				// block (which the API server refuses) is taken as Passthrough.
+				terminate = l.TLS != nil && (l.TLS.Mode == nil || *l.TLS.Mode == gatewayv1.TLSModeTerminate)
 			default:
 				valid = false
 				fail(string(gatewayv1.ListenerConditionAccepted), string(gatewayv1.ListenerReasonUnsupportedProtocol), fmt.Sprintf("protocol %s is not supported", l.Protocol))
+			}
+			if valid {
+				var err error
+				gl.from, gl.selector, err = allowedNamespaces(l)
+				if err != nil {
+					valid = false
+					fail(string(gatewayv1.ListenerConditionAccepted), string(gatewayv1.ListenerReasonUnsupportedValue), err.Error())
+				}
 			}
 			addr := net.JoinHostPort(host, strconv.Itoa(int(l.Port)))
 			if valid {
@@ -170,7 +186,7 @@ func (t *gwTranslator) gateways() {
 			}
 			var certs []Certificate
 			refsOK := true
-			if valid && gl.protocol == ProtocolHTTPS {
+			if valid && terminate {
 				var reason, msg string
 				certs, reason, msg = t.listenerCerts(gw, l)
 				if reason != "" {
@@ -193,7 +209,8 @@ func (t *gwTranslator) gateways() {
 					ln = &Listener{Address: addr, Protocol: gl.protocol}
 					t.listeners[addr] = ln
 				}
-				gl.section = &Section{Name: gw.Namespace + "/" + gw.Name + "/" + string(l.Name), Hostname: hostname, Certificates: certs}
+				gl.section = &Section{Name: gw.Namespace + "/" + gw.Name + "/" + string(l.Name), Hostname: hostname, Certificates: certs,
+					Terminate: terminate && gl.protocol == ProtocolTLS}
 				ln.Sections = append(ln.Sections, gl.section)
 			} else {
 				allValid = false
@@ -251,11 +268,11 @@ func (t *gwTranslator) validKinds(l gatewayv1.Listener, p ListenerProtocol) bool
 	return false
 }
 
-// listenerCerts resolves an HTTPS listener's certificateRefs. A non-empty reason is
-// the ResolvedRefs failure.
+// listenerCerts resolves the certificateRefs of a listener that terminates TLS (HTTPS,
+// or TLS in mode Terminate). A non-empty reason is the ResolvedRefs failure.
 func (t *gwTranslator) listenerCerts(gw *gatewayv1.Gateway, l gatewayv1.Listener) ([]Certificate, string, string) {
 	if l.TLS == nil || len(l.TLS.CertificateRefs) == 0 {
-		return nil, string(gatewayv1.ListenerReasonInvalidCertificateRef), "HTTPS listener has no certificateRefs"
+		return nil, string(gatewayv1.ListenerReasonInvalidCertificateRef), fmt.Sprintf("%s listener terminates TLS but has no certificateRefs", l.Protocol)
 	}
 	var certs []Certificate
 	for _, ref := range l.TLS.CertificateRefs {
@@ -407,7 +424,7 @@ func (t *gwTranslator) attach(r gwRoute, st *ObjectStatus, extra []metav1.Condit
 				reason = string(gatewayv1.RouteReasonNotAllowedByListeners)
 				continue
 			}
-			if !namespaceAllowed(gl.spec, g.obj.Namespace, r.meta.GetNamespace()) {
+			if !t.namespaceAllowed(gl, g.obj.Namespace, r.meta.GetNamespace()) {
 				reason = string(gatewayv1.RouteReasonNotAllowedByListeners)
 				continue
 			}
@@ -457,20 +474,62 @@ func kindAllowed(l gatewayv1.Listener, kind string) bool {
 	})
 }
 
-// namespaceAllowed applies allowedRoutes.namespaces. weir has no Namespace objects, so
-// a Selector admits no namespace (documented).
-func namespaceAllowed(l gatewayv1.Listener, gwNS, routeNS string) bool {
-	from := gatewayv1.NamespacesFromSame
-	if l.AllowedRoutes != nil && l.AllowedRoutes.Namespaces != nil && l.AllowedRoutes.Namespaces.From != nil {
-		from = *l.AllowedRoutes.Namespaces.From
+// allowedNamespaces reads a listener's allowedRoutes.namespaces: from (default Same)
+// and, for Selector, the parsed label selector. An error is an invalid selector, or a
+// from weir does not know.
+func allowedNamespaces(l gatewayv1.Listener) (gatewayv1.FromNamespaces, labels.Selector, error) {
+	if l.AllowedRoutes == nil || l.AllowedRoutes.Namespaces == nil || l.AllowedRoutes.Namespaces.From == nil {
+		return gatewayv1.NamespacesFromSame, nil, nil
 	}
-	switch from {
+	ns := l.AllowedRoutes.Namespaces
+	switch from := *ns.From; from {
+	case gatewayv1.NamespacesFromAll, gatewayv1.NamespacesFromSame:
+		return from, nil, nil
+	case gatewayv1.NamespacesFromSelector:
+		if ns.Selector == nil {
+			return from, nil, errors.New("allowedRoutes.namespaces.from is Selector but no selector is given")
+		}
+		sel, err := metav1.LabelSelectorAsSelector(ns.Selector)
+		if err != nil {
+			return from, nil, fmt.Errorf("allowedRoutes.namespaces.selector is invalid: %w", err)
+		}
+		return from, sel, nil
+	default:
+		return from, nil, fmt.Errorf("allowedRoutes.namespaces.from %q is not supported", from)
+	}
+}
+
+// namespaceAllowed applies a listener's allowedRoutes.namespaces to a route in routeNS.
+func (t *gwTranslator) namespaceAllowed(gl *gwListener, gwNS, routeNS string) bool {
+	switch gl.from {
 	case gatewayv1.NamespacesFromAll:
 		return true
 	case gatewayv1.NamespacesFromSame:
 		return gwNS == routeNS
+	case gatewayv1.NamespacesFromSelector:
+		if set, ok := t.nsLabels[routeNS]; ok {
+			return gl.selector.Matches(set)
+		}
+		// No Namespace object (a folder of manifests need not have one): the labels
+		// the API server sets on every namespace.
+		return gl.selector.Matches(labels.Set{corev1.LabelMetadataName: routeNS})
 	}
 	return false
+}
+
+// namespaceLabels indexes the Namespaces' labels by name, with the label the API server
+// always sets (kubernetes.io/metadata.name) in place.
+func namespaceLabels(nss []*corev1.Namespace) map[string]labels.Set {
+	out := make(map[string]labels.Set, len(nss))
+	for _, ns := range nss {
+		set := make(labels.Set, len(ns.Labels)+1)
+		for k, v := range ns.Labels {
+			set[k] = v
+		}
+		set[corev1.LabelMetadataName] = ns.Name
+		out[ns.Name] = set
+	}
+	return out
 }
 
 // refProblem is a backendRef that did not resolve: the ResolvedRefs reason and message.
