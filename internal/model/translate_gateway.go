@@ -39,7 +39,7 @@ type gwTranslator struct {
 	objs *Objects
 	snap *Snapshot
 
-	classes   map[string]bool // accepted GatewayClass names
+	classes   map[string]bool       // accepted GatewayClass names
 	nsLabels  map[string]labels.Set // labels of the Namespace objects, by name
 	gws       []*gwGateway
 	listeners map[string]*Listener // by address
