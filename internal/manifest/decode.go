@@ -29,6 +29,7 @@ var supportedVersions = map[schema.GroupKind][]string{
 	{Group: "", Kind: "Service"}:                                    {"v1"},
 	{Group: "", Kind: "Endpoints"}:                                  {"v1"},
 	{Group: "", Kind: "Secret"}:                                     {"v1"},
+	{Group: "", Kind: "Namespace"}:                                  {"v1"},
 	{Group: "discovery.k8s.io", Kind: "EndpointSlice"}:              {"v1"},
 	{Group: "networking.k8s.io", Kind: "Ingress"}:                   {"v1"},
 	{Group: "networking.k8s.io", Kind: "IngressClass"}:              {"v1"},
@@ -43,7 +44,7 @@ var supportedVersions = map[schema.GroupKind][]string{
 }
 
 // clusterScoped kinds have no namespace.
-var clusterScoped = map[string]bool{"IngressClass": true, "GatewayClass": true}
+var clusterScoped = map[string]bool{"IngressClass": true, "GatewayClass": true, "Namespace": true}
 
 // loader holds one Load's state.
 type loader struct {
@@ -124,7 +125,10 @@ func (l *loader) decode(d *document, apiVersion, kind string) {
 		l.report.Skipped[skipName(gvk.GroupKind())]++
 		return
 	}
-	if !clusterScoped[kind] && o.namespace == "" {
+	switch {
+	case clusterScoped[kind]:
+		o.namespace = "" // the API server drops it too
+	case o.namespace == "":
 		o.namespace = metav1.NamespaceDefault
 	}
 	if !contains(versions, gv.Version) {
@@ -219,7 +223,7 @@ func jsonTypeName(goType string) string {
 func convert(obj runtime.Object) runtime.Object {
 	setV1 := func(tm *metav1.TypeMeta) { tm.APIVersion = gatewayv1.GroupVersion.String() }
 	switch o := obj.(type) {
-	case *corev1.Service, *corev1.Endpoints, *corev1.Secret, *discoveryv1.EndpointSlice,
+	case *corev1.Service, *corev1.Endpoints, *corev1.Secret, *corev1.Namespace, *discoveryv1.EndpointSlice,
 		*networkingv1.Ingress, *networkingv1.IngressClass, *weirv1alpha1.TrafficPolicy,
 		*gatewayv1.GatewayClass, *gatewayv1.Gateway, *gatewayv1.HTTPRoute, *gatewayv1.GRPCRoute,
 		*gatewayv1.TLSRoute, *gatewayv1.ReferenceGrant, *gatewayv1.BackendTLSPolicy:

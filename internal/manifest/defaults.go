@@ -9,6 +9,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/validation"
 )
 
 // DefaultAffinityTimeoutSeconds is the API server's default ClientIP affinity timeout.
@@ -32,6 +33,15 @@ func setDefaults(o *object) {
 					obj.Subsets[i].Ports[j].Protocol = corev1.ProtocolTCP
 				}
 			}
+		}
+	case *corev1.Namespace:
+		// The API server always sets this label to the name (Gateway listeners select
+		// namespaces by it). A bad name is reported once, on metadata.name.
+		if len(validation.IsDNS1123Label(obj.Name)) == 0 {
+			if obj.Labels == nil {
+				obj.Labels = map[string]string{}
+			}
+			obj.Labels[corev1.LabelMetadataName] = obj.Name
 		}
 	case *corev1.Secret:
 		if obj.Type == "" {

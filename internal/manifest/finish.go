@@ -79,6 +79,8 @@ func (l *loader) finish() *model.Objects {
 			out.Services = append(out.Services, obj)
 		case *corev1.Secret:
 			out.Secrets = append(out.Secrets, obj)
+		case *corev1.Namespace:
+			out.Namespaces = append(out.Namespaces, obj)
 		case *networkingv1.Ingress:
 			out.Ingresses = append(out.Ingresses, obj)
 		case *networkingv1.IngressClass:
@@ -121,6 +123,8 @@ func (l *loader) validate(o *object) {
 		c.secret(obj)
 	case *weirv1alpha1.TrafficPolicy:
 		c.trafficPolicy(obj)
+	case *corev1.Namespace:
+		c.metadata(obj, validation.IsDNS1123Label)
 	case metav1.Object:
 		// Ingress and Gateway API objects: their semantic problems (bad regex, missing
 		// backend, missing certificate) are status conditions the gateway reports, not
@@ -363,6 +367,7 @@ func sortObjects(o *model.Objects) {
 	sortByName(o.ReferenceGrants)
 	sortByName(o.Policies)
 	sortByName(o.BackendTLSPolicies)
+	sortByName(o.Namespaces)
 }
 
 func sortByName[T metav1.Object](list []T) {

@@ -349,6 +349,21 @@ func TestValidationErrors(t *testing.T) {
 			},
 		},
 		{
+			name:  "Namespace with an unknown field",
+			files: map[string]string{"ns.yaml": "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: apps\nspec:\n  finalizers: [kubernetes]\n  bogus: 1\n"},
+			want:  []string{"ns.yaml:7: Namespace apps: spec.bogus: unknown field"},
+		},
+		{
+			name:  "Namespace name is a DNS label",
+			files: map[string]string{"ns.yaml": "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: apps.example\n  labels: {team: a}\n"},
+			want:  []string{`ns.yaml:4: Namespace apps.example: metadata.name: "apps.example" is not valid: must not contain dots`},
+		},
+		{
+			name:  "Namespace twice",
+			files: map[string]string{"ns.yaml": "apiVersion: v1\nkind: Namespace\nmetadata: {name: apps}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: apps, namespace: ignored}\n"},
+			want:  []string{"ns.yaml:7: Namespace apps: metadata.name: duplicate of the object at ns.yaml:1"},
+		},
+		{
 			name: "several errors in several files, sorted",
 			files: map[string]string{
 				"b.yaml": head + "  ports: [{port: 0}]\n",
