@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -13,6 +14,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -31,6 +33,7 @@ const (
 	kindService          = "Service"
 	kindEndpointSlice    = "EndpointSlice"
 	kindSecret           = "Secret"
+	kindNamespace        = "Namespace"
 	kindIngress          = "Ingress"
 	kindIngressClass     = "IngressClass"
 	kindNode             = "Node"
@@ -58,6 +61,9 @@ type kind struct {
 	name     string
 	informer cache.SharedIndexInformer
 	fill     func(objs *model.Objects, items []any)
+	// updated, when set, tells whether an update event changes anything weir reads;
+	// nil means every update does.
+	updated func(old, cur any) bool
 }
 
 // objectKey names an object within its kind.
@@ -137,13 +143,16 @@ func (s *Source) ensureInformers(ctx context.Context) error {
 	selector := func(o *metav1.ListOptions) { o.LabelSelector = s.opts.LabelSelector }
 	byName := func(*metav1.ListOptions) {}
 	var added []*kind
-	add := func(name string, inf cache.SharedIndexInformer, fill func(*model.Objects, []any)) {
+	addKind := func(k *kind) {
 		s.mu.Lock()
-		_, have := s.kinds[name]
+		_, have := s.kinds[k.name]
 		s.mu.Unlock()
 		if !have {
-			added = append(added, &kind{name: name, informer: inf, fill: fill})
+			added = append(added, k)
 		}
+	}
+	add := func(name string, inf cache.SharedIndexInformer, fill func(*model.Objects, []any)) {
+		addKind(&kind{name: name, informer: inf, fill: fill})
 	}
 	s.mu.Lock()
 	first := len(s.kinds) == 0
@@ -176,6 +185,29 @@ func (s *Source) ensureInformers(ctx context.Context) error {
 			starters = append(starters, secrets.Start)
 		} else {
 			s.log.Info("not allowed to list and watch Secrets; TLS certificates from Secrets are unavailable")
+		}
+
+		// Namespace labels feed Gateway listeners' allowedRoutes selectors. Without the
+		// right, namespaces have only their kubernetes.io/metadata.name label.
+		canRead, err = s.mayListWatch(ctx, "namespaces", "")
+		if err != nil {
+			return err
+		}
+		if canRead {
+			nsOpts := []informers.SharedInformerOption{informers.WithTransform(stripNamespace)}
+			if ns != "" {
+				// Routes come from the watched namespace only: its labels are all that matter.
+				nsOpts = append(nsOpts, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+					o.FieldSelector = fields.OneTermEqualSelector("metadata.name", ns).String()
+				}))
+			}
+			nsf := informers.NewSharedInformerFactoryWithOptions(s.clients.Kube, 0, nsOpts...)
+			addKind(&kind{name: kindNamespace, informer: nsf.Core().V1().Namespaces().Informer(),
+				fill:    fillInto[corev1.Namespace](func(o *model.Objects) *[]*corev1.Namespace { return &o.Namespaces }),
+				updated: labelsChanged})
+			starters = append(starters, nsf.Start)
+		} else {
+			s.log.Info("not allowed to list and watch Namespaces; allowedRoutes selectors see only the kubernetes.io/metadata.name label")
 		}
 
 		if s.opts.NodeName != "" {
@@ -257,10 +289,14 @@ func (s *Source) ensureInformers(ctx context.Context) error {
 	}
 
 	for _, k := range added {
-		name := k.name
+		name, updated := k.name, k.updated
 		if _, err := k.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
-			AddFunc:    func(any) { s.changed(name) },
-			UpdateFunc: func(any, any) { s.changed(name) },
+			AddFunc: func(any) { s.changed(name) },
+			UpdateFunc: func(old, cur any) {
+				if updated == nil || updated(old, cur) {
+					s.changed(name)
+				}
+			},
 			DeleteFunc: func(any) { s.changed(name) },
 		}); err != nil {
 			return fmt.Errorf("kube source: %s event handler: %w", name, err)
@@ -396,6 +432,16 @@ func (s *Source) kindNames() []string {
 	}
 	slices.Sort(names)
 	return names
+}
+
+// labelsChanged reports whether an update changed the object's labels.
+func labelsChanged(old, cur any) bool {
+	o, err1 := meta.Accessor(old)
+	c, err2 := meta.Accessor(cur)
+	if err1 != nil || err2 != nil {
+		return true
+	}
+	return !maps.Equal(o.GetLabels(), c.GetLabels())
 }
 
 // nodeFrom finds this node among the cached Nodes.

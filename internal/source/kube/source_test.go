@@ -76,6 +76,9 @@ func fakeClients(t *testing.T, gateway, weir bool) (*Clients, *kubefake.Clientse
 			Data: map[string][]byte{"tls.crt": []byte("c"), "tls.key": []byte("k"), "other": []byte("x")}},
 		&networkingv1.Ingress{ObjectMeta: objectMeta("default", "ing")},
 		&networkingv1.IngressClass{ObjectMeta: metav1.ObjectMeta{Name: "weir"}, Spec: networkingv1.IngressClassSpec{Controller: DefaultIngressControllerName}},
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "default", ManagedFields: managed,
+			Labels: map[string]string{corev1.LabelMetadataName: "default", "team": "a"}, Annotations: map[string]string{"big": "x"}},
+			Spec: corev1.NamespaceSpec{Finalizers: []corev1.FinalizerName{corev1.FinalizerKubernetes}}},
 		&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-a", Labels: map[string]string{ZoneLabel: "zone-1"}},
 			Status: corev1.NodeStatus{Images: []corev1.ContainerImage{{Names: []string{"big"}}}}},
 	)
@@ -171,6 +174,12 @@ func TestSourceBuildsObjects(t *testing.T) {
 			if svc.ManagedFields != nil || svc.Annotations[lastAppliedAnnotation] != "" || svc.Annotations["keep"] != "me" {
 				t.Errorf("service not stripped: managedFields %v, annotations %v", svc.ManagedFields, svc.Annotations)
 			}
+			if len(objs.Namespaces) != 1 {
+				t.Fatalf("namespaces = %d, want 1", len(objs.Namespaces))
+			}
+			if ns := objs.Namespaces[0]; ns.Labels["team"] != "a" || ns.ManagedFields != nil || ns.Annotations != nil || len(ns.Spec.Finalizers) != 0 {
+				t.Errorf("namespace not stripped to name and labels: %+v", ns)
+			}
 			if _, ok := objs.Secrets[0].Data["other"]; ok {
 				t.Errorf("secret kept an unused key: %v", objs.Secrets[0].Data)
 			}
@@ -193,6 +202,7 @@ func TestSourceFollowsChanges(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	src, _ := startSource(t, Options{Clients: clients, Store: st, Registerer: reg})
 	ctx := context.Background()
+	var nsEventsBefore float64
 
 	steps := []struct {
 		name  string
@@ -213,12 +223,39 @@ func TestSourceFollowsChanges(t *testing.T) {
 			_, err := kube.CoreV1().Services("a").Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "z"}}, metav1.CreateOptions{})
 			return err
 		}, func(o *model.Objects) bool { return len(o.Services) == 1 && o.Services[0].Namespace == "a" }},
+		{"add namespace", func() error {
+			_, err := kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "a"}}, metav1.CreateOptions{})
+			return err
+		}, func(o *model.Objects) bool { return len(o.Namespaces) == 2 && o.Namespaces[0].Name == "a" }},
+		{"annotate namespace (no rebuild), then label it", func() error {
+			// Events of one informer arrive in order: once the label is in the store,
+			// the annotation's update was seen and, carrying no label change, ignored.
+			ns, err := kube.CoreV1().Namespaces().Get(ctx, "a", metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			nsEventsBefore = testutil.ToFloat64(src.m.events.WithLabelValues(kindNamespace))
+			ns.Annotations = map[string]string{"note": "x"}
+			if ns, err = kube.CoreV1().Namespaces().Update(ctx, ns, metav1.UpdateOptions{}); err != nil {
+				return err
+			}
+			ns.Labels = map[string]string{"team": "b"}
+			_, err = kube.CoreV1().Namespaces().Update(ctx, ns, metav1.UpdateOptions{})
+			return err
+		}, func(o *model.Objects) bool { return len(o.Namespaces) == 2 && o.Namespaces[0].Labels["team"] == "b" }},
+		{"delete namespace", func() error {
+			return kube.CoreV1().Namespaces().Delete(ctx, "a", metav1.DeleteOptions{})
+		}, func(o *model.Objects) bool { return len(o.Namespaces) == 1 }},
 	}
 	for _, step := range steps {
 		if err := step.do(); err != nil {
 			t.Fatalf("%s: %v", step.name, err)
 		}
 		waitFor(t, st, step.name, step.check)
+	}
+	// The label change and the delete; not the annotation.
+	if got := testutil.ToFloat64(src.m.events.WithLabelValues(kindNamespace)) - nsEventsBefore; got != 2 {
+		t.Errorf("Namespace events after the annotation = %v, want 2 (label change, delete)", got)
 	}
 	if got := testutil.ToFloat64(src.m.events.WithLabelValues(kindEndpointSlice)); got < 2 {
 		t.Errorf("EndpointSlice events = %v, want >= 2", got)

@@ -68,6 +68,19 @@ func stripNode(obj any) (any, error) {
 	}, nil
 }
 
+// stripNamespace keeps the name and labels of a Namespace: its labels are what
+// allowedRoutes selectors read.
+func stripNamespace(obj any) (any, error) {
+	ns, ok := obj.(*corev1.Namespace)
+	if !ok {
+		return stripObject(obj)
+	}
+	return &corev1.Namespace{
+		TypeMeta:   ns.TypeMeta,
+		ObjectMeta: metav1.ObjectMeta{Name: ns.Name, UID: ns.UID, ResourceVersion: ns.ResourceVersion, Labels: ns.Labels},
+	}, nil
+}
+
 // toTrafficPolicy turns the dynamic informer's unstructured objects into typed
 // TrafficPolicies, so the cache holds the compact typed form.
 func toTrafficPolicy(obj any) (any, error) {
