@@ -448,6 +448,70 @@ func TestKubeSource(t *testing.T) {
 		t.Logf("HTTP through Gateway %s reached a backend", url)
 	})
 
+	t.Run("namespace labels feed allowedRoutes selectors", func(t *testing.T) {
+		const routeNS = "e2e-source-sel"
+		if _, err := admin.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: routeNS}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		_, err := gwAdmin.GatewayV1().Gateways(ns).Create(ctx, &gatewayv1.Gateway{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "gw-sel"},
+			Spec: gatewayv1.GatewaySpec{GatewayClassName: "weir",
+				Addresses: []gatewayv1.GatewaySpecAddress{{Type: ptr.To(gatewayv1.IPAddressType), Value: tn.gatewayAddr()}},
+				Listeners: []gatewayv1.Listener{{Name: "http", Protocol: gatewayv1.HTTPProtocolType, Port: gatewayv1.PortNumber(tn.gatewayPort() + 1),
+					AllowedRoutes: &gatewayv1.AllowedRoutes{Namespaces: &gatewayv1.RouteNamespaces{From: ptr.To(gatewayv1.NamespacesFromSelector),
+						Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"weir.dev/e2e": "selected"}}}}}}},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = gwAdmin.GatewayV1().HTTPRoutes(routeNS).Create(ctx, &gatewayv1.HTTPRoute{
+			ObjectMeta: metav1.ObjectMeta{Namespace: routeNS, Name: "web"},
+			Spec: gatewayv1.HTTPRouteSpec{
+				CommonRouteSpec: gatewayv1.CommonRouteSpec{ParentRefs: []gatewayv1.ParentReference{{Name: "gw-sel", Namespace: ptr.To(gatewayv1.Namespace(ns))}}},
+				Rules: []gatewayv1.HTTPRouteRule{{BackendRefs: []gatewayv1.HTTPBackendRef{{BackendRef: gatewayv1.BackendRef{
+					BackendObjectReference: gatewayv1.BackendObjectReference{Name: "web", Port: ptr.To[gatewayv1.PortNumber](80)}}}}}},
+			},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		routeAccepted := func(want metav1.ConditionStatus, reason string) func() (bool, error) {
+			return func() (bool, error) {
+				r, err := gwAdmin.GatewayV1().HTTPRoutes(routeNS).Get(ctx, "web", metav1.GetOptions{})
+				if err != nil || len(r.Status.Parents) != 1 {
+					return false, err
+				}
+				c := meta.FindStatusCondition(r.Status.Parents[0].Conditions, "Accepted")
+				return c != nil && c.Status == want && c.Reason == reason, nil
+			}
+		}
+		eventually(t, 30*time.Second, "route in an unlabelled namespace not allowed", routeAccepted(metav1.ConditionFalse, "NotAllowedByListeners"))
+
+		nsObj, err := admin.CoreV1().Namespaces().Get(ctx, routeNS, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		nsObj.Labels["weir.dev/e2e"] = "selected"
+		if _, err := admin.CoreV1().Namespaces().Update(ctx, nsObj, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 30*time.Second, "route accepted once its namespace is labelled", routeAccepted(metav1.ConditionTrue, "Accepted"))
+		eventually(t, 30*time.Second, "listener counts the route", func() (bool, error) {
+			gw, err := gwAdmin.GatewayV1().Gateways(ns).Get(ctx, "gw-sel", metav1.GetOptions{})
+			return err == nil && len(gw.Status.Listeners) == 1 && gw.Status.Listeners[0].AttachedRoutes == 1, err
+		})
+		// Both namespaces' labels came through the informer (the API server set the
+		// name label on each).
+		storeHas("namespace labels in the store", func(o *model.Objects) bool {
+			for _, n := range o.Namespaces {
+				if n.Name == routeNS {
+					return n.Labels["weir.dev/e2e"] == "selected" && n.Labels[corev1.LabelMetadataName] == routeNS
+				}
+			}
+			return false
+		})
+	})
+
 	t.Run("API server outage keeps the last state", func(t *testing.T) {
 		before, _ := st.Current()
 		wantEndpoints := endpointsOf(before, ns, "web")
