@@ -66,6 +66,9 @@ type Options struct {
 	// DisableFastPath sends every HTTP/1.1 request through net/http's Transport instead
 	// of weir's single-goroutine client for requests without a body.
 	DisableFastPath bool
+	// DisableFastServer serves plaintext HTTP listeners with net/http's server alone
+	// instead of weir's own HTTP/1.1 server for simple requests (h1server.go).
+	DisableFastServer bool
 	// MaxMirrorsInFlight bounds mirror copies in flight; more are dropped. Default 256.
 	MaxMirrorsInFlight int
 }
@@ -184,6 +187,7 @@ type listener struct {
 	protocol model.ListenerProtocol
 	ln       net.Listener
 	srv      *http.Server // nil for TLS passthrough
+	fast     *fastServer  // plaintext HTTP listeners: serves simple requests, hands the rest to srv
 	table    atomic.Pointer[table]
 	certs    atomic.Pointer[certTable]
 	pt       atomic.Pointer[ptTable] // TLS passthrough only
@@ -361,7 +365,7 @@ func (g *Gateway) openListener(addr string, proto model.ListenerProtocol, t *tab
 	}
 	l.table.Store(t)
 	srv := &http.Server{
-		Handler:           http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { g.serve(w, r, l.table.Load()) }),
+		Handler:           http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { g.serve(r.Context(), w, r, l.table.Load()) }),
 		MaxHeaderBytes:    g.opts.MaxHeaderBytes,
 		ReadHeaderTimeout: g.opts.ReadHeaderTimeout,
 		ReadTimeout:       g.opts.ReadTimeout,
@@ -385,11 +389,24 @@ func (g *Gateway) openListener(addr string, proto model.ListenerProtocol, t *tab
 		srv.Protocols.SetUnencryptedHTTP2(true)
 	}
 	l.srv = srv
+	if proto == model.ProtocolHTTP && !g.opts.DisableFastServer {
+		l.fast = newFastServer(ln, srv, g.ctx, g.opts.MaxHeaderBytes, g.opts.ReadHeaderTimeout, g.opts.ReadTimeout, g.opts.IdleTimeout, g.opts.WriteTimeout,
+			func(ctx context.Context, w http.ResponseWriter, r *http.Request) { g.serve(ctx, w, r, l.table.Load()) },
+			func(msg string, args ...any) { g.log.Debug(msg, args...) })
+		g.wg.Go(func() {
+			if err := l.fast.serve(); err != nil {
+				g.log.Error("gateway: listener stopped", "address", addr, "err", err)
+			}
+		})
+	}
 	g.wg.Go(func() {
 		var err error
-		if proto == model.ProtocolHTTPS {
+		switch {
+		case proto == model.ProtocolHTTPS:
 			err = srv.ServeTLS(ln, "", "")
-		} else {
+		case l.fast != nil:
+			err = srv.Serve(l.fast.handoff)
+		default:
 			err = srv.Serve(ln)
 		}
 		if err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -414,6 +431,16 @@ func (g *Gateway) closeListener(l *listener) {
 			case <-g.ctx.Done():
 			}
 			l.conns.closeAll()
+		})
+		return
+	}
+	if l.fast != nil {
+		l.fast.closing.Store(true)
+		_ = l.ln.Close() // at once, so that the address may be opened again
+		g.wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), g.opts.ShutdownGrace)
+			defer cancel()
+			_ = l.fast.shutdown(ctx)
 		})
 		return
 	}
@@ -449,6 +476,14 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 			continue
 		}
 		wg.Go(func() {
+			if l.fast != nil {
+				if err := l.fast.shutdown(ctx); err != nil {
+					errMu.Lock()
+					errs = append(errs, err)
+					errMu.Unlock()
+				}
+				return
+			}
 			if err := l.srv.Shutdown(ctx); err != nil {
 				_ = l.srv.Close()
 				errMu.Lock()

@@ -230,8 +230,9 @@ func newRequestID() string {
 	return hex.EncodeToString(b[:])
 }
 
-// serve handles one downstream request.
-func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, t *table) {
+// serve handles one downstream request. ctx is the request's context (r.Context()
+// for net/http's server; the fast server's requests carry none of their own).
+func (g *Gateway) serve(ctx context.Context, w http.ResponseWriter, r *http.Request, t *table) {
 	start := time.Now()
 	if r.Header.Get("X-Request-Id") == "" {
 		r.Header.Set("X-Request-Id", newRequestID())
@@ -249,7 +250,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, t *table) {
 		http.Error(w, "no route", http.StatusNotFound)
 		return
 	}
-	st := &reqState{Context: r.Context(), sw: statusWriter{ResponseWriter: w}, rule: rr, https: t.https}
+	st := &reqState{Context: ctx, sw: statusWriter{ResponseWriter: w}, rule: rr, https: t.https}
 	sw := &st.sw
 	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
 		st.client = ap.Addr().Unmap()

@@ -25,7 +25,8 @@ func main() {
 	listen := flag.String("listen", "127.0.0.1:18080", "address to serve")
 	backends := flag.String("backends", "127.0.0.1:18000", "comma-separated backend endpoints (ip:port)")
 	alg := flag.String("algorithm", string(balance.RoundRobin), "scheduler")
-	slow := flag.Bool("no-fast-path", false, "send every request through net/http's Transport")
+	slow := flag.Bool("no-fast-path", false, "send every request through net/http's Transport and httputil.ReverseProxy")
+	noFastServer := flag.Bool("no-fast-server", false, "serve downstream with net/http's server alone")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile here until exit")
 	flag.Parse()
 	if *cpuProfile != "" {
@@ -40,14 +41,14 @@ func main() {
 		}
 		defer func() { pprof.StopCPUProfile(); f.Close() }()
 	}
-	if err := run(*listen, *backends, balance.Algorithm(*alg), *slow); err != nil {
+	if err := run(*listen, *backends, balance.Algorithm(*alg), gateway.Options{DisableFastPath: *slow, DisableFastServer: *noFastServer}); err != nil {
 		fmt.Fprintln(os.Stderr, "l7gw:", err)
 		pprof.StopCPUProfile()
 		os.Exit(1)
 	}
 }
 
-func run(listen, backends string, alg balance.Algorithm, slow bool) error {
+func run(listen, backends string, alg balance.Algorithm, opts gateway.Options) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	pol := model.DefaultPolicy()
@@ -65,7 +66,8 @@ func run(listen, backends string, alg balance.Algorithm, slow bool) error {
 		Backends: []*model.Backend{be}, Policy: pol, Retry: pol.Retry}
 	cfg := &model.GatewayConfig{Listeners: []*model.Listener{{Address: listen, Protocol: model.ProtocolHTTP, Sections: []*model.Section{{
 		Name: "bench/gw/http", Hosts: []*model.VirtualHost{{Matches: []*model.RouteMatch{{Path: model.PathMatch{Type: model.PathPrefix, Value: "/"}, Rule: rule}}}}}}}}}
-	g, err := gateway.New(gateway.Options{DisableFastPath: slow, Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	g, err := gateway.New(opts)
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,167 @@
+package gateway
+
+import (
+	"bytes"
+	"net/http"
+	"net/textproto"
+	"net/url"
+	"strings"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+// headEnd finds the end of a request head (request line and header lines, ended by an
+// empty line) in buf. It returns the head's length, 0 when buf does not hold all of it
+// yet, or bad when a line ends in a bare LF, or the head starts with an empty line: the
+// fast server leaves those to net/http.
+func headEnd(buf []byte) (end int, bad bool) {
+	lineStart := 0
+	for {
+		i := bytes.IndexByte(buf[lineStart:], '\n')
+		if i < 0 {
+			return 0, false
+		}
+		i += lineStart
+		if i == 0 || buf[i-1] != '\r' {
+			return 0, true
+		}
+		if i-lineStart == 1 { // an empty line
+			if lineStart == 0 {
+				return 0, true
+			}
+			return i + 1, false
+		}
+		lineStart = i + 1
+	}
+}
+
+// simpleRequest is a request head the fast server answers itself, with what the
+// response needs to know about the connection.
+type simpleRequest struct {
+	req              *http.Request
+	wantsClose       bool // Connection: close, or HTTP/1.0 without keep-alive
+	wants10KeepAlive bool // HTTP/1.0 with Connection: keep-alive
+}
+
+// parseRequestHead parses one request head, as found by headEnd, into the request
+// net/http's server would make of it (Host moved out of Header, "Connection: close"
+// turned into Close, Pragma: no-cache also as Cache-Control). ok is false when the
+// request is not one weir's own HTTP/1.1 server answers: anything but an HTTP/1.0 or
+// 1.1 request in origin form without a body (no Content-Length other than 0, no
+// Transfer-Encoding), Upgrade, Expect or HTTP2-Settings, with exactly one valid Host
+// (none allowed for HTTP/1.0), valid header names and values and no obs-fold. The
+// caller then hands the connection to net/http, which answers it or rejects it with
+// its own statuses (400, 431, 505 …), so nothing malformed is answered here.
+func parseRequestHead(head []byte, remoteAddr string) (sr simpleRequest, ok bool) {
+	s := string(head) // one allocation for every string of the request
+	eol := strings.Index(s, "\r\n")
+	if eol <= 0 {
+		return sr, false
+	}
+	method, rest, ok1 := strings.Cut(s[:eol], " ")
+	target, proto, ok2 := strings.Cut(rest, " ")
+	if !ok1 || !ok2 || method == http.MethodConnect || !validMethod(method) || target == "" || target[0] != '/' {
+		return sr, false
+	}
+	minor := 1
+	switch proto {
+	case "HTTP/1.1":
+	case "HTTP/1.0":
+		minor = 0
+	default:
+		return sr, false
+	}
+	for i := 0; i < len(target); i++ {
+		if c := target[i]; c <= ' ' || c == 0x7f {
+			return sr, false
+		}
+	}
+	u, err := url.ParseRequestURI(target)
+	if err != nil {
+		return sr, false
+	}
+	fields := strings.Count(s[eol+2:], "\r\n") - 1 // header lines; the last CRLF ends the head
+	h := make(http.Header, fields)
+	vals := make([]string, fields) // one backing array for single values
+	var host string
+	hosts, lengths := 0, 0
+	pos := eol + 2
+	for i := 0; ; i++ {
+		e := strings.Index(s[pos:], "\r\n")
+		if e < 0 {
+			return sr, false
+		}
+		line := s[pos : pos+e]
+		pos += e + 2
+		if line == "" {
+			break
+		}
+		if line[0] == ' ' || line[0] == '\t' { // obs-fold
+			return sr, false
+		}
+		colon := strings.IndexByte(line, ':')
+		if colon <= 0 {
+			return sr, false
+		}
+		k, v := line[:colon], textproto.TrimString(line[colon+1:])
+		if !httpguts.ValidHeaderFieldName(k) || !httpguts.ValidHeaderFieldValue(v) {
+			return sr, false
+		}
+		k = http.CanonicalHeaderKey(k)
+		switch k {
+		case "Host":
+			hosts++
+			host = v
+			continue
+		case "Content-Length":
+			lengths++
+			if v != "0" || lengths > 1 {
+				return sr, false
+			}
+		case "Transfer-Encoding", "Upgrade", "Expect", "Http2-Settings":
+			return sr, false
+		}
+		if cur, dup := h[k]; dup {
+			h[k] = append(cur, v)
+		} else {
+			vals[i] = v
+			h[k] = vals[i : i+1 : i+1]
+		}
+	}
+	if hosts > 1 || (minor == 1 && hosts == 0) || (hosts == 1 && !httpguts.ValidHostHeader(host)) {
+		return sr, false
+	}
+	if p := h["Pragma"]; len(p) > 0 && p[0] == "no-cache" {
+		if _, ok := h["Cache-Control"]; !ok {
+			h["Cache-Control"] = []string{"no-cache"}
+		}
+	}
+	conn := h["Connection"]
+	hasClose := httpguts.HeaderValuesContainsToken(conn, "close")
+	closeReq := hasClose
+	if minor == 0 {
+		closeReq = hasClose || !httpguts.HeaderValuesContainsToken(conn, "keep-alive")
+		sr.wants10KeepAlive = httpguts.HeaderValuesContainsToken(conn[:min(len(conn), 1)], "keep-alive")
+	} else if hasClose {
+		delete(h, "Connection") // as net/http's server does
+	}
+	sr.req = &http.Request{
+		Method: method, URL: u, Proto: proto, ProtoMajor: 1, ProtoMinor: minor,
+		Header: h, Body: http.NoBody, Host: host, RemoteAddr: remoteAddr, RequestURI: target, Close: closeReq,
+	}
+	sr.wantsClose = closeReq
+	return sr, true
+}
+
+// validMethod reports whether m is an HTTP token.
+func validMethod(m string) bool {
+	if m == "" {
+		return false
+	}
+	for i := 0; i < len(m); i++ {
+		if !httpguts.IsTokenRune(rune(m[i])) {
+			return false
+		}
+	}
+	return true
+}
