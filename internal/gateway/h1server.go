@@ -409,14 +409,14 @@ type fastResponse struct {
 	wants10KeepAlive bool
 
 	wroteHeader, headSent, handlerDone bool
-	bodyAllowed, chunked, closeAfter  bool
-	haveType, haveCE, haveDate       bool
-	connSet                          bool   // the handler set Connection
-	conn                             string // its first value
-	connHead                         []byte // its serialized lines
-	trailers                         []string
-	prefixTrailers                   bool
-	err                              error
+	bodyAllowed, chunked, closeAfter   bool
+	haveType, haveCE, haveDate         bool
+	connSet                            bool   // the handler set Connection
+	conn                               string // its first value
+	connHead                           []byte // its serialized lines
+	trailers                           []string
+	prefixTrailers                     bool
+	err                                error
 }
 
 func (w *fastResponse) reset(sr simpleRequest) {
