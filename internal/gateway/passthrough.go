@@ -16,29 +16,45 @@ import (
 	"weir.dev/weir/internal/model"
 )
 
-// ptTable routes TLS connections by SNI without terminating them (TLSRoute on a TLS
-// listener in Passthrough mode).
+// ptTable routes the TLS connections of a TLS listener by SNI to TLSRoutes. Routes of
+// a Passthrough section get the connection untouched; routes of a Terminate section
+// get the decrypted byte stream after weir completes the handshake with certs.
 type ptTable struct {
 	routes []*ptRoute // most specific hostname first
+	// certs selects a Terminate section's certificate by SNI, as for HTTPS; nil when
+	// no section terminates.
+	certs *certTable
 }
 
 type ptRoute struct {
-	hostname string // exact, "*.suffix" or "" (any)
-	backends []*backendRuntime
+	hostname  string // exact, "*.suffix" or "" (any)
+	backends  []*backendRuntime
+	terminate bool
 }
 
 func (b *builder) passthrough(ml *model.Listener) *ptTable {
 	t := &ptTable{}
+	terminate := false
 	for _, sec := range ml.Sections {
+		terminate = terminate || sec.Terminate
 		for _, pr := range sec.Passthrough {
 			var bes []*backendRuntime
 			for _, be := range pr.Backends {
 				bes = append(bes, &backendRuntime{b: be, cl: b.cluster(be)})
 			}
 			for _, h := range pr.Hostnames {
-				t.routes = append(t.routes, &ptRoute{hostname: strings.ToLower(h), backends: bes})
+				t.routes = append(t.routes, &ptRoute{hostname: strings.ToLower(h), backends: bes, terminate: sec.Terminate})
 			}
 		}
+	}
+	if terminate {
+		// The model resolved and parsed the certificates already; a failure here
+		// leaves the Terminate routes closing their connections.
+		ct, err := newCertTable(terminating(ml))
+		if err != nil {
+			b.g.log.Error("gateway: TLS listener cannot terminate", "address", ml.Address, "err", err)
+		}
+		t.certs = ct
 	}
 	// Exact names first, then wildcards by length, then the catch-all.
 	rank := func(h string) int {
@@ -59,6 +75,18 @@ func (b *builder) passthrough(ml *model.Listener) *ptTable {
 		}
 	}
 	return t
+}
+
+// terminating is the listener with only its Terminate sections: the certificates
+// of Passthrough sections (ignored by the spec) never answer a handshake.
+func terminating(ml *model.Listener) *model.Listener {
+	out := &model.Listener{Address: ml.Address, Protocol: ml.Protocol}
+	for _, sec := range ml.Sections {
+		if sec.Terminate {
+			out.Sections = append(out.Sections, sec)
+		}
+	}
+	return out
 }
 
 func (t *ptTable) match(sni string) *ptRoute {
@@ -161,11 +189,79 @@ func (g *Gateway) passthroughConn(c net.Conn, t *ptTable) {
 	if err != nil {
 		return
 	}
-	_ = c.SetReadDeadline(time.Time{})
 	r := t.match(sni)
 	if r == nil {
 		return
 	}
+	if r.terminate {
+		g.terminateConn(c, t.certs, hello, r)
+		return
+	}
+	_ = c.SetReadDeadline(time.Time{})
+	up, done := g.dialRoute(c, r)
+	if up == nil {
+		return
+	}
+	defer done()
+	if _, err := up.Write(hello); err != nil {
+		return
+	}
+	g.splice(c, up)
+}
+
+// terminateConn completes the TLS handshake whose ClientHello was already read (hello)
+// with the listener's certificates, then proxies the decrypted stream to r's backends.
+func (g *Gateway) terminateConn(c net.Conn, certs *certTable, hello []byte, r *ptRoute) {
+	if certs == nil {
+		return
+	}
+	tc := tls.Server(replayConn{r: io.MultiReader(bytes.NewReader(hello), c), Conn: c}, &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		GetCertificate: func(h *tls.ClientHelloInfo) (*tls.Certificate, error) {
+			return certs.get(h.ServerName)
+		},
+	})
+	// The read deadline set for the ClientHello bounds the whole handshake.
+	if err := tc.Handshake(); err != nil {
+		g.log.Debug("gateway: TLS handshake failed", "remote", c.RemoteAddr().String(), "err", err)
+		return
+	}
+	_ = c.SetReadDeadline(time.Time{})
+	up, done := g.dialRoute(c, r)
+	if up == nil {
+		return
+	}
+	defer done()
+	g.splice(tlsConn{Conn: tc, raw: c}, up)
+}
+
+// tlsConn half-closes a terminated connection with close_notify, then a TCP FIN.
+type tlsConn struct {
+	*tls.Conn
+	raw net.Conn
+}
+
+func (c tlsConn) CloseWrite() error {
+	err := c.Conn.CloseWrite()
+	if cw, ok := c.raw.(closeWriter); ok {
+		_ = cw.CloseWrite()
+	}
+	return err
+}
+
+// replayConn reads r (the recorded ClientHello, then the connection) and writes to the
+// connection.
+type replayConn struct {
+	r io.Reader
+	net.Conn
+}
+
+func (c replayConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// dialRoute picks one of r's backends by weight, then one of its endpoints (healthy,
+// hashed on the client address), and connects, trying up to three endpoints. done
+// ends the endpoint's load count and closes the connection; up is nil on failure.
+func (g *Gateway) dialRoute(c net.Conn, r *ptRoute) (up net.Conn, done func()) {
 	var total int64
 	for _, br := range r.backends {
 		if br.cl != nil {
@@ -173,7 +269,7 @@ func (g *Gateway) passthroughConn(c net.Conn, t *ptTable) {
 		}
 	}
 	if total == 0 {
-		return
+		return nil, nil
 	}
 	n := rand.Int64N(total)
 	var br *backendRuntime
@@ -194,40 +290,44 @@ func (g *Gateway) passthroughConn(c net.Conn, t *ptTable) {
 	}
 	healthy := func(ep *endpoint) bool { return g.health.Healthy(cs.portID, ep.ap) }
 	var tried []*endpoint
-	var up net.Conn
 	for range 3 {
 		ep := br.cl.pick(cs, key, 0, tried, healthy)
 		if ep == nil {
-			return
+			return nil, nil
 		}
 		tried = append(tried, ep)
-		up, err = g.up.dialer.DialContext(g.ctx, "tcp", ep.host)
+		up, err := g.up.dialer.DialContext(g.ctx, "tcp", ep.host)
 		if err == nil {
 			g.health.ReportSuccess(cs.portID, ep.ap)
 			ep.load.Begin()
-			defer ep.load.End()
-			break
+			return up, func() {
+				ep.load.End()
+				_ = up.Close()
+			}
 		}
 		g.health.ReportFailure(cs.portID, ep.ap, 0)
 	}
-	if up == nil {
-		return
-	}
-	defer up.Close()
-	if _, err := up.Write(hello); err != nil {
-		return
-	}
+	return nil, nil
+}
+
+// closeWriter is a connection whose write side closes alone: *net.TCPConn (FIN) and
+// *tls.Conn (close_notify).
+type closeWriter interface{ CloseWrite() error }
+
+// splice copies both ways between the client c and the backend up until both are done.
+// Each side's end is passed on as a half-close.
+func (g *Gateway) splice(c, up net.Conn) {
 	done := make(chan struct{})
 	g.wg.Go(func() {
 		defer close(done)
 		_, _ = io.Copy(up, c)
-		if tc, ok := up.(*net.TCPConn); ok {
-			_ = tc.CloseWrite()
+		if cw, ok := up.(closeWriter); ok {
+			_ = cw.CloseWrite()
 		}
 	})
 	_, _ = io.Copy(c, up)
-	if tc, ok := c.(*net.TCPConn); ok {
-		_ = tc.CloseWrite()
+	if cw, ok := c.(closeWriter); ok {
+		_ = cw.CloseWrite()
 	}
 	// The backend is done; give the client a grace period to finish its side.
 	_ = c.SetReadDeadline(time.Now().Add(g.opts.ShutdownGrace))

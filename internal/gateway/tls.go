@@ -10,9 +10,9 @@ import (
 	"weir.dev/weir/internal/model"
 )
 
-// certTable selects a certificate by SNI: an exact name of a certificate, then a
-// wildcard name, then the certificate of the section that serves the name, then the
-// first certificate.
+// certTable selects a certificate by SNI (HTTPS listeners, and TLS listeners in mode
+// Terminate): an exact name of a certificate, then a wildcard name, then the
+// certificate of the section that serves the name, then the first certificate.
 type certTable struct {
 	exact    map[string]*tls.Certificate
 	wildcard map[string]*tls.Certificate // by suffix ".example.com"
@@ -61,7 +61,7 @@ func newCertTable(l *model.Listener) (*certTable, error) {
 		}
 	}
 	if t.first == nil {
-		return nil, errors.New("HTTPS listener without a certificate")
+		return nil, errors.New("no certificate to terminate TLS with")
 	}
 	return t, nil
 }
