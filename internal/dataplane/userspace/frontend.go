@@ -1,7 +1,6 @@
 package userspace
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -10,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 
 	"weir.dev/weir/internal/model"
 )
@@ -109,11 +110,6 @@ func (p *Proxy) nodePortAddrs() ([]netip.Addr, error) {
 	return out, nil
 }
 
-// acceptLoops is the number of goroutines accepting on one TCP listener. With one, a
-// burst of connections waits for the accepting goroutine to be scheduled once per
-// connection; with two, one accepts while the other is being woken.
-const acceptLoops = 2
-
 // listener serves one frontend.
 type listener struct {
 	p     *Proxy
@@ -121,7 +117,7 @@ type listener struct {
 	label string
 	state atomic.Pointer[listenerState]
 
-	tcp       *net.TCPListener
+	fd        int // TCP listening socket, served by the Proxy's event loops; -1 for UDP
 	udp       *net.UDPConn
 	accepting atomic.Bool
 
@@ -158,7 +154,7 @@ func (l *listener) retarget(spec frontendSpec, t *target) {
 
 // listen binds a frontend and starts serving it. p.mu is held.
 func (p *Proxy) listen(spec frontendSpec, t *target) (*listener, error) {
-	l := &listener{p: p, key: spec.key, label: spec.key.addr.String(), flows: map[netip.AddrPort]*flow{}}
+	l := &listener{p: p, key: spec.key, label: spec.key.addr.String(), fd: -1, flows: map[netip.AddrPort]*flow{}}
 	l.state.Store(&listenerState{spec: spec, target: t, metrics: p.metrics.frontend(spec.servicePort, l.label)})
 	network := "tcp"
 	if spec.key.proto == model.UDP {
@@ -173,15 +169,7 @@ func (p *Proxy) listen(spec frontendSpec, t *target) (*listener, error) {
 	var err error
 	switch spec.key.proto {
 	case model.TCP:
-		// No keep-alive probes on accepted connections: the idle timeout ends dead
-		// ones, and three setsockopt calls per connection show in the short-connection
-		// rate.
-		lc := net.ListenConfig{KeepAlive: -1}
-		var ln net.Listener
-		ln, err = lc.Listen(context.Background(), network, spec.key.addr.String())
-		if err == nil {
-			l.tcp = ln.(*net.TCPListener)
-		}
+		l.fd, err = listenTCP(network, spec.key.addr)
 	case model.UDP:
 		l.udp, err = net.ListenUDP(network, net.UDPAddrFromAddrPort(spec.key.addr))
 	default:
@@ -195,8 +183,8 @@ func (p *Proxy) listen(spec frontendSpec, t *target) (*listener, error) {
 		p.wg.Go(l.serveUDP)
 		return l, nil
 	}
-	for range acceptLoops {
-		p.wg.Go(l.serveTCP)
+	for _, lp := range p.loops {
+		lp.do(func() { l.addTo(lp) })
 	}
 	return l, nil
 }
@@ -228,15 +216,21 @@ func listenError(spec frontendSpec, err error) error {
 	return fmt.Errorf("userspace: listen on %s for %s: %w", spec.key, spec.servicePort, err)
 }
 
-// stopAccepting closes the TCP listening socket (established connections go on) or
-// stops UDP from starting new flows.
+// stopAccepting closes the TCP listening socket once no event loop waits on it any
+// more (established connections go on), or stops UDP from starting new flows.
 func (l *listener) stopAccepting() {
-	if !l.accepting.Swap(false) {
+	if !l.accepting.Swap(false) || l.fd < 0 {
 		return
 	}
-	if l.tcp != nil {
-		_ = l.tcp.Close()
+	var wg sync.WaitGroup
+	for _, lp := range l.p.loops {
+		wg.Add(1)
+		if !lp.do(func() { l.removeFrom(lp); wg.Done() }) {
+			wg.Done()
+		}
 	}
+	wg.Wait()
+	_ = unix.Close(l.fd)
 }
 
 // closeUDP closes the UDP socket and every flow.

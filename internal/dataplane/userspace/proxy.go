@@ -10,8 +10,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -56,11 +56,10 @@ type Proxy struct {
 	stop chan struct{}  // ends the health loop
 	wg   sync.WaitGroup // every goroutine the Proxy started
 
-	connMu sync.Mutex
-	conns  map[net.Conn]struct{} // open proxied sockets, closed when a drain times out
-	open   atomic.Int64          // open TCP connections, which Shutdown waits for
+	loops []*eventLoop // serve every TCP frontend and connection, one per P
+	open  atomic.Int64 // open TCP connections, which Shutdown waits for
 
-	buffers sync.Pool // *[copyBufferSize]byte for connections that have not switched to splice
+	buffers sync.Pool // *[copyBufferSize]byte for bytes a TCP destination could not take yet
 }
 
 // portState is what outlives a Sync for one service port: live loads and affinity.
@@ -96,9 +95,22 @@ func New(opts Options) (*Proxy, error) {
 	p := &Proxy{
 		log: log.With("dataplane", "userspace"), metrics: m, opts: opts,
 		listeners: map[frontendKey]*listener{}, ports: map[string]*portState{},
-		sctp: map[string]bool{}, stop: make(chan struct{}), conns: map[net.Conn]struct{}{},
+		sctp: map[string]bool{}, stop: make(chan struct{}),
 	}
 	p.buffers.New = func() any { return new([copyBufferSize]byte) }
+	for range runtime.GOMAXPROCS(0) {
+		lp, err := newEventLoop(p)
+		if err != nil {
+			for _, lp := range p.loops {
+				lp.close()
+			}
+			return nil, err
+		}
+		p.loops = append(p.loops, lp)
+	}
+	for _, lp := range p.loops {
+		p.wg.Go(lp.run)
+	}
 	var sub *health.Subscription
 	if opts.Health != nil {
 		sub = opts.Health.Subscribe()
@@ -428,11 +440,9 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	for _, l := range ls {
 		l.closeUDP()
 	}
-	p.connMu.Lock()
-	for c := range p.conns {
-		_ = c.Close()
+	for _, lp := range p.loops {
+		lp.stop() // closes the loop's connections
 	}
-	p.connMu.Unlock()
 	p.wg.Wait()
 	return err
 }
@@ -443,22 +453,6 @@ func (p *Proxy) Close() error {
 	cancel()
 	_ = p.Shutdown(ctx)
 	return nil
-}
-
-func (p *Proxy) track(cs ...net.Conn) {
-	p.connMu.Lock()
-	for _, c := range cs {
-		p.conns[c] = struct{}{}
-	}
-	p.connMu.Unlock()
-}
-
-func (p *Proxy) untrack(cs ...net.Conn) {
-	p.connMu.Lock()
-	for _, c := range cs {
-		delete(p.conns, c)
-	}
-	p.connMu.Unlock()
 }
 
 // Frontends lists the frontends the Proxy listens on, sorted, for status pages.

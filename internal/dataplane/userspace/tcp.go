@@ -1,252 +1,606 @@
 package userspace
 
 import (
-	"context"
 	"errors"
-	"io"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
 	"sync"
-	"sync/atomic"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"weir.dev/weir/internal/model"
 )
 
-// serveTCP accepts until the listener stops accepting.
-func (l *listener) serveTCP() {
-	var backoff time.Duration
-	for {
-		c, err := l.tcp.AcceptTCP()
-		if err != nil {
-			if !l.accepting.Load() || errors.Is(err, net.ErrClosed) {
-				return
-			}
-			// Out of file descriptors and the like: back off, as net/http does.
-			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			l.p.log.Warn("accept", "frontend", l.key.String(), "err", err, "retry_in", backoff)
-			time.Sleep(backoff)
-			continue
+// listenTCP opens a non-blocking listening socket on ap for the event loops. Errors
+// read as the net package's ("listen tcp4 192.0.2.10:80: bind: cannot assign
+// requested address") and wrap the errno.
+func listenTCP(network string, ap netip.AddrPort) (int, error) {
+	opErr := func(call string, err error) error {
+		return &net.OpError{Op: "listen", Net: network, Addr: net.TCPAddrFromAddrPort(ap), Err: os.NewSyscallError(call, err)}
+	}
+	family := unix.AF_INET
+	if ap.Addr().Is6() {
+		family = unix.AF_INET6
+	}
+	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, opErr("socket", err)
+	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
+		_ = unix.Close(fd)
+		return -1, opErr("setsockopt", err)
+	}
+	if family == unix.AF_INET6 {
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 1); err != nil {
+			_ = unix.Close(fd)
+			return -1, opErr("setsockopt", err)
 		}
-		backoff = 0
-		l.p.wg.Add(1)
-		go func() {
-			defer l.p.wg.Done()
-			l.handleTCP(c)
-		}()
+	}
+	if err := unix.Bind(fd, sockaddrOf(ap)); err != nil {
+		_ = unix.Close(fd)
+		return -1, opErr("bind", err)
+	}
+	// The kernel caps the backlog at net.core.somaxconn.
+	if err := unix.Listen(fd, 65535); err != nil {
+		_ = unix.Close(fd)
+		return -1, opErr("listen", err)
+	}
+	return fd, nil
+}
+
+func sockaddrOf(ap netip.AddrPort) unix.Sockaddr {
+	a := ap.Addr()
+	if a.Is4() || a.Is4In6() {
+		return &unix.SockaddrInet4{Port: int(ap.Port()), Addr: a.Unmap().As4()}
+	}
+	return &unix.SockaddrInet6{Port: int(ap.Port()), Addr: a.As16()}
+}
+
+func addrPortOf(sa syscall.Sockaddr) netip.AddrPort {
+	switch sa := sa.(type) {
+	case *syscall.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port))
+	case *syscall.SockaddrInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), uint16(sa.Port))
+	}
+	return netip.AddrPort{}
+}
+
+// listenerEvents: level-triggered, so that a loop that stopped after acceptBatch
+// connections is told again; exclusive, so that a new connection wakes one loop.
+const listenerEvents = unix.EPOLLIN | unix.EPOLLEXCLUSIVE
+
+// addTo makes lp accept on the listener. It runs on lp.
+func (l *listener) addTo(lp *eventLoop) {
+	if err := lp.register(l.fd, l, listenerEvents); err != nil {
+		l.p.log.Error("epoll_ctl listener", "frontend", l.key.String(), "err", err)
 	}
 }
 
-// handleTCP forwards one accepted connection, or refuses it by the target's verdict.
-func (l *listener) handleTCP(c *net.TCPConn) {
+// removeFrom makes lp stop accepting on the listener. It runs on lp.
+func (l *listener) removeFrom(lp *eventLoop) {
+	if l.fd < len(lp.slots) && lp.slots[l.fd].h == eventHandler(l) {
+		lp.forget(l.fd)
+		_ = unix.EpollCtl(lp.epfd, unix.EPOLL_CTL_DEL, l.fd, nil)
+	}
+	for i, r := range lp.retry {
+		if r == l {
+			lp.retry = append(lp.retry[:i], lp.retry[i+1:]...)
+			break
+		}
+	}
+}
+
+// ready accepts new connections.
+func (l *listener) ready(lp *eventLoop, _ uint32) { l.accept(lp) }
+
+func (l *listener) accept(lp *eventLoop) {
+	for range acceptBatch {
+		// syscall's, not unix's: unix.Accept4 asks for SO_PROTOCOL of every IPv4
+		// connection (for L2TP), a getsockopt per connection.
+		fd, sa, err := syscall.Accept4(l.fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		if err == nil {
+			l.accepted(lp, fd, sa)
+			continue
+		}
+		switch {
+		case errors.Is(err, unix.EAGAIN):
+			return
+		case errors.Is(err, unix.EINTR), errors.Is(err, unix.ECONNABORTED):
+			continue
+		case errors.Is(err, unix.EMFILE), errors.Is(err, unix.ENFILE), errors.Is(err, unix.ENOBUFS), errors.Is(err, unix.ENOMEM):
+			// Out of descriptors or memory: stop listening on this loop for a while
+			// (level-triggered, it would report the pending connection at once).
+			l.p.log.Warn("accept", "frontend", l.key.String(), "err", err, "retry_in", acceptRetry)
+			l.removeFrom(lp)
+			lp.retry = append(lp.retry, l)
+			lp.retryAt = lp.now + acceptRetry
+			return
+		default:
+			l.p.log.Error("accept", "frontend", l.key.String(), "err", err)
+			return
+		}
+	}
+}
+
+// retryAccept re-adds a listener after an accept failed for lack of resources.
+func (l *listener) retryAccept(lp *eventLoop) {
+	l.addTo(lp)
+	l.accept(lp)
+}
+
+// accepted starts serving one connection by the listener's target: forwarded to an
+// endpoint, reset (Reject) or held (Drop, source range).
+func (l *listener) accepted(lp *eventLoop, fd int, sa syscall.Sockaddr) {
 	st := l.state.Load()
 	t, m := st.target, st.metrics
-	client := c.RemoteAddr().(*net.TCPAddr).AddrPort()
+	client := addrPortOf(sa)
 	l.p.open.Add(1)
-	defer l.p.open.Add(-1)
-	l.p.track(c)
-	defer l.p.untrack(c)
+	c := &tcpConn{t: t, m: m, client: side{fd: fd}, server: side{fd: -1}, k: -1, heapIndex: -1}
+	c.client.c, c.server.c = c, c
+	c.client.writable = true
+	c.up = dir{src: &c.client, dst: &c.server}
+	c.down = dir{src: &c.server, dst: &c.client}
+	lp.conns[c] = struct{}{}
 
 	if !st.spec.allowed(client.Addr()) {
 		m.sourceRange.Inc()
-		hold(c, t.connectTimeout)
+		c.hold(lp)
 		return
 	}
 	switch t.verdict {
 	case model.Reject:
 		m.reject.Inc()
-		reset(c)
+		c.reset(lp)
 		return
 	case model.Drop:
 		m.drop.Inc()
-		hold(c, t.connectTimeout)
+		c.hold(lp)
 		return
 	}
+	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	if err := lp.register(fd, &c.client, edgeEvents); err != nil {
+		l.p.log.Error("epoll_ctl", "frontend", l.key.String(), "err", err)
+		c.reset(lp)
+		return
+	}
+	c.clientAddr = client
+	c.first = t.first(client, l.key.addr, time.Now())
+	c.attempts = min(len(t.backends), maxAttempts)
+	c.connect(lp)
+}
 
-	now := time.Now()
-	i := t.first(client, l.key.addr, now)
-	n := len(t.backends)
-	attempts := min(n, maxAttempts)
-	var up *net.TCPConn
-	var b backend
-	for a := range attempts {
-		k := (i + a) % n
-		b = t.backends[k]
+type connState uint8
+
+const (
+	accepted   connState = iota // choosing a backend
+	holding                     // Drop: no data, reset at the connect timeout
+	connecting                  // connect in flight to backend k
+	established
+	closed
+)
+
+// tcpConn is one accepted connection, owned by the loop that accepted it.
+type tcpConn struct {
+	t          *target
+	m          *frontendMetrics
+	state      connState
+	clientAddr netip.AddrPort
+
+	client, server side
+	up, down       dir // client→server, server→client
+
+	first, attempts, attempt int // connect retries over t.backends
+	k                        int // the backend, -1 before the first connect
+	started                  time.Time
+
+	last      time.Duration // loop time of the last byte read, either direction
+	due       time.Duration // when timeout runs
+	heapIndex int
+	rst       bool // close the client with a reset
+}
+
+// side is one socket of a connection and what its last events said.
+type side struct {
+	c        *tcpConn
+	fd       int
+	readable bool // data or EOF may be waiting
+	writable bool // the send buffer may have room
+	drain    bool // the peer shut down: read until EOF, not only until a short read
+}
+
+// dir is one direction of a connection.
+type dir struct {
+	src, dst *side
+	buf      *[copyBufferSize]byte // bytes read but not yet written: buf[off:end]
+	off, end int
+	splice   bool   // bulk mode: src → pipe → dst
+	pipe     [2]int // read end, write end; 0 until the first splice
+	inPipe   int
+	eof      bool // src reached EOF
+	done     bool // EOF passed on (or the whole connection is closing)
+	bytes    int64
+}
+
+// copyBufferSize is the loop's read buffer: a read that fills it switches its direction
+// to splice.
+const copyBufferSize = 16 << 10
+
+// maxSplice is how much one splice(2) moves; pipes are sized to match.
+const maxSplice = 1 << 20
+
+var errConnectTimeout = errors.New("connect timeout")
+
+// ready records what the events say and moves the connection on.
+func (s *side) ready(lp *eventLoop, ev uint32) {
+	c := s.c
+	if ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		s.readable = true // a read reports the error or EOF
+	}
+	if ev&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		s.drain = true
+	}
+	if ev&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		s.writable = true
+	}
+	switch c.state {
+	case accepted, closed:
+	case holding:
+		c.discard(lp)
+	case connecting:
+		if s != &c.server {
+			return // the client's bytes wait for the connection
+		}
+		if ev&(unix.EPOLLERR|unix.EPOLLHUP) != 0 {
+			err := error(unix.ECONNREFUSED)
+			if errno, gerr := unix.GetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_ERROR); gerr == nil && errno != 0 {
+				err = unix.Errno(errno)
+			}
+			c.retry(lp, err)
+			return
+		}
+		if ev&unix.EPOLLOUT != 0 {
+			c.established(lp)
+		}
+	case established:
+		c.pump(lp)
+	}
+}
+
+// connect starts a non-blocking connect to the next backend to try, or resets the
+// client when every attempt failed.
+func (c *tcpConn) connect(lp *eventLoop) {
+	t := c.t
+	for c.attempt < c.attempts {
+		k := (c.first + c.attempt) % len(t.backends)
+		c.attempt++
+		b := t.backends[k]
 		b.load.Begin()
-		start := time.Now()
-		conn, err := dial(t.connectTimeout, b.addr)
+		c.started = time.Now()
+		fd, err := dialNonblocking(b.addr)
+		if err == nil {
+			c.server = side{c: c, fd: fd}
+			if err = lp.register(fd, &c.server, edgeEvents); err != nil {
+				_ = unix.Close(fd)
+				c.server.fd = -1
+			}
+		}
 		if err != nil {
-			b.load.End()
-			m.connErrors.Inc()
-			t.failed(k)
-			l.p.log.Debug("connect failed", "service_port", t.servicePort, "endpoint", b.addr.String(), "err", err)
+			c.connectFailed(lp, k, err)
 			continue
 		}
-		b.load.Observe(time.Since(start))
-		t.succeeded(k)
-		t.chosen(client, k, now)
-		up = conn
-		break
-	}
-	if up == nil {
-		m.exhausted.Inc()
-		reset(c)
+		c.k = k
+		c.state = connecting
+		lp.schedule(c, lp.now+t.connectTimeout)
 		return
 	}
-	defer b.load.End()
-	l.p.track(up)
-	defer l.p.untrack(up)
-	m.conns.Inc()
-	m.active.Inc()
-	defer m.active.Dec()
-	rx, tx := splice(&l.p.buffers, c, up, t.idleTimeout)
-	m.rx.Add(float64(rx))
-	m.tx.Add(float64(tx))
+	c.m.exhausted.Inc()
+	c.reset(lp)
 }
 
-func dial(timeout time.Duration, addr netip.AddrPort) (*net.TCPConn, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	d := net.Dialer{KeepAlive: -1}
-	c, err := d.DialContext(ctx, "tcp", addr.String())
-	if err != nil {
-		return nil, err
+func dialNonblocking(ap netip.AddrPort) (int, error) {
+	family := unix.AF_INET
+	if ap.Addr().Is6() {
+		family = unix.AF_INET6
 	}
-	return c.(*net.TCPConn), nil
+	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("socket: %w", err)
+	}
+	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	if err := unix.Connect(fd, sockaddrOf(ap)); err != nil && !errors.Is(err, unix.EINPROGRESS) {
+		_ = unix.Close(fd)
+		return -1, fmt.Errorf("connect: %w", err)
+	}
+	return fd, nil
 }
 
-// reset closes c with a TCP RST: kube-proxy's reject, as close to an ICMP refusal as a
-// userspace proxy can get (the client's connect succeeded; its first read fails).
-func reset(c *net.TCPConn) {
-	_ = c.SetLinger(0)
-	_ = c.Close()
+// connectFailed accounts for a failed connect to backend k.
+func (c *tcpConn) connectFailed(lp *eventLoop, k int, err error) {
+	c.t.backends[k].load.End()
+	c.m.connErrors.Inc()
+	c.t.failed(k)
+	lp.p.log.Debug("connect failed", "service_port", c.t.servicePort, "endpoint", c.t.backends[k].addr.String(), "err", err)
+}
+
+// retry abandons the connect in flight and tries the next backend.
+func (c *tcpConn) retry(lp *eventLoop, err error) {
+	lp.forget(c.server.fd)
+	_ = unix.Close(c.server.fd)
+	c.server = side{c: c, fd: -1}
+	c.state = accepted
+	c.connectFailed(lp, c.k, err)
+	c.connect(lp)
+}
+
+// established starts relaying once the connect succeeded.
+func (c *tcpConn) established(lp *eventLoop) {
+	c.state = established
+	t, b := c.t, c.t.backends[c.k]
+	b.load.Observe(time.Since(c.started))
+	t.succeeded(c.k)
+	t.chosen(c.clientAddr, c.k, time.Now())
+	c.m.conns.Inc()
+	c.m.active.Inc()
+	c.server.writable = true
+	c.last = lp.now
+	lp.schedule(c, lp.now+t.idleTimeout)
+	c.pump(lp)
+}
+
+// timeout runs when the connection is due: the connect timed out, the hold is over,
+// or the idle timeout may have passed.
+func (c *tcpConn) timeout(lp *eventLoop) {
+	switch c.state {
+	case holding:
+		c.reset(lp)
+	case connecting:
+		c.retry(lp, errConnectTimeout)
+	case established:
+		if due := c.last + c.t.idleTimeout; due > lp.now {
+			lp.schedule(c, due)
+			return
+		}
+		c.close(lp)
+	}
 }
 
 // hold is the userspace form of a drop: the connection gets no data and no answer
-// until the client gives up or d passes, then a reset.
-func hold(c *net.TCPConn, d time.Duration) {
-	_ = c.SetReadDeadline(time.Now().Add(d))
-	_, _ = io.Copy(io.Discard, c)
-	reset(c)
-}
-
-// copyBufferSize is the buffer of a direction that has not yet switched to splice.
-const copyBufferSize = 16 << 10
-
-// halfConn is one direction of a proxied connection.
-type halfConn struct {
-	src, dst *net.TCPConn
-	buf      []byte      // nil once the direction splices
-	quiet    atomic.Bool // the last idle period passed without data
-	poked    atomic.Bool // the other direction asked for a re-check
-	done     atomic.Bool // reached EOF
-}
-
-var errIdle = errors.New("idle timeout")
-
-// splice copies both directions between client and upstream (zero-copy: ReadFrom
-// between two *net.TCPConn uses splice(2)), honours half-close, and closes both when
-// both directions ended or when neither carried data for the idle timeout. It returns
-// the bytes copied client→upstream and upstream→client.
-func splice(buffers *sync.Pool, client, upstream *net.TCPConn, idle time.Duration) (rx, tx int64) {
-	ub, db := buffers.Get().(*[copyBufferSize]byte), buffers.Get().(*[copyBufferSize]byte)
-	defer buffers.Put(ub)
-	defer buffers.Put(db)
-	up := &halfConn{src: client, dst: upstream, buf: ub[:]}
-	down := &halfConn{src: upstream, dst: client, buf: db[:]}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		var err error
-		rx, err = copyHalf(up, down, idle)
-		if err != nil {
-			_ = client.Close()
-			_ = upstream.Close()
-		}
-	}()
-	tx, err := copyHalf(down, up, idle)
-	if err != nil {
-		_ = client.Close()
-		_ = upstream.Close()
+// until the client gives up or the connect timeout passes, then a reset.
+func (c *tcpConn) hold(lp *eventLoop) {
+	c.state = holding
+	if err := lp.register(c.client.fd, &c.client, edgeEvents); err != nil {
+		c.reset(lp)
+		return
 	}
-	<-done
-	_ = client.Close()
-	_ = upstream.Close()
-	return rx, tx
+	lp.schedule(c, lp.now+c.t.connectTimeout)
 }
 
-// copyHalf copies h.src to h.dst until EOF (then half-closes h.dst) or an error. With
-// an idle timeout, it wakes every idle period: a period with data clears its quiet
-// flag; a quiet period sets it and, when the other direction is quiet too, pokes the
-// other (sets its read deadline to now) so that it confirms. A poked direction that
-// is still quiet ends the connection: both carried nothing for at least one period.
-// The connection therefore closes between one and two idle timeouts after its last
-// byte.
-func copyHalf(h, other *halfConn, idle time.Duration) (int64, error) {
-	var total int64
+// discard reads and drops what a held client sends; its EOF ends the hold.
+func (c *tcpConn) discard(lp *eventLoop) {
+	for c.client.readable {
+		n, err := unix.Read(c.client.fd, lp.scratch)
+		switch {
+		case errors.Is(err, unix.EAGAIN):
+			c.client.readable = false
+		case errors.Is(err, unix.EINTR):
+		case err != nil || n == 0:
+			c.reset(lp)
+			return
+		}
+	}
+}
+
+// pump moves what can be moved in both directions and closes the connection when both
+// ended or one failed.
+func (c *tcpConn) pump(lp *eventLoop) {
+	err := c.up.pump(lp, c, &c.down)
+	if err == nil {
+		err = c.down.pump(lp, c, &c.up)
+	}
+	if err != nil || (c.up.done && c.down.done) {
+		c.close(lp)
+	}
+}
+
+// pump copies d.src to d.dst while both are ready: through the loop's buffer while
+// reads are small (one read and one write per exchange; what dst cannot take yet is
+// kept in d.buf), and with splice(2) through a pipe from the first read that fills
+// the buffer on (bulk transfers stay in the kernel). At EOF it half-closes d.dst, or
+// leaves the FIN to the full close when the other direction is done too.
+func (d *dir) pump(lp *eventLoop, c *tcpConn, other *dir) error {
 	for {
-		if idle > 0 {
-			_ = h.src.SetReadDeadline(time.Now().Add(idle))
-		}
-		n, err := h.copy()
-		total += n
-		if err == nil {
-			h.done.Store(true)
-			h.quiet.Store(true)
-			if !other.done.Load() {
-				// Half-close; when the other direction is done too, the full close
-				// that follows sends the FIN.
-				_ = h.dst.CloseWrite()
+		switch {
+		case d.inPipe > 0:
+			if !d.dst.writable {
+				return nil
 			}
-			return total, nil
-		}
-		if idle <= 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
-			return total, err
-		}
-		if n > 0 {
-			h.quiet.Store(false)
-			h.poked.Store(false)
-			continue
-		}
-		if h.poked.Swap(false) && h.quiet.Load() && other.quiet.Load() {
-			return total, errIdle
-		}
-		h.quiet.Store(true)
-		if other.done.Load() {
-			return total, errIdle
-		}
-		if other.quiet.Load() {
-			other.poked.Store(true)
-			_ = other.src.SetReadDeadline(time.Now())
+			n, err := unix.Splice(d.pipe[0], nil, d.dst.fd, nil, d.inPipe, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+			if err != nil {
+				if errors.Is(err, unix.EAGAIN) {
+					d.dst.writable = false
+					return nil
+				}
+				if errors.Is(err, unix.EINTR) {
+					continue
+				}
+				return err
+			}
+			d.inPipe -= int(n)
+			d.bytes += int64(n)
+		case d.end > d.off:
+			if !d.dst.writable {
+				return nil
+			}
+			n, err := unix.Write(d.dst.fd, d.buf[d.off:d.end])
+			if err != nil {
+				if errors.Is(err, unix.EAGAIN) {
+					d.dst.writable = false
+					return nil
+				}
+				if errors.Is(err, unix.EINTR) {
+					continue
+				}
+				return err
+			}
+			d.off += n
+			d.bytes += int64(n)
+			if d.off == d.end {
+				lp.p.buffers.Put(d.buf)
+				d.buf, d.off, d.end = nil, 0, 0
+			}
+		case d.done:
+			return nil
+		case d.eof:
+			d.done = true
+			if other.done {
+				return nil // the full close sends the FIN
+			}
+			if err := unix.Shutdown(d.dst.fd, unix.SHUT_WR); err != nil {
+				return fmt.Errorf("shutdown: %w", err)
+			}
+			return nil
+		case !d.src.readable:
+			return nil
+		case d.splice:
+			if d.pipe[0] == 0 && !d.openPipe() {
+				d.splice = false
+				continue
+			}
+			n, err := unix.Splice(d.src.fd, nil, d.pipe[1], nil, maxSplice, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+			if err != nil {
+				if errors.Is(err, unix.EAGAIN) {
+					d.src.readable, d.src.drain = false, false
+					return nil
+				}
+				if errors.Is(err, unix.EINTR) {
+					continue
+				}
+				return err
+			}
+			if n == 0 {
+				d.eof = true
+				continue
+			}
+			d.inPipe += int(n)
+			c.last = lp.now
+		default:
+			if err := d.copy(lp, c); err != nil {
+				return err
+			}
 		}
 	}
 }
 
-// copy copies from src to dst until EOF (nil error) or an error, through the buffer
-// while reads are small, and with splice(2) (ReadFrom between two *net.TCPConn) from
-// the first read that fills the buffer on. Short request/response exchanges thus cost
-// one read and one write each, and bulk transfers move zero-copy.
-func (h *halfConn) copy() (int64, error) {
-	var total int64
-	for h.buf != nil {
-		n, err := h.src.Read(h.buf)
-		if n > 0 {
-			if _, werr := h.dst.Write(h.buf[:n]); werr != nil {
-				return total, werr
-			}
-			total += int64(n)
+// copy reads once into the loop's buffer and writes what it read, keeping the rest.
+func (d *dir) copy(lp *eventLoop, c *tcpConn) error {
+	buf := lp.scratch
+	n, err := unix.Read(d.src.fd, buf)
+	if err != nil {
+		if errors.Is(err, unix.EAGAIN) {
+			d.src.readable, d.src.drain = false, false
+			return nil
 		}
+		if errors.Is(err, unix.EINTR) {
+			return nil
+		}
+		return err
+	}
+	if n == 0 {
+		d.eof = true
+		return nil
+	}
+	c.last = lp.now
+	w := 0
+	if d.dst.writable {
+		w, err = unix.Write(d.dst.fd, buf[:n])
 		if err != nil {
-			if errors.Is(err, io.EOF) {
-				return total, nil
+			w = 0
+			if !errors.Is(err, unix.EAGAIN) && !errors.Is(err, unix.EINTR) {
+				return err
 			}
-			return total, err
-		}
-		if n == len(h.buf) {
-			h.buf = nil
+			d.dst.writable = false
 		}
 	}
-	n, err := h.dst.ReadFrom(h.src)
-	return total + n, err
+	d.bytes += int64(w)
+	if w < n {
+		d.buf = lp.p.buffers.Get().(*[copyBufferSize]byte)
+		d.off, d.end = 0, copy(d.buf[:], buf[w:n])
+	}
+	switch {
+	case n == len(buf):
+		d.splice = true
+	case !d.src.drain:
+		// A short read drained the socket: anything that arrives later is a new edge.
+		d.src.readable = false
+	}
+	return nil
+}
+
+// openPipe creates the direction's splice pipe, sized like the net package's.
+func (d *dir) openPipe() bool {
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
+		return false
+	}
+	_, _ = unix.FcntlInt(uintptr(p[0]), unix.F_SETPIPE_SZ, maxSplice)
+	d.pipe = p
+	return true
+}
+
+func (d *dir) release(buffers *sync.Pool) {
+	if d.buf != nil {
+		buffers.Put(d.buf)
+		d.buf = nil
+	}
+	if d.pipe[0] != 0 {
+		_ = unix.Close(d.pipe[0])
+		_ = unix.Close(d.pipe[1])
+		d.pipe = [2]int{}
+	}
+}
+
+// reset closes the connection with a TCP RST to the client: kube-proxy's reject, as
+// close to an ICMP refusal as a userspace proxy can get (the client's connect
+// succeeded; its first read fails).
+func (c *tcpConn) reset(lp *eventLoop) {
+	c.rst = true
+	c.close(lp)
+}
+
+// close closes both sockets and accounts for the connection.
+func (c *tcpConn) close(lp *eventLoop) {
+	if c.state == closed {
+		return
+	}
+	was := c.state
+	c.state = closed
+	lp.unschedule(c)
+	delete(lp.conns, c)
+	if c.rst {
+		_ = unix.SetsockoptLinger(c.client.fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+	}
+	for _, s := range []*side{&c.client, &c.server} {
+		if s.fd >= 0 {
+			lp.forget(s.fd)
+			_ = unix.Close(s.fd)
+			s.fd = -1
+		}
+	}
+	c.up.release(&lp.p.buffers)
+	c.down.release(&lp.p.buffers)
+	switch was {
+	case connecting:
+		c.t.backends[c.k].load.End()
+	case established:
+		c.t.backends[c.k].load.End()
+		c.m.active.Dec()
+		c.m.rx.Add(float64(c.up.bytes))
+		c.m.tx.Add(float64(c.down.bytes))
+	}
+	lp.p.open.Add(-1)
 }
