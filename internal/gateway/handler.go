@@ -383,6 +383,10 @@ func (g *Gateway) serveRule(w *statusWriter, r *http.Request, m *model.RouteMatc
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
+	if g.h1Proxied(r, br) {
+		g.proxyH1(w, r.WithContext(ctx), st)
+		return
+	}
 	g.proxy.ServeHTTP(w, r.WithContext(ctx))
 }
 
@@ -629,23 +633,32 @@ func corsPreflight(w http.ResponseWriter, c *model.CORS, origin string) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// rewrite prepares the upstream request: forwarding headers (kept from trusted
-// proxies only), the request ID and hop-by-hop removal (done by ReverseProxy).
+// rewrite prepares the upstream request for httputil.ReverseProxy (which has removed
+// the hop-by-hop and forwarding headers from pr.Out): see forwardHeaders.
 func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 	st, _ := pr.In.Context().Value(stateKey{}).(*reqState)
 	pr.Out.URL.Scheme = "http"
 	pr.Out.URL.Host = "upstream" // the transport sets the endpoint
 	pr.Out.Host = pr.In.Host
+	g.forwardHeaders(pr.Out.Header, pr.In.Header, pr.In.Host, pr.In.TLS != nil, st)
+}
+
+// forwardHeaders sets the forwarding headers of an upstream request: the client's
+// X-Forwarded-For, X-Forwarded-Proto, X-Forwarded-Host and Forwarded are kept (in is
+// the downstream request's header) and appended to when the client is a trusted
+// proxy, and replaced otherwise. out and in may be the same map (the HTTP/1.1 fast
+// path edits the downstream header in place).
+func (g *Gateway) forwardHeaders(out, in http.Header, host string, tls bool, st *reqState) {
 	trusted := st != nil && g.trusted(st.client)
-	if trusted {
-		for _, h := range []string{"X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "Forwarded"} {
-			if v, ok := pr.In.Header[h]; ok {
-				pr.Out.Header[h] = v
-			}
+	for _, k := range [...]string{"X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "Forwarded"} {
+		if v, ok := in[k]; ok && trusted {
+			out[k] = v
+		} else {
+			delete(out, k)
 		}
 	}
 	proto := "http"
-	if pr.In.TLS != nil {
+	if tls {
 		proto = "https"
 	}
 	client := ""
@@ -654,7 +667,7 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 	}
 	// The four headers set here share one backing array (each slice capped at one
 	// value, so that a later Add copies rather than overwrites its neighbour).
-	h := pr.Out.Header
+	h := out
 	vals := new([4]string)
 	set := func(i int, key, v string) {
 		vals[i] = v
@@ -671,13 +684,13 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 		set(1, "X-Forwarded-Proto", proto)
 	}
 	if !trusted || h.Get("X-Forwarded-Host") == "" {
-		set(2, "X-Forwarded-Host", pr.In.Host)
+		set(2, "X-Forwarded-Host", host)
 	}
 	var fwd string
-	if plainQuoted(pr.In.Host) {
-		fwd = "for=" + forwardedNode(client) + `;host="` + pr.In.Host + `";proto=` + proto
+	if plainQuoted(host) {
+		fwd = "for=" + forwardedNode(client) + `;host="` + host + `";proto=` + proto
 	} else {
-		fwd = "for=" + forwardedNode(client) + ";host=" + strconv.Quote(pr.In.Host) + ";proto=" + proto
+		fwd = "for=" + forwardedNode(client) + ";host=" + strconv.Quote(host) + ";proto=" + proto
 	}
 	if prior := h.Get("Forwarded"); prior != "" {
 		fwd = prior + ", " + fwd
@@ -716,12 +729,18 @@ func (g *Gateway) trusted(a netip.Addr) bool {
 
 // modifyResponse applies response header filters, CORS and session cookies.
 func (g *Gateway) modifyResponse(resp *http.Response) error {
+	st, _ := resp.Request.Context().Value(stateKey{}).(*reqState)
+	g.applyResponse(resp, st)
+	return nil
+}
+
+// applyResponse is modifyResponse for both proxy paths.
+func (g *Gateway) applyResponse(resp *http.Response, st *reqState) {
 	if resp.Header.Get("Grpc-Status") != "" {
 		grpcTrailersOnly(resp)
 	}
-	st, _ := resp.Request.Context().Value(stateKey{}).(*reqState)
 	if st == nil {
-		return nil
+		return
 	}
 	for _, hm := range st.respHdr {
 		modifyHeaders(resp.Header, hm, nil)
@@ -751,7 +770,6 @@ func (g *Gateway) modifyResponse(resp *http.Response) error {
 			resp.Header.Add("Set-Cookie", c.String())
 		}
 	}
-	return nil
 }
 
 // grpcTrailersOnly turns a gRPC Trailers-Only answer (grpc-status in the headers of a
