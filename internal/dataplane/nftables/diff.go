@@ -26,12 +26,11 @@ type writer struct {
 	delSets     []knftables.Object
 	// initial holds the reference count, before this sync, of every shared object
 	// (hairpin element "h|key" or shared chain "c|name") a change touched.
-	initial      map[string]int
-	sharedChains map[string][]string
+	initial map[string]int
 }
 
 func newWriter() *writer {
-	return &writer{flushes: map[int]bool{}, initial: map[string]int{}, sharedChains: map[string][]string{}}
+	return &writer{flushes: map[int]bool{}, initial: map[string]int{}}
 }
 
 func (w *writer) ref(refs map[string]int, key string, delta int) {
@@ -73,27 +72,25 @@ func (w *writer) diff(log *slog.Logger, key model.ServiceKey, old, new *serviceO
 			w.rules = append(w.rules, &knftables.Rule{Chain: name, Rule: r})
 		}
 	}
-	for _, id := range sortedKeys(old.elements) {
-		e := old.elements[id]
-		if ne, ok := new.elements[id]; ok && ne.value == e.value {
+	for _, e := range old.elements {
+		if ne, ok := new.element(e.id); ok && ne.value == e.value {
 			continue
 		}
-		if owners[id] != key {
+		if owners[e.id] != key {
 			continue // another Service owns it
 		}
-		delete(owners, id)
+		delete(owners, e.id)
 		w.delElements = append(w.delElements, e.object(false))
 	}
-	for _, id := range sortedKeys(new.elements) {
-		e := new.elements[id]
-		if oe, ok := old.elements[id]; ok && oe.value == e.value && owners[id] == key {
+	for _, e := range new.elements {
+		if oe, ok := old.element(e.id); ok && oe.value == e.value && owners[e.id] == key {
 			continue
 		}
-		if owner, taken := owners[id]; taken && owner != key {
+		if owner, taken := owners[e.id]; taken && owner != key {
 			log.Warn("two Services claim the same frontend; keeping the first", "frontend", e.key, "kept", owner, "ignored", key)
 			continue
 		}
-		owners[id] = key
+		owners[e.id] = key
 		w.addElements = append(w.addElements, e)
 	}
 	for _, k := range new.hairpin {
@@ -102,11 +99,10 @@ func (w *writer) diff(log *slog.Logger, key model.ServiceKey, old, new *serviceO
 	for _, k := range old.hairpin {
 		w.ref(refs, "h|"+k, -1)
 	}
-	for name, rules := range new.shared {
+	for _, name := range new.shared {
 		w.ref(refs, "c|"+name, 1)
-		w.sharedChains[name] = rules
 	}
-	for name := range old.shared {
+	for _, name := range old.shared {
 		w.ref(refs, "c|"+name, -1)
 	}
 	for _, name := range sortedKeys(old.chains) {
@@ -160,7 +156,7 @@ func (w *writer) write(tx *knftables.Transaction, f ipFamily, refs map[string]in
 		tx.Add(c)
 	}
 	for _, name := range addShared {
-		for _, r := range w.sharedChains[name] {
+		for _, r := range sharedChainRules(f, name) {
 			tx.Add(&knftables.Rule{Chain: name, Rule: r})
 		}
 	}
@@ -175,7 +171,7 @@ func (w *writer) write(tx *knftables.Transaction, f ipFamily, refs map[string]in
 		tx.Delete(e)
 	}
 	for _, k := range delHairpin {
-		tx.Delete(element{set: setHairpin, key: k}.object(false))
+		tx.Delete(newElement(setHairpin, k, "").object(false))
 	}
 	for _, e := range w.addElements {
 		if bulk != nil {
@@ -185,7 +181,7 @@ func (w *writer) write(tx *knftables.Transaction, f ipFamily, refs map[string]in
 		}
 	}
 	for _, k := range addHairpin {
-		e := element{set: setHairpin, key: k}
+		e := newElement(setHairpin, k, "")
 		if bulk != nil {
 			*bulk = append(*bulk, e)
 		} else {

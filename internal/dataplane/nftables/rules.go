@@ -5,6 +5,7 @@ import (
 	"encoding/base32"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -138,12 +139,17 @@ func baseObjects(f ipFamily, mark uint32, nodePortAddrs []netip.Prefix) []knftab
 
 // element is one map or set element a Service owns.
 type element struct {
+	id    string // set + "|" + key: unique in a table
 	set   string // set or map name
-	key   string // the key parts joined with " . "
+	key   string // the key parts joined with " . " (shares id's memory)
 	value string // "" for set elements
 }
 
-func (e element) id() string { return e.set + "|" + e.key }
+// newElement builds an element with one allocation for its id and key.
+func newElement(set, key, value string) element {
+	id := set + "|" + key
+	return element{id: id, set: set, key: id[len(set)+1:], value: value}
+}
 
 func (e element) object(withValue bool) *knftables.Element {
 	el := &knftables.Element{Key: strings.Split(e.key, " . ")}
@@ -158,16 +164,54 @@ func (e element) object(withValue bool) *knftables.Element {
 	return el
 }
 
-// serviceObjects is everything one Service owns in one table.
+// serviceObjects is everything one Service owns in one table. The maps are nil when
+// empty.
 type serviceObjects struct {
 	chains   map[string][]string      // chain name → rules
 	sets     map[string]time.Duration // affinity sets → timeout
-	elements map[string]element       // by element.id()
+	elements []element                // sorted by id, ids unique
 	hairpin  []string                 // hairpin set keys (shared between Services)
-	// shared chains (pick-M and friends) this Service uses; name → rules.
-	shared map[string][]string
+	// shared names the shared chains (pick-M and friends) this Service uses; their
+	// rules are sharedChainRules(name).
+	shared []string
 	// unsupported lists "port id\x00algorithm" pairs the kernel cannot schedule.
 	unsupported []string
+}
+
+// element returns the element with the given id.
+func (o *serviceObjects) element(id string) (element, bool) {
+	i, ok := slices.BinarySearchFunc(o.elements, id, func(e element, id string) int { return strings.Compare(e.id, id) })
+	if !ok {
+		return element{}, false
+	}
+	return o.elements[i], true
+}
+
+func (o *serviceObjects) addChain(name string, rules []string) {
+	if o.chains == nil {
+		o.chains = map[string][]string{}
+	}
+	o.chains[name] = rules
+}
+
+func (o *serviceObjects) addShared(name string) {
+	if !slices.Contains(o.shared, name) {
+		o.shared = append(o.shared, name)
+	}
+}
+
+// sortElements sorts the elements by id; of elements with the same id, the last
+// added stays.
+func (o *serviceObjects) sortElements() {
+	slices.SortStableFunc(o.elements, func(a, b element) int { return strings.Compare(a.id, b.id) })
+	out := o.elements[:0]
+	for i, e := range o.elements {
+		if i+1 < len(o.elements) && o.elements[i+1].id == e.id {
+			continue
+		}
+		out = append(out, e)
+	}
+	o.elements = out
 }
 
 // chainName builds a readable chain or set name with a hash that keeps it unique.
@@ -196,12 +240,22 @@ func chainName(prefix string, parts ...string) string {
 	return name
 }
 
-func protoName(p model.Protocol) string { return strings.ToLower(string(p)) }
+func protoName(p model.Protocol) string {
+	switch p {
+	case model.TCP:
+		return "tcp"
+	case model.UDP:
+		return "udp"
+	case model.SCTP:
+		return "sctp"
+	}
+	return strings.ToLower(string(p))
+}
 
 func portID(svc *model.Service, sp *model.ServicePort) string {
 	name := sp.Name
 	if name == "" {
-		name = fmt.Sprint(sp.Port)
+		name = strconv.Itoa(int(sp.Port))
 	}
 	return svc.Key.Namespace + "/" + svc.Key.Name + "/" + protoName(sp.Protocol) + "/" + name
 }
@@ -219,18 +273,17 @@ func kernelAlgorithm(a balance.Algorithm) (balance.Algorithm, bool) {
 	return balance.Random, false
 }
 
-// buildService computes the objects svc owns in the table of family f.
+// buildService computes the objects svc owns in the table of family f. It runs for
+// every Service on a full sync, so it avoids allocations where it easily can.
 func buildService(f ipFamily, svc *model.Service) *serviceObjects {
-	o := &serviceObjects{chains: map[string][]string{}, sets: map[string]time.Duration{}, elements: map[string]element{}, shared: map[string][]string{}}
+	o := &serviceObjects{}
 	if !svc.Proxied() {
 		return o
 	}
-	add := func(e element) { o.elements[e.id()] = e }
 	var clusterIPs, externalIPs, lbIPs []netip.Addr
 	for _, a := range svc.ClusterIPs {
 		if f.has(a) {
 			clusterIPs = append(clusterIPs, a.Unmap())
-			add(element{set: setClusterIPs, key: a.Unmap().String()})
 		}
 	}
 	for _, a := range svc.ExternalIPs {
@@ -243,12 +296,22 @@ func buildService(f ipFamily, svc *model.Service) *serviceObjects {
 			lbIPs = append(lbIPs, a.Unmap())
 		}
 	}
+	frontends := len(clusterIPs) + len(externalIPs) + len(lbIPs)
+	n := len(clusterIPs)
+	for _, sp := range svc.Ports {
+		n += (frontends + 1) * (2 + len(sp.Endpoints))
+	}
+	o.elements = make([]element, 0, n)
+	for _, a := range clusterIPs {
+		o.elements = append(o.elements, newElement(setClusterIPs, a.String(), ""))
+	}
 	var ranges []string
 	for _, p := range svc.LoadBalancerSourceRanges {
 		if f.has(p.Addr()) {
 			ranges = append(ranges, p.Masked().String())
 		}
 	}
+	var scratch []byte
 	for _, sp := range svc.Ports {
 		algo := balance.Random
 		var seed uint64
@@ -260,44 +323,60 @@ func buildService(f ipFamily, svc *model.Service) *serviceObjects {
 			}
 			seed = pol.MaglevSeed
 		}
-		id := portID(svc, sp)
 		proto := protoName(sp.Protocol)
-		port := fmt.Sprint(sp.Port)
+		port := strconv.Itoa(int(sp.Port))
 		cluster := sp.Cluster.ForFamily(f.is6).Endpoints
 		external := sp.External.ForFamily(f.is6).Endpoints
-		for _, ep := range append(append([]model.Endpoint(nil), cluster...), external...) {
-			if ep.Local || ep.NodeName == "" {
-				k := ep.Addr.Unmap().String()
-				o.hairpin = append(o.hairpin, k+" . "+k)
+		for _, eps := range [2][]model.Endpoint{cluster, external} {
+			for _, ep := range eps {
+				if ep.Local || ep.NodeName == "" {
+					k := ep.Addr.Unmap().String()
+					o.hairpin = append(o.hairpin, k+" . "+k)
+				}
 			}
 		}
-		pick := picker{f: f, proto: proto, algo: algo, seed: seed, affinity: svc.AffinityTimeout, portID: id, o: o}
+		pick := picker{f: f, proto: proto, algo: algo, seed: seed, affinity: svc.AffinityTimeout, o: o}
+		id := func() string {
+			if pick.portID == "" {
+				pick.portID = portID(svc, sp)
+			}
+			return pick.portID
+		}
+		frontend := func(ip netip.Addr) string {
+			b := ip.AppendTo(scratch[:0])
+			b = append(b, " . "...)
+			b = append(b, proto...)
+			b = append(b, " . "...)
+			b = append(b, port...)
+			scratch = b
+			return string(b)
+		}
 
 		// Random choice without affinity needs no chain of its own: the frontend's
 		// slots are elements of one map and a shared pick-M chain looks them up, so
 		// an endpoint change is an element change.
 		flat := algo == balance.Random && svc.AffinityTimeout == 0 && !svc.ExternalTrafficLocal
 		svcChain := ""
-		var clusterSlots []model.Endpoint
+		var clusterSlots slotPlan
 		if len(clusterIPs) > 0 && len(cluster) > 0 {
-			if clusterSlots = slots(cluster); flat && clusterSlots != nil {
-				svcChain = pickChain(f, o, "pick", len(clusterSlots))
+			if clusterSlots = planSlots(cluster); flat && clusterSlots.ok {
+				svcChain = pickChain(o, "pick", clusterSlots.total)
 			} else {
-				svcChain = chainName("svc", id)
+				svcChain = chainName("svc", id())
 				var rules []string
 				pick.rules(&rules, cluster)
-				o.chains[svcChain] = rules
-				clusterSlots = nil
+				o.addChain(svcChain, rules)
+				clusterSlots = slotPlan{}
 			}
 		}
 		clusterMiss := missVerdict(familyVerdict(f, sp.Cluster))
 		for _, ip := range clusterIPs {
-			k := ip.String() + " . " + proto + " . " + port
+			k := frontend(ip)
 			if svcChain != "" {
-				add(element{set: mapServiceIPs, key: k, value: "goto " + svcChain})
-				addSlots(o, mapEndpointSlots, k, clusterSlots)
+				o.elements = append(o.elements, newElement(mapServiceIPs, k, "goto "+svcChain))
+				scratch = addSlots(o, scratch, mapEndpointSlots, k, cluster, clusterSlots)
 			} else {
-				add(element{set: mapNoEndpointIPs, key: k, value: clusterMiss})
+				o.elements = append(o.elements, newElement(mapNoEndpointIPs, k, clusterMiss))
 			}
 		}
 
@@ -306,15 +385,15 @@ func buildService(f ipFamily, svc *model.Service) *serviceObjects {
 			continue
 		}
 		extChain, npChain := "", ""
-		var extSlots []model.Endpoint
+		var extSlots slotPlan
 		if len(external) > 0 && flat {
-			extSlots = slots(external)
+			extSlots = planSlots(external)
 		}
-		if extSlots != nil {
-			extChain = pickChain(f, o, "ext-pick", len(extSlots))
-			npChain = pickChain(f, o, "ext-np-pick", len(extSlots))
+		if extSlots.ok {
+			extChain = pickChain(o, "ext-pick", extSlots.total)
+			npChain = pickChain(o, "ext-np-pick", extSlots.total)
 		} else if len(external) > 0 {
-			extChain = chainName("ext", id)
+			extChain = chainName("ext", id())
 			npChain = extChain
 			var rules []string
 			if svc.ExternalTrafficLocal {
@@ -326,45 +405,48 @@ func buildService(f ipFamily, svc *model.Service) *serviceObjects {
 				pick.rules(&rules, external)
 			} else {
 				rules = append(rules, "jump "+chainMarkMasq)
-				if svcChain != "" && clusterSlots == nil && model.SameEndpoints(cluster, external) {
+				if svcChain != "" && !clusterSlots.ok && model.SameEndpoints(cluster, external) {
 					rules = append(rules, "goto "+svcChain)
 				} else {
 					pick.rules(&rules, external)
 				}
 			}
-			o.chains[extChain] = rules
+			o.addChain(extChain, rules)
 		}
 		externalMiss := missVerdict(familyVerdict(f, sp.External))
-		for _, ip := range append(append([]netip.Addr(nil), externalIPs...), lbIPs...) {
-			k := ip.String() + " . " + proto + " . " + port
-			if extChain != "" {
-				add(element{set: mapServiceIPs, key: k, value: "goto " + extChain})
-				addSlots(o, mapEndpointSlots, k, extSlots)
-			} else {
-				add(element{set: mapNoEndpointIPs, key: k, value: externalMiss})
+		for _, ips := range [2][]netip.Addr{externalIPs, lbIPs} {
+			for _, ip := range ips {
+				k := frontend(ip)
+				if extChain != "" {
+					o.elements = append(o.elements, newElement(mapServiceIPs, k, "goto "+extChain))
+					scratch = addSlots(o, scratch, mapEndpointSlots, k, external, extSlots)
+				} else {
+					o.elements = append(o.elements, newElement(mapNoEndpointIPs, k, externalMiss))
+				}
 			}
 		}
 		if len(svc.LoadBalancerSourceRanges) > 0 && len(lbIPs) > 0 {
-			fw := chainName("fw", id)
+			fw := chainName("fw", id())
 			if len(ranges) > 0 {
-				o.chains[fw] = []string{fmt.Sprintf("%s saddr != { %s } drop", f.kw, strings.Join(ranges, ", "))}
+				o.addChain(fw, []string{fmt.Sprintf("%s saddr != { %s } drop", f.kw, strings.Join(ranges, ", "))})
 			} else {
-				o.chains[fw] = []string{"drop"}
+				o.addChain(fw, []string{"drop"})
 			}
 			for _, ip := range lbIPs {
-				add(element{set: mapFirewallIPs, key: ip.String() + " . " + proto + " . " + port, value: "goto " + fw})
+				o.elements = append(o.elements, newElement(mapFirewallIPs, frontend(ip), "goto "+fw))
 			}
 		}
 		if sp.NodePort != 0 {
-			k := proto + " . " + fmt.Sprint(sp.NodePort)
+			k := proto + " . " + strconv.Itoa(int(sp.NodePort))
 			if npChain != "" {
-				add(element{set: mapServiceNodePorts, key: k, value: "goto " + npChain})
-				addSlots(o, mapNodePortSlots, k, extSlots)
+				o.elements = append(o.elements, newElement(mapServiceNodePorts, k, "goto "+npChain))
+				scratch = addSlots(o, scratch, mapNodePortSlots, k, external, extSlots)
 			} else {
-				add(element{set: mapNoEndpointPorts, key: k, value: externalMiss})
+				o.elements = append(o.elements, newElement(mapNoEndpointPorts, k, externalMiss))
 			}
 		}
 	}
+	o.sortElements()
 	return o
 }
 
@@ -384,9 +466,15 @@ func familyVerdict(f ipFamily, s model.EndpointSet) model.Verdict {
 	return s.IPv4Verdict
 }
 
-// slots expands endpoints into weight-proportional slots, or returns nil when that
-// would take more than maxSlots.
-func slots(eps []model.Endpoint) []model.Endpoint {
+// slotPlan is how a frontend's endpoints fill its slots: endpoint i takes
+// weight(i)/g slots, total in all; ok is false when that would take more than
+// maxSlots (or there is no endpoint).
+type slotPlan struct {
+	g, total int
+	ok       bool
+}
+
+func planSlots(eps []model.Endpoint) slotPlan {
 	g := uint64(0)
 	for _, ep := range eps {
 		g = gcd(g, weight(ep))
@@ -395,47 +483,79 @@ func slots(eps []model.Endpoint) []model.Endpoint {
 	for _, ep := range eps {
 		total += weight(ep) / g
 	}
-	if total > maxSlots {
-		return nil
+	if len(eps) == 0 || total > maxSlots {
+		return slotPlan{}
 	}
-	out := make([]model.Endpoint, 0, total)
-	for _, ep := range eps {
-		for i := uint64(0); i < weight(ep)/g; i++ {
-			out = append(out, ep)
-		}
-	}
-	return out
+	return slotPlan{g: int(g), total: int(total), ok: true}
 }
 
-// addSlots adds the slot elements of one frontend.
-func addSlots(o *serviceObjects, set, key string, eps []model.Endpoint) {
-	for i, ep := range eps {
-		e := element{set: set, key: key + " . " + strconv.Itoa(i), value: ep.Addr.Unmap().String() + " . " + strconv.Itoa(int(ep.Port))}
-		o.elements[e.id()] = e
+// addSlots adds the slot elements of one frontend (none unless plan.ok). Their texts
+// share one string; scratch is a buffer to reuse, returned grown.
+func addSlots(o *serviceObjects, scratch []byte, set, key string, eps []model.Endpoint, plan slotPlan) []byte {
+	if !plan.ok {
+		return scratch
 	}
+	var ends [2 * 32]int
+	spans := ends[:0]
+	b := scratch[:0]
+	slot := 0
+	for _, ep := range eps {
+		addr := ep.Addr.Unmap()
+		for range int(weight(ep)) / plan.g {
+			b = append(b, set...)
+			b = append(b, '|')
+			b = append(b, key...)
+			b = append(b, " . "...)
+			b = strconv.AppendInt(b, int64(slot), 10)
+			keyEnd := len(b)
+			b = addr.AppendTo(b)
+			b = append(b, " . "...)
+			b = strconv.AppendUint(b, uint64(ep.Port), 10)
+			spans = append(spans, keyEnd, len(b))
+			slot++
+		}
+	}
+	s := string(b)
+	start := 0
+	for i := 0; i < len(spans); i += 2 {
+		id := s[start:spans[i]]
+		o.elements = append(o.elements, element{id: id, set: set, key: id[len(set)+1:], value: s[spans[i]:spans[i+1]]})
+		start = spans[i+1]
+	}
+	return b
 }
 
 // pickChain names a shared chain that picks one of m slots, and records it (and the
 // chains it goes to) as used by o. kind is pick, ext-pick (masquerade, then pick),
-// np-pick (node port slots) or ext-np-pick.
-func pickChain(f ipFamily, o *serviceObjects, kind string, m int) string {
-	name := fmt.Sprintf("%s-%d", kind, m)
+// np-pick (node port slots) or ext-np-pick. Its rules are sharedChainRules(name).
+func pickChain(o *serviceObjects, kind string, m int) string {
+	name := kind + "-" + strconv.Itoa(m)
+	o.addShared(name)
+	if target, ok := strings.CutPrefix(kind, "ext-"); ok {
+		pickChain(o, target, m)
+	}
+	return name
+}
+
+// sharedChainRules are the rules of a shared chain named by pickChain.
+func sharedChainRules(f ipFamily, name string) []string {
+	i := strings.LastIndexByte(name, '-')
+	kind, m := name[:i], name[i+1:]
 	switch kind {
 	case "pick", "np-pick":
 		key, set := f.kw+" daddr . meta l4proto . th dport", mapEndpointSlots
 		if kind == "np-pick" {
 			key, set = "meta l4proto . th dport", mapNodePortSlots
 		}
-		var rules []string
+		rules := make([]string, 0, 3)
 		for _, proto := range []string{"tcp", "udp", "sctp"} {
-			rules = append(rules, fmt.Sprintf("meta l4proto %s dnat to %s . numgen random mod %d map @%s", proto, key, m, set))
+			rules = append(rules, "meta l4proto "+proto+" dnat to "+key+" . numgen random mod "+m+" map @"+set)
 		}
-		o.shared[name] = rules
+		return rules
 	case "ext-pick", "ext-np-pick":
-		target := pickChain(f, o, strings.TrimPrefix(kind, "ext-"), m)
-		o.shared[name] = []string{"jump " + chainMarkMasq, "goto " + target}
+		return []string{"jump " + chainMarkMasq, "goto " + strings.TrimPrefix(name, "ext-")}
 	}
-	return name
+	return nil
 }
 
 // missVerdict is the verdict-map value for a frontend with no endpoint in this family.
@@ -485,6 +605,9 @@ func (p picker) rules(rules *[]string, eps []model.Endpoint) {
 	}
 	affSet := func(ep model.Endpoint) string {
 		name := chainName("aff", p.portID, ep.AddrPort().String(), fmt.Sprint(int64(p.affinity/time.Second)))
+		if p.o.sets == nil {
+			p.o.sets = map[string]time.Duration{}
+		}
 		p.o.sets[name] = p.affinity
 		return name
 	}
