@@ -394,8 +394,13 @@ func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 	healthy := func(ep *endpoint) bool { return hl.Healthy(portID, ep.ap) }
 	var triedBuf [4]*endpoint
 	tried := triedBuf[:0]
+	var next *endpoint // the endpoint a retry goes to
 	for attempt := 0; ; attempt++ {
-		ep := cl.pick(cs, st.hashKey, st.session, tried, healthy)
+		ep := next
+		if ep == nil {
+			ep = cl.pick(cs, st.hashKey, st.session, tried, healthy)
+		}
+		next = nil
 		if ep == nil {
 			if attempt == 0 {
 				return nil, errNoEndpoint
@@ -472,7 +477,14 @@ func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 			}
 			retry = pol.on.status(code)
 		}
-		if retry && canRetry && attempt < pol.policy.Attempts && req.Context().Err() == nil && u.budget(cl, pol.policy) {
+		if retry && canRetry && attempt < pol.policy.Attempts && req.Context().Err() == nil {
+			// A retry needs an endpoint not tried yet; without one the last answer
+			// (or error) stands.
+			if next = cl.pick(cs, st.hashKey, st.session, tried, healthy); next == nil {
+				retry = false
+			}
+		}
+		if retry && canRetry && next != nil && attempt < pol.policy.Attempts && req.Context().Err() == nil && u.budget(cl, pol.policy) {
 			if resp != nil {
 				drain(resp.Body)
 				ep.load.End()

@@ -1,0 +1,375 @@
+package gateway
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"weir.dev/weir/internal/model"
+)
+
+func TestHeadEnd(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		end  int
+		bad  bool
+		name string
+	}{
+		{name: "complete", in: "GET / HTTP/1.1\r\nHost: x\r\n\r\nGET", end: 27},
+		{name: "incomplete", in: "GET / HTTP/1.1\r\nHost: x\r\n"},
+		{name: "no line yet", in: "GET / HT"},
+		{name: "bare LF", in: "GET / HTTP/1.1\nHost: x\n\n", bad: true},
+		{name: "bare LF in a header", in: "GET / HTTP/1.1\r\nHost: x\n\r\n", bad: true},
+		{name: "leading empty line", in: "\r\nGET / HTTP/1.1\r\n\r\n", bad: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			end, bad := headEnd([]byte(tc.in))
+			if end != tc.end || bad != tc.bad {
+				t.Fatalf("headEnd = %d, %v; want %d, %v", end, bad, tc.end, tc.bad)
+			}
+		})
+	}
+}
+
+func TestParseRequestHead(t *testing.T) {
+	type want struct {
+		method, path, query, host, proto string
+		close, keepAlive10               bool
+		header                           http.Header
+	}
+	for _, tc := range []struct {
+		name string
+		in   string
+		want *want // nil: handed to net/http
+	}{
+		{name: "simple GET", in: "GET /a/b?x=1 HTTP/1.1\r\nHost: example.com\r\nUser-Agent: t\r\n\r\n",
+			want: &want{method: "GET", path: "/a/b", query: "x=1", host: "example.com", proto: "HTTP/1.1", header: http.Header{"User-Agent": {"t"}}}},
+		{name: "keys canonicalized, duplicates kept in order, values trimmed", in: "GET / HTTP/1.1\r\nhost: h\r\nx-a: 1\r\nX-A:  2 \r\naccept:\t*/*\r\n\r\n",
+			want: &want{method: "GET", path: "/", host: "h", proto: "HTTP/1.1", header: http.Header{"X-A": {"1", "2"}, "Accept": {"*/*"}}}},
+		{name: "escaped path", in: "GET /a%20b HTTP/1.1\r\nHost: h\r\n\r\n",
+			want: &want{method: "GET", path: "/a b", host: "h", proto: "HTTP/1.1", header: http.Header{}}},
+		{name: "Connection close is taken out", in: "GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+			want: &want{method: "GET", path: "/", host: "h", proto: "HTTP/1.1", close: true, header: http.Header{}}},
+		{name: "HTTP/1.0 without Host closes", in: "GET / HTTP/1.0\r\n\r\n",
+			want: &want{method: "GET", path: "/", proto: "HTTP/1.0", close: true, header: http.Header{}}},
+		{name: "HTTP/1.0 keep-alive", in: "HEAD / HTTP/1.0\r\nConnection: keep-alive\r\nHost: h\r\n\r\n",
+			want: &want{method: "HEAD", path: "/", host: "h", proto: "HTTP/1.0", keepAlive10: true, header: http.Header{"Connection": {"keep-alive"}}}},
+		{name: "Content-Length 0", in: "DELETE /x HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n",
+			want: &want{method: "DELETE", path: "/x", host: "h", proto: "HTTP/1.1", header: http.Header{"Content-Length": {"0"}}}},
+		{name: "Pragma no-cache", in: "GET / HTTP/1.1\r\nHost: h\r\nPragma: no-cache\r\n\r\n",
+			want: &want{method: "GET", path: "/", host: "h", proto: "HTTP/1.1", header: http.Header{"Pragma": {"no-cache"}, "Cache-Control": {"no-cache"}}}},
+
+		{name: "body", in: "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\n"},
+		{name: "duplicate Content-Length", in: "GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n"},
+		{name: "chunked", in: "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"},
+		{name: "upgrade", in: "GET / HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"},
+		{name: "h2c upgrade", in: "GET / HTTP/1.1\r\nHost: h\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n"},
+		{name: "h2 preface", in: "PRI * HTTP/2.0\r\n\r\n"},
+		{name: "expect", in: "GET / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\n\r\n"},
+		{name: "CONNECT", in: "CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\n"},
+		{name: "absolute form", in: "GET http://h/x HTTP/1.1\r\nHost: h\r\n\r\n"},
+		{name: "asterisk", in: "OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n"},
+		{name: "HTTP/1.2", in: "GET / HTTP/1.2\r\nHost: h\r\n\r\n"},
+		{name: "lower-case version", in: "GET / http/1.1\r\nHost: h\r\n\r\n"},
+		{name: "missing Host", in: "GET / HTTP/1.1\r\nX: y\r\n\r\n"},
+		{name: "two Hosts", in: "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"},
+		{name: "bad Host", in: "GET / HTTP/1.1\r\nHost: a b\r\n\r\n"},
+		{name: "obs-fold", in: "GET / HTTP/1.1\r\nHost: h\r\nX: a\r\n b\r\n\r\n"},
+		{name: "space before colon", in: "GET / HTTP/1.1\r\nHost : h\r\n\r\n"},
+		{name: "no colon", in: "GET / HTTP/1.1\r\nHost: h\r\nnocolon\r\n\r\n"},
+		{name: "control byte in value", in: "GET / HTTP/1.1\r\nHost: h\r\nX: a\x01b\r\n\r\n"},
+		{name: "bad method", in: "G(T / HTTP/1.1\r\nHost: h\r\n\r\n"},
+		{name: "space in target", in: "GET /a b HTTP/1.1\r\nHost: h\r\n\r\n"},
+		{name: "missing version", in: "GET /\r\nHost: h\r\n\r\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sr, ok := parseRequestHead([]byte(tc.in), "192.0.2.1:1234")
+			if tc.want == nil {
+				if ok {
+					t.Fatalf("parsed %+v; want it handed to net/http", sr.req)
+				}
+				return
+			}
+			if !ok {
+				t.Fatal("not parsed")
+			}
+			r, w := sr.req, tc.want
+			if r.Method != w.method || r.URL.Path != w.path || r.URL.RawQuery != w.query || r.Host != w.host || r.Proto != w.proto ||
+				r.Close != w.close || sr.wantsClose != w.close || sr.wants10KeepAlive != w.keepAlive10 || r.RemoteAddr != "192.0.2.1:1234" ||
+				r.Body != http.NoBody || r.ContentLength != 0 {
+				t.Fatalf("got %s %s ?%s host %q %s close %v/%v ka10 %v", r.Method, r.URL.Path, r.URL.RawQuery, r.Host, r.Proto, r.Close, sr.wantsClose, sr.wants10KeepAlive)
+			}
+			if !reflect.DeepEqual(r.Header, w.header) {
+				t.Fatalf("header %v, want %v", r.Header, w.header)
+			}
+			// What net/http's own parser makes of the same bytes.
+			nr, err := http.ReadRequest(bufio.NewReader(strings.NewReader(tc.in)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			delete(nr.Header, "Host")
+			if nr.Close {
+				delete(nr.Header, "Connection")
+				delete(r.Header, "Connection")
+			}
+			if !reflect.DeepEqual(r.Header, nr.Header) || nr.Host != r.Host || nr.RequestURI != r.RequestURI || *nr.URL != *r.URL {
+				t.Fatalf("net/http parses %v %q %v; we %v %q %v", nr.Header, nr.Host, nr.URL, r.Header, r.Host, r.URL)
+			}
+		})
+	}
+}
+
+// rawExchange sends raw bytes on a new connection and reads n responses.
+func rawExchange(t *testing.T, addr, raw string, n int, method string) ([]*http.Response, [][]byte, net.Conn) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, raw); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	var resps []*http.Response
+	var bodies [][]byte
+	for range n {
+		resp, err := http.ReadResponse(br, &http.Request{Method: method})
+		if err != nil {
+			t.Fatalf("response %d: %v", len(resps), err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatalf("response %d body: %v", len(resps), err)
+		}
+		resps = append(resps, resp)
+		bodies = append(bodies, body)
+	}
+	return resps, bodies, &bufConn{Conn: c, br: br}
+}
+
+type bufConn struct {
+	net.Conn
+	br *bufio.Reader
+}
+
+func (c *bufConn) Read(p []byte) (int, error) { return c.br.Read(p) }
+
+func TestFastServerPipelinedAndKeepAlive(t *testing.T) {
+	a := startEcho(t, "a")
+	tg := startGateway(t, Options{}, httpConfig(freeAddr(t), prefixRule("r", "/", backend("a", 1, a))))
+
+	t.Run("pipelined", func(t *testing.T) {
+		raw := "GET /one HTTP/1.1\r\nHost: h\r\n\r\nGET /two HTTP/1.1\r\nHost: h\r\n\r\nGET /three HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
+		resps, bodies, c := rawExchange(t, tg.addr, raw, 3, "GET")
+		for i, p := range []string{"/one", "/two", "/three"} {
+			var rep echoReply
+			if err := json.Unmarshal(bodies[i], &rep); err != nil || resps[i].StatusCode != 200 || rep.Path != p {
+				t.Fatalf("response %d: %d %s (%v)", i, resps[i].StatusCode, bodies[i], err)
+			}
+		}
+		if !resps[2].Close {
+			t.Fatal("Connection: close request not answered with Connection: close")
+		}
+		if n, err := c.Read(make([]byte, 1)); err == nil {
+			t.Fatalf("connection still open after Connection: close (%d bytes)", n)
+		}
+	})
+	t.Run("HTTP/1.0 keep-alive", func(t *testing.T) {
+		raw := "GET /k HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /k2 HTTP/1.0\r\n\r\n"
+		resps, _, c := rawExchange(t, tg.addr, raw, 2, "GET")
+		if resps[0].StatusCode != 200 || resps[0].Header.Get("Connection") != "keep-alive" || resps[0].ContentLength <= 0 || resps[0].Proto != "HTTP/1.0" {
+			t.Fatalf("first: %d %v %d %s", resps[0].StatusCode, resps[0].Header, resps[0].ContentLength, resps[0].Proto)
+		}
+		if resps[1].StatusCode != 200 || resps[1].Header.Get("Connection") != "" {
+			t.Fatalf("second: %d %v", resps[1].StatusCode, resps[1].Header)
+		}
+		if _, err := c.Read(make([]byte, 1)); err == nil {
+			t.Fatal("HTTP/1.0 connection without keep-alive still open")
+		}
+	})
+	t.Run("HEAD and 204", func(t *testing.T) {
+		raw := "HEAD / HTTP/1.1\r\nHost: h\r\n\r\nGET /status/204 HTTP/1.1\r\nHost: h\r\n\r\n"
+		c, err := net.Dial("tcp", tg.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		_, _ = io.WriteString(c, raw)
+		br := bufio.NewReader(c)
+		for _, m := range []string{"HEAD", "GET"} {
+			resp, err := http.ReadResponse(br, &http.Request{Method: m})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n, _ := io.Copy(io.Discard, resp.Body); n != 0 || resp.TransferEncoding != nil {
+				t.Fatalf("%s: %d body bytes, %v", m, n, resp.TransferEncoding)
+			}
+		}
+	})
+}
+
+// TestFastServerHandsOffMidStream: a GET served by the fast server, then a POST
+// with a body (net/http from then on), then a GET, on one connection.
+func TestFastServerHandsOffMidStream(t *testing.T) {
+	a := startEcho(t, "a")
+	tg := startGateway(t, Options{}, httpConfig(freeAddr(t), prefixRule("r", "/", backend("a", 1, a))))
+	raw := "GET /first HTTP/1.1\r\nHost: h\r\n\r\n" +
+		"POST /second HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello" +
+		"GET /third HTTP/1.1\r\nHost: h\r\n\r\n"
+	resps, bodies, _ := rawExchange(t, tg.addr, raw, 3, "GET")
+	for i, want := range []echoReply{{Method: "GET", Path: "/first"}, {Method: "POST", Path: "/second", Body: "hello"}, {Method: "GET", Path: "/third"}} {
+		var rep echoReply
+		if err := json.Unmarshal(bodies[i], &rep); err != nil || resps[i].StatusCode != 200 || rep.Method != want.Method || rep.Path != want.Path || rep.Body != want.Body {
+			t.Fatalf("response %d: %d %s", i, resps[i].StatusCode, bodies[i])
+		}
+	}
+	// Also when the request that is handed off arrives on its own, after a pause.
+	c, err := net.Dial("tcp", tg.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	br := bufio.NewReader(c)
+	for i, req := range []string{"GET /a HTTP/1.1\r\nHost: h\r\n\r\n", "POST /b HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nok", "GET /c HTTP/1.1\r\nHost: h\r\n\r\n"} {
+		_, _ = io.WriteString(c, req)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		if resp.StatusCode != 200 {
+			t.Fatalf("request %d: %d", i, resp.StatusCode)
+		}
+	}
+}
+
+// TestFastServerMatchesNetHTTP sends the same raw requests to a gateway with weir's
+// own server and proxy path and to one with net/http's server and
+// httputil.ReverseProxy, and compares what the backend received and what the
+// client got (status, headers but Date, body).
+func TestFastServerMatchesNetHTTP(t *testing.T) {
+	a := startEcho(t, "a")
+	mk := func(opts Options) *testGateway {
+		rm := prefixRule("r", "/", backend("a", 1, a))
+		rm.Rule.Filters = []model.Filter{
+			{Type: model.FilterRequestHeaders, Headers: &model.HeaderModifier{Set: []model.Header{{Name: "X-Set", Value: "s"}}, Remove: []string{"X-Drop"}}},
+			{Type: model.FilterResponseHeaders, Headers: &model.HeaderModifier{Add: []model.Header{{Name: "X-Resp", Value: "r"}}}},
+		}
+		opts.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
+		return startGateway(t, opts, httpConfig(freeAddr(t), rm))
+	}
+	fast := mk(Options{})
+	slow := mk(Options{DisableFastPath: true, DisableFastServer: true})
+	for _, tc := range []struct{ name, raw, method string }{
+		{"plain", "GET /x?a=1 HTTP/1.1\r\nHost: h\r\nX-Request-Id: 1\r\nUser-Agent: u\r\n\r\n", "GET"},
+		{"no user agent", "GET / HTTP/1.1\r\nHost: h\r\nX-Request-Id: 1\r\n\r\n", "GET"},
+		{"hop-by-hop", "GET / HTTP/1.1\r\nHost: h\r\nX-Request-Id: 1\r\nConnection: X-Hop, keep-alive\r\nX-Hop: 1\r\nKeep-Alive: 5\r\nProxy-Authorization: x\r\nTE: trailers, gzip\r\n\r\n", "GET"},
+		{"forwarding from a trusted proxy", "GET / HTTP/1.1\r\nHost: h\r\nX-Request-Id: 1\r\nX-Forwarded-For: 10.0.0.1\r\nX-Forwarded-Proto: https\r\nForwarded: for=10.0.0.1\r\n\r\n", "GET"},
+		{"filters", "GET / HTTP/1.1\r\nHost: h\r\nX-Request-Id: 1\r\nX-Drop: 1\r\nX-Set: old\r\n\r\n", "GET"},
+		{"semicolon query", "GET /q?a=1;b=2 HTTP/1.1\r\nHost: h\r\nX-Request-Id: 1\r\n\r\n", "GET"},
+		{"HTTP/1.0", "GET /ten HTTP/1.0\r\nX-Request-Id: 1\r\n\r\n", "GET"},
+		{"HEAD", "HEAD / HTTP/1.1\r\nHost: h\r\nX-Request-Id: 1\r\n\r\n", "HEAD"},
+		{"204", "GET /status/204 HTTP/1.1\r\nHost: h\r\nX-Request-Id: 1\r\n\r\n", "GET"},
+		{"503", "GET /status/503 HTTP/1.1\r\nHost: h\r\nX-Request-Id: 1\r\n\r\n", "GET"},
+		{"event stream", "GET /sse HTTP/1.1\r\nHost: h\r\nX-Request-Id: 1\r\n\r\n", "GET"},
+		{"close", "GET / HTTP/1.1\r\nHost: h\r\nX-Request-Id: 1\r\nConnection: close\r\n\r\n", "GET"},
+		{"bad header name (400)", "GET / HTTP/1.1\r\nHost: h\r\nBad Name: 1\r\n\r\n", "GET"},
+		{"missing host (400)", "GET / HTTP/1.1\r\n\r\n", "GET"},
+		{"HTTP/2.0 version (505)", "GET / HTTP/2.0\r\nHost: h\r\n\r\n", "GET"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var got [2]string
+			var backendSaw [2]*echoReply
+			for i, tg := range []*testGateway{fast, slow} {
+				a.mu.Lock()
+				a.last = nil
+				a.mu.Unlock()
+				resps, bodies, _ := rawExchange(t, tg.addr, tc.raw, 1, tc.method)
+				resp := resps[0]
+				resp.Header.Del("Date")
+				var b strings.Builder
+				b.WriteString(resp.Status + " " + resp.Proto + "\n")
+				_ = resp.Header.Write(&b)
+				b.WriteString("te=" + strings.Join(resp.TransferEncoding, ",") + "\n")
+				if resp.Header.Get("Content-Type") == "application/json" {
+					var rep echoReply
+					_ = json.Unmarshal(bodies[0], &rep)
+					backendSaw[i] = &rep
+				} else {
+					b.Write(bodies[0])
+				}
+				got[i] = b.String()
+			}
+			if got[0] != got[1] {
+				t.Fatalf("client got\n%s\nfrom the fast server, and\n%s\nfrom net/http", got[0], got[1])
+			}
+			if !reflect.DeepEqual(backendSaw[0], backendSaw[1]) {
+				t.Fatalf("backend saw\n%+v\nthrough the fast path, and\n%+v\nthrough ReverseProxy", backendSaw[0], backendSaw[1])
+			}
+		})
+	}
+}
+
+// TestFastServerShutdownDrains: Shutdown closes idle connections at once and lets a
+// request in flight finish.
+func TestFastServerShutdownDrains(t *testing.T) {
+	a := startEcho(t, "a")
+	g, err := New(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := freeAddr(t)
+	if err := g.Sync(context.Background(), &model.Snapshot{Gateway: httpConfig(addr, prefixRule("r", "/", backend("a", 1, a)))}); err != nil {
+		t.Fatal(err)
+	}
+	idle, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	_, _ = io.WriteString(idle, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+	if resp, err := http.ReadResponse(bufio.NewReader(idle), nil); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("idle connection's first request: %v", err)
+	}
+	done := make(chan int, 1)
+	go func() {
+		resp, err := http.Get("http://" + addr + "/delay/300ms")
+		if err != nil {
+			done <- 0
+			return
+		}
+		resp.Body.Close()
+		done <- resp.StatusCode
+	}()
+	eventually(t, 5*time.Second, func() bool { return a.hits.Load() >= 2 }, "slow request did not reach the backend")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := g.Shutdown(ctx); err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	if code := <-done; code != 200 {
+		t.Fatalf("request in flight during shutdown: %d", code)
+	}
+	_ = idle.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, err := idle.Read(make([]byte, 1)); err == nil || isTimeout(err) {
+		t.Fatalf("idle connection not closed by shutdown: %v", err)
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return err != nil && errors.As(err, &ne) && ne.Timeout()
+}
