@@ -7,9 +7,14 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/textproto"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // h1Client is the upstream fast path for plain HTTP/1.1 requests without a body: it
@@ -140,27 +145,155 @@ func (h *h1Client) exchange(ctx context.Context, c *h1Conn, req *http.Request, r
 	if _, err := c.br.Peek(1); err != nil {
 		return fail(err, true)
 	}
-	resp, err := http.ReadResponse(c.br, req)
+	resp, body, err := readResponse(c.br, req)
 	// Informational answers (100 Continue, 103 Early Hints) precede the real one:
 	// skip them, as http.Transport does by default.
 	for i := 0; err == nil && resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols; i++ {
 		if i == 5 {
 			return fail(errors.New("too many informational responses"), false)
 		}
-		resp, err = http.ReadResponse(c.br, req)
+		resp, body, err = readResponse(c.br, req)
 	}
 	if err != nil {
 		return fail(err, false)
 	}
 	reusable := !resp.Close && !req.Close && resp.StatusCode != http.StatusSwitchingProtocols
-	resp.Body = &h1Body{ReadCloser: resp.Body, c: c, h: h, stop: stop, reusable: reusable, eof: resp.Body == http.NoBody}
+	if body == nil {
+		body = &h1Body{ReadCloser: resp.Body, eof: resp.Body == http.NoBody}
+	}
+	body.c, body.h, body.stop, body.reusable = c, h, stop, reusable
+	resp.Body = body
 	return resp, nil
 }
 
+// readResponse reads a response head. The common answer — HTTP/1.x, a final status
+// with a body framed by one Content-Length, to a request other than HEAD, well-formed
+// lines — is parsed by hand (parseResponseHead), and its body is read by the returned
+// h1Body itself; anything else goes to http.ReadResponse (body nil), which also
+// reports the errors.
+func readResponse(br *bufio.Reader, req *http.Request) (*http.Response, *h1Body, error) {
+	for {
+		buf, _ := br.Peek(br.Buffered())
+		end, bad := headEnd(buf)
+		if bad {
+			break
+		}
+		if end > 0 {
+			resp, n, ok := parseResponseHead(buf[:end], req)
+			if !ok {
+				break
+			}
+			_, _ = br.Discard(end)
+			return resp, &h1Body{fixed: true, n: n, eof: n == 0}, nil
+		}
+		if len(buf) >= br.Size() {
+			break
+		}
+		if _, err := br.Peek(len(buf) + 1); err != nil {
+			break
+		}
+	}
+	resp, err := http.ReadResponse(br, req)
+	return resp, nil, err
+}
+
+// parseResponseHead parses a response head as http.ReadResponse would when it is a
+// plain one (see readResponse); ok is false otherwise.
+func parseResponseHead(head []byte, req *http.Request) (resp *http.Response, contentLength int64, ok bool) {
+	if req.Method == http.MethodHead {
+		return nil, 0, false
+	}
+	s := string(head)
+	eol := strings.Index(s, "\r\n")
+	if eol < len("HTTP/1.1 200") {
+		return nil, 0, false
+	}
+	line := s[:eol]
+	minor := 1
+	switch line[:9] {
+	case "HTTP/1.1 ":
+	case "HTTP/1.0 ":
+		minor = 0
+	default:
+		return nil, 0, false
+	}
+	status := line[9:]
+	code, err := strconv.Atoi(status[:3])
+	if err != nil || code < 200 || code > 999 || code == http.StatusNoContent || code == http.StatusNotModified ||
+		(len(status) > 3 && status[3] != ' ') || status[0] < '1' {
+		return nil, 0, false
+	}
+	fields := strings.Count(s[eol+2:], "\r\n") - 1
+	h := make(http.Header, fields)
+	vals := make([]string, fields)
+	contentLength = -1
+	pos := eol + 2
+	for i := 0; ; i++ {
+		e := strings.Index(s[pos:], "\r\n")
+		if e < 0 {
+			return nil, 0, false
+		}
+		line := s[pos : pos+e]
+		pos += e + 2
+		if line == "" {
+			break
+		}
+		colon := strings.IndexByte(line, ':')
+		if colon <= 0 || line[0] == ' ' || line[0] == '\t' {
+			return nil, 0, false
+		}
+		k, v := line[:colon], textproto.TrimString(line[colon+1:])
+		if !httpguts.ValidHeaderFieldName(k) || !httpguts.ValidHeaderFieldValue(v) {
+			return nil, 0, false
+		}
+		k = http.CanonicalHeaderKey(k)
+		switch k {
+		case "Content-Length":
+			n, err := strconv.ParseInt(v, 10, 64)
+			if contentLength >= 0 || err != nil || n < 0 || v[0] == '+' {
+				return nil, 0, false
+			}
+			contentLength = n
+		case "Transfer-Encoding", "Trailer":
+			return nil, 0, false
+		}
+		if cur, dup := h[k]; dup {
+			h[k] = append(cur, v)
+		} else {
+			vals[i] = v
+			h[k] = vals[i : i+1 : i+1]
+		}
+	}
+	if contentLength < 0 {
+		return nil, 0, false
+	}
+	if p := h["Pragma"]; len(p) > 0 && p[0] == "no-cache" {
+		if _, ok := h["Cache-Control"]; !ok {
+			h["Cache-Control"] = []string{"no-cache"}
+		}
+	}
+	conn := h["Connection"]
+	hasClose := httpguts.HeaderValuesContainsToken(conn, "close")
+	closes := hasClose
+	if minor == 0 {
+		closes = hasClose || !httpguts.HeaderValuesContainsToken(conn, "keep-alive")
+	} else if hasClose {
+		delete(h, "Connection")
+	}
+	resp = &http.Response{
+		Status: status, StatusCode: code, Proto: line[:8], ProtoMajor: 1, ProtoMinor: minor,
+		Header: h, ContentLength: contentLength, Close: closes, Request: req,
+	}
+	return resp, contentLength, true
+}
+
 // h1Body returns the connection to the pool once the body was read to its end, and
-// closes it otherwise.
+// closes it otherwise. It reads a body of fixed length itself (fixed: n bytes left)
+// or through the io.ReadCloser http.ReadResponse made.
 type h1Body struct {
 	io.ReadCloser
+	fixed    bool
+	n        int64
 	c        *h1Conn
 	h        *h1Client
 	stop     func() bool
@@ -170,6 +303,9 @@ type h1Body struct {
 }
 
 func (b *h1Body) Read(p []byte) (int, error) {
+	if b.fixed {
+		return b.readFixed(p)
+	}
 	n, err := b.ReadCloser.Read(p)
 	if err == io.EOF {
 		b.eof = true
@@ -180,8 +316,41 @@ func (b *h1Body) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// readFixed reads what is left of a body of known length, and reports io.EOF with
+// its last bytes, so that the connection goes back to the pool at once.
+func (b *h1Body) readFixed(p []byte) (int, error) {
+	if b.n <= 0 {
+		b.eof = true
+		b.release()
+		return 0, io.EOF
+	}
+	if b.done {
+		return 0, errors.New("read on a closed response body")
+	}
+	if int64(len(p)) > b.n {
+		p = p[:b.n]
+	}
+	n, err := b.c.br.Read(p)
+	b.n -= int64(n)
+	switch {
+	case b.n == 0:
+		b.eof = true
+		b.release()
+		return n, io.EOF
+	case err == io.EOF:
+		err = io.ErrUnexpectedEOF
+		fallthrough
+	case err != nil:
+		b.reusable = false
+	}
+	return n, err
+}
+
 func (b *h1Body) Close() error {
-	err := b.ReadCloser.Close()
+	var err error
+	if !b.fixed {
+		err = b.ReadCloser.Close()
+	}
 	b.release()
 	return err
 }

@@ -417,6 +417,7 @@ type fastResponse struct {
 	trailers                           []string
 	prefixTrailers                     bool
 	err                                error
+	scratch                            [24]byte // numbers being written (a local array would escape)
 }
 
 func (w *fastResponse) reset(sr simpleRequest) {
@@ -601,8 +602,7 @@ func (w *fastResponse) writeStatusLine(code int) {
 	} else {
 		_, _ = w.bw.WriteString("HTTP/1.0 ")
 	}
-	var nb [3]byte
-	_, _ = w.bw.Write(strconv.AppendInt(nb[:0], int64(code), 10))
+	_, _ = w.bw.Write(strconv.AppendInt(w.scratch[:0], int64(code), 10))
 	_ = w.bw.WriteByte(' ')
 	if text := http.StatusText(code); text != "" {
 		_, _ = w.bw.WriteString(text)
@@ -617,11 +617,10 @@ func (w *fastResponse) writeStatusLine(code int) {
 func (w *fastResponse) sendHead(p []byte) {
 	w.headSent = true
 	trailers := len(w.trailers) > 0 || w.prefixTrailers
-	var clBuf [20]byte
 	var addCL []byte
 	if w.handlerDone && !trailers && w.bodyAllowed && w.contentLength < 0 && (!w.isHEAD || len(p) > 0) {
 		w.contentLength = int64(len(p))
-		addCL = strconv.AppendInt(clBuf[:0], w.contentLength, 10)
+		addCL = strconv.AppendInt(w.scratch[4:4], w.contentLength, 10) // [:4] is the status code's
 	}
 	keepAlives := !w.fc.fs.closing.Load()
 	hasCL := w.contentLength >= 0
@@ -745,8 +744,7 @@ func (w *fastResponse) writeBody(p []byte) {
 	}
 	var err error
 	if w.chunked {
-		var hb [18]byte
-		b := strconv.AppendUint(hb[:0], uint64(len(p)), 16)
+		b := strconv.AppendUint(w.scratch[:0], uint64(len(p)), 16)
 		b = append(b, '\r', '\n')
 		_, _ = w.bw.Write(b)
 		_, _ = w.bw.Write(p)

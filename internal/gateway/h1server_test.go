@@ -373,3 +373,62 @@ func isTimeout(err error) bool {
 	var ne net.Error
 	return err != nil && errors.As(err, &ne) && ne.Timeout()
 }
+
+// TestParseResponseHead compares the hand-written response parser with
+// http.ReadResponse, and lists the answers it leaves to http.ReadResponse.
+func TestParseResponseHead(t *testing.T) {
+	get := &http.Request{Method: "GET"}
+	for _, tc := range []struct {
+		name string
+		in   string
+		ok   bool
+		req  *http.Request
+	}{
+		{"plain", "HTTP/1.1 200 OK\r\nContent-Length: 6\r\nContent-Type: text/plain\r\nDate: x\r\n\r\nhello\n", true, get},
+		{"lower-case keys, duplicates", "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nset-cookie: a=1\r\nSet-Cookie: b=2\r\n\r\n", true, get},
+		{"no reason", "HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n", true, get},
+		{"unknown code", "HTTP/1.1 599 Odd\r\nContent-Length: 0\r\n\r\n", true, get},
+		{"close", "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx", true, get},
+		{"HTTP/1.0", "HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\nx", true, get},
+		{"HTTP/1.0 keep-alive", "HTTP/1.0 200 OK\r\nContent-Length: 1\r\nConnection: keep-alive\r\n\r\nx", true, get},
+		{"pragma", "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nPragma: no-cache\r\n\r\n", true, get},
+
+		{"chunked", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", false, get},
+		{"no length", "HTTP/1.1 200 OK\r\n\r\n", false, get},
+		{"two lengths", "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx", false, get},
+		{"signed length", "HTTP/1.1 200 OK\r\nContent-Length: +1\r\n\r\nx", false, get},
+		{"HEAD", "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n", false, &http.Request{Method: "HEAD"}},
+		{"204", "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n", false, get},
+		{"304", "HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n", false, get},
+		{"103", "HTTP/1.1 103 Early Hints\r\nLink: x\r\n\r\n", false, get},
+		{"obs-fold", "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX: a\r\n b\r\n\r\n", false, get},
+		{"HTTP/2", "HTTP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n", false, get},
+		{"two spaces", "HTTP/1.1  200 OK\r\nContent-Length: 0\r\n\r\n", false, get},
+		{"trailer", "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nTrailer: X\r\n\r\n", false, get},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			end, _ := headEnd([]byte(tc.in))
+			resp, n, ok := parseResponseHead([]byte(tc.in[:end]), tc.req)
+			if ok != tc.ok {
+				t.Fatalf("ok = %v, want %v", ok, tc.ok)
+			}
+			if !ok {
+				// What readResponse then does: http.ReadResponse, whatever it says.
+				_, body, _ := readResponse(bufio.NewReader(strings.NewReader(tc.in)), tc.req)
+				if body != nil {
+					t.Fatal("readResponse parsed it by hand")
+				}
+				return
+			}
+			want, err := http.ReadResponse(bufio.NewReader(strings.NewReader(tc.in)), tc.req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.Status != want.Status || resp.StatusCode != want.StatusCode || resp.Proto != want.Proto || resp.ProtoMinor != want.ProtoMinor ||
+				n != want.ContentLength || resp.ContentLength != want.ContentLength || resp.Close != want.Close || !reflect.DeepEqual(resp.Header, want.Header) {
+				t.Fatalf("got %q %d %s cl %d close %v %v\nwant %q %d %s cl %d close %v %v", resp.Status, resp.StatusCode, resp.Proto, n, resp.Close, resp.Header,
+					want.Status, want.StatusCode, want.Proto, want.ContentLength, want.Close, want.Header)
+			}
+		})
+	}
+}
