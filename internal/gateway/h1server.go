@@ -257,15 +257,10 @@ func (fc *fastConn) serve() {
 			}
 			fc.idle.Store(false)
 		}
-		if !first || fs.idleTimeout != fs.headerTimeout {
-			if fs.headerTimeout > 0 {
-				_ = c.SetReadDeadline(time.Now().Add(fs.headerTimeout))
-			} else {
-				_ = c.SetReadDeadline(time.Time{})
-			}
-		}
+		// The head usually came whole: the header deadline is set only when it
+		// must be waited for (the first request's is already).
+		n, simple, err := fs.readHead(br, c, first)
 		first = false
-		n, simple, err := fs.readHead(br)
 		if err != nil {
 			return
 		}
@@ -294,10 +289,11 @@ func (fc *fastConn) serve() {
 	}
 }
 
-// readHead waits until br holds a whole request head and returns its length.
+// readHead waits until br holds a whole request head and returns its length,
+// setting the read-header deadline before it waits (unless deadlineSet).
 // simple is false when the fast server will not parse it: a line ended by a bare LF,
 // or a head that does not fit in the buffer or exceeds MaxHeaderBytes.
-func (fs *fastServer) readHead(br *bufio.Reader) (n int, simple bool, err error) {
+func (fs *fastServer) readHead(br *bufio.Reader, c net.Conn, deadlineSet bool) (n int, simple bool, err error) {
 	for {
 		buf, _ := br.Peek(br.Buffered())
 		end, bad := headEnd(buf)
@@ -308,6 +304,14 @@ func (fs *fastServer) readHead(br *bufio.Reader) (n int, simple bool, err error)
 			return end, end <= fs.maxHeader, nil
 		case len(buf) >= br.Size() || len(buf) > fs.maxHeader:
 			return 0, false, nil
+		}
+		if !deadlineSet {
+			deadlineSet = true
+			var d time.Time
+			if fs.headerTimeout > 0 {
+				d = time.Now().Add(fs.headerTimeout)
+			}
+			_ = c.SetReadDeadline(d)
 		}
 		if _, err := br.Peek(len(buf) + 1); err != nil {
 			return 0, false, err

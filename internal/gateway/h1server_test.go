@@ -432,3 +432,32 @@ func TestParseResponseHead(t *testing.T) {
 		})
 	}
 }
+
+// TestFastServerSlowlorisOnKeptConnection: a partial head after a served request is
+// bound by ReadHeaderTimeout, not by IdleTimeout.
+func TestFastServerSlowlorisOnKeptConnection(t *testing.T) {
+	a := startEcho(t, "a")
+	tg := startGateway(t, Options{ReadHeaderTimeout: 300 * time.Millisecond, IdleTimeout: time.Minute},
+		httpConfig(freeAddr(t), prefixRule("r", "/", backend("a", 1, a))))
+	c, err := net.Dial("tcp", tg.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(c)
+	_, _ = io.WriteString(c, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("first request: %v", err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	_, _ = io.WriteString(c, "GET / HTTP/1.1\r\nHost: h\r\n") // never finished
+	start := time.Now()
+	if _, err := br.ReadByte(); err == nil || isTimeout(err) {
+		t.Fatalf("connection with a partial head not closed: %v", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("partial head held the connection %v", d)
+	}
+}
