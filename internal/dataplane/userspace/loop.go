@@ -121,13 +121,13 @@ func (lp *eventLoop) do(fn func()) bool {
 		lp.mu.Unlock()
 		return false
 	}
-	wake := len(lp.cmds) == 0
-	lp.cmds = append(lp.cmds, fn)
-	lp.mu.Unlock()
-	if wake {
-		var one = [8]byte{1}
+	if len(lp.cmds) == 0 {
+		// Under mu: once exited is set the eventfd may be closed and its number reused.
+		one := [8]byte{1}
 		_, _ = unix.Write(lp.wakefd, one[:])
 	}
+	lp.cmds = append(lp.cmds, fn)
+	lp.mu.Unlock()
 	return true
 }
 

@@ -198,7 +198,7 @@ type tcpConn struct {
 	k                        int // the backend, -1 before the first connect
 	started                  time.Time
 
-	last      time.Duration // loop time of the last byte read, either direction
+	last      time.Duration // loop time of the last read that returned data, either direction
 	due       time.Duration // when timeout runs
 	heapIndex int
 	rst       bool // close the client with a reset
@@ -361,8 +361,11 @@ func (c *tcpConn) timeout(lp *eventLoop) {
 	case connecting:
 		c.retry(lp, errConnectTimeout)
 	case established:
-		if due := c.last + c.t.idleTimeout; due > lp.now {
-			lp.schedule(c, due)
+		// Checked once per idle period: a connection that carried a byte in the
+		// period just ended gets another one, so it closes between one and two idle
+		// timeouts after its last byte (and a busy one costs one check per period).
+		if idle := c.t.idleTimeout; c.last > c.due-idle {
+			lp.schedule(c, max(c.due+idle, lp.now+time.Millisecond))
 			return
 		}
 		c.close(lp)

@@ -1,0 +1,167 @@
+package userspace
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"golang.org/x/sys/unix"
+
+	"weir.dev/weir/internal/model"
+)
+
+// TestBulkTransfer sends 8 MiB through the proxy to an echo backend while reading the
+// echo back: both directions switch to splice, the destination's back-pressure holds
+// the source, the client's half-close reaches the backend, and the byte counters
+// match what was sent.
+func TestBulkTransfer(t *testing.T) {
+	t.Parallel()
+	a := startTCPBackend(t, "a")
+	p := newProxy(t, Options{})
+	mustSync(t, p, snap(service("bulk", model.TCP, "127.0.14.1", 80, endpoints(a.addr))))
+	c, err := net.Dial("tcp", "127.0.14.1:80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	data := make([]byte, 8<<20)
+	_, _ = rand.NewChaCha8([32]byte{1}).Read(data)
+	rng := rand.New(rand.NewPCG(1, 2))
+	werr := make(chan error, 1)
+	go func() {
+		// Uneven writes, so that both small and large reads happen.
+		for rest := data; len(rest) > 0; {
+			n := min(len(rest), 1+rng.IntN(300<<10))
+			if _, err := c.Write(rest[:n]); err != nil {
+				werr <- err
+				return
+			}
+			rest = rest[n:]
+		}
+		werr <- c.(*net.TCPConn).CloseWrite()
+	}()
+	got, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-werr; err != nil {
+		t.Fatal(err)
+	}
+	want := append([]byte("a\n"), data...)
+	if !bytes.Equal(got, want) {
+		t.Fatalf("got %d bytes, want %d (equal prefix %d)", len(got), len(want), commonPrefix(got, want))
+	}
+	rx := p.metrics.bytes.WithLabelValues("default/bulk:80", "127.0.14.1:80", "rx")
+	tx := p.metrics.bytes.WithLabelValues("default/bulk:80", "127.0.14.1:80", "tx")
+	eventually(t, 2*time.Second, "byte counters", func() bool {
+		return testutil.ToFloat64(rx) == float64(len(data)) && testutil.ToFloat64(tx) == float64(len(want))
+	})
+	active := p.metrics.active.WithLabelValues("default/bulk:80", "127.0.14.1:80")
+	if v := testutil.ToFloat64(active); v != 0 {
+		t.Fatalf("weir_l4_connections_active = %v after the close", v)
+	}
+}
+
+func commonPrefix(a, b []byte) int {
+	n := 0
+	for n < len(a) && n < len(b) && a[n] == b[n] {
+		n++
+	}
+	return n
+}
+
+// stuckBackend is a listening socket whose accept queue is full: the kernel drops
+// further SYNs, so a connect to it hangs until the connector gives up.
+func stuckBackend(t *testing.T) netip.AddrPort {
+	t.Helper()
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = unix.Close(fd) })
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 99, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sa4 := sa.(*unix.SockaddrInet4)
+	ap := netip.AddrPortFrom(netip.AddrFrom4(sa4.Addr), uint16(sa4.Port))
+	// One connection fills a queue of backlog 0.
+	c, err := net.DialTimeout("tcp", ap.String(), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return ap
+}
+
+// TestConnectTimeoutRetries: a connect that gets no answer is abandoned after the
+// connect timeout and retried on the next endpoint; the client sees a working
+// connection, a little later.
+func TestConnectTimeoutRetries(t *testing.T) {
+	t.Parallel()
+	stuck, good := stuckBackend(t), startTCPBackend(t, "good")
+	svc := service("slow", model.TCP, "127.0.14.2", 80, endpoints(stuck, good.addr))
+	svc.Policy.ConnectTimeout = 200 * time.Millisecond
+	p := newProxy(t, Options{})
+	mustSync(t, p, snap(svc))
+	var slow int
+	for i := range 4 { // round robin: at least one starts with the stuck endpoint
+		start := time.Now()
+		name, err := greet("127.0.14.2:80", netip.Addr{})
+		if err != nil || name != "good" {
+			t.Fatalf("connection %d: %q, %v", i, name, err)
+		}
+		if time.Since(start) >= 200*time.Millisecond {
+			slow++
+		}
+	}
+	if slow == 0 {
+		t.Fatal("no connection waited for the connect timeout")
+	}
+	errs := p.metrics.connErrors.WithLabelValues("default/slow:80", "127.0.14.2:80")
+	// Each timed-out connect is one error, and made its connection slow (a connection
+	// can also be slow on a busy machine without one).
+	if v := testutil.ToFloat64(errs); v < 1 || v > float64(slow) {
+		t.Fatalf("weir_l4_connect_errors_total = %v, want 1..%d", v, slow)
+	}
+}
+
+// TestAllEndpointsDownResets: when every endpoint tried refuses, the client's
+// connection is reset, not held.
+func TestAllEndpointsDownResets(t *testing.T) {
+	t.Parallel()
+	a, b := startTCPBackend(t, "a"), startTCPBackend(t, "b")
+	a.kill()
+	b.kill()
+	p := newProxy(t, Options{})
+	mustSync(t, p, snap(service("down", model.TCP, "127.0.14.3", 80, endpoints(a.addr, b.addr))))
+	c, err := net.DialTimeout("tcp", "127.0.14.3:80", time.Second)
+	if err == nil { // else the reset came before the dialer saw its connect succeed
+		defer c.Close()
+		_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		_, err = c.Read(make([]byte, 1))
+	}
+	if !errors.Is(err, unix.ECONNRESET) {
+		t.Fatalf("got %v, want a reset", err)
+	}
+	m := p.metrics
+	if v := testutil.ToFloat64(m.connErrors.WithLabelValues("default/down:80", "127.0.14.3:80")); v != 2 {
+		t.Fatalf("connect errors = %v, want 2", v)
+	}
+	if v := testutil.ToFloat64(m.refused.WithLabelValues("default/down:80", "127.0.14.3:80", "exhausted")); v != 1 {
+		t.Fatalf("refused{exhausted} = %v, want 1", v)
+	}
+}
