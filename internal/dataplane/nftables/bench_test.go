@@ -26,7 +26,15 @@ func (n *nullNFT) Run(_ context.Context, tx *knftables.Transaction) error {
 // discardScripts is a bulkRunner that drops the script: weir's side of a bulk write.
 type discardScripts struct{}
 
-func (discardScripts) runScript(context.Context, []byte) error { return nil }
+func (discardScripts) start(context.Context, string) (scriptStream, error) {
+	return discardStream{}, nil
+}
+
+type discardStream struct{}
+
+func (discardStream) Write(b []byte) (int, error) { return len(b), nil }
+func (discardStream) commit() error               { return nil }
+func (discardStream) abort() error                { return nil }
 
 func scaleServices(n, e, gen int) []*model.Service {
 	svcs := make([]*model.Service, n)

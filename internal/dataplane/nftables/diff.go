@@ -127,9 +127,8 @@ func affinitySet(name string, timeout time.Duration) *knftables.Set {
 }
 
 // write appends the collected operations to tx; refs are the reference counts after
-// this sync. If bulk is not nil, the added elements go there instead of into tx (see
-// bulkScript): only for a full sync, which deletes nothing after them.
-func (w *writer) write(tx *knftables.Transaction, f ipFamily, refs map[string]int, bulk *[]element) {
+// this sync.
+func (w *writer) write(tx *knftables.Transaction, f ipFamily, refs map[string]int) {
 	var addShared, delShared, addHairpin, delHairpin []string
 	for _, k := range sortedKeys(w.initial) {
 		before, after := w.initial[k], refs[k]
@@ -174,19 +173,10 @@ func (w *writer) write(tx *knftables.Transaction, f ipFamily, refs map[string]in
 		tx.Delete(newElement(setHairpin, k, "").object(false))
 	}
 	for _, e := range w.addElements {
-		if bulk != nil {
-			*bulk = append(*bulk, e)
-		} else {
-			tx.Add(e.object(true))
-		}
+		tx.Add(e.object(true))
 	}
 	for _, k := range addHairpin {
-		e := newElement(setHairpin, k, "")
-		if bulk != nil {
-			*bulk = append(*bulk, e)
-		} else {
-			tx.Add(e.object(false))
-		}
+		tx.Add(newElement(setHairpin, k, "").object(false))
 	}
 	for _, c := range w.delChains {
 		tx.Delete(c)

@@ -329,7 +329,9 @@ type change struct {
 }
 
 func (p *Proxier) sync(ctx context.Context, snap *model.Snapshot) error {
-	full := !p.synced
+	if !p.synced {
+		return p.syncFull(ctx, snap)
+	}
 	var changes []change
 	p.gen++
 	var buf []byte
@@ -344,10 +346,10 @@ func (p *Proxier) sync(ctx context.Context, snap *model.Snapshot) error {
 				continue // a duplicate key; the first one wins
 			}
 			old.gen = p.gen
-		}
-		if !full && old != nil && bytes.Equal(old.spec, buf) {
-			old.svc = svc
-			continue
+			if bytes.Equal(old.spec, buf) {
+				old.svc = svc
+				continue
+			}
 		}
 		c := change{key: svc.Key, old: old, new: &serviceState{gen: p.gen, svc: svc, spec: slices.Clone(buf)}}
 		for _, t := range p.tables {
@@ -361,7 +363,7 @@ func (p *Proxier) sync(ctx context.Context, snap *model.Snapshot) error {
 			changes = append(changes, change{key: key, old: old})
 		}
 	}
-	if !full && len(changes) == 0 {
+	if len(changes) == 0 {
 		return nil
 	}
 	sort.Slice(changes, func(i, j int) bool {
@@ -371,28 +373,11 @@ func (p *Proxier) sync(ctx context.Context, snap *model.Snapshot) error {
 	// The element owners are updated in place: if a transaction fails, the next sync
 	// is a full one that rebuilds them from scratch.
 	for ti, t := range p.tables {
-		if full {
-			n := 0
-			for _, c := range changes {
-				if c.new != nil {
-					n += len(c.objs[ti].elements)
-				}
-			}
-			t.owners, t.refs = make(map[string]model.ServiceKey, n), map[string]int{}
-		}
 		tx := t.nft.NewTransaction()
-		if full {
-			tx.Add(&knftables.Table{Comment: ptr("weir service proxy")})
-			tx.Delete(&knftables.Table{})
-			tx.Add(&knftables.Table{Comment: ptr("weir service proxy")})
-			for _, obj := range baseObjects(t.f, p.opts.MasqueradeMark, p.opts.NodePortAddresses) {
-				tx.Add(obj)
-			}
-		}
 		w := newWriter()
 		for _, c := range changes {
 			var oldObjs, newObjs *serviceObjects
-			if c.old != nil && !full {
+			if c.old != nil {
 				oldObjs = c.old.objs[ti]
 			}
 			if c.new != nil {
@@ -400,18 +385,7 @@ func (p *Proxier) sync(ctx context.Context, snap *model.Snapshot) error {
 			}
 			w.diff(p.log, c.key, oldObjs, newObjs, t.owners, t.refs)
 		}
-		if full && t.bulk != nil {
-			elems := make([]element, 0, len(w.addElements)+len(t.refs))
-			w.write(tx, t.f, t.refs, &elems)
-			ops := numOperations(tx, elems)
-			if err := t.bulk.runScript(ctx, bulkScript(tx, t.f, elems)); err != nil {
-				p.synced = false
-				return fmt.Errorf("nftables full sync (%s, %d operations): %w", t.f.nft, ops, err)
-			}
-			p.metrics.operations.Add(float64(ops))
-			continue
-		}
-		w.write(tx, t.f, t.refs, nil)
+		w.write(tx, t.f, t.refs)
 		if tx.NumOperations() == 0 {
 			continue
 		}
@@ -421,8 +395,129 @@ func (p *Proxier) sync(ctx context.Context, snap *model.Snapshot) error {
 		}
 		p.metrics.operations.Add(float64(tx.NumOperations()))
 	}
-	p.synced = true
+	p.finish(changes)
+	return nil
+}
 
+// syncFull writes every Service into new tables that replace the old ones, one
+// transaction per table. Tables weir created itself get a streamed bulk script
+// (bulk.go): each Service is written as soon as it is built, so that nft parses while
+// weir builds. Injected tables (tests) get the same transaction through knftables.
+func (p *Proxier) syncFull(ctx context.Context, snap *model.Snapshot) (err error) {
+	p.synced = false
+	p.gen++
+	type output struct {
+		script *tableScript // bulk
+		tx     *knftables.Transaction
+		w      *writer
+	}
+	outs := make([]output, len(p.tables))
+	defer func() {
+		if err != nil {
+			for _, o := range outs {
+				if o.script != nil {
+					_ = o.script.out.abort()
+				}
+			}
+		}
+	}()
+	// Services in key order (the first of two claiming a frontend keeps it); the first
+	// of duplicate keys wins.
+	type entry struct {
+		name string
+		svc  *model.Service
+	}
+	entries := make([]entry, 0, len(snap.Services))
+	seen := make(map[model.ServiceKey]bool, len(snap.Services))
+	elements := 0
+	for _, svc := range snap.Services {
+		if !svc.Proxied() || seen[svc.Key] {
+			continue
+		}
+		seen[svc.Key] = true
+		entries = append(entries, entry{name: svc.Key.String(), svc: svc})
+		elements++
+		for _, sp := range svc.Ports {
+			elements += 1 + len(sp.Endpoints)
+		}
+	}
+	for ti, t := range p.tables {
+		t.owners, t.refs = make(map[string]model.ServiceKey, elements), map[string]int{}
+		tx := t.nft.NewTransaction()
+		tx.Add(&knftables.Table{Comment: ptr("weir service proxy")})
+		tx.Delete(&knftables.Table{})
+		tx.Add(&knftables.Table{Comment: ptr("weir service proxy")})
+		for _, obj := range baseObjects(t.f, p.opts.MasqueradeMark, p.opts.NodePortAddresses) {
+			tx.Add(obj)
+		}
+		if t.bulk == nil {
+			outs[ti].tx, outs[ti].w = tx, newWriter()
+			continue
+		}
+		script := newTableScript(t.f)
+		if err := script.start(ctx, t.bulk, tx); err != nil {
+			return fmt.Errorf("nftables full sync (%s): %w", t.f.nft, err)
+		}
+		outs[ti].script = script
+		shared := map[string]bool{}
+		for _, e := range entries {
+			sharedChains(t.f, e.svc, func(name string) { shared[name] = true })
+		}
+		script.sharedChains(sortedKeys(shared))
+	}
+	slices.SortFunc(entries, func(a, b entry) int { return strings.Compare(a.name, b.name) })
+
+	states := make(map[model.ServiceKey]*serviceState, len(entries))
+	var spec []byte
+	for _, e := range entries {
+		spec = fingerprint.Append(spec[:0], e.svc)
+		st := &serviceState{gen: p.gen, svc: e.svc, spec: slices.Clone(spec), objs: make([]*serviceObjects, len(p.tables))}
+		for ti, t := range p.tables {
+			o := buildService(t.f, e.svc)
+			st.objs[ti] = o
+			if s := outs[ti].script; s != nil {
+				s.service(p.log, e.svc.Key, o, t.owners, t.refs)
+			} else {
+				outs[ti].w.diff(p.log, e.svc.Key, nil, o, t.owners, t.refs)
+			}
+		}
+		states[e.svc.Key] = st
+	}
+	for ti, t := range p.tables {
+		if s := outs[ti].script; s != nil {
+			outs[ti].script = nil // end commits or aborts
+			if err := s.end(t.refs); err != nil {
+				return fmt.Errorf("nftables full sync (%s, %d operations): %w", t.f.nft, s.ops, err)
+			}
+			p.metrics.operations.Add(float64(s.ops))
+			continue
+		}
+		tx := outs[ti].tx
+		outs[ti].w.write(tx, t.f, t.refs)
+		if err := t.nft.Run(ctx, tx); err != nil {
+			return fmt.Errorf("nftables sync (%s, %d operations): %w", t.f.nft, tx.NumOperations(), err)
+		}
+		p.metrics.operations.Add(float64(tx.NumOperations()))
+	}
+
+	changes := make([]change, 0, len(entries))
+	for _, e := range entries {
+		changes = append(changes, change{key: e.svc.Key, old: p.services[e.svc.Key], new: states[e.svc.Key]})
+	}
+	for key, old := range p.services {
+		if states[key] == nil {
+			changes = append(changes, change{key: key, old: old})
+		}
+	}
+	p.services = states
+	p.finish(changes)
+	return nil
+}
+
+// finish records a written sync: the new Service states, stale UDP flows and
+// unsupported schedulers.
+func (p *Proxier) finish(changes []change) {
+	p.synced = true
 	var flows []conntrack.Flow
 	for _, c := range changes {
 		var oldSvc, newSvc *model.Service
@@ -445,7 +540,6 @@ func (p *Proxier) sync(ctx context.Context, snap *model.Snapshot) error {
 			p.log.Debug("deleted stale UDP conntrack entries", "count", n)
 		}
 	}
-	return nil
 }
 
 func (p *Proxier) noteUnsupported(c change) {

@@ -313,20 +313,14 @@ func buildService(f ipFamily, svc *model.Service) *serviceObjects {
 	}
 	var scratch []byte
 	for _, sp := range svc.Ports {
-		algo := balance.Random
-		var seed uint64
-		if pol := portPolicy(svc, sp); pol != nil {
-			var ok bool
-			algo, ok = kernelAlgorithm(pol.Algorithm)
-			if !ok {
-				o.unsupported = append(o.unsupported, sp.ID(svc.Key)+"\x00"+string(pol.Algorithm))
-			}
-			seed = pol.MaglevSeed
+		hasExternal := len(externalIPs) > 0 || len(lbIPs) > 0 || sp.NodePort != 0
+		ch := choosePort(f, svc, sp, len(clusterIPs) > 0, hasExternal)
+		if ch.unsupported {
+			o.unsupported = append(o.unsupported, sp.ID(svc.Key)+"\x00"+string(portPolicy(svc, sp).Algorithm))
 		}
 		proto := protoName(sp.Protocol)
 		port := strconv.Itoa(int(sp.Port))
-		cluster := sp.Cluster.ForFamily(f.is6).Endpoints
-		external := sp.External.ForFamily(f.is6).Endpoints
+		cluster, external := ch.cluster, ch.external
 		for _, eps := range [2][]model.Endpoint{cluster, external} {
 			for _, ep := range eps {
 				if ep.Local || ep.NodeName == "" {
@@ -335,7 +329,7 @@ func buildService(f ipFamily, svc *model.Service) *serviceObjects {
 				}
 			}
 		}
-		pick := picker{f: f, proto: proto, algo: algo, seed: seed, affinity: svc.AffinityTimeout, o: o}
+		pick := picker{f: f, proto: proto, algo: ch.algo, seed: ch.seed, affinity: svc.AffinityTimeout, o: o}
 		id := func() string {
 			if pick.portID == "" {
 				pick.portID = portID(svc, sp)
@@ -355,18 +349,16 @@ func buildService(f ipFamily, svc *model.Service) *serviceObjects {
 		// Random choice without affinity needs no chain of its own: the frontend's
 		// slots are elements of one map and a shared pick-M chain looks them up, so
 		// an endpoint change is an element change.
-		flat := algo == balance.Random && svc.AffinityTimeout == 0 && !svc.ExternalTrafficLocal
 		svcChain := ""
-		var clusterSlots slotPlan
+		clusterSlots := ch.clusterSlots
 		if len(clusterIPs) > 0 && len(cluster) > 0 {
-			if clusterSlots = planSlots(cluster); flat && clusterSlots.ok {
+			if clusterSlots.ok {
 				svcChain = pickChain(o, "pick", clusterSlots.total)
 			} else {
 				svcChain = chainName("svc", id())
 				var rules []string
 				pick.rules(&rules, cluster)
 				o.addChain(svcChain, rules)
-				clusterSlots = slotPlan{}
 			}
 		}
 		clusterMiss := missVerdict(familyVerdict(f, sp.Cluster))
@@ -380,15 +372,11 @@ func buildService(f ipFamily, svc *model.Service) *serviceObjects {
 			}
 		}
 
-		hasExternal := len(externalIPs) > 0 || len(lbIPs) > 0 || sp.NodePort != 0
 		if !hasExternal {
 			continue
 		}
 		extChain, npChain := "", ""
-		var extSlots slotPlan
-		if len(external) > 0 && flat {
-			extSlots = planSlots(external)
-		}
+		extSlots := ch.extSlots
 		if extSlots.ok {
 			extChain = pickChain(o, "ext-pick", extSlots.total)
 			npChain = pickChain(o, "ext-np-pick", extSlots.total)
@@ -448,6 +436,67 @@ func buildService(f ipFamily, svc *model.Service) *serviceObjects {
 	}
 	o.sortElements()
 	return o
+}
+
+// portChoice is how one port's frontends in one family choose an endpoint.
+type portChoice struct {
+	algo        balance.Algorithm // what the rules do
+	seed        uint64
+	unsupported bool // the policy asks for an algorithm the rules cannot do
+	// cluster and external are the family's endpoints for ClusterIP and for external
+	// traffic.
+	cluster, external []model.Endpoint
+	// clusterSlots and extSlots are ok when those frontends pick through the slot
+	// maps and a shared pick chain (random choice, no affinity, external policy
+	// Cluster, few enough slots), and not when a chain of the Service's own picks.
+	clusterSlots, extSlots slotPlan
+}
+
+// choosePort decides how the port's frontends choose. clusterFrontends is whether the
+// Service has a ClusterIP in the family, externalFrontends whether the port has an
+// external IP, LoadBalancer IP or node port in it.
+func choosePort(f ipFamily, svc *model.Service, sp *model.ServicePort, clusterFrontends, externalFrontends bool) portChoice {
+	ch := portChoice{algo: balance.Random,
+		cluster:  sp.Cluster.ForFamily(f.is6).Endpoints,
+		external: sp.External.ForFamily(f.is6).Endpoints,
+	}
+	if pol := portPolicy(svc, sp); pol != nil {
+		var ok bool
+		ch.algo, ok = kernelAlgorithm(pol.Algorithm)
+		ch.unsupported = !ok
+		ch.seed = pol.MaglevSeed
+	}
+	flat := ch.algo == balance.Random && svc.AffinityTimeout == 0 && !svc.ExternalTrafficLocal
+	if flat && clusterFrontends {
+		ch.clusterSlots = planSlots(ch.cluster)
+	}
+	if flat && externalFrontends {
+		ch.extSlots = planSlots(ch.external)
+	}
+	return ch
+}
+
+// sharedChains calls add with the name of every shared chain buildService(f, svc)
+// uses, without building the rest.
+func sharedChains(f ipFamily, svc *model.Service, add func(string)) {
+	if !svc.Proxied() {
+		return
+	}
+	has := func(as []netip.Addr) bool { return slices.ContainsFunc(as, f.has) }
+	clusterFrontends := has(svc.ClusterIPs)
+	ipFrontends := has(svc.ExternalIPs) || has(svc.LoadBalancerIPs)
+	for _, sp := range svc.Ports {
+		externalFrontends := ipFrontends || sp.NodePort != 0
+		ch := choosePort(f, svc, sp, clusterFrontends, externalFrontends)
+		if ch.clusterSlots.ok {
+			add("pick-" + strconv.Itoa(ch.clusterSlots.total))
+		}
+		if ch.extSlots.ok {
+			for _, kind := range []string{"ext-pick-", "pick-", "ext-np-pick-", "np-pick-"} {
+				add(kind + strconv.Itoa(ch.extSlots.total))
+			}
+		}
+	}
 }
 
 // portPolicy is the TrafficPolicy in force for a port.
