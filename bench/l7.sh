@@ -6,6 +6,8 @@
 # CONNS connections for DURATION to each proxy in turn (after a short warm-up) and we
 # print requests per second, p50 and p99, and the ratios to weir. Then vegeta sends a
 # fixed rate, half of nginx's measured maximum, to each proxy and we print p50/p99.
+# The CPU column is each proxy's own CPU time (user + system, all its processes) per
+# request during its best wrk run: the figure least disturbed by a busy machine.
 #
 # Usage: bench/l7.sh            (DURATION=10s CONNS=64 THREADS=2 ROUNDS=2 by default)
 # Needs: wrk, nginx, haproxy, caddy (Debian packages; installed when missing and run as
@@ -72,6 +74,8 @@ http { access_log off; keepalive_requests 1000000;
     location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
 CONF
 nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" & pids+=($!)
+declare -A ppid
+ppid[nginx]=$!
 
 cat >"$work/haproxy.cfg" <<CONF
 global
@@ -90,6 +94,7 @@ backend be
   server s1 127.0.0.1:$BACKEND_PORT
 CONF
 haproxy -f "$work/haproxy.cfg" -db & pids+=($!)
+ppid[haproxy]=$!
 
 cat >"$work/Caddyfile" <<CONF
 {
@@ -101,8 +106,10 @@ http://127.0.0.1:$CADDY_PORT {
 }
 CONF
 XDG_DATA_HOME=$work XDG_CONFIG_HOME=$work caddy run --config "$work/Caddyfile" --adapter caddyfile >"$work/caddy.log" 2>&1 & pids+=($!)
+ppid[caddy]=$!
 
 "$work/l7gw" -listen "127.0.0.1:$WEIR_PORT" -backends "127.0.0.1:$BACKEND_PORT" >"$work/l7gw.log" 2>&1 & pids+=($!)
+ppid[weir]=$!
 
 for port in $BACKEND_PORT $WEIR_PORT $NGINX_PORT $HAPROXY_PORT $CADDY_PORT; do
 	for _ in $(seq 100); do
@@ -115,7 +122,17 @@ done
 # wrk latency figures come as 1.23ms, 456.00us or 1.02s; print milliseconds.
 to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; printf "%.3f", v}'; }
 
-declare -A rps p50 p99 fp50 fp99
+# CPU clock ticks (user + system) of a process and its children.
+ticks() {
+	local t=0 p
+	for p in "$1" $(pgrep -P "$1"); do
+		t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+	done
+	echo "$t"
+}
+hz=$(getconf CLK_TCK)
+
+declare -A rps p50 p99 fp50 fp99 cpu
 names=(weir nginx haproxy caddy)
 declare -A port=([weir]=$WEIR_PORT [nginx]=$NGINX_PORT [haproxy]=$HAPROXY_PORT [caddy]=$CADDY_PORT)
 # ROUNDS rounds, the proxies interleaved; each proxy keeps its best round, which damps
@@ -124,7 +141,10 @@ for round in $(seq "${ROUNDS:-2}"); do
 	for n in "${names[@]}"; do
 		url="http://127.0.0.1:${port[$n]}/"
 		wrk -t"$THREADS" -c"$CONNS" -d"$WARMUP" "$url" >/dev/null
+		t0=$(ticks "${ppid[$n]}")
 		out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "$url")
+		t1=$(ticks "${ppid[$n]}")
+		reqs=$(awk '/requests in/ {print $1}' <<<"$out")
 		r=$(awk '/^Requests\/sec:/ {printf "%.0f", $2}' <<<"$out")
 		errs=$(awk '/Non-2xx|Socket errors/' <<<"$out")
 		[[ -n $errs ]] && echo "$n: $errs" >&2
@@ -133,6 +153,7 @@ for round in $(seq "${ROUNDS:-2}"); do
 			rps[$n]=$r
 			p50[$n]=$(awk '$1=="50%" {print $2}' <<<"$out" | to_ms)
 			p99[$n]=$(awk '$1=="99%" {print $2}' <<<"$out" | to_ms)
+			cpu[$n]=$(awk -v t=$((t1 - t0)) -v hz="$hz" -v n="$reqs" 'BEGIN { if (n > 0) printf "%.1f", t / hz / n * 1e6; else print "-" }')
 		fi
 	done
 done
@@ -148,10 +169,10 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a/b; else p
 echo
 echo "L7 proxies, loopback, $(nproc) cores, wrk -t$THREADS -c$CONNS -d$DURATION (best of ${ROUNDS:-2}), backend nginx 'return 200', load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
-echo "| proxy | RPS | p50 ms | p99 ms | weir RPS ÷ this | p50 ms @ $rate rps | p99 ms @ $rate rps |"
-echo "|---|---:|---:|---:|---:|---:|---:|"
+echo "| proxy | RPS | p50 ms | p99 ms | weir RPS ÷ this | CPU µs/request | p50 ms @ $rate rps | p99 ms @ $rate rps |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|"
 for n in "${names[@]}"; do
-	echo "| $n | ${rps[$n]} | ${p50[$n]} | ${p99[$n]} | $(ratio "${rps[weir]}" "${rps[$n]}") | ${fp50[$n]} | ${fp99[$n]} |"
+	echo "| $n | ${rps[$n]} | ${p50[$n]} | ${p99[$n]} | $(ratio "${rps[weir]}" "${rps[$n]}") | ${cpu[$n]} | ${fp50[$n]} | ${fp99[$n]} |"
 done
 echo
 echo "targets: weir ≥ 1.2× caddy RPS: $(ratio "${rps[weir]}" "${rps[caddy]}")×; weir ≥ 0.8× nginx RPS: $(ratio "${rps[weir]}" "${rps[nginx]}")×;" \
