@@ -49,7 +49,7 @@ type fastServer struct {
 }
 
 const (
-	fastReadBufferSize  = 8 << 10
+	fastReadBufferSize  = 4 << 10 // as net/http; a longer head goes to net/http
 	fastWriteBufferSize = 8 << 10
 	// bufferBeforeChunking is how much body a response holds before it must choose
 	// between Content-Length and chunked framing (net/http's figure).
@@ -209,8 +209,19 @@ func (fc *fastConn) serve() {
 	br := fs.readers.Get().(*bufio.Reader)
 	br.Reset(c)
 	fc.br = br
-	bw := fs.writers.Get().(*bufio.Writer)
-	bw.Reset(c)
+	// The write buffer is taken for each response and given back while the connection
+	// waits, so that idle connections hold only their read buffer.
+	var bw *bufio.Writer
+	releaseWriter := func() error {
+		if bw == nil {
+			return nil
+		}
+		err := bw.Flush()
+		bw.Reset(nil)
+		fs.writers.Put(bw)
+		bw = nil
+		return err
+	}
 	handedOff := false
 	defer func() {
 		if p := recover(); p != nil && p != http.ErrAbortHandler { //nolint:errorlint // net/http compares the same way
@@ -219,25 +230,24 @@ func (fc *fastConn) serve() {
 			fs.log("gateway: panic serving "+fc.remote, "panic", fmt.Sprint(p), "stack", string(buf))
 		}
 		if !handedOff {
-			_ = bw.Flush() // what the handler wrote before a panic, as net/http does
+			_ = releaseWriter() // what the handler wrote before a panic, as net/http does
 			_ = c.Close()
+		} else if bw != nil {
+			bw.Reset(nil)
+			fs.writers.Put(bw)
 		}
 		fc.cancel()
 		br.Reset(nil)
-		bw.Reset(nil)
 		fs.readers.Put(br)
-		fs.writers.Put(bw)
 		fs.untrack(fc)
 	}()
 	w := &fc.resp
-	w.fc, w.bw = fc, bw
+	w.fc = fc
 	first := true
 	for {
 		if br.Buffered() == 0 {
-			if bw.Buffered() > 0 {
-				if err := bw.Flush(); err != nil {
-					return
-				}
+			if err := releaseWriter(); err != nil {
+				return
 			}
 			fc.idle.Store(true)
 			if fs.closing.Load() {
@@ -270,13 +280,18 @@ func (fc *fastConn) serve() {
 			sr, simple = parseRequestHead(head, fc.remote)
 		}
 		if !simple {
-			if bw.Flush() != nil {
+			if releaseWriter() != nil {
 				return
 			}
 			handedOff = fc.handOff(br)
 			return
 		}
 		_, _ = br.Discard(n)
+		if bw == nil {
+			bw = fs.writers.Get().(*bufio.Writer)
+			bw.Reset(c)
+		}
+		w.bw = bw
 		if fs.writeTimeout > 0 {
 			_ = c.SetWriteDeadline(time.Now().Add(fs.writeTimeout))
 		}
