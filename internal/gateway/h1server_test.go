@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/netip"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -459,5 +460,80 @@ func TestFastServerSlowlorisOnKeptConnection(t *testing.T) {
 	}
 	if d := time.Since(start); d > 5*time.Second {
 		t.Fatalf("partial head held the connection %v", d)
+	}
+}
+
+// TestFastServerMatchesNetHTTPResponses compares both servers and proxy paths on
+// answers the echo backend does not give: trailers, chunked and large bodies, 304,
+// and an HTTP/1.0 client for a body of unknown length.
+func TestFastServerMatchesNetHTTPResponses(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := strings.Repeat("0123456789abcdef", 5000) // 80 000 bytes: several copy buffers
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/trailers":
+			w.Header().Set("Trailer", "X-Sum")
+			w.Header().Set("Content-Type", "text/plain")
+			_, _ = io.WriteString(w, "body")
+			w.Header().Set("X-Sum", "42")
+		case "/chunked":
+			w.Header().Set("Content-Type", "text/plain")
+			for range 3 {
+				_, _ = io.WriteString(w, "part ")
+				w.(http.Flusher).Flush()
+			}
+		case "/big":
+			w.Header().Set("Content-Length", strconv.Itoa(len(big)))
+			_, _ = io.WriteString(w, big)
+		case "/bigchunked":
+			_, _ = io.WriteString(w, big)
+		case "/notmodified":
+			w.Header().Set("ETag", `"x"`)
+			w.WriteHeader(http.StatusNotModified)
+		case "/nocontenttype":
+			_, _ = io.WriteString(w, "<html><body>hi</body></html>")
+		}
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	ap := netip.MustParseAddrPort(ln.Addr().String())
+	mk := func(opts Options) *testGateway {
+		be := &model.Backend{ID: "default/b:80", PortID: "default/b:http", Weight: 1, Policy: model.DefaultPolicy(),
+			Endpoints: []model.Endpoint{{Addr: ap.Addr(), Port: int32(ap.Port()), Ready: true, Weight: 1}}}
+		return startGateway(t, opts, httpConfig(freeAddr(t), prefixRule("r", "/", be)))
+	}
+	fast := mk(Options{})
+	slow := mk(Options{DisableFastPath: true, DisableFastServer: true})
+	for _, tc := range []struct{ name, raw string }{
+		{"trailers", "GET /trailers HTTP/1.1\r\nHost: h\r\nX-Request-Id: 1\r\n\r\n"},
+		{"chunked", "GET /chunked HTTP/1.1\r\nHost: h\r\nX-Request-Id: 1\r\n\r\n"},
+		{"big", "GET /big HTTP/1.1\r\nHost: h\r\nX-Request-Id: 1\r\n\r\n"},
+		{"big chunked", "GET /bigchunked HTTP/1.1\r\nHost: h\r\nX-Request-Id: 1\r\n\r\n"},
+		{"big chunked to HTTP/1.0", "GET /bigchunked HTTP/1.0\r\nX-Request-Id: 1\r\n\r\n"},
+		{"chunked to HTTP/1.0 keep-alive", "GET /chunked HTTP/1.0\r\nConnection: keep-alive\r\nX-Request-Id: 1\r\n\r\n"},
+		{"304", "GET /notmodified HTTP/1.1\r\nHost: h\r\nX-Request-Id: 1\r\n\r\n"},
+		{"sniffed type", "GET /nocontenttype HTTP/1.1\r\nHost: h\r\nX-Request-Id: 1\r\n\r\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var got [2]string
+			for i, tg := range []*testGateway{fast, slow} {
+				resps, bodies, _ := rawExchange(t, tg.addr, tc.raw, 1, "GET")
+				resp := resps[0]
+				resp.Header.Del("Date")
+				var b strings.Builder
+				b.WriteString(resp.Status + " " + resp.Proto + " close=" + strconv.FormatBool(resp.Close) + "\n")
+				_ = resp.Header.Write(&b)
+				b.WriteString("te=" + strings.Join(resp.TransferEncoding, ",") + " cl=" + strconv.FormatInt(resp.ContentLength, 10) + "\n")
+				_ = resp.Trailer.Write(&b)
+				b.WriteString(strconv.Itoa(len(bodies[0])) + " bytes, starting " + string(bodies[0][:min(len(bodies[0]), 40)]))
+				got[i] = b.String()
+			}
+			if got[0] != got[1] {
+				t.Fatalf("fast server and path:\n%s\n\nnet/http and ReverseProxy:\n%s", got[0], got[1])
+			}
+		})
 	}
 }
