@@ -176,10 +176,6 @@ func (lp *eventLoop) run() {
 // wait returns the number of events in lp.events: at once when there are some, else
 // when some arrive or the next connection is due (then maybe none).
 func (lp *eventLoop) wait() (int, error) {
-	n, err := unix.EpollWait(lp.epfd, lp.events, 0)
-	if n > 0 || (err != nil && !errors.Is(err, unix.EINTR)) {
-		return max(n, 0), err
-	}
 	due := time.Duration(-1)
 	if len(lp.timers) > 0 {
 		due = lp.timers[0].due
@@ -187,23 +183,32 @@ func (lp *eventLoop) wait() (int, error) {
 	if len(lp.retry) > 0 && (due < 0 || lp.retryAt < due) {
 		due = lp.retryAt
 	}
-	var deadline time.Time
+	// The deadline only ever moves earlier, or once it passed: a later due (its
+	// connection went) costs one early wake-up, not a SetReadDeadline per wait.
+	var deadline time.Time // none
 	if due >= 0 {
-		// Whole milliseconds, so that the deadline changes less often.
+		// Whole milliseconds, so that most dues share a deadline.
 		deadline = lp.base.Add((due + time.Millisecond - 1).Truncate(time.Millisecond))
 	}
-	if !deadline.Equal(lp.deadline) {
+	passed := !lp.deadline.IsZero() && !lp.deadline.After(lp.base.Add(lp.now))
+	if passed || (!deadline.IsZero() && (lp.deadline.IsZero() || deadline.Before(lp.deadline))) {
 		if err := lp.epoll.SetReadDeadline(deadline); err != nil {
 			return 0, err
 		}
 		lp.deadline = deadline
 	}
-	n = 0
+	// Read calls the function at once and, while it reports false, parks until the
+	// runtime's poller finds the epoll descriptor readable or the deadline passes.
+	var n int
+	var err error
 	rerr := lp.raw.Read(func(uintptr) bool {
 		n, err = unix.EpollWait(lp.epfd, lp.events, 0)
 		return n > 0 || (err != nil && !errors.Is(err, unix.EINTR))
 	})
-	if rerr != nil && !errors.Is(rerr, os.ErrDeadlineExceeded) {
+	if errors.Is(rerr, os.ErrDeadlineExceeded) {
+		// Read returned without polling when the deadline had already passed.
+		n, err = unix.EpollWait(lp.epfd, lp.events, 0)
+	} else if rerr != nil {
 		return 0, rerr
 	}
 	if err != nil && !errors.Is(err, unix.EINTR) {
