@@ -202,12 +202,12 @@ func (lp *eventLoop) wait() (int, error) {
 	var n int
 	var err error
 	rerr := lp.raw.Read(func(uintptr) bool {
-		n, err = unix.EpollWait(lp.epfd, lp.events, 0)
+		n, err = sysEpollPoll(lp.epfd, lp.events)
 		return n > 0 || (err != nil && !errors.Is(err, unix.EINTR))
 	})
 	if errors.Is(rerr, os.ErrDeadlineExceeded) {
 		// Read returned without polling when the deadline had already passed.
-		n, err = unix.EpollWait(lp.epfd, lp.events, 0)
+		n, err = sysEpollPoll(lp.epfd, lp.events)
 	} else if rerr != nil {
 		return 0, rerr
 	}
@@ -264,7 +264,7 @@ func (lp *eventLoop) register(fd int, h eventHandler, events uint32) error {
 	lp.gen++
 	lp.slots[fd] = slot{h: h, gen: lp.gen}
 	ev := unix.EpollEvent{Events: events, Fd: int32(fd), Pad: int32(lp.gen)}
-	if err := unix.EpollCtl(lp.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+	if err := sysEpollCtl(lp.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
 		lp.slots[fd] = slot{}
 		return err
 	}

@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"os"
 	"sync"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -60,16 +59,6 @@ func sockaddrOf(ap netip.AddrPort) unix.Sockaddr {
 	return &unix.SockaddrInet6{Port: int(ap.Port()), Addr: a.As16()}
 }
 
-func addrPortOf(sa syscall.Sockaddr) netip.AddrPort {
-	switch sa := sa.(type) {
-	case *syscall.SockaddrInet4:
-		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port))
-	case *syscall.SockaddrInet6:
-		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), uint16(sa.Port))
-	}
-	return netip.AddrPort{}
-}
-
 // listenerEvents: level-triggered, so that a loop that stopped after acceptBatch
 // connections is told again; exclusive, so that a new connection wakes one loop.
 const listenerEvents = unix.EPOLLIN | unix.EPOLLEXCLUSIVE
@@ -85,7 +74,7 @@ func (l *listener) addTo(lp *eventLoop) {
 func (l *listener) removeFrom(lp *eventLoop) {
 	if l.fd < len(lp.slots) && lp.slots[l.fd].h == eventHandler(l) {
 		lp.forget(l.fd)
-		_ = unix.EpollCtl(lp.epfd, unix.EPOLL_CTL_DEL, l.fd, nil)
+		_ = sysEpollCtl(lp.epfd, unix.EPOLL_CTL_DEL, l.fd, nil)
 	}
 	for i, r := range lp.retry {
 		if r == l {
@@ -100,11 +89,11 @@ func (l *listener) ready(lp *eventLoop, _ uint32) { l.accept(lp) }
 
 func (l *listener) accept(lp *eventLoop) {
 	for range acceptBatch {
-		// syscall's, not unix's: unix.Accept4 asks for SO_PROTOCOL of every IPv4
-		// connection (for L2TP), a getsockopt per connection.
-		fd, sa, err := syscall.Accept4(l.fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		// Not unix.Accept4, which asks for SO_PROTOCOL of every IPv4 connection (for
+		// L2TP): a getsockopt per connection.
+		fd, client, err := sysAccept(l.fd)
 		if err == nil {
-			l.accepted(lp, fd, sa)
+			l.accepted(lp, fd, client)
 			continue
 		}
 		switch {
@@ -135,10 +124,9 @@ func (l *listener) retryAccept(lp *eventLoop) {
 
 // accepted starts serving one connection by the listener's target: forwarded to an
 // endpoint, reset (Reject) or held (Drop, source range).
-func (l *listener) accepted(lp *eventLoop, fd int, sa syscall.Sockaddr) {
+func (l *listener) accepted(lp *eventLoop, fd int, client netip.AddrPort) {
 	st := l.state.Load()
 	t, m := st.target, st.metrics
-	client := addrPortOf(sa)
 	l.p.open.Add(1)
 	c := &tcpConn{t: t, m: m, client: side{fd: fd}, server: side{fd: -1}, k: -1, heapIndex: -1}
 	c.client.c, c.server.c = c, c
@@ -162,7 +150,7 @@ func (l *listener) accepted(lp *eventLoop, fd int, sa syscall.Sockaddr) {
 		c.hold(lp)
 		return
 	}
-	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	_ = sysSetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 	if err := lp.register(fd, &c.client, edgeEvents); err != nil {
 		l.p.log.Error("epoll_ctl", "frontend", l.key.String(), "err", err)
 		c.reset(lp)
@@ -281,11 +269,11 @@ func (c *tcpConn) connect(lp *eventLoop) {
 		b := t.backends[k]
 		b.load.Begin()
 		c.started = time.Now()
-		fd, err := dialNonblocking(b.addr)
+		fd, err := sysDial(b.addr)
 		if err == nil {
 			c.server = side{c: c, fd: fd}
 			if err = lp.register(fd, &c.server, edgeEvents); err != nil {
-				_ = unix.Close(fd)
+				_ = sysClose(fd)
 				c.server.fd = -1
 			}
 		}
@@ -302,23 +290,6 @@ func (c *tcpConn) connect(lp *eventLoop) {
 	c.reset(lp)
 }
 
-func dialNonblocking(ap netip.AddrPort) (int, error) {
-	family := unix.AF_INET
-	if ap.Addr().Is6() {
-		family = unix.AF_INET6
-	}
-	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return -1, fmt.Errorf("socket: %w", err)
-	}
-	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-	if err := unix.Connect(fd, sockaddrOf(ap)); err != nil && !errors.Is(err, unix.EINPROGRESS) {
-		_ = unix.Close(fd)
-		return -1, fmt.Errorf("connect: %w", err)
-	}
-	return fd, nil
-}
-
 // connectFailed accounts for a failed connect to backend k.
 func (c *tcpConn) connectFailed(lp *eventLoop, k int, err error) {
 	c.t.backends[k].load.End()
@@ -330,7 +301,7 @@ func (c *tcpConn) connectFailed(lp *eventLoop, k int, err error) {
 // retry abandons the connect in flight and tries the next backend.
 func (c *tcpConn) retry(lp *eventLoop, err error) {
 	lp.forget(c.server.fd)
-	_ = unix.Close(c.server.fd)
+	_ = sysClose(c.server.fd)
 	c.server = side{c: c, fd: -1}
 	c.state = accepted
 	c.connectFailed(lp, c.k, err)
@@ -386,7 +357,7 @@ func (c *tcpConn) hold(lp *eventLoop) {
 // discard reads and drops what a held client sends; its EOF ends the hold.
 func (c *tcpConn) discard(lp *eventLoop) {
 	for c.client.readable {
-		n, err := unix.Read(c.client.fd, lp.scratch)
+		n, err := sysRead(c.client.fd, lp.scratch)
 		switch {
 		case errors.Is(err, unix.EAGAIN):
 			c.client.readable = false
@@ -422,7 +393,7 @@ func (d *dir) pump(lp *eventLoop, c *tcpConn, other *dir) error {
 			if !d.dst.writable {
 				return nil
 			}
-			n, err := unix.Splice(d.pipe[0], nil, d.dst.fd, nil, d.inPipe, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+			n, err := sysSplice(d.pipe[0], d.dst.fd, d.inPipe)
 			if err != nil {
 				if errors.Is(err, unix.EAGAIN) {
 					d.dst.writable = false
@@ -433,13 +404,13 @@ func (d *dir) pump(lp *eventLoop, c *tcpConn, other *dir) error {
 				}
 				return err
 			}
-			d.inPipe -= int(n)
+			d.inPipe -= n
 			d.bytes += int64(n)
 		case d.end > d.off:
 			if !d.dst.writable {
 				return nil
 			}
-			n, err := unix.Write(d.dst.fd, d.buf[d.off:d.end])
+			n, err := sysWrite(d.dst.fd, d.buf[d.off:d.end])
 			if err != nil {
 				if errors.Is(err, unix.EAGAIN) {
 					d.dst.writable = false
@@ -463,7 +434,7 @@ func (d *dir) pump(lp *eventLoop, c *tcpConn, other *dir) error {
 			if other.done {
 				return nil // the full close sends the FIN
 			}
-			if err := unix.Shutdown(d.dst.fd, unix.SHUT_WR); err != nil {
+			if err := sysShutdown(d.dst.fd, unix.SHUT_WR); err != nil {
 				return fmt.Errorf("shutdown: %w", err)
 			}
 			return nil
@@ -474,7 +445,7 @@ func (d *dir) pump(lp *eventLoop, c *tcpConn, other *dir) error {
 				d.splice = false
 				continue
 			}
-			n, err := unix.Splice(d.src.fd, nil, d.pipe[1], nil, maxSplice, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+			n, err := sysSplice(d.src.fd, d.pipe[1], maxSplice)
 			if err != nil {
 				if errors.Is(err, unix.EAGAIN) {
 					d.src.readable, d.src.drain = false, false
@@ -489,7 +460,7 @@ func (d *dir) pump(lp *eventLoop, c *tcpConn, other *dir) error {
 				d.eof = true
 				continue
 			}
-			d.inPipe += int(n)
+			d.inPipe += n
 			c.last = lp.now
 		default:
 			if err := d.copy(lp, c); err != nil {
@@ -502,7 +473,7 @@ func (d *dir) pump(lp *eventLoop, c *tcpConn, other *dir) error {
 // copy reads once into the loop's buffer and writes what it read, keeping the rest.
 func (d *dir) copy(lp *eventLoop, c *tcpConn) error {
 	buf := lp.scratch
-	n, err := unix.Read(d.src.fd, buf)
+	n, err := sysRead(d.src.fd, buf)
 	if err != nil {
 		if errors.Is(err, unix.EAGAIN) {
 			d.src.readable, d.src.drain = false, false
@@ -520,7 +491,7 @@ func (d *dir) copy(lp *eventLoop, c *tcpConn) error {
 	c.last = lp.now
 	w := 0
 	if d.dst.writable {
-		w, err = unix.Write(d.dst.fd, buf[:n])
+		w, err = sysWrite(d.dst.fd, buf[:n])
 		if err != nil {
 			w = 0
 			if !errors.Is(err, unix.EAGAIN) && !errors.Is(err, unix.EINTR) {
@@ -561,8 +532,8 @@ func (d *dir) release(buffers *sync.Pool) {
 		d.buf = nil
 	}
 	if d.pipe[0] != 0 {
-		_ = unix.Close(d.pipe[0])
-		_ = unix.Close(d.pipe[1])
+		_ = sysClose(d.pipe[0])
+		_ = sysClose(d.pipe[1])
 		d.pipe = [2]int{}
 	}
 }
@@ -590,7 +561,7 @@ func (c *tcpConn) close(lp *eventLoop) {
 	for _, s := range []*side{&c.client, &c.server} {
 		if s.fd >= 0 {
 			lp.forget(s.fd)
-			_ = unix.Close(s.fd)
+			_ = sysClose(s.fd)
 			s.fd = -1
 		}
 	}
