@@ -42,10 +42,12 @@ type fastServer struct {
 	readers, writers sync.Pool
 	date             atomic.Pointer[dateValue]
 
-	closing atomic.Bool
-	mu      sync.Mutex
-	conns   map[*fastConn]struct{}
-	wg      sync.WaitGroup // connection goroutines
+	closing   atomic.Bool
+	watchStop chan struct{} // ends watch
+	watchDone chan struct{}
+	mu        sync.Mutex
+	conns     map[*fastConn]struct{}
+	wg        sync.WaitGroup // connection goroutines
 }
 
 const (
@@ -68,11 +70,40 @@ func newFastServer(ln net.Listener, srv *http.Server, baseCtx context.Context, m
 		ln: ln, handoff: newHandoffListener(ln.Addr()), srv: srv, handler: handler, log: log,
 		baseCtx:   context.WithValue(baseCtx, http.ServerContextKey, srv),
 		maxHeader: maxHeader, headerTimeout: headerTimeout, idleTimeout: idleTimeout, writeTimeout: writeTimeout,
-		conns: map[*fastConn]struct{}{},
+		conns: map[*fastConn]struct{}{}, watchStop: make(chan struct{}), watchDone: make(chan struct{}),
 	}
 	fs.readers.New = func() any { return bufio.NewReaderSize(nil, fastReadBufferSize) }
 	fs.writers.New = func() any { return bufio.NewWriterSize(nil, fastWriteBufferSize) }
+	go fs.watch() // stopped by shutdown
 	return fs
+}
+
+// slowRequest is how long a request may run before its connection is watched for the
+// client going away.
+const slowRequest = 100 * time.Millisecond
+
+// watch starts a background read on the connections whose request has run for
+// slowRequest, so that a client that goes away cancels its request (net/http reads in
+// the background during every request; here only slow ones pay for it).
+func (fs *fastServer) watch() {
+	defer close(fs.watchDone)
+	t := time.NewTicker(slowRequest)
+	defer t.Stop()
+	for {
+		select {
+		case <-fs.watchStop:
+			return
+		case now := <-t.C:
+			limit := now.Add(-slowRequest).UnixNano()
+			fs.mu.Lock()
+			for fc := range fs.conns {
+				if since := fc.since.Load(); since != 0 && since < limit {
+					fc.startBackgroundRead()
+				}
+			}
+			fs.mu.Unlock()
+		}
+	}
 }
 
 // serve accepts connections until the listener is closed. net/http's server must be
@@ -134,6 +165,7 @@ func (fs *fastServer) shutdown(ctx context.Context) error {
 			fs.closeAll()
 			fs.wg.Wait()
 			<-done
+			fs.stopWatch()
 			return errors.Join(ctx.Err(), srvErr)
 		case <-t.C:
 		}
@@ -141,7 +173,19 @@ func (fs *fastServer) shutdown(ctx context.Context) error {
 	}
 	fs.wg.Wait()
 	<-done
+	fs.stopWatch()
 	return srvErr
+}
+
+func (fs *fastServer) stopWatch() {
+	fs.mu.Lock()
+	select {
+	case <-fs.watchStop:
+	default:
+		close(fs.watchStop)
+	}
+	fs.mu.Unlock()
+	<-fs.watchDone
 }
 
 // closeIdle closes the connections waiting for a request and returns how many
@@ -198,6 +242,71 @@ type fastConn struct {
 	idle   atomic.Bool // waiting for the next request
 	br     *bufio.Reader
 	resp   fastResponse
+
+	// The background read of a slow request (see fastServer.watch).
+	since  atomic.Int64 // when the request in the handler started (Unix ns); 0 outside
+	bg     atomic.Int32 // bgNone, bgAllowed (in the handler), bgRunning
+	bgMu   sync.Mutex   // orders the read deadline changes of watch and serve
+	bgWG   sync.WaitGroup
+	bgByte [1]byte
+	bgHas  bool // bgByte holds the first byte of what the client sent next
+	gone   bool // the background read saw the client go away
+}
+
+const (
+	bgNone int32 = iota
+	bgAllowed
+	bgRunning
+)
+
+// startBackgroundRead reads one byte of the connection while the handler runs: the
+// client going away (EOF, reset) cancels the request's context; a byte (a pipelined
+// request) is kept for the next read.
+func (fc *fastConn) startBackgroundRead() {
+	fc.bgMu.Lock()
+	defer fc.bgMu.Unlock()
+	fc.bgWG.Add(1)
+	if !fc.bg.CompareAndSwap(bgAllowed, bgRunning) {
+		fc.bgWG.Done()
+		return
+	}
+	_ = fc.c.SetReadDeadline(time.Time{})
+	go func() {
+		defer fc.bgWG.Done()
+		n, err := fc.c.Read(fc.bgByte[:])
+		fc.bgHas = n == 1
+		var ne net.Error
+		if err != nil && !(errors.As(err, &ne) && ne.Timeout()) {
+			fc.gone = true
+			fc.cancel()
+		}
+	}()
+}
+
+// stopBackgroundRead ends the background read, if one was started, once the handler
+// returned.
+func (fc *fastConn) stopBackgroundRead() {
+	fc.since.Store(0)
+	if fc.bg.CompareAndSwap(bgAllowed, bgNone) {
+		return
+	}
+	fc.bgMu.Lock()
+	_ = fc.c.SetReadDeadline(time.Unix(1, 0)) // unblock it now
+	fc.bgMu.Unlock()
+	fc.bgWG.Wait()
+	_ = fc.c.SetReadDeadline(time.Time{}) // the next wait sets its own
+	fc.bg.Store(bgNone)
+}
+
+// Read is what the connection's bufio.Reader reads: the byte a background read took,
+// then the connection.
+func (fc *fastConn) Read(p []byte) (int, error) {
+	if fc.bgHas && len(p) > 0 {
+		fc.bgHas = false
+		p[0] = fc.bgByte[0]
+		return 1, nil
+	}
+	return fc.c.Read(p)
 }
 
 // bufferedRequest is how many bytes of further requests are already read.
@@ -207,7 +316,7 @@ func (fc *fastConn) serve() {
 	fs := fc.fs
 	c := fc.c
 	br := fs.readers.Get().(*bufio.Reader)
-	br.Reset(c)
+	br.Reset(fc)
 	fc.br = br
 	// The write buffer is taken for each response and given back while the connection
 	// waits, so that idle connections hold only their read buffer.
@@ -232,6 +341,7 @@ func (fc *fastConn) serve() {
 		if !handedOff {
 			_ = releaseWriter() // what the handler wrote before a panic, as net/http does
 			_ = c.Close()
+			fc.bgWG.Wait() // a background read left by a panic ends with the close
 		} else if bw != nil {
 			bw.Reset(nil)
 			fs.writers.Put(bw)
@@ -296,7 +406,13 @@ func (fc *fastConn) serve() {
 			_ = c.SetWriteDeadline(time.Now().Add(fs.writeTimeout))
 		}
 		w.reset(sr)
+		fc.since.Store(time.Now().UnixNano())
+		fc.bg.Store(bgAllowed)
 		fs.handler(fc.ctx, w, sr.req)
+		fc.stopBackgroundRead()
+		if fc.gone {
+			return
+		}
 		w.finish()
 		if w.err != nil || w.closeAfter {
 			return
@@ -338,6 +454,10 @@ func (fs *fastServer) readHead(br *bufio.Reader, c net.Conn, deadlineSet bool) (
 func (fc *fastConn) handOff(br *bufio.Reader) bool {
 	pre, _ := br.Peek(br.Buffered())
 	pc := &prefixConn{Conn: fc.c, pre: bytes.Clone(pre)}
+	if fc.bgHas { // not read by br yet: it comes after br's bytes
+		pc.pre = append(pc.pre, fc.bgByte[0])
+		fc.bgHas = false
+	}
 	_ = fc.c.SetReadDeadline(time.Time{})
 	_ = fc.c.SetWriteDeadline(time.Time{})
 	return fc.fs.handoff.push(pc)

@@ -537,3 +537,78 @@ func TestFastServerMatchesNetHTTPResponses(t *testing.T) {
 		})
 	}
 }
+
+// TestFastServerClientGoneCancels: a client that goes away during a slow bodyless
+// request cancels it (the backend sees its request's context end), as with net/http;
+// and a slow request on a connection that stays open is answered normally, with the
+// pipelined request behind it.
+func TestFastServerClientGoneCancels(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancelled := make(chan struct{}, 1)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			time.Sleep(300 * time.Millisecond)
+			_, _ = io.WriteString(w, "slow")
+			return
+		}
+		if r.URL.Path != "/hang" {
+			_, _ = io.WriteString(w, r.Method+" fast")
+			return
+		}
+		select {
+		case <-r.Context().Done():
+			cancelled <- struct{}{}
+		case <-time.After(10 * time.Second):
+		}
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	ap := netip.MustParseAddrPort(ln.Addr().String())
+	be := &model.Backend{ID: "default/b:80", PortID: "default/b:http", Weight: 1, Policy: model.DefaultPolicy(),
+		Endpoints: []model.Endpoint{{Addr: ap.Addr(), Port: int32(ap.Port()), Ready: true, Weight: 1}}}
+	tg := startGateway(t, Options{}, httpConfig(freeAddr(t), prefixRule("r", "/", be)))
+
+	resps, bodies, _ := rawExchange(t, tg.addr, "GET /slow HTTP/1.1\r\nHost: h\r\n\r\nGET /next HTTP/1.1\r\nHost: h\r\n\r\n", 2, "GET")
+	if resps[0].StatusCode != 200 || string(bodies[0]) != "slow" || resps[1].StatusCode != 200 || string(bodies[1]) != "GET fast" {
+		t.Fatalf("slow then pipelined: %d %q, %d %q", resps[0].StatusCode, bodies[0], resps[1].StatusCode, bodies[1])
+	}
+
+	// The next request arrives while the slow one runs: the background read takes its
+	// first byte, which must not be lost.
+	pc, err := net.Dial("tcp", tg.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	_ = pc.SetDeadline(time.Now().Add(10 * time.Second))
+	_, _ = io.WriteString(pc, "GET /slow HTTP/1.1\r\nHost: h\r\n\r\n")
+	time.Sleep(250 * time.Millisecond)
+	_, _ = io.WriteString(pc, "GET /next HTTP/1.1\r\nHost: h\r\n\r\n")
+	pbr := bufio.NewReader(pc)
+	for _, want := range []string{"slow", "GET fast"} {
+		resp, err := http.ReadResponse(pbr, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 || string(body) != want {
+			t.Fatalf("%d %q, want %q", resp.StatusCode, body, want)
+		}
+	}
+
+	c, err := net.Dial("tcp", tg.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.WriteString(c, "GET /hang HTTP/1.1\r\nHost: h\r\n\r\n")
+	time.Sleep(400 * time.Millisecond) // past slowRequest and a watch tick
+	c.Close()
+	select {
+	case <-cancelled:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the upstream request was not cancelled when the client went away")
+	}
+}
