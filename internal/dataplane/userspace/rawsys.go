@@ -30,8 +30,11 @@ func sysRead(fd int, p []byte) (int, error) {
 	return int(r), nil
 }
 
+// sysWrite sends on a socket; MSG_NOSIGNAL: a peer that is gone makes it fail with
+// EPIPE without a SIGPIPE to the thread.
 func sysWrite(fd int, p []byte) (int, error) {
-	r, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)))
+	r, _, e := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)),
+		unix.MSG_NOSIGNAL, 0, 0)
 	if e != 0 {
 		return 0, e
 	}

@@ -165,3 +165,66 @@ func TestAllEndpointsDownResets(t *testing.T) {
 		t.Fatalf("refused{exhausted} = %v, want 1", v)
 	}
 }
+
+// TestIPv6 proxies from an IPv6 frontend to an IPv6 endpoint.
+func TestIPv6(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp6", "[::1]:0")
+	if err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_, _ = io.WriteString(c, "v6\n")
+				_, _ = io.Copy(c, c)
+			}()
+		}
+	}()
+	be := ln.Addr().(*net.TCPAddr).AddrPort()
+	p := newProxy(t, Options{})
+	mustSync(t, p, snap(service("v6", model.TCP, "::1", 18086, endpoints(be))))
+	if name := mustGreet(t, "[::1]:18086"); name != "v6" {
+		t.Fatalf("got %q", name)
+	}
+}
+
+// TestLoadBalancerSourceRanges: a client inside loadBalancerSourceRanges is proxied;
+// one outside is held without an answer and reset at the connect timeout.
+func TestLoadBalancerSourceRanges(t *testing.T) {
+	t.Parallel()
+	a := startTCPBackend(t, "a")
+	svc := service("lb", model.TCP, "127.0.14.4", 80, endpoints(a.addr))
+	svc.Type = model.LoadBalancer
+	svc.LoadBalancerIPs = []netip.Addr{netip.MustParseAddr("127.0.14.5")}
+	svc.LoadBalancerSourceRanges = []netip.Prefix{netip.MustParsePrefix("127.0.77.0/24")}
+	svc.Policy.ConnectTimeout = 300 * time.Millisecond
+	p := newProxy(t, Options{})
+	mustSync(t, p, snap(svc))
+	if name, err := greet("127.0.14.5:80", netip.MustParseAddr("127.0.77.1")); err != nil || name != "a" {
+		t.Fatalf("client inside the source ranges: %q, %v", name, err)
+	}
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 78, 1)}}
+	c, err := d.Dial("tcp", "127.0.14.5:80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	if _, err := c.Read(make([]byte, 1)); !isTimeout(err) {
+		t.Fatalf("client outside the source ranges got %v, want no answer", err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, unix.ECONNRESET) {
+		t.Fatalf("held connection ended with %v, want a reset", err)
+	}
+	if v := testutil.ToFloat64(p.metrics.refused.WithLabelValues("default/lb:80", "127.0.14.5:80", "source-range")); v != 1 {
+		t.Fatalf("refused{source-range} = %v, want 1", v)
+	}
+}
