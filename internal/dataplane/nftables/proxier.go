@@ -421,6 +421,25 @@ func (p *Proxier) syncFull(ctx context.Context, snap *model.Snapshot) (err error
 			}
 		}
 	}()
+	// nft starts first: it loads while the Services are listed.
+	for ti, t := range p.tables {
+		tx := t.nft.NewTransaction()
+		tx.Add(&knftables.Table{Comment: ptr("weir service proxy")})
+		tx.Delete(&knftables.Table{})
+		tx.Add(&knftables.Table{Comment: ptr("weir service proxy")})
+		for _, obj := range baseObjects(t.f, p.opts.MasqueradeMark, p.opts.NodePortAddresses) {
+			tx.Add(obj)
+		}
+		if t.bulk == nil {
+			outs[ti].tx, outs[ti].w = tx, newWriter()
+			continue
+		}
+		script := newTableScript(t.f)
+		if err := script.start(ctx, t.bulk, tx); err != nil {
+			return fmt.Errorf("nftables full sync (%s): %w", t.f.nft, err)
+		}
+		outs[ti].script = script
+	}
 	// Services in key order (the first of two claiming a frontend keeps it); the first
 	// of duplicate keys wins.
 	type entry struct {
@@ -438,42 +457,29 @@ func (p *Proxier) syncFull(ctx context.Context, snap *model.Snapshot) (err error
 		entries = append(entries, entry{name: svc.Key.String(), svc: svc})
 		elements++
 		for _, sp := range svc.Ports {
-			elements += 1 + len(sp.Endpoints)
+			elements += 1 + max(len(sp.Cluster.Endpoints), len(sp.External.Endpoints))
 		}
 	}
 	for ti, t := range p.tables {
 		t.owners, t.refs = make(map[string]model.ServiceKey, elements), map[string]int{}
-		tx := t.nft.NewTransaction()
-		tx.Add(&knftables.Table{Comment: ptr("weir service proxy")})
-		tx.Delete(&knftables.Table{})
-		tx.Add(&knftables.Table{Comment: ptr("weir service proxy")})
-		for _, obj := range baseObjects(t.f, p.opts.MasqueradeMark, p.opts.NodePortAddresses) {
-			tx.Add(obj)
+		if script := outs[ti].script; script != nil {
+			shared := map[string]bool{}
+			for _, e := range entries {
+				sharedChains(t.f, e.svc, func(name string) { shared[name] = true })
+			}
+			script.sharedChains(sortedKeys(shared))
 		}
-		if t.bulk == nil {
-			outs[ti].tx, outs[ti].w = tx, newWriter()
-			continue
-		}
-		script := newTableScript(t.f)
-		if err := script.start(ctx, t.bulk, tx); err != nil {
-			return fmt.Errorf("nftables full sync (%s): %w", t.f.nft, err)
-		}
-		outs[ti].script = script
-		shared := map[string]bool{}
-		for _, e := range entries {
-			sharedChains(t.f, e.svc, func(name string) { shared[name] = true })
-		}
-		script.sharedChains(sortedKeys(shared))
 	}
 	slices.SortFunc(entries, func(a, b entry) int { return strings.Compare(a.name, b.name) })
 
 	states := make(map[model.ServiceKey]*serviceState, len(entries))
 	var spec []byte
+	var b builder
 	for _, e := range entries {
 		spec = fingerprint.Append(spec[:0], e.svc)
 		st := &serviceState{gen: p.gen, svc: e.svc, spec: slices.Clone(spec), objs: make([]*serviceObjects, len(p.tables))}
 		for ti, t := range p.tables {
-			o := buildService(t.f, e.svc)
+			o := b.build(t.f, e.svc)
 			st.objs[ti] = o
 			if s := outs[ti].script; s != nil {
 				s.service(p.log, e.svc.Key, o, t.owners, t.refs)

@@ -273,9 +273,19 @@ func kernelAlgorithm(a balance.Algorithm) (balance.Algorithm, bool) {
 	return balance.Random, false
 }
 
-// buildService computes the objects svc owns in the table of family f. It runs for
-// every Service on a full sync, so it avoids allocations where it easily can.
+// buildService computes the objects svc owns in the table of family f.
 func buildService(f ipFamily, svc *model.Service) *serviceObjects {
+	var b builder
+	return b.build(f, svc)
+}
+
+// builder builds Services' objects, reusing its buffer from one to the next. A full
+// sync builds every Service, so this avoids allocations where it easily can.
+type builder struct {
+	scratch []byte
+}
+
+func (bd *builder) build(f ipFamily, svc *model.Service) *serviceObjects {
 	o := &serviceObjects{}
 	if !svc.Proxied() {
 		return o
@@ -296,10 +306,12 @@ func buildService(f ipFamily, svc *model.Service) *serviceObjects {
 			lbIPs = append(lbIPs, a.Unmap())
 		}
 	}
+	// Elements: the ClusterIPs, and per port each frontend (and node port) with its
+	// slots, and LoadBalancer IPs' firewall elements.
 	frontends := len(clusterIPs) + len(externalIPs) + len(lbIPs)
 	n := len(clusterIPs)
 	for _, sp := range svc.Ports {
-		n += (frontends + 1) * (2 + len(sp.Endpoints))
+		n += (frontends+1)*(1+max(len(sp.Cluster.Endpoints), len(sp.External.Endpoints))) + len(lbIPs)
 	}
 	o.elements = make([]element, 0, n)
 	for _, a := range clusterIPs {
@@ -311,7 +323,8 @@ func buildService(f ipFamily, svc *model.Service) *serviceObjects {
 			ranges = append(ranges, p.Masked().String())
 		}
 	}
-	var scratch []byte
+	scratch := bd.scratch
+	defer func() { bd.scratch = scratch }()
 	for _, sp := range svc.Ports {
 		hasExternal := len(externalIPs) > 0 || len(lbIPs) > 0 || sp.NodePort != 0
 		ch := choosePort(f, svc, sp, len(clusterIPs) > 0, hasExternal)
