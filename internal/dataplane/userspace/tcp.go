@@ -96,23 +96,20 @@ func (l *listener) accept(lp *eventLoop) {
 			l.accepted(lp, fd, client)
 			continue
 		}
-		switch {
-		case errors.Is(err, unix.EAGAIN):
+		switch err {
+		case unix.EAGAIN:
 			return
-		case errors.Is(err, unix.EINTR), errors.Is(err, unix.ECONNABORTED):
-			continue
-		case errors.Is(err, unix.EMFILE), errors.Is(err, unix.ENFILE), errors.Is(err, unix.ENOBUFS), errors.Is(err, unix.ENOMEM):
-			// Out of descriptors or memory: stop listening on this loop for a while
-			// (level-triggered, it would report the pending connection at once).
-			l.p.log.Warn("accept", "frontend", l.key.String(), "err", err, "retry_in", acceptRetry)
-			l.removeFrom(lp)
-			lp.retry = append(lp.retry, l)
-			lp.retryAt = lp.now + acceptRetry
-			return
-		default:
-			l.p.log.Error("accept", "frontend", l.key.String(), "err", err)
-			return
+		case unix.EINTR, unix.ECONNABORTED, unix.EPERM, unix.EPROTO, unix.ENETDOWN, unix.ENOPROTOOPT,
+			unix.EHOSTDOWN, unix.ENONET, unix.EHOSTUNREACH, unix.EOPNOTSUPP, unix.ENETUNREACH:
+			continue // that connection failed (accept(2)): take the next
 		}
+		// Out of descriptors or memory, or worse: stop accepting on this loop for a
+		// while (level-triggered, the pending connection would be reported at once).
+		l.p.log.Warn("accept", "frontend", l.key.String(), "err", err, "retry_in", acceptRetry)
+		l.removeFrom(lp)
+		lp.retry = append(lp.retry, l)
+		lp.retryAt = lp.now + acceptRetry
+		return
 	}
 }
 
