@@ -16,9 +16,8 @@ import (
 // descriptors with one epoll instance and one goroutine, the way HAProxy does: no
 // goroutine per connection, no park and wake-up per blocking step, and none of the net
 // package's per-connection getsockname/getpeername/SO_ERROR calls or read-until-EAGAIN.
-// The Proxy runs one loop per P; every loop waits on every TCP listening socket
-// (EPOLLEXCLUSIVE, so a new connection wakes one idle loop) and owns the connections it
-// accepted.
+// The Proxy runs one loop per P (at most maxLoops); every loop waits on every TCP
+// listening socket and owns the connections it accepted.
 //
 // Every descriptor is registered edge-triggered for input, output and peer shutdown.
 // Readiness is remembered per side (readable, writable) and cleared by EAGAIN, or by a
@@ -65,6 +64,11 @@ type eventHandler interface {
 }
 
 const (
+	// maxLoops caps the event loops (one per P up to this). Every loop waits on every
+	// listening socket and, parked in the runtime's poller, each is woken by a new
+	// connection (EPOLLEXCLUSIVE only applies to threads blocked in epoll_wait): the
+	// losers' accept4 finds nothing, a cost that grows with the number of loops.
+	maxLoops   = 8
 	maxEvents  = 128
 	edgeEvents = unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET
 	// acceptBatch bounds the connections one loop accepts per wake-up, so that a

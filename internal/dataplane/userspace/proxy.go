@@ -98,7 +98,7 @@ func New(opts Options) (*Proxy, error) {
 		sctp: map[string]bool{}, stop: make(chan struct{}),
 	}
 	p.buffers.New = func() any { return new([copyBufferSize]byte) }
-	for range runtime.GOMAXPROCS(0) {
+	for range min(runtime.GOMAXPROCS(0), maxLoops) {
 		lp, err := newEventLoop(p)
 		if err != nil {
 			for _, lp := range p.loops {
