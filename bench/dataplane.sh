@@ -2,9 +2,10 @@
 # Measures weir's L4 data planes (nftables, iptables, userspace) at N Services × 10
 # endpoints inside throw-away network namespaces: full sync, one-endpoint-change sync,
 # kernel objects, RSS and first-packet connect latency to the last-added Service.
-# Needs root. Bounded: a mode skips the next N when its full sync, extrapolated
-# linearly from the last N, would exceed MAX_FULL_SYNC (iptables does, at the upper end). Writes the table to stdout and
-# docs/dataplanes-bench.{json,svg}.
+# Needs root. Bounded: a mode skips the next N when its full sync, extrapolated from
+# the last N with the growth measured between the last two (at least linear), would
+# exceed MAX_FULL_SYNC (iptables does, at the upper end). Writes the table to stdout
+# and docs/dataplanes-bench.{json,svg}.
 #
 #   sudo bench/dataplane.sh                      # N = 100,1000,5000,10000
 #   N=100,1000 MODES=nftables bench/dataplane.sh

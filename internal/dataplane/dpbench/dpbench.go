@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/netip"
 	"os"
@@ -39,8 +40,8 @@ type Options struct {
 	Endpoints int      // per Service
 	Connects  int      // connections per latency measurement
 	Changes   int      // one-endpoint-change syncs per N (the median is reported)
-	// MaxFullSync skips a mode's larger N once its full sync, extrapolated linearly
-	// from the last N, would take longer.
+	// MaxFullSync skips a mode's larger N once its full sync, extrapolated from the
+	// last N (predictFullSync), would take longer.
 	MaxFullSync time.Duration
 	Log         io.Writer
 }
@@ -88,10 +89,7 @@ func Run(ctx context.Context, opts Options) ([]Result, error) {
 		stop := false
 		for i, n := range opts.Ns {
 			if i > 0 && opts.MaxFullSync > 0 && !stop {
-				// Linear extrapolation from the last N (iptables grows faster than that).
-				prev := results[len(results)-1]
-				predicted := time.Duration(prev.FullSyncMS * float64(n) / float64(prev.N) * float64(time.Millisecond))
-				stop = predicted > opts.MaxFullSync
+				stop = predictFullSync(results[len(results)-i:], n) > opts.MaxFullSync
 			}
 			if stop {
 				results = append(results, Result{Mode: mode, N: n, Endpoints: opts.Endpoints, Skipped: fmt.Sprintf("capped: full sync predicted over %v", opts.MaxFullSync)})
@@ -107,6 +105,24 @@ func Run(ctx context.Context, opts Options) ([]Result, error) {
 		}
 	}
 	return results, nil
+}
+
+// predictFullSync extrapolates a mode's full sync time to n Services from its
+// measured results (in increasing N): as N^k from the last one, with k the growth
+// between the last two (at least 1: linear; iptables-restore grows faster).
+func predictFullSync(measured []Result, n int) time.Duration {
+	if len(measured) == 0 {
+		return 0
+	}
+	last := measured[len(measured)-1]
+	k := 1.0
+	if len(measured) > 1 {
+		prev := measured[len(measured)-2]
+		if prev.FullSyncMS > 0 && last.FullSyncMS > 0 && last.N > prev.N {
+			k = max(1, math.Log(last.FullSyncMS/prev.FullSyncMS)/math.Log(float64(last.N)/float64(prev.N)))
+		}
+	}
+	return time.Duration(last.FullSyncMS * math.Pow(float64(n)/float64(last.N), k) * float64(time.Millisecond))
 }
 
 // Addresses: client 10.100.0.2 → node 10.100.0.1; node 10.200.0.1 → backend
