@@ -39,6 +39,12 @@ func listenTCP(network string, ap netip.AddrPort) (int, error) {
 			return -1, opErr("setsockopt", err)
 		}
 	}
+	// Accepted sockets inherit TCP_NODELAY: one setsockopt per listener, not per
+	// connection.
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); err != nil {
+		_ = unix.Close(fd)
+		return -1, opErr("setsockopt", err)
+	}
 	if err := unix.Bind(fd, sockaddrOf(ap)); err != nil {
 		_ = unix.Close(fd)
 		return -1, opErr("bind", err)
@@ -147,7 +153,6 @@ func (l *listener) accepted(lp *eventLoop, fd int, client netip.AddrPort) {
 		c.hold(lp)
 		return
 	}
-	_ = sysSetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 	if err := lp.register(fd, &c.client, edgeEvents); err != nil {
 		l.p.log.Error("epoll_ctl", "frontend", l.key.String(), "err", err)
 		c.reset(lp)

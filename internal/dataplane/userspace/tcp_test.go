@@ -228,3 +228,40 @@ func TestLoadBalancerSourceRanges(t *testing.T) {
 		t.Fatalf("refused{source-range} = %v, want 1", v)
 	}
 }
+
+// TestNoDelay: both proxied sockets have TCP_NODELAY (the accepted one inherits it
+// from the listener), so small writes are not held back by Nagle's algorithm.
+func TestNoDelay(t *testing.T) {
+	t.Parallel()
+	fd, err := listenTCP("tcp4", netip.MustParseAddrPort("127.0.14.6:80"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	c, err := net.Dial("tcp", "127.0.14.6:80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	nfd, _, err := sysAccept(fd)
+	for errors.Is(err, unix.EAGAIN) {
+		time.Sleep(time.Millisecond)
+		nfd, _, err = sysAccept(fd)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(nfd)
+	if v, err := unix.GetsockoptInt(nfd, unix.IPPROTO_TCP, unix.TCP_NODELAY); err != nil || v == 0 {
+		t.Fatalf("accepted socket TCP_NODELAY = %d, %v", v, err)
+	}
+	a := startTCPBackend(t, "a")
+	up, err := sysDial(a.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(up)
+	if v, err := unix.GetsockoptInt(up, unix.IPPROTO_TCP, unix.TCP_NODELAY); err != nil || v == 0 {
+		t.Fatalf("upstream socket TCP_NODELAY = %d, %v", v, err)
+	}
+}
