@@ -49,6 +49,8 @@ type scriptStream interface {
 // arguments: the nft binary (tests prefix `ip netns exec NAME`).
 type nftBinary struct {
 	argv []string
+	// fdDir is where nft finds its own file descriptors: /dev/fd or /proc/self/fd.
+	fdDir string
 }
 
 func newNFTBinary() (*nftBinary, error) {
@@ -56,7 +58,21 @@ func newNFTBinary() (*nftBinary, error) {
 	if err != nil {
 		return nil, fmt.Errorf("find nft: %w", err)
 	}
-	return &nftBinary{argv: []string{path}}, nil
+	dir, err := fdDir(func(name string) bool { _, err := os.Stat(name); return err == nil })
+	if err != nil {
+		return nil, err
+	}
+	return &nftBinary{argv: []string{path}, fdDir: dir}, nil
+}
+
+// fdDir is the first of /dev/fd and /proc/self/fd that exists.
+func fdDir(exists func(string) bool) (string, error) {
+	for _, dir := range []string{"/dev/fd", "/proc/self/fd"} {
+		if exists(dir) {
+			return dir, nil
+		}
+	}
+	return "", errors.New("neither /dev/fd nor /proc/self/fd exists: nft could not read the full sync's script from a pipe")
 }
 
 // completeVar is the variable a bulk script defines in its last line; the statement
@@ -73,7 +89,11 @@ func (b *nftBinary) start(ctx context.Context, after string) (scriptStream, erro
 	defer r.Close()
 	cmd := exec.CommandContext(ctx, b.argv[0], append(b.argv[1:len(b.argv):len(b.argv)], "-f", "-")...)
 	cmd.Env = bulkEnv(os.Environ())
-	cmd.Stdin = strings.NewReader("include \"/dev/fd/3\"\n" + after)
+	dir := b.fdDir
+	if dir == "" {
+		dir = "/dev/fd"
+	}
+	cmd.Stdin = strings.NewReader("include \"" + dir + "/3\"\n" + after)
 	cmd.ExtraFiles = []*os.File{r}
 	p := &nftProcess{cmd: cmd, stream: w}
 	cmd.Stderr = &p.stderr

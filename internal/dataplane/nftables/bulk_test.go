@@ -508,3 +508,19 @@ func TestSharedChainsIsWhatBuildServiceUses(t *testing.T) {
 		}
 	}
 }
+
+func TestFDDir(t *testing.T) {
+	for _, tc := range []struct {
+		present []string
+		want    string
+	}{
+		{[]string{"/dev/fd", "/proc/self/fd"}, "/dev/fd"},
+		{[]string{"/proc/self/fd"}, "/proc/self/fd"},
+		{nil, ""},
+	} {
+		got, err := fdDir(func(name string) bool { return slices.Contains(tc.present, name) })
+		if got != tc.want || (err != nil) != (tc.want == "") {
+			t.Errorf("present %q: got %q, %v; want %q", tc.present, got, err, tc.want)
+		}
+	}
+}
