@@ -5,7 +5,8 @@
 # answers a 6-byte body), over keep-alive connections. wrk sends small GETs with
 # CONNS connections for DURATION to each proxy in turn (after a short warm-up) and we
 # print requests per second, p50 and p99, and the ratios to weir. Then vegeta sends a
-# fixed rate, half of nginx's measured maximum, to each proxy and we print p50/p99.
+# fixed rate to each proxy, half of the maximum vegeta itself gets from nginx (RATE=n
+# overrides it), and we print p50/p99.
 # The CPU column is each proxy's own CPU time (user + system, all its processes) per
 # request during its best wrk run: the figure least disturbed by a busy machine.
 #
@@ -158,11 +159,22 @@ for round in $(seq "${ROUNDS:-2}"); do
 	done
 done
 
-rate=$((rps[nginx] / 2))
+# The fixed-rate run's load generator is vegeta, which needs far more CPU per request
+# than wrk; on a small machine half of nginx's wrk maximum saturates vegeta itself and
+# every proxy shows seconds of latency. So nginx's maximum is measured again with vegeta
+# (as fast as it can, CONNS workers), and the fixed rate is half of that: half of what
+# nginx sustains under this generator on this machine. RATE=<n> overrides it.
+vmax=$(echo "GET http://127.0.0.1:$NGINX_PORT/" | "$vegeta" attack -rate=0 -max-workers="$CONNS" -duration="$RATE_DURATION" -keepalive=true |
+	"$vegeta" report -type=json | python3 -c 'import json,sys; print("%.0f" % json.load(sys.stdin)["throughput"])')
+rate=${RATE:-$((vmax / 2))}
 for n in "${names[@]}"; do
 	url="http://127.0.0.1:${port[$n]}/"
+	# Warm-up at the same rate, as wrk has one: the proxy's upstream pool grows to what
+	# vegeta's connections need before the measured run.
+	echo "GET $url" | "$vegeta" attack -rate="$rate" -duration="$WARMUP" -keepalive=true >/dev/null
 	json=$(echo "GET $url" | "$vegeta" attack -rate="$rate" -duration="$RATE_DURATION" -keepalive=true | "$vegeta" report -type=json)
 	read -r fp50[$n] fp99[$n] < <(python3 -c 'import json,sys; d=json.load(sys.stdin); l=d["latencies"]; print("%.3f %.3f" % (l["50th"]/1e6, l["99th"]/1e6))' <<<"$json")
+	python3 -c 'import json,sys; d=json.load(sys.stdin); print("fixed rate: %s: success %.4f, status codes %s" % (sys.argv[1], d["success"], d["status_codes"]), file=sys.stderr)' "$n" <<<"$json"
 done
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a/b; else print "-" }'; }
@@ -175,5 +187,6 @@ for n in "${names[@]}"; do
 	echo "| $n | ${rps[$n]} | ${p50[$n]} | ${p99[$n]} | $(ratio "${rps[weir]}" "${rps[$n]}") | ${cpu[$n]} | ${fp50[$n]} | ${fp99[$n]} |"
 done
 echo
+echo "fixed rate: $rate rps = half of nginx's maximum under vegeta ($vmax rps; under wrk ${rps[nginx]} rps)"
 echo "targets: weir ≥ 1.2× caddy RPS: $(ratio "${rps[weir]}" "${rps[caddy]}")×; weir ≥ 0.8× nginx RPS: $(ratio "${rps[weir]}" "${rps[nginx]}")×;" \
 	"p99 at 50 % of nginx's max rate ≤ 1.5× nginx: $(ratio "${fp99[weir]}" "${fp99[nginx]}")×"
