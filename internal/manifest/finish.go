@@ -25,6 +25,9 @@ const (
 	skipMirrorLabel = "endpointslice.kubernetes.io/skip-mirror"
 	managedByLabel  = discoveryv1.LabelManagedBy
 	mirrorManager   = "endpointslicemirroring-controller.k8s.io"
+	// leaderAnnotation marks the Endpoints that old leader election used as a lock; the
+	// mirroring controller skips them.
+	leaderAnnotation = "control-plane.alpha.kubernetes.io/leader"
 )
 
 // finish defaults and validates every decoded object, mirrors Endpoints, runs the
@@ -42,17 +45,33 @@ func (l *loader) finish() *model.Objects {
 			services[o.namespace+"/"+o.name] = o
 		}
 	}
+	// Services that have EndpointSlices of their own in the files.
+	sliced := map[string]bool{}
+	for _, o := range l.objs {
+		if s, ok := o.obj.(*discoveryv1.EndpointSlice); ok && s.Labels[ServiceNameLabel] != "" {
+			sliced[o.namespace+"/"+s.Labels[ServiceNameLabel]] = true
+		}
+	}
 	var slices []*object
 	for _, o := range l.objs {
 		switch obj := o.obj.(type) {
 		case *discoveryv1.EndpointSlice:
 			slices = append(slices, o)
 		case *corev1.Endpoints:
-			if obj.Labels[skipMirrorLabel] == "true" {
+			if obj.Labels[skipMirrorLabel] == "true" || obj.Annotations[leaderAnnotation] != "" {
 				continue
 			}
-			if services[o.namespace+"/"+o.name] == nil {
+			svc := services[o.namespace+"/"+o.name]
+			if svc == nil {
 				l.errorf(o, "metadata.name", "Service %s/%s does not exist (Endpoints are mirrored for the Service of the same name)", o.namespace, o.name)
+				continue
+			}
+			// Kubernetes mirrors only Endpoints of Services without a selector; the
+			// EndpointSlice controller writes the slices of the others. A folder often
+			// holds both (a `kubectl get endpoints,endpointslices` dump): the slices win.
+			// Without slices, the Endpoints stand in for what the controller would write.
+			if len(svc.obj.(*corev1.Service).Spec.Selector) > 0 && sliced[o.namespace+"/"+o.name] {
+				l.report.NotMirrored++
 				continue
 			}
 			for _, s := range mirror(obj) {

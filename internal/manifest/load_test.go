@@ -337,3 +337,42 @@ func findSlice(t *testing.T, objs *model.Objects, ns, name string) *discoveryv1.
 	t.Fatalf("no EndpointSlice %s/%s", ns, name)
 	return nil
 }
+
+// TestEndpointsMirroringRules: Endpoints are mirrored as Kubernetes' mirroring
+// controller does, except that a Service with a selector but no EndpointSlice in the
+// files keeps its Endpoints (they stand in for the EndpointSlice controller).
+func TestEndpointsMirroringRules(t *testing.T) {
+	service := func(selector string) string {
+		return "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {clusterIP: 127.0.0.10, " + selector + "ports: [{port: 80, targetPort: 8080}]}\n"
+	}
+	endpoints := func(meta string) string {
+		return "---\napiVersion: v1\nkind: Endpoints\nmetadata: {name: web" + meta + "}\nsubsets: [{addresses: [{ip: 127.0.0.1}], ports: [{port: 8080}]}]\n"
+	}
+	const slice = "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: web-abcde, labels: {kubernetes.io/service-name: web}}\naddressType: IPv4\nports: [{port: 8080}]\nendpoints: [{addresses: [127.0.0.2]}]\n"
+	tests := []struct {
+		name                  string
+		content               string
+		mirrored, notMirrored int
+		slices                int
+	}{
+		{"no selector: mirrored", service("") + endpoints(""), 1, 0, 1},
+		{"no selector, with a slice too: both (the mirroring controller would write it)", service("") + endpoints("") + slice, 1, 0, 2},
+		{"selector, no slice: the Endpoints stand in", service("selector: {app: web}, ") + endpoints(""), 1, 0, 1},
+		{"selector and a slice (a kubectl dump): the slice wins", service("selector: {app: web}, ") + endpoints("") + slice, 0, 1, 1},
+		{"skip-mirror label", service("") + endpoints(", labels: {endpointslice.kubernetes.io/skip-mirror: \"true\"}"), 0, 0, 0},
+		{"leader-election lock", service("") + endpoints(", annotations: {control-plane.alpha.kubernetes.io/leader: x}"), 0, 0, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			inDir(t, map[string]string{"m.yaml": tt.content})
+			objs, rep, err := Load(".")
+			if err != nil {
+				t.Fatalf("Load: %v", err)
+			}
+			if rep.Mirrored != tt.mirrored || rep.NotMirrored != tt.notMirrored || len(objs.EndpointSlices) != tt.slices {
+				t.Errorf("mirrored %d, not mirrored %d, slices %d; want %d, %d, %d (%s)",
+					rep.Mirrored, rep.NotMirrored, len(objs.EndpointSlices), tt.mirrored, tt.notMirrored, tt.slices, rep.Summary())
+			}
+		})
+	}
+}

@@ -16,6 +16,10 @@ type Report struct {
 	Skipped map[string]int
 	// Mirrored is the number of EndpointSlices made from core/v1 Endpoints.
 	Mirrored int
+	// NotMirrored counts Endpoints not mirrored because their Service has a selector
+	// and EndpointSlices of its own in the files (Kubernetes mirrors only Endpoints of
+	// Services without a selector).
+	NotMirrored int
 	// Warnings are valid manifests that probably do not do what was meant, e.g. an
 	// EndpointSlice without the kubernetes.io/service-name label. They do not stop a load.
 	Warnings Errors
@@ -34,6 +38,9 @@ func (r *Report) Summary() string {
 	b.WriteString(counts(r.Loaded, "no objects"))
 	if r.Mirrored > 0 {
 		fmt.Fprintf(&b, " (%d %s mirrored from Endpoints)", r.Mirrored, plural(r.Mirrored, "EndpointSlice", "EndpointSlices"))
+	}
+	if r.NotMirrored > 0 {
+		fmt.Fprintf(&b, " (%d Endpoints not mirrored: their Services have selectors and EndpointSlices)", r.NotMirrored)
 	}
 	if n := len(r.Warnings); n > 0 {
 		fmt.Fprintf(&b, "; %d %s", n, plural(n, "warning", "warnings"))
