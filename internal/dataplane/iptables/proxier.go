@@ -75,7 +75,6 @@ type Proxier struct {
 	metrics  metrics
 	mu       sync.Mutex
 	services map[model.ServiceKey]*serviceState
-	warned   map[string]bool
 	synced   bool
 }
 
@@ -93,7 +92,7 @@ type serviceState struct {
 type metrics struct {
 	syncDuration prometheus.Histogram
 	syncErrors   prometheus.Counter
-	unsupported  *prometheus.GaugeVec
+	unsupported  *dataplane.UnsupportedSchedulers
 }
 
 var _ dataplane.Dataplane = (*Proxier)(nil)
@@ -115,7 +114,6 @@ func New(opts Options) (*Proxier, error) {
 		opts:     opts,
 		ct:       opts.Conntrack,
 		services: map[model.ServiceKey]*serviceState{},
-		warned:   map[string]bool{},
 	}
 	if p.ct == nil {
 		p.ct = conntrack.Netlink{}
@@ -156,13 +154,10 @@ func New(opts Options) (*Proxier, error) {
 		syncErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "weir_iptables_sync_errors_total", Help: "iptables syncs that failed.",
 		}),
-		unsupported: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "weir_dataplane_unsupported_scheduler",
-			Help: "1 for each Service port whose scheduler the kernel data plane cannot do; it uses Random instead.",
-		}, []string{"service_port", "algorithm"}),
+		unsupported: dataplane.NewUnsupportedSchedulers("iptables", p.log),
 	}
 	if opts.Registerer != nil {
-		for _, c := range []prometheus.Collector{p.metrics.syncDuration, p.metrics.syncErrors, p.metrics.unsupported} {
+		for _, c := range []prometheus.Collector{p.metrics.syncDuration, p.metrics.syncErrors, p.metrics.unsupported.Collector()} {
 			if err := opts.Registerer.Register(c); err != nil {
 				return nil, fmt.Errorf("iptables: register metrics: %w", err)
 			}
@@ -489,28 +484,14 @@ func (p *Proxier) restoreData(fi int, full bool, keys []model.ServiceKey, next m
 }
 
 func (p *Proxier) noteUnsupported(c change) {
-	var oldU, newU []string
+	var oldU, newU []dataplane.UnsupportedScheduler
 	if c.old != nil && len(c.old.rules) > 0 {
 		oldU = c.old.rules[0].unsupported
 	}
 	if c.new != nil && len(c.new.rules) > 0 {
 		newU = c.new.rules[0].unsupported
 	}
-	for _, u := range oldU {
-		if !slices.Contains(newU, u) {
-			port, algo, _ := strings.Cut(u, "\x00")
-			p.metrics.unsupported.DeleteLabelValues(port, algo)
-			delete(p.warned, u)
-		}
-	}
-	for _, u := range newU {
-		port, algo, _ := strings.Cut(u, "\x00")
-		p.metrics.unsupported.WithLabelValues(port, algo).Set(1)
-		if !p.warned[u] {
-			p.warned[u] = true
-			p.log.Warn("scheduler not supported by the iptables data plane; using Random", "service_port", port, "algorithm", algo)
-		}
-	}
+	p.metrics.unsupported.Update(oldU, newU)
 }
 
 func sortedKeys[V any](m map[string]V) []string {

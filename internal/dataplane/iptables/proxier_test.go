@@ -284,8 +284,13 @@ func TestPacketFlow(t *testing.T) {
 	if !strings.Contains(fx.logs.String(), "scheduler not supported") {
 		t.Error("no warning for Maglev")
 	}
-	if v := testutil.ToFloat64(fx.p.metrics.unsupported.WithLabelValues("shop/hash:80", "Maglev")); v != 1 {
-		t.Errorf("weir_dataplane_unsupported_scheduler = %v", v)
+	want := `
+# HELP weir_dataplane_unsupported_scheduler 1 for each Service port whose scheduler the kernel data plane cannot do; it uses Random instead.
+# TYPE weir_dataplane_unsupported_scheduler gauge
+weir_dataplane_unsupported_scheduler{algorithm="Maglev",service_port="shop/hash:80"} 1
+`
+	if err := testutil.CollectAndCompare(fx.p.metrics.unsupported.Collector(), strings.NewReader(want)); err != nil {
+		t.Error(err)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"weir.dev/weir/internal/balance"
+	"weir.dev/weir/internal/dataplane"
 	"weir.dev/weir/internal/model"
 )
 
@@ -49,7 +50,7 @@ type serviceRules struct {
 	filterServices []string // no-endpoint ClusterIPs
 	filterExternal []string // no-endpoint external IPs, LB IPs and node ports
 	clusterIPs     []string // reject anything else sent to these
-	unsupported    []string // "port id\x00algorithm"
+	unsupported    []dataplane.UnsupportedScheduler
 }
 
 func chainName(prefix string, parts ...string) string {
@@ -146,7 +147,7 @@ func buildService(f ipFamily, svc *model.Service, nodePortAddrs []netip.Prefix) 
 		if pol := policy(svc, sp); pol != nil {
 			var ok bool
 			if algo, ok = kernelAlgorithm(pol.Algorithm); !ok {
-				r.unsupported = append(r.unsupported, sp.ID(svc.Key)+"\x00"+string(pol.Algorithm))
+				r.unsupported = append(r.unsupported, dataplane.UnsupportedScheduler{Port: sp.ID(svc.Key), Algorithm: string(pol.Algorithm)})
 			}
 		}
 		cluster := sp.Cluster.ForFamily(f.is6).Endpoints

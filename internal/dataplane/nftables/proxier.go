@@ -73,9 +73,7 @@ type Proxier struct {
 	metrics  metrics
 	mu       sync.Mutex
 	services map[model.ServiceKey]*serviceState
-	// warned holds "port id\x00algorithm" pairs already warned about.
-	warned map[string]bool
-	synced bool
+	synced   bool
 	// gen counts syncs; a Service state not stamped with the current one is gone.
 	gen uint64
 }
@@ -103,7 +101,7 @@ type serviceState struct {
 type metrics struct {
 	syncDuration prometheus.Histogram
 	syncErrors   prometheus.Counter
-	unsupported  *prometheus.GaugeVec
+	unsupported  *dataplane.UnsupportedSchedulers
 	operations   prometheus.Counter
 }
 
@@ -126,7 +124,6 @@ func New(opts Options) (*Proxier, error) {
 		opts:     opts,
 		ct:       opts.Conntrack,
 		services: map[model.ServiceKey]*serviceState{},
-		warned:   map[string]bool{},
 	}
 	if p.ct == nil {
 		p.ct = conntrack.Netlink{}
@@ -175,13 +172,10 @@ func New(opts Options) (*Proxier, error) {
 		operations: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "weir_nftables_operations_total", Help: "nftables operations written (chains, rules, elements).",
 		}),
-		unsupported: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "weir_dataplane_unsupported_scheduler",
-			Help: "1 for each Service port whose scheduler the kernel data plane cannot do; it uses Random instead.",
-		}, []string{"service_port", "algorithm"}),
+		unsupported: dataplane.NewUnsupportedSchedulers("nftables", p.log),
 	}
 	if opts.Registerer != nil {
-		for _, c := range []prometheus.Collector{p.metrics.syncDuration, p.metrics.syncErrors, p.metrics.operations, p.metrics.unsupported} {
+		for _, c := range []prometheus.Collector{p.metrics.syncDuration, p.metrics.syncErrors, p.metrics.operations, p.metrics.unsupported.Collector()} {
 			if err := opts.Registerer.Register(c); err != nil {
 				return nil, fmt.Errorf("nftables: register metrics: %w", err)
 			}
@@ -549,26 +543,12 @@ func (p *Proxier) finish(changes []change) {
 }
 
 func (p *Proxier) noteUnsupported(c change) {
-	var oldU, newU []string
+	var oldU, newU []dataplane.UnsupportedScheduler
 	if c.old != nil && len(c.old.objs) > 0 {
 		oldU = c.old.objs[0].unsupported
 	}
 	if c.new != nil && len(c.new.objs) > 0 {
 		newU = c.new.objs[0].unsupported
 	}
-	for _, u := range oldU {
-		if !slices.Contains(newU, u) {
-			port, algo, _ := strings.Cut(u, "\x00")
-			p.metrics.unsupported.DeleteLabelValues(port, algo)
-			delete(p.warned, u)
-		}
-	}
-	for _, u := range newU {
-		port, algo, _ := strings.Cut(u, "\x00")
-		p.metrics.unsupported.WithLabelValues(port, algo).Set(1)
-		if !p.warned[u] {
-			p.warned[u] = true
-			p.log.Warn("scheduler not supported by the nftables data plane; using Random", "service_port", port, "algorithm", algo)
-		}
-	}
+	p.metrics.unsupported.Update(oldU, newU)
 }

@@ -449,8 +449,13 @@ func TestUnsupportedSchedulerWarnsOnceAndUsesRandom(t *testing.T) {
 	if n := strings.Count(fx.logs.String(), "scheduler not supported"); n != 1 {
 		t.Errorf("warned %d times, want once:\n%s", n, fx.logs)
 	}
-	if v := testutil.ToFloat64(fx.p.metrics.unsupported.WithLabelValues("shop/lc:80", "LeastConnections")); v != 1 {
-		t.Errorf("weir_dataplane_unsupported_scheduler = %v, want 1", v)
+	want := `
+# HELP weir_dataplane_unsupported_scheduler 1 for each Service port whose scheduler the kernel data plane cannot do; it uses Random instead.
+# TYPE weir_dataplane_unsupported_scheduler gauge
+weir_dataplane_unsupported_scheduler{algorithm="LeastConnections",service_port="shop/lc:80"} 1
+`
+	if err := testutil.CollectAndCompare(fx.p.metrics.unsupported.Collector(), strings.NewReader(want)); err != nil {
+		t.Error(err)
 	}
 	tr := newTracer(t, fx.v4.Fake, familyV4, nil)
 	got := tr.trace(packet{"10.9.0.1", "172.30.0.40", "tcp", 80})
@@ -458,7 +463,7 @@ func TestUnsupportedSchedulerWarnsOnceAndUsesRandom(t *testing.T) {
 		t.Errorf("fallback to random: %v", got)
 	}
 	fx.sync(t)
-	if n := testutil.CollectAndCount(fx.p.metrics.unsupported); n != 0 {
+	if n := testutil.CollectAndCount(fx.p.metrics.unsupported.Collector()); n != 0 {
 		t.Errorf("metric kept %d series after the Service went away", n)
 	}
 }

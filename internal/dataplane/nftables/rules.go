@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/knftables"
 
 	"weir.dev/weir/internal/balance"
+	"weir.dev/weir/internal/dataplane"
 	"weir.dev/weir/internal/model"
 )
 
@@ -174,8 +175,8 @@ type serviceObjects struct {
 	// shared names the shared chains (pick-M and friends) this Service uses; their
 	// rules are sharedChainRules(name).
 	shared []string
-	// unsupported lists "port id\x00algorithm" pairs the kernel cannot schedule.
-	unsupported []string
+	// unsupported lists the ports whose scheduler the kernel cannot do.
+	unsupported []dataplane.UnsupportedScheduler
 }
 
 // element returns the element with the given id.
@@ -329,7 +330,7 @@ func (bd *builder) build(f ipFamily, svc *model.Service) *serviceObjects {
 		hasExternal := len(externalIPs) > 0 || len(lbIPs) > 0 || sp.NodePort != 0
 		ch := choosePort(f, svc, sp, len(clusterIPs) > 0, hasExternal)
 		if ch.unsupported {
-			o.unsupported = append(o.unsupported, sp.ID(svc.Key)+"\x00"+string(portPolicy(svc, sp).Algorithm))
+			o.unsupported = append(o.unsupported, dataplane.UnsupportedScheduler{Port: sp.ID(svc.Key), Algorithm: string(portPolicy(svc, sp).Algorithm)})
 		}
 		proto := protoName(sp.Protocol)
 		port := strconv.Itoa(int(sp.Port))
