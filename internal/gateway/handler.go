@@ -234,30 +234,43 @@ func newRequestID() string {
 // for net/http's server; the fast server's requests carry none of their own).
 func (g *Gateway) serve(ctx context.Context, w http.ResponseWriter, r *http.Request, t *table) {
 	start := time.Now()
+	st, m := g.route(ctx, w, r, t, start)
+	if st == nil {
+		return
+	}
+	g.serveRule(&st.sw, r, m, st)
+	g.finish(r, st, start)
+}
+
+// route gives a request its ID and matches it to a rule of t. Without a match it
+// answers 404 itself and returns a nil state.
+func (g *Gateway) route(ctx context.Context, w http.ResponseWriter, r *http.Request, t *table, start time.Time) (*reqState, *model.RouteMatch) {
 	if r.Header.Get("X-Request-Id") == "" {
 		r.Header.Set("X-Request-Id", newRequestID())
 	}
-	host := router.Host(r)
-	res, ok := t.router.Match(r, host)
-	if !ok {
+	res, ok := t.router.Match(r, router.Host(r))
+	var rr *ruleRuntime
+	if ok {
+		rr = t.rules[res.Match.Rule]
+	}
+	if rr == nil {
 		sw := &statusWriter{ResponseWriter: w}
 		http.Error(sw, "no route", http.StatusNotFound)
 		g.accessLog(r, sw.code, start, "", "", nil)
-		return
-	}
-	rr := t.rules[res.Match.Rule]
-	if rr == nil {
-		http.Error(w, "no route", http.StatusNotFound)
-		return
+		return nil, nil
 	}
 	st := &reqState{Context: ctx, sw: statusWriter{ResponseWriter: w}, rule: rr, https: t.https}
-	sw := &st.sw
 	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
 		st.client = ap.Addr().Unmap()
 		st.clientIP = clientText(r.RemoteAddr, st.client)
 	}
-	g.serveRule(sw, r, res.Match, st)
-	code := sw.code
+	return st, res.Match
+}
+
+// finish records a served request: backend metrics, canary analysis, access log.
+func (g *Gateway) finish(r *http.Request, st *reqState, start time.Time) {
+	rr := st.rule
+	code := st.sw.code
 	if code == 0 {
 		code = http.StatusOK
 	}
@@ -308,18 +321,42 @@ func (g *Gateway) accessLog(r *http.Request, code int, start time.Time, route, b
 }
 
 func (g *Gateway) serveRule(w *statusWriter, r *http.Request, m *model.RouteMatch, st *reqState) {
+	br := g.admit(w, r, m, st)
+	if br == nil {
+		return
+	}
+	defer br.cl.active.Add(-1)
+	var ctx context.Context = st
+	if timeout := st.rule.rule.RequestTimeout; timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	if g.h1Proxied(r, br) {
+		g.proxyH1(w, r.WithContext(ctx), st)
+		return
+	}
+	g.proxy.ServeHTTP(w, r.WithContext(ctx))
+}
+
+// admit takes a request through its rule up to the upstream: rate limit, CORS
+// preflight, request filters, mirrors, the backend's choice and its circuit breaker.
+// When one of them answers the request (on w) it returns nil; otherwise it returns
+// the backend, the request counted in its breaker (the caller gives the slot back
+// with br.cl.active.Add(-1) when the request is done).
+func (g *Gateway) admit(w *statusWriter, r *http.Request, m *model.RouteMatch, st *reqState) *backendRuntime {
 	rr := st.rule
 	rule := rr.rule
 	if rule.Invalid {
 		http.Error(w, "route rule is invalid", http.StatusInternalServerError)
-		return
+		return nil
 	}
 	if rr.limiter != nil {
 		if ok, wait := rr.limiter.allow(limiterKey(rr.limiter, r, st)); !ok {
 			g.metrics.rateLimited.WithLabelValues(rule.ID).Inc()
 			w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
 			http.Error(w, "rate limited", http.StatusTooManyRequests)
-			return
+			return nil
 		}
 	}
 	if g.opts.MaxBodyBytes > 0 && r.Body != nil {
@@ -330,12 +367,12 @@ func (g *Gateway) serveRule(w *statusWriter, r *http.Request, m *model.RouteMatc
 			st.origin = origin
 			if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
 				corsPreflight(w, rr.cors, origin)
-				return
+				return nil
 			}
 		}
 	}
 	if done := g.applyFilters(w, r, m, st, rule.Filters); done {
-		return
+		return nil
 	}
 	for _, mr := range rr.mirrors {
 		g.sendMirror(r, rr, mr)
@@ -343,22 +380,22 @@ func (g *Gateway) serveRule(w *statusWriter, r *http.Request, m *model.RouteMatc
 	br := g.chooseBackend(r, st)
 	if br == nil {
 		http.Error(w, "no backend", http.StatusInternalServerError)
-		return
+		return nil
 	}
 	st.backend = br
 	if br.cl == nil {
 		http.Error(w, "backend is invalid", http.StatusInternalServerError)
-		return
+		return nil
 	}
 	if done := g.applyFilters(w, r, m, st, br.b.Filters); done {
-		return
+		return nil
 	}
 	if rr.retry.policy.Attempts > 0 && (idempotent(r.Method) || rr.retry.policy.RetryNonIdempotent) {
 		bufferForRetry(r)
 	}
 	if len(br.cl.state.Load().eps) == 0 {
 		http.Error(w, "no healthy upstream", http.StatusServiceUnavailable)
-		return
+		return nil
 	}
 	pol := br.cl.policy.Load()
 	limit := int64(pol.CircuitBreaker.MaxRequests)
@@ -370,24 +407,12 @@ func (g *Gateway) serveRule(w *statusWriter, r *http.Request, m *model.RouteMatc
 		g.metrics.overflows.WithLabelValues(br.b.ID).Inc()
 		w.Header().Set("X-Weir-Overflow", "circuit-breaker")
 		http.Error(w, "upstream overflow", http.StatusServiceUnavailable)
-		return
+		return nil
 	}
-	defer br.cl.active.Add(-1)
 	if br.hashing {
 		st.hashKey = hashKey(r, br.hashOn, st.client)
 	}
-	var ctx context.Context = st
-	timeout := rule.RequestTimeout
-	if timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, timeout)
-		defer cancel()
-	}
-	if g.h1Proxied(r, br) {
-		g.proxyH1(w, r.WithContext(ctx), st)
-		return
-	}
-	g.proxy.ServeHTTP(w, r.WithContext(ctx))
+	return br
 }
 
 // maxRetryBody is the largest request body kept for replay on retry (Linkerd's limit).

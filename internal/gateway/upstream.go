@@ -365,16 +365,163 @@ func failure(err error) (kind health.FailureKind, connect, refused bool) {
 	return health.GatewayError, false, false
 }
 
+// attempts is one request's way through its backend's endpoints, for both the
+// blocking RoundTrip and the gateway's event loops: which endpoint each try goes to,
+// what the pending-requests breaker, the load records and endpoint health are told,
+// and whether a try's outcome is retried (retry-on, attempts, a fresh endpoint, the
+// retry budget).
+type attempts struct {
+	u        *upstream
+	st       *reqState
+	cl       *cluster
+	cs       *clusterState
+	pol      compiledRetry
+	healthy  func(*endpoint) bool
+	canRetry bool
+	n        int // tries begun
+	triedBuf [4]*endpoint
+	tried    []*endpoint
+	next     *endpoint // the endpoint a retry goes to
+	ep       *endpoint // the current try's
+	t0       time.Time // when the current try began
+	start    time.Time
+}
+
+// init prepares the tries of a request to st's backend; replayable: its body can be
+// sent again.
+func (a *attempts) init(u *upstream, st *reqState, method string, replayable, upgrade bool, now time.Time) {
+	cl := st.backend.cl
+	*a = attempts{u: u, st: st, cl: cl, cs: cl.current(now), pol: st.rule.retry, start: now}
+	a.tried = a.triedBuf[:0]
+	a.canRetry = replayable && !upgrade && (idempotent(method) || a.pol.policy.RetryNonIdempotent)
+	hl, portID := u.g.health, a.cs.portID
+	a.healthy = func(ep *endpoint) bool { return hl.Healthy(portID, ep.ap) }
+}
+
+// perTry is the timeout of one try: the rule's backendRequest timeout or the retry
+// policy's per-try timeout, whichever is shorter (0: none).
+func (a *attempts) perTry() time.Duration {
+	perTry := a.st.rule.rule.BackendTimeout
+	if pt := a.pol.policy.PerTryTimeout; pt > 0 && (perTry == 0 || pt < perTry) {
+		perTry = pt
+	}
+	return perTry
+}
+
+// begin starts a try: it picks the endpoint (the one chosen for a retry, else the
+// scheduler's, skipping those tried and unhealthy ones), admits the try past the
+// pending-requests breaker (errOverflow) and starts the endpoint's load record.
+func (a *attempts) begin() (*endpoint, error) {
+	ep := a.next
+	if ep == nil {
+		ep = a.cl.pick(a.cs, a.st.hashKey, a.st.session, a.tried, a.healthy)
+	}
+	a.next = nil
+	if ep == nil {
+		if a.n == 0 {
+			return nil, errNoEndpoint
+		}
+		return nil, a.st.lastErr
+	}
+	a.n++
+	a.tried = append(a.tried, ep)
+	a.st.endpoint = ep
+	a.ep = ep
+	maxPending := int64(model.DefaultCircuitBreakerLimit)
+	if p := a.cl.policy.Load(); p != nil && p.CircuitBreaker.MaxPendingRequests > 0 {
+		maxPending = int64(p.CircuitBreaker.MaxPendingRequests)
+	}
+	if a.cl.pending.Add(1) > maxPending {
+		a.cl.pending.Add(-1)
+		return nil, errOverflow
+	}
+	ep.load.Begin()
+	a.t0 = a.start // the first try starts with the request; a retry after its backoff
+	if a.n > 1 {
+		a.t0 = time.Now()
+	}
+	return ep, nil
+}
+
+// failed records a try that ended without a response: the load record ends, the
+// endpoint's health hears of it. It reports whether to retry; timedOut: the try's
+// own timeout passed (not the request's); done: the request itself is over.
+func (a *attempts) failed(err error, timedOut, done bool) bool {
+	a.cl.pending.Add(-1)
+	a.ep.load.End()
+	kind, connect, refused := failure(err)
+	a.u.g.health.ReportFailure(a.cs.portID, a.ep.ap, kind)
+	a.st.lastErr = err
+	var retry bool
+	switch {
+	case connect:
+		retry = a.pol.on.connect
+	case refused:
+		retry = a.pol.on.refused
+	case timedOut:
+		retry = a.pol.on.status(504) || a.pol.on.reset
+	default:
+		retry = a.pol.on.reset
+	}
+	return a.mayRetry(retry, done)
+}
+
+// answered records a try's response status (the load record goes on until the body
+// is done: end) and reports whether to retry instead of passing the response on.
+func (a *attempts) answered(code int, done bool) bool {
+	a.cl.pending.Add(-1)
+	hl := a.u.g.health
+	switch {
+	case code == 502 || code == 503 || code == 504:
+		hl.ReportFailure(a.cs.portID, a.ep.ap, health.GatewayError)
+	case code >= 500:
+		hl.ReportFailure(a.cs.portID, a.ep.ap, health.ServerError)
+	default:
+		hl.ReportSuccess(a.cs.portID, a.ep.ap)
+	}
+	return a.mayRetry(a.pol.on.status(code), done)
+}
+
+// end closes the current try's load record once its response is done (for
+// peak-EWMA, with the try's latency).
+func (a *attempts) end() { a.ep.load.EndWithLatency(time.Since(a.t0)) }
+
+// mayRetry admits a retry: allowed by retry-on and the method, attempts left, an
+// endpoint not tried yet, and room in the retry budget.
+func (a *attempts) mayRetry(retry, done bool) bool {
+	if !retry || !a.canRetry || a.n > a.pol.policy.Attempts || done {
+		return false
+	}
+	if a.next = a.cl.pick(a.cs, a.st.hashKey, a.st.session, a.tried, a.healthy); a.next == nil {
+		return false // without a fresh endpoint the last answer (or error) stands
+	}
+	if !a.u.budget(a.cl, a.pol.policy) {
+		a.next = nil
+		return false
+	}
+	a.st.backend.metrics.retries.Inc()
+	return true
+}
+
+// backoffDelay is the wait before retry number n (1, 2 …): base × 2^(n-1) with full
+// jitter, capped at 10 × base.
+func (a *attempts) backoffDelay() time.Duration {
+	base := a.pol.policy.BackoffBase
+	if base <= 0 {
+		base = model.DefaultRetryBackoffBase
+	}
+	d := min(base<<min(a.n-1, 10), 10*base)
+	return base/2 + time.Duration(rand.Int64N(int64(d-base/2)+1))
+}
+
 func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 	st, _ := req.Context().Value(stateKey{}).(*reqState)
 	if st == nil || st.backend == nil || st.backend.cl == nil {
 		return nil, errNoEndpoint
 	}
 	cl := st.backend.cl
-	pol := st.rule.retry
 	upgrade := req.Header.Get("Upgrade") != ""
 	bodyless := req.Body == nil || req.Body == http.NoBody
-	replayable := bodyless || req.GetBody != nil
 	var rt http.RoundTripper = u.h1
 	switch {
 	case cl.h2c:
@@ -382,33 +529,14 @@ func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 	case bodyless && !upgrade && !u.g.opts.DisableFastPath:
 		rt = u.fast
 	}
-	canRetry := replayable && !upgrade && (idempotent(req.Method) || pol.policy.RetryNonIdempotent)
-	perTry := st.rule.rule.BackendTimeout
-	if pt := pol.policy.PerTryTimeout; pt > 0 && (perTry == 0 || pt < perTry) {
-		perTry = pt
-	}
-	hl := u.g.health
-	now := time.Now()
-	cs := cl.current(now)
-	portID := cs.portID
-	healthy := func(ep *endpoint) bool { return hl.Healthy(portID, ep.ap) }
-	var triedBuf [4]*endpoint
-	tried := triedBuf[:0]
-	var next *endpoint // the endpoint a retry goes to
-	for attempt := 0; ; attempt++ {
-		ep := next
-		if ep == nil {
-			ep = cl.pick(cs, st.hashKey, st.session, tried, healthy)
+	var a attempts
+	a.init(u, st, req.Method, bodyless || req.GetBody != nil, upgrade, time.Now())
+	perTry := a.perTry()
+	for {
+		ep, err := a.begin()
+		if err != nil {
+			return nil, err
 		}
-		next = nil
-		if ep == nil {
-			if attempt == 0 {
-				return nil, errNoEndpoint
-			}
-			return nil, st.lastErr
-		}
-		tried = append(tried, ep)
-		st.endpoint = ep
 		req.URL.Host = ep.host
 		areq := req
 		var cancel context.CancelFunc
@@ -417,84 +545,35 @@ func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 			cancel = c // called when the attempt fails or its body is finished
 			areq = req.WithContext(ctx)
 		}
-		maxPending := int64(model.DefaultCircuitBreakerLimit)
-		if p := cl.policy.Load(); p != nil && p.CircuitBreaker.MaxPendingRequests > 0 {
-			maxPending = int64(p.CircuitBreaker.MaxPendingRequests)
-		}
-		if cl.pending.Add(1) > maxPending {
-			cl.pending.Add(-1)
-			if cancel != nil {
-				cancel()
-			}
-			return nil, errOverflow
-		}
-		ep.load.Begin()
-		t0 := now // the first attempt starts now; a retry after its backoff
-		if attempt > 0 {
-			t0 = time.Now()
-		}
 		resp, err := rt.RoundTrip(areq)
-		cl.pending.Add(-1)
-		if errors.Is(err, errOverflow) {
+		if errors.Is(err, errOverflow) { // the connection breaker, when dialing
+			cl.pending.Add(-1)
 			ep.load.End()
 			if cancel != nil {
 				cancel()
 			}
 			return nil, err
 		}
-		retry := false
+		var retry bool
 		if err != nil {
+			if cancel != nil {
+				cancel()
+			}
+			timedOut := errors.Is(err, context.DeadlineExceeded) && req.Context().Err() == nil
+			retry = a.failed(err, timedOut, req.Context().Err() != nil)
+			if !retry {
+				return nil, err
+			}
+		} else if retry = a.answered(resp.StatusCode, req.Context().Err() != nil); retry {
+			drain(resp.Body)
 			ep.load.End()
 			if cancel != nil {
 				cancel()
 			}
-			kind, connect, refused := failure(err)
-			hl.ReportFailure(portID, ep.ap, kind)
-			st.lastErr = err
-			timedOut := errors.Is(err, context.DeadlineExceeded) && req.Context().Err() == nil
-			switch {
-			case connect:
-				retry = pol.on.connect
-			case refused:
-				retry = pol.on.refused
-			case timedOut:
-				retry = pol.on.status(504) || pol.on.reset
-				if !retry {
-					return nil, err
-				}
-			default:
-				retry = pol.on.reset
-			}
-		} else {
-			code := resp.StatusCode
-			switch {
-			case code == 502 || code == 503 || code == 504:
-				hl.ReportFailure(portID, ep.ap, health.GatewayError)
-			case code >= 500:
-				hl.ReportFailure(portID, ep.ap, health.ServerError)
-			default:
-				hl.ReportSuccess(portID, ep.ap)
-			}
-			retry = pol.on.status(code)
 		}
-		if retry && canRetry && attempt < pol.policy.Attempts && req.Context().Err() == nil {
-			// A retry needs an endpoint not tried yet; without one the last answer
-			// (or error) stands.
-			if next = cl.pick(cs, st.hashKey, st.session, tried, healthy); next == nil {
-				retry = false
-			}
-		}
-		if retry && canRetry && next != nil && attempt < pol.policy.Attempts && req.Context().Err() == nil && u.budget(cl, pol.policy) {
-			if resp != nil {
-				drain(resp.Body)
-				ep.load.End()
-				if cancel != nil {
-					cancel()
-				}
-			}
-			st.backend.metrics.retries.Inc()
+		if retry {
 			cl.retrying.Add(1)
-			ok := backoff(req.Context(), pol.policy.BackoffBase, attempt)
+			ok := sleepCtx(req.Context(), a.backoffDelay())
 			cl.retrying.Add(-1)
 			if !ok {
 				return nil, req.Context().Err()
@@ -508,14 +587,11 @@ func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 			}
 			continue
 		}
-		if err != nil {
-			return nil, err
-		}
 		if resp.StatusCode == http.StatusSwitchingProtocols {
 			ep.load.End() // the tunnel is not a request in flight
 			return resp, nil
 		}
-		resp.Body = &trackedBody{ReadCloser: resp.Body, ep: ep, start: t0, cancel: cancel}
+		resp.Body = &trackedBody{ReadCloser: resp.Body, a: &a, cancel: cancel}
 		return resp, nil
 	}
 }
@@ -538,13 +614,8 @@ func (u *upstream) budget(cl *cluster, p model.RetryPolicy) bool {
 	return inFlight*100 < pct*cl.active.Load()
 }
 
-// backoff waits base × 2^attempt with full jitter, capped at 10 × base.
-func backoff(ctx context.Context, base time.Duration, attempt int) bool {
-	if base <= 0 {
-		base = model.DefaultRetryBackoffBase
-	}
-	d := min(base<<min(attempt, 10), 10*base)
-	d = base/2 + time.Duration(rand.Int64N(int64(d-base/2)+1))
+// sleepCtx waits d, or until ctx ends (false).
+func sleepCtx(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
@@ -564,15 +635,14 @@ func drain(b io.ReadCloser) {
 // the response body is finished.
 type trackedBody struct {
 	io.ReadCloser
-	ep     *endpoint
-	start  time.Time
+	a      *attempts
 	cancel context.CancelFunc
 	done   atomic.Bool
 }
 
 func (b *trackedBody) finish() {
 	if b.done.CompareAndSwap(false, true) {
-		b.ep.load.EndWithLatency(time.Since(b.start))
+		b.a.end()
 		if b.cancel != nil {
 			b.cancel()
 		}

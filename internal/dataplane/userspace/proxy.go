@@ -56,7 +56,7 @@ type Proxy struct {
 	stop chan struct{}  // ends the health loop
 	wg   sync.WaitGroup // every goroutine the Proxy started
 
-	loops []*eventLoop // serve every TCP frontend and connection, one per P
+	loops []*tcpLoop   // serve every TCP frontend and connection, one per P
 	open  atomic.Int64 // open TCP connections, which Shutdown waits for
 
 	buffers sync.Pool // *[copyBufferSize]byte for bytes a TCP destination could not take yet
@@ -99,10 +99,10 @@ func New(opts Options) (*Proxy, error) {
 	}
 	p.buffers.New = func() any { return new([copyBufferSize]byte) }
 	for range min(runtime.GOMAXPROCS(0), maxLoops) {
-		lp, err := newEventLoop(p)
+		lp, err := newTCPLoop(p)
 		if err != nil {
 			for _, lp := range p.loops {
-				lp.close()
+				lp.discard()
 			}
 			return nil, err
 		}

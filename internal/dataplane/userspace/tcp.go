@@ -6,11 +6,13 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"weir.dev/weir/internal/eventloop"
 	"weir.dev/weir/internal/model"
 )
 
@@ -65,39 +67,44 @@ func sockaddrOf(ap netip.AddrPort) unix.Sockaddr {
 	return &unix.SockaddrInet6{Port: int(ap.Port()), Addr: a.As16()}
 }
 
-// listenerEvents: level-triggered, so that a loop that stopped after acceptBatch
-// connections is told again; exclusive, so that a new connection wakes one loop.
-const listenerEvents = unix.EPOLLIN | unix.EPOLLEXCLUSIVE
+// acceptor is a listener registered with one loop: the loop's handler for it.
+type acceptor struct {
+	l  *listener
+	lp *tcpLoop
+}
 
 // addTo makes lp accept on the listener. It runs on lp.
-func (l *listener) addTo(lp *eventLoop) {
-	if err := lp.register(l.fd, l, listenerEvents); err != nil {
-		l.p.log.Error("epoll_ctl listener", "frontend", l.key.String(), "err", err)
+func (l *listener) addTo(lp *tcpLoop) { (&acceptor{l: l, lp: lp}).register() }
+
+// register adds the listening socket to the loop (level-triggered, so that a loop
+// that stopped after acceptBatch connections is told again; exclusive, so that a new
+// connection wakes one loop).
+func (a *acceptor) register() {
+	if err := a.lp.el.Register(a.l.fd, a, eventloop.ListenerEvents); err != nil {
+		a.l.p.log.Error("epoll_ctl listener", "frontend", a.l.key.String(), "err", err)
+		return
 	}
+	a.lp.acceptors[a.l] = a
 }
 
 // removeFrom makes lp stop accepting on the listener. It runs on lp.
-func (l *listener) removeFrom(lp *eventLoop) {
-	if l.fd < len(lp.slots) && lp.slots[l.fd].h == eventHandler(l) {
-		lp.forget(l.fd)
-		_ = sysEpollCtl(lp.epfd, unix.EPOLL_CTL_DEL, l.fd, nil)
+func (l *listener) removeFrom(lp *tcpLoop) {
+	if lp.acceptors[l] != nil {
+		delete(lp.acceptors, l)
+		_ = lp.el.Unregister(l.fd)
 	}
-	for i, r := range lp.retry {
-		if r == l {
-			lp.retry = append(lp.retry[:i], lp.retry[i+1:]...)
-			break
-		}
-	}
+	lp.retry = slices.DeleteFunc(lp.retry, func(a *acceptor) bool { return a.l == l })
 }
 
-// ready accepts new connections.
-func (l *listener) ready(lp *eventLoop, _ uint32) { l.accept(lp) }
+// Ready accepts new connections.
+func (a *acceptor) Ready(*eventloop.Loop, uint32) { a.accept() }
 
-func (l *listener) accept(lp *eventLoop) {
+func (a *acceptor) accept() {
+	l, lp := a.l, a.lp
 	for range acceptBatch {
 		// Not unix.Accept4, which asks for SO_PROTOCOL of every IPv4 connection (for
 		// L2TP): a getsockopt per connection.
-		fd, client, err := sysAccept(l.fd)
+		fd, client, err := eventloop.Accept(l.fd)
 		if err == nil {
 			l.accepted(lp, fd, client)
 			continue
@@ -113,25 +120,20 @@ func (l *listener) accept(lp *eventLoop) {
 		// while (level-triggered, the pending connection would be reported at once).
 		l.p.log.Warn("accept", "frontend", l.key.String(), "err", err, "retry_in", acceptRetry)
 		l.removeFrom(lp)
-		lp.retry = append(lp.retry, l)
-		lp.retryAt = lp.now + acceptRetry
+		lp.retry = append(lp.retry, a)
+		lp.el.Schedule(&lp.retryTimer, lp.now()+acceptRetry)
 		return
 	}
 }
 
-// retryAccept re-adds a listener after an accept failed for lack of resources.
-func (l *listener) retryAccept(lp *eventLoop) {
-	l.addTo(lp)
-	l.accept(lp)
-}
-
 // accepted starts serving one connection by the listener's target: forwarded to an
 // endpoint, reset (Reject) or held (Drop, source range).
-func (l *listener) accepted(lp *eventLoop, fd int, client netip.AddrPort) {
+func (l *listener) accepted(lp *tcpLoop, fd int, client netip.AddrPort) {
 	st := l.state.Load()
 	t, m := st.target, st.metrics
 	l.p.open.Add(1)
-	c := &tcpConn{t: t, m: m, client: side{fd: fd}, server: side{fd: -1}, k: -1, heapIndex: -1}
+	c := &tcpConn{lp: lp, t: t, m: m, client: side{fd: fd}, server: side{fd: -1}, k: -1}
+	c.timer = eventloop.NewTimer(func(*eventloop.Loop) { c.timeout() })
 	c.client.c, c.server.c = c, c
 	c.client.writable = true
 	c.up = dir{src: &c.client, dst: &c.server}
@@ -140,28 +142,28 @@ func (l *listener) accepted(lp *eventLoop, fd int, client netip.AddrPort) {
 
 	if !st.spec.allowed(client.Addr()) {
 		m.sourceRange.Inc()
-		c.hold(lp)
+		c.hold()
 		return
 	}
 	switch t.verdict {
 	case model.Reject:
 		m.reject.Inc()
-		c.reset(lp)
+		c.reset()
 		return
 	case model.Drop:
 		m.drop.Inc()
-		c.hold(lp)
+		c.hold()
 		return
 	}
-	if err := lp.register(fd, &c.client, edgeEvents); err != nil {
+	if err := lp.el.Register(fd, &c.client, eventloop.EdgeEvents); err != nil {
 		l.p.log.Error("epoll_ctl", "frontend", l.key.String(), "err", err)
-		c.reset(lp)
+		c.reset()
 		return
 	}
 	c.clientAddr = client
 	c.first = t.first(client, l.key.addr, time.Now())
 	c.attempts = min(len(t.backends), maxAttempts)
-	c.connect(lp)
+	c.connect()
 }
 
 type connState uint8
@@ -176,6 +178,7 @@ const (
 
 // tcpConn is one accepted connection, owned by the loop that accepted it.
 type tcpConn struct {
+	lp         *tcpLoop
 	t          *target
 	m          *frontendMetrics
 	state      connState
@@ -188,10 +191,10 @@ type tcpConn struct {
 	k                        int // the backend, -1 before the first connect
 	started                  time.Time
 
-	last      time.Duration // loop time of the last read that returned data, either direction
-	due       time.Duration // when timeout runs
-	heapIndex int
-	rst       bool // close the client with a reset
+	last  time.Duration   // loop time of the last read that returned data, either direction
+	due   time.Duration   // when timer runs timeout
+	timer eventloop.Timer // connect timeout, hold end or the next idle check
+	rst   bool            // close the client with a reset
 }
 
 // side is one socket of a connection and what its last events said.
@@ -225,8 +228,8 @@ const maxSplice = 1 << 20
 
 var errConnectTimeout = errors.New("connect timeout")
 
-// ready records what the events say and moves the connection on.
-func (s *side) ready(lp *eventLoop, ev uint32) {
+// Ready records what the events say and moves the connection on.
+func (s *side) Ready(_ *eventloop.Loop, ev uint32) {
 	c := s.c
 	if ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
 		s.readable = true // a read reports the error or EOF
@@ -240,30 +243,31 @@ func (s *side) ready(lp *eventLoop, ev uint32) {
 	switch c.state {
 	case accepted, closed:
 	case holding:
-		c.discard(lp)
+		c.discard()
 	case connecting:
 		if s != &c.server {
 			return // the client's bytes wait for the connection
 		}
 		if ev&(unix.EPOLLERR|unix.EPOLLHUP) != 0 {
-			err := error(unix.ECONNREFUSED)
-			if errno, gerr := unix.GetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_ERROR); gerr == nil && errno != 0 {
-				err = unix.Errno(errno)
+			err := eventloop.SocketError(s.fd)
+			if err == nil {
+				err = unix.ECONNREFUSED
 			}
-			c.retry(lp, err)
+			c.retry(err)
 			return
 		}
 		if ev&unix.EPOLLOUT != 0 {
-			c.established(lp)
+			c.established()
 		}
 	case established:
-		c.pump(lp)
+		c.pump()
 	}
 }
 
 // connect starts a non-blocking connect to the next backend to try, or resets the
 // client when every attempt failed.
-func (c *tcpConn) connect(lp *eventLoop) {
+func (c *tcpConn) connect() {
+	lp := c.lp
 	t := c.t
 	for c.attempt < c.attempts {
 		k := (c.first + c.attempt) % len(t.backends)
@@ -271,47 +275,48 @@ func (c *tcpConn) connect(lp *eventLoop) {
 		b := t.backends[k]
 		b.load.Begin()
 		c.started = time.Now()
-		fd, err := sysDial(b.addr)
+		fd, err := eventloop.Dial(b.addr)
 		if err == nil {
 			c.server = side{c: c, fd: fd}
-			if err = lp.register(fd, &c.server, edgeEvents); err != nil {
-				_ = sysClose(fd)
+			if err = lp.el.Register(fd, &c.server, eventloop.EdgeEvents); err != nil {
+				_ = eventloop.Close(fd)
 				c.server.fd = -1
 			}
 		}
 		if err != nil {
-			c.connectFailed(lp, k, err)
+			c.connectFailed(k, err)
 			continue
 		}
 		c.k = k
 		c.state = connecting
-		lp.schedule(c, lp.now+t.connectTimeout)
+		lp.schedule(c, lp.now()+t.connectTimeout)
 		return
 	}
 	c.m.exhausted.Inc()
-	c.reset(lp)
+	c.reset()
 }
 
 // connectFailed accounts for a failed connect to backend k.
-func (c *tcpConn) connectFailed(lp *eventLoop, k int, err error) {
+func (c *tcpConn) connectFailed(k int, err error) {
 	c.t.backends[k].load.End()
 	c.m.connErrors.Inc()
 	c.t.failed(k)
-	lp.p.log.Debug("connect failed", "service_port", c.t.servicePort, "endpoint", c.t.backends[k].addr.String(), "err", err)
+	c.lp.p.log.Debug("connect failed", "service_port", c.t.servicePort, "endpoint", c.t.backends[k].addr.String(), "err", err)
 }
 
 // retry abandons the connect in flight and tries the next backend.
-func (c *tcpConn) retry(lp *eventLoop, err error) {
-	lp.forget(c.server.fd)
-	_ = sysClose(c.server.fd)
+func (c *tcpConn) retry(err error) {
+	c.lp.el.Forget(c.server.fd)
+	_ = eventloop.Close(c.server.fd)
 	c.server = side{c: c, fd: -1}
 	c.state = accepted
-	c.connectFailed(lp, c.k, err)
-	c.connect(lp)
+	c.connectFailed(c.k, err)
+	c.connect()
 }
 
 // established starts relaying once the connect succeeded.
-func (c *tcpConn) established(lp *eventLoop) {
+func (c *tcpConn) established() {
+	lp := c.lp
 	c.state = established
 	t, b := c.t, c.t.backends[c.k]
 	b.load.Observe(time.Since(c.started))
@@ -320,52 +325,52 @@ func (c *tcpConn) established(lp *eventLoop) {
 	c.m.conns.Inc()
 	c.m.active.Inc()
 	c.server.writable = true
-	c.last = lp.now
-	lp.schedule(c, lp.now+t.idleTimeout)
-	c.pump(lp)
+	c.last = lp.now()
+	lp.schedule(c, c.last+t.idleTimeout)
+	c.pump()
 }
 
 // timeout runs when the connection is due: the connect timed out, the hold is over,
 // or the idle timeout may have passed.
-func (c *tcpConn) timeout(lp *eventLoop) {
+func (c *tcpConn) timeout() {
 	switch c.state {
 	case holding:
-		c.reset(lp)
+		c.reset()
 	case connecting:
-		c.retry(lp, errConnectTimeout)
+		c.retry(errConnectTimeout)
 	case established:
 		// Checked once per idle period: a connection that carried a byte in the
 		// period just ended gets another one, so it closes between one and two idle
 		// timeouts after its last byte (and a busy one costs one check per period).
 		if idle := c.t.idleTimeout; c.last > c.due-idle {
-			lp.schedule(c, max(c.due+idle, lp.now+time.Millisecond))
+			c.lp.schedule(c, max(c.due+idle, c.lp.now()+time.Millisecond))
 			return
 		}
-		c.close(lp)
+		c.close()
 	}
 }
 
 // hold is the userspace form of a drop: the connection gets no data and no answer
 // until the client gives up or the connect timeout passes, then a reset.
-func (c *tcpConn) hold(lp *eventLoop) {
+func (c *tcpConn) hold() {
 	c.state = holding
-	if err := lp.register(c.client.fd, &c.client, edgeEvents); err != nil {
-		c.reset(lp)
+	if err := c.lp.el.Register(c.client.fd, &c.client, eventloop.EdgeEvents); err != nil {
+		c.reset()
 		return
 	}
-	lp.schedule(c, lp.now+c.t.connectTimeout)
+	c.lp.schedule(c, c.lp.now()+c.t.connectTimeout)
 }
 
 // discard reads and drops what a held client sends; its EOF ends the hold.
-func (c *tcpConn) discard(lp *eventLoop) {
+func (c *tcpConn) discard() {
 	for c.client.readable {
-		n, err := sysRead(c.client.fd, lp.scratch)
+		n, err := eventloop.Read(c.client.fd, c.lp.scratch)
 		switch {
 		case errors.Is(err, unix.EAGAIN):
 			c.client.readable = false
 		case errors.Is(err, unix.EINTR):
 		case err != nil || n == 0:
-			c.reset(lp)
+			c.reset()
 			return
 		}
 	}
@@ -373,13 +378,13 @@ func (c *tcpConn) discard(lp *eventLoop) {
 
 // pump moves what can be moved in both directions and closes the connection when both
 // ended or one failed.
-func (c *tcpConn) pump(lp *eventLoop) {
-	err := c.up.pump(lp, c, &c.down)
+func (c *tcpConn) pump() {
+	err := c.up.pump(c, &c.down)
 	if err == nil {
-		err = c.down.pump(lp, c, &c.up)
+		err = c.down.pump(c, &c.up)
 	}
 	if err != nil || (c.up.done && c.down.done) {
-		c.close(lp)
+		c.close()
 	}
 }
 
@@ -388,14 +393,14 @@ func (c *tcpConn) pump(lp *eventLoop) {
 // kept in d.buf), and with splice(2) through a pipe from the first read that fills
 // the buffer on (bulk transfers stay in the kernel). At EOF it half-closes d.dst, or
 // leaves the FIN to the full close when the other direction is done too.
-func (d *dir) pump(lp *eventLoop, c *tcpConn, other *dir) error {
+func (d *dir) pump(c *tcpConn, other *dir) error {
 	for {
 		switch {
 		case d.inPipe > 0:
 			if !d.dst.writable {
 				return nil
 			}
-			n, err := sysSplice(d.pipe[0], d.dst.fd, d.inPipe)
+			n, err := eventloop.Splice(d.pipe[0], d.dst.fd, d.inPipe)
 			if err != nil {
 				if errors.Is(err, unix.EAGAIN) {
 					d.dst.writable = false
@@ -412,7 +417,7 @@ func (d *dir) pump(lp *eventLoop, c *tcpConn, other *dir) error {
 			if !d.dst.writable {
 				return nil
 			}
-			n, err := sysWrite(d.dst.fd, d.buf[d.off:d.end])
+			n, err := eventloop.Write(d.dst.fd, d.buf[d.off:d.end])
 			if err != nil {
 				if errors.Is(err, unix.EAGAIN) {
 					d.dst.writable = false
@@ -426,7 +431,7 @@ func (d *dir) pump(lp *eventLoop, c *tcpConn, other *dir) error {
 			d.off += n
 			d.bytes += int64(n)
 			if d.off == d.end {
-				lp.p.buffers.Put(d.buf)
+				c.lp.p.buffers.Put(d.buf)
 				d.buf, d.off, d.end = nil, 0, 0
 			}
 		case d.done:
@@ -436,7 +441,7 @@ func (d *dir) pump(lp *eventLoop, c *tcpConn, other *dir) error {
 			if other.done {
 				return nil // the full close sends the FIN
 			}
-			if err := sysShutdown(d.dst.fd, unix.SHUT_WR); err != nil {
+			if err := eventloop.Shutdown(d.dst.fd, unix.SHUT_WR); err != nil {
 				return fmt.Errorf("shutdown: %w", err)
 			}
 			return nil
@@ -447,7 +452,7 @@ func (d *dir) pump(lp *eventLoop, c *tcpConn, other *dir) error {
 				d.splice = false
 				continue
 			}
-			n, err := sysSplice(d.src.fd, d.pipe[1], maxSplice)
+			n, err := eventloop.Splice(d.src.fd, d.pipe[1], maxSplice)
 			if err != nil {
 				if errors.Is(err, unix.EAGAIN) {
 					d.src.readable, d.src.drain = false, false
@@ -463,9 +468,9 @@ func (d *dir) pump(lp *eventLoop, c *tcpConn, other *dir) error {
 				continue
 			}
 			d.inPipe += n
-			c.last = lp.now
+			c.last = c.lp.now()
 		default:
-			if err := d.copy(lp, c); err != nil {
+			if err := d.copy(c); err != nil {
 				return err
 			}
 		}
@@ -473,9 +478,9 @@ func (d *dir) pump(lp *eventLoop, c *tcpConn, other *dir) error {
 }
 
 // copy reads once into the loop's buffer and writes what it read, keeping the rest.
-func (d *dir) copy(lp *eventLoop, c *tcpConn) error {
-	buf := lp.scratch
-	n, err := sysRead(d.src.fd, buf)
+func (d *dir) copy(c *tcpConn) error {
+	buf := c.lp.scratch
+	n, err := eventloop.Read(d.src.fd, buf)
 	if err != nil {
 		if errors.Is(err, unix.EAGAIN) {
 			d.src.readable, d.src.drain = false, false
@@ -490,10 +495,10 @@ func (d *dir) copy(lp *eventLoop, c *tcpConn) error {
 		d.eof = true
 		return nil
 	}
-	c.last = lp.now
+	c.last = c.lp.now()
 	w := 0
 	if d.dst.writable {
-		w, err = sysWrite(d.dst.fd, buf[:n])
+		w, err = eventloop.Write(d.dst.fd, buf[:n])
 		if err != nil {
 			w = 0
 			if !errors.Is(err, unix.EAGAIN) && !errors.Is(err, unix.EINTR) {
@@ -504,7 +509,7 @@ func (d *dir) copy(lp *eventLoop, c *tcpConn) error {
 	}
 	d.bytes += int64(w)
 	if w < n {
-		d.buf = lp.p.buffers.Get().(*[copyBufferSize]byte)
+		d.buf = c.lp.p.buffers.Get().(*[copyBufferSize]byte)
 		d.off, d.end = 0, copy(d.buf[:], buf[w:n])
 	}
 	switch {
@@ -534,8 +539,8 @@ func (d *dir) release(buffers *sync.Pool) {
 		d.buf = nil
 	}
 	if d.pipe[0] != 0 {
-		_ = sysClose(d.pipe[0])
-		_ = sysClose(d.pipe[1])
+		_ = eventloop.Close(d.pipe[0])
+		_ = eventloop.Close(d.pipe[1])
 		d.pipe = [2]int{}
 	}
 }
@@ -543,27 +548,28 @@ func (d *dir) release(buffers *sync.Pool) {
 // reset closes the connection with a TCP RST to the client: kube-proxy's reject, as
 // close to an ICMP refusal as a userspace proxy can get (the client's connect
 // succeeded; its first read fails).
-func (c *tcpConn) reset(lp *eventLoop) {
+func (c *tcpConn) reset() {
 	c.rst = true
-	c.close(lp)
+	c.close()
 }
 
 // close closes both sockets and accounts for the connection.
-func (c *tcpConn) close(lp *eventLoop) {
+func (c *tcpConn) close() {
 	if c.state == closed {
 		return
 	}
+	lp := c.lp
 	was := c.state
 	c.state = closed
-	lp.unschedule(c)
+	lp.el.Cancel(&c.timer)
 	delete(lp.conns, c)
 	if c.rst {
 		_ = unix.SetsockoptLinger(c.client.fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
 	}
 	for _, s := range []*side{&c.client, &c.server} {
 		if s.fd >= 0 {
-			lp.forget(s.fd)
-			_ = sysClose(s.fd)
+			lp.el.Forget(s.fd)
+			_ = eventloop.Close(s.fd)
 			s.fd = -1
 		}
 	}

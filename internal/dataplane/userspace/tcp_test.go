@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/sys/unix"
 
+	"weir.dev/weir/internal/eventloop"
 	"weir.dev/weir/internal/model"
 )
 
@@ -247,10 +248,10 @@ func TestNoDelay(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	nfd, _, err := sysAccept(fd)
+	nfd, _, err := eventloop.Accept(fd)
 	for errors.Is(err, unix.EAGAIN) {
 		time.Sleep(time.Millisecond)
-		nfd, _, err = sysAccept(fd)
+		nfd, _, err = eventloop.Accept(fd)
 	}
 	if err != nil {
 		t.Fatal(err)
@@ -260,7 +261,7 @@ func TestNoDelay(t *testing.T) {
 		t.Fatalf("accepted socket TCP_NODELAY = %d, %v", v, err)
 	}
 	a := startTCPBackend(t, "a")
-	up, err := sysDial(a.addr)
+	up, err := eventloop.Dial(a.addr)
 	if err != nil {
 		t.Fatal(err)
 	}
