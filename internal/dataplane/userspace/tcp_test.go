@@ -6,9 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -333,4 +337,98 @@ func echoThrough(addr string, size int) error {
 		return fmt.Errorf("%d bytes sent, %d back (equal prefix %d): %v", size, len(got), commonPrefix(got, data), err)
 	}
 	return nil
+}
+
+// TestAcceptRetryAfterEMFILE: a loop whose accept fails for lack of descriptors takes
+// the listener out, retries on a timer, and serves the waiting connection once
+// descriptors are free again. It runs in a child process (the descriptor limit is
+// process-wide).
+func TestAcceptRetryAfterEMFILE(t *testing.T) {
+	if os.Getenv("WEIR_TEST_EMFILE") == "" {
+		t.Parallel()
+		cmd := exec.CommandContext(t.Context(), os.Args[0], "-test.run=^TestAcceptRetryAfterEMFILE$", "-test.v")
+		cmd.Env = append(os.Environ(), "WEIR_TEST_EMFILE=1")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("child: %v\n%s", err, out)
+		}
+		return
+	}
+	a := startTCPBackend(t, "a")
+	var logs lockedBuffer
+	p := newProxy(t, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	mustSync(t, p, snap(service("emfile", model.TCP, "127.0.14.8", 80, endpoints(a.addr))))
+
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	low := lim
+	low.Cur = 256
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &low); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = unix.Setrlimit(unix.RLIMIT_NOFILE, &lim) }()
+	var hogs []int
+	defer func() {
+		for _, fd := range hogs {
+			_ = unix.Close(fd)
+		}
+	}()
+	for {
+		fd, err := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if errors.Is(err, unix.EMFILE) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		hogs = append(hogs, fd)
+	}
+	// One descriptor for the client; none for the proxy's accept.
+	_ = unix.Close(hogs[len(hogs)-1])
+	hogs = hogs[:len(hogs)-1]
+	type result struct {
+		name string
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		name, err := greet("127.0.14.8:80", netip.Addr{})
+		done <- result{name, err}
+	}()
+	eventually(t, 5*time.Second, "accept failing with EMFILE logged", func() bool {
+		return strings.Contains(logs.String(), "too many open files")
+	})
+	for _, fd := range hogs {
+		_ = unix.Close(fd)
+	}
+	hogs = nil
+	_ = unix.Setrlimit(unix.RLIMIT_NOFILE, &lim)
+	select {
+	case r := <-done:
+		if r.err != nil || r.name != "a" {
+			t.Fatalf("greet after the retry = %q, %v", r.name, r.err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("connection not served after descriptors were freed")
+	}
+}
+
+// lockedBuffer is a log destination that loops and the test share.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
