@@ -72,13 +72,12 @@ type Loop struct {
 	exited  bool
 	stopped bool
 
-	slots   []slot // by file descriptor
-	gen     uint32
-	events  []unix.EpollEvent
-	timers  timerHeap
-	base    time.Time
-	now     time.Duration // since base, updated once per wake-up
-	onEvent func()        // run after each batch of events (may be nil)
+	slots  []slot // by file descriptor
+	gen    uint32
+	events []unix.EpollEvent
+	timers timerHeap
+	base   time.Time
+	now    time.Duration // since base, updated once per wake-up
 }
 
 type slot struct {

@@ -69,6 +69,10 @@ type Options struct {
 	// DisableFastServer serves plaintext HTTP listeners with net/http's server alone
 	// instead of weir's own HTTP/1.1 server for simple requests (h1server.go).
 	DisableFastServer bool
+	// DisableEventLoops serves plaintext HTTP listeners with the fast server's
+	// goroutine per connection instead of weir's event loops (h1loop.go). The loops
+	// are also off when ReadTimeout or WriteTimeout is set (they keep neither).
+	DisableEventLoops bool
 	// MaxMirrorsInFlight bounds mirror copies in flight; more are dropped. Default 256.
 	MaxMirrorsInFlight int
 }
@@ -91,6 +95,7 @@ type Gateway struct {
 
 	mu        sync.Mutex // Sync and Shutdown
 	closed    bool
+	loops     *loopServer // started with the first plaintext listener that uses them
 	listeners map[string]*listener
 	clusters  map[string]*cluster
 	limiters  map[string]*limiter
@@ -393,11 +398,16 @@ func (g *Gateway) openListener(addr string, proto model.ListenerProtocol, t *tab
 		l.fast = newFastServer(ln, srv, g.ctx, g.opts.MaxHeaderBytes, g.opts.ReadHeaderTimeout, g.opts.ReadTimeout, g.opts.IdleTimeout, g.opts.WriteTimeout,
 			func(ctx context.Context, w http.ResponseWriter, r *http.Request) { g.serve(ctx, w, r, l.table.Load()) },
 			func(msg string, args ...any) { g.log.Debug(msg, args...) })
-		g.wg.Go(func() {
-			if err := l.fast.serve(); err != nil {
-				g.log.Error("gateway: listener stopped", "address", addr, "err", err)
-			}
-		})
+		if err := g.startLoops(l); err != nil {
+			g.log.Warn("gateway: event loops unavailable; serving with a goroutine per connection", "address", addr, "err", err)
+		}
+		if l.fast.loops == nil {
+			g.wg.Go(func() {
+				if err := l.fast.serve(); err != nil {
+					g.log.Error("gateway: listener stopped", "address", addr, "err", err)
+				}
+			})
+		}
 	}
 	g.wg.Go(func() {
 		var err error
@@ -415,6 +425,28 @@ func (g *Gateway) openListener(addr string, proto model.ListenerProtocol, t *tab
 	})
 	g.log.Info("gateway: listening", "address", ln.Addr().String(), "protocol", string(proto))
 	return l, nil
+}
+
+// startLoops puts a plaintext listener on the event loops, starting them first, unless
+// the options keep them off. Called under g.mu.
+func (g *Gateway) startLoops(l *listener) error {
+	o := g.opts
+	if o.DisableEventLoops || o.DisableFastPath || o.ReadTimeout > 0 || o.WriteTimeout > 0 {
+		return nil
+	}
+	if g.loops == nil {
+		s, err := newLoopServer(g)
+		if err != nil {
+			return err
+		}
+		g.loops = s
+	}
+	ll, err := g.loops.listen(l.ln, l.fast, l.table.Load)
+	if err != nil {
+		return err
+	}
+	l.fast.loops = ll
+	return nil
 }
 
 // closeListener stops accepting at once and lets in-flight requests finish within
@@ -435,8 +467,7 @@ func (g *Gateway) closeListener(l *listener) {
 		return
 	}
 	if l.fast != nil {
-		l.fast.closing.Store(true)
-		_ = l.ln.Close() // at once, so that the address may be opened again
+		l.fast.stopAccepting() // at once, so that the address may be opened again
 		g.wg.Go(func() {
 			ctx, cancel := context.WithTimeout(context.Background(), g.opts.ShutdownGrace)
 			defer cancel()
@@ -493,6 +524,9 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 		})
 	}
 	wg.Wait()
+	if g.loops != nil {
+		g.loops.stop()
+	}
 	g.cancel()
 	done := make(chan struct{})
 	go func() { g.wg.Wait(); close(done) }()

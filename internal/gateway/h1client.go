@@ -203,10 +203,37 @@ func parseResponseHead(head []byte, req *http.Request) (resp *http.Response, con
 	if req.Method == http.MethodHead {
 		return nil, 0, false
 	}
+	resp, framing, n, ok := parseUpstreamHead(head, false)
+	if !ok || framing != bodyLength || resp.StatusCode < 200 || resp.Trailer != nil {
+		return nil, 0, false
+	}
+	resp.Request = req
+	return resp, n, true
+}
+
+// bodyFraming is how an upstream response's body ends (RFC 9112, section 6.3).
+type bodyFraming uint8
+
+const (
+	bodyNone       bodyFraming = iota // HEAD, 1xx, 204, 304
+	bodyLength                        // Content-Length bytes
+	bodyChunked                       // Transfer-Encoding: chunked
+	bodyUntilClose                    // neither: the body ends when the backend closes
+)
+
+// parseUpstreamHead parses a response head (status line and header lines ending with
+// an empty line, well-formed as net/http's client requires) into the response
+// http.ReadResponse would make of it — Transfer-Encoding and Trailer moved out of the
+// header, "Connection: close" turned into Close, Pragma: no-cache also as
+// Cache-Control — with how its body is framed and, for bodyLength, its length. isHEAD:
+// the response answers a HEAD request. ok is false for a head weir does not take: not
+// HTTP/1.0 or 1.1, a malformed line, a transfer coding other than chunked alone, or
+// conflicting Content-Lengths.
+func parseUpstreamHead(head []byte, isHEAD bool) (resp *http.Response, framing bodyFraming, contentLength int64, ok bool) {
 	s := string(head)
 	eol := strings.Index(s, "\r\n")
 	if eol < len("HTTP/1.1 200") {
-		return nil, 0, false
+		return nil, 0, 0, false
 	}
 	line := s[:eol]
 	minor := 1
@@ -215,23 +242,25 @@ func parseResponseHead(head []byte, req *http.Request) (resp *http.Response, con
 	case "HTTP/1.0 ":
 		minor = 0
 	default:
-		return nil, 0, false
+		return nil, 0, 0, false
 	}
 	status := line[9:]
 	code, err := strconv.Atoi(status[:3])
-	if err != nil || code < 200 || code > 999 || code == http.StatusNoContent || code == http.StatusNotModified ||
-		(len(status) > 3 && status[3] != ' ') || status[0] < '1' {
-		return nil, 0, false
+	if err != nil || code < 100 || (len(status) > 3 && status[3] != ' ') || status[0] < '1' {
+		return nil, 0, 0, false
 	}
 	fields := strings.Count(s[eol+2:], "\r\n") - 1
 	h := make(http.Header, fields)
 	vals := make([]string, fields)
 	contentLength = -1
+	lengthText := ""
+	chunked := false
+	var trailer http.Header
 	pos := eol + 2
 	for i := 0; ; i++ {
 		e := strings.Index(s[pos:], "\r\n")
 		if e < 0 {
-			return nil, 0, false
+			return nil, 0, 0, false
 		}
 		line := s[pos : pos+e]
 		pos += e + 2
@@ -240,22 +269,37 @@ func parseResponseHead(head []byte, req *http.Request) (resp *http.Response, con
 		}
 		colon := strings.IndexByte(line, ':')
 		if colon <= 0 || line[0] == ' ' || line[0] == '\t' {
-			return nil, 0, false
+			return nil, 0, 0, false
 		}
 		k, v := line[:colon], textproto.TrimString(line[colon+1:])
 		if !httpguts.ValidHeaderFieldName(k) || !httpguts.ValidHeaderFieldValue(v) {
-			return nil, 0, false
+			return nil, 0, 0, false
 		}
 		k = http.CanonicalHeaderKey(k)
 		switch k {
 		case "Content-Length":
 			n, err := strconv.ParseInt(v, 10, 64)
-			if contentLength >= 0 || err != nil || n < 0 || v[0] == '+' {
-				return nil, 0, false
+			if err != nil || n < 0 || v[0] == '+' || (contentLength >= 0 && n != contentLength) {
+				return nil, 0, 0, false
 			}
-			contentLength = n
-		case "Transfer-Encoding", "Trailer":
-			return nil, 0, false
+			contentLength, lengthText = n, v
+			continue
+		case "Transfer-Encoding":
+			if chunked || !strings.EqualFold(v, "chunked") || minor == 0 {
+				return nil, 0, 0, false
+			}
+			chunked = true
+			continue
+		case "Trailer":
+			if trailer == nil {
+				trailer = http.Header{}
+			}
+			for f := range strings.SplitSeq(v, ",") {
+				if f = http.CanonicalHeaderKey(textproto.TrimString(f)); f != "" {
+					trailer[f] = nil
+				}
+			}
+			continue
 		}
 		if cur, dup := h[k]; dup {
 			h[k] = append(cur, v)
@@ -263,9 +307,6 @@ func parseResponseHead(head []byte, req *http.Request) (resp *http.Response, con
 			vals[i] = v
 			h[k] = vals[i : i+1 : i+1]
 		}
-	}
-	if contentLength < 0 {
-		return nil, 0, false
 	}
 	if p := h["Pragma"]; len(p) > 0 && p[0] == "no-cache" {
 		if _, ok := h["Cache-Control"]; !ok {
@@ -280,11 +321,36 @@ func parseResponseHead(head []byte, req *http.Request) (resp *http.Response, con
 	} else if hasClose {
 		delete(h, "Connection")
 	}
+	sentLength := contentLength >= 0
+	switch {
+	case isHEAD || code < 200 || code == http.StatusNoContent || code == http.StatusNotModified:
+		framing = bodyNone
+		if code == http.StatusNoContent || code < 200 {
+			contentLength, sentLength = 0, false
+		} else if code == http.StatusNotModified && !isHEAD {
+			contentLength = 0 // the header stays: it describes the entity
+		}
+	case chunked:
+		framing, contentLength = bodyChunked, -1
+	case contentLength >= 0:
+		framing = bodyLength
+	default:
+		framing, closes = bodyUntilClose, true
+	}
+	if chunked && contentLength >= 0 {
+		closes = true // both: the length is ignored and the connection not reused
+	}
 	resp = &http.Response{
 		Status: status, StatusCode: code, Proto: line[:8], ProtoMajor: 1, ProtoMinor: minor,
-		Header: h, ContentLength: contentLength, Close: closes, Request: req,
+		Header: h, ContentLength: contentLength, Close: closes, Trailer: trailer,
 	}
-	return resp, contentLength, true
+	if chunked {
+		resp.TransferEncoding = []string{"chunked"}
+	}
+	if framing == bodyLength || (framing == bodyNone && sentLength) {
+		h["Content-Length"] = []string{lengthText}
+	}
+	return resp, framing, contentLength, true
 }
 
 // h1Body returns the connection to the pool once the body was read to its end, and

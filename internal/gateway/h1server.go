@@ -28,6 +28,7 @@ import (
 // stays on net/http.
 type fastServer struct {
 	ln      net.Listener     // the bound socket
+	loops   *loopListener    // when set, the event loops accept on ln and serve first
 	handoff *handoffListener // what net/http serves
 	srv     *http.Server
 	handler func(ctx context.Context, w http.ResponseWriter, r *http.Request)
@@ -123,28 +124,39 @@ func (fs *fastServer) serve() error {
 			continue
 		}
 		delay = 0
-		fc := &fastConn{fs: fs, c: c, remote: c.RemoteAddr().String()}
-		fc.ctx, fc.cancel = context.WithCancel(fs.baseCtx)
-		fs.mu.Lock()
-		if fs.closing.Load() {
-			fs.mu.Unlock()
-			fc.cancel()
-			_ = c.Close()
+		if !fs.adopt(c, nil) {
 			return nil
 		}
-		fs.conns[fc] = struct{}{}
-		fs.wg.Add(1)
-		fs.mu.Unlock()
-		go fc.serve()
 	}
+}
+
+// adopt serves c, whose first bytes are pre (already read), on a goroutine of its
+// own. It returns false, with c closed, when the server is closing.
+func (fs *fastServer) adopt(c net.Conn, pre []byte) bool {
+	if len(pre) > 0 {
+		c = &prefixConn{Conn: c, pre: pre}
+	}
+	fc := &fastConn{fs: fs, c: c, remote: c.RemoteAddr().String()}
+	fc.ctx, fc.cancel = context.WithCancel(fs.baseCtx)
+	fs.mu.Lock()
+	if fs.closing.Load() {
+		fs.mu.Unlock()
+		fc.cancel()
+		_ = c.Close()
+		return false
+	}
+	fs.conns[fc] = struct{}{}
+	fs.wg.Add(1)
+	fs.mu.Unlock()
+	go fc.serve()
+	return true
 }
 
 // shutdown stops accepting, closes idle connections at once and the others when
 // their response is done, waits for them until ctx ends and then closes what is
 // left; net/http's server (the handed-off connections) shuts down alongside.
 func (fs *fastServer) shutdown(ctx context.Context) error {
-	fs.closing.Store(true)
-	_ = fs.ln.Close()
+	fs.stopAccepting()
 	var srvErr error
 	done := make(chan struct{})
 	go func() {
@@ -177,6 +189,17 @@ func (fs *fastServer) shutdown(ctx context.Context) error {
 	return srvErr
 }
 
+// stopAccepting closes the listener at once, so that its address may be opened again.
+func (fs *fastServer) stopAccepting() {
+	if fs.closing.Swap(true) {
+		return
+	}
+	if fs.loops != nil {
+		fs.loops.stopAccepting()
+	}
+	_ = fs.ln.Close()
+}
+
 func (fs *fastServer) stopWatch() {
 	fs.mu.Lock()
 	select {
@@ -191,6 +214,10 @@ func (fs *fastServer) stopWatch() {
 // closeIdle closes the connections waiting for a request and returns how many
 // connections are left.
 func (fs *fastServer) closeIdle() int {
+	left := 0
+	if fs.loops != nil {
+		left = fs.loops.closeIdle()
+	}
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	for fc := range fs.conns {
@@ -198,10 +225,13 @@ func (fs *fastServer) closeIdle() int {
 			_ = fc.c.Close()
 		}
 	}
-	return len(fs.conns)
+	return left + len(fs.conns)
 }
 
 func (fs *fastServer) closeAll() {
+	if fs.loops != nil {
+		fs.loops.closeAll()
+	}
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	for fc := range fs.conns {

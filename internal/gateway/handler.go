@@ -16,6 +16,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"weir.dev/weir/internal/balance"
@@ -33,6 +34,8 @@ type ruleRuntime struct {
 	canary   *canary
 	canaryAt int // index of the canary backend
 	hasResp  bool
+	spread   atomic.Uint64 // the weighted split's sequence
+	loopable bool          // the event loops may serve it: HTTP/1.1 backends, the fast client on
 	cors     *model.CORS
 	mirrors  []*mirrorRuntime
 }
@@ -110,6 +113,12 @@ func (b *builder) rule(r *model.Rule) *ruleRuntime {
 			br.hashOn = be.Policy.HashOn
 		}
 		rr.backends = append(rr.backends, br)
+	}
+	rr.loopable = !b.g.opts.DisableFastPath
+	for _, br := range rr.backends {
+		if br.cl != nil && br.cl.h2c {
+			rr.loopable = false
+		}
 	}
 	for _, f := range r.Filters {
 		switch f.Type {
@@ -487,7 +496,11 @@ func (g *Gateway) chooseBackend(r *http.Request, st *reqState) *backendRuntime {
 	if total <= 0 {
 		return nil
 	}
-	n := mrand.Int64N(total)
+	// A Weyl sequence (k × the golden ratio, mod 1) rather than a random draw: as
+	// evenly spread, but any run of requests splits within a request or two of the
+	// weights (nginx's smooth weighted round robin has the same property).
+	x := rr.spread.Add(0x9e3779b97f4a7c15)
+	n := int64(float64(x>>11) / (1 << 53) * float64(total))
 	for i, br := range rr.backends {
 		if i == rr.canaryAt && rr.canary.rolledBack.Load() {
 			continue

@@ -19,6 +19,7 @@ type metrics struct {
 	rollbacks    *prometheus.CounterVec
 	mirrorDrops  *prometheus.CounterVec
 	listenerErrs *prometheus.CounterVec
+	handoffs     *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -42,11 +43,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Mirror copies not sent (too many in flight, or a body too large to copy)."}, []string{"route"}),
 		listenerErrs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weir_gateway_listener_errors_total",
 			Help: "Listeners that could not be opened, by address."}, []string{"address"}),
+		handoffs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weir_gateway_loop_handoffs_total",
+			Help: "Connections the event loops handed to the goroutine-per-connection server, by why: " +
+				"a request they do not parse (a body, an upgrade, HTTP/1.0, a long or malformed head) or a route they do not serve (h2c backends)."},
+			[]string{"reason"}),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.retries, m.ejections, m.rateLimited, m.overflows, m.rollbacks, m.mirrorDrops, m.listenerErrs} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.retries, m.ejections, m.rateLimited, m.overflows, m.rollbacks, m.mirrorDrops, m.listenerErrs, m.handoffs} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("gateway: register metrics: %w", err)
 		}

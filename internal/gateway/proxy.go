@@ -31,21 +31,7 @@ func (g *Gateway) h1Proxied(r *http.Request, br *backendRuntime) bool {
 // on every write. Errors answer as ReverseProxy's ErrorHandler (proxyError), and a
 // failure in the middle of the body aborts the response (http.ErrAbortHandler).
 func (g *Gateway) proxyH1(w *statusWriter, r *http.Request, st *reqState) {
-	h := r.Header
-	teTrailers := httpguts.HeaderValuesContainsToken(h["Te"], "trailers")
-	removeHopByHop(h)
-	if teTrailers {
-		h["Te"] = []string{"trailers"}
-	}
-	g.forwardHeaders(h, h, r.Host, r.TLS != nil, st)
-	if _, ok := h["User-Agent"]; !ok {
-		h["User-Agent"] = nil // no Go default
-	}
-	r.URL.RawQuery = cleanQueryParams(r.URL.RawQuery)
-	r.URL.Scheme = "http"
-	r.Body = nil
-	r.Close = false
-
+	g.prepareH1(r, st)
 	resp, err := g.up.RoundTrip(r)
 	if err != nil {
 		g.proxyError(w, r, err)
@@ -96,6 +82,26 @@ func (g *Gateway) proxyH1(w *statusWriter, r *http.Request, st *reqState) {
 		k = http.TrailerPrefix + k
 		dst[k] = append(dst[k], vv...)
 	}
+}
+
+// prepareH1 turns a downstream request without a body into its upstream form, in
+// place: hop-by-hop headers removed ("Te: trailers" kept), forwarding headers set,
+// unparsable query parameters re-encoded, no default User-Agent.
+func (g *Gateway) prepareH1(r *http.Request, st *reqState) {
+	h := r.Header
+	teTrailers := httpguts.HeaderValuesContainsToken(h["Te"], "trailers")
+	removeHopByHop(h)
+	if teTrailers {
+		h["Te"] = []string{"trailers"}
+	}
+	g.forwardHeaders(h, h, r.Host, r.TLS != nil, st)
+	if _, ok := h["User-Agent"]; !ok {
+		h["User-Agent"] = nil // no Go default
+	}
+	r.URL.RawQuery = cleanQueryParams(r.URL.RawQuery)
+	r.URL.Scheme = "http"
+	r.Body = nil
+	r.Close = false
 }
 
 // copyBody copies the response body with a pooled buffer, flushing after every write

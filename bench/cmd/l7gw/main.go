@@ -27,6 +27,7 @@ func main() {
 	alg := flag.String("algorithm", string(balance.RoundRobin), "scheduler")
 	slow := flag.Bool("no-fast-path", false, "send every request through net/http's Transport and httputil.ReverseProxy")
 	noFastServer := flag.Bool("no-fast-server", false, "serve downstream with net/http's server alone")
+	noLoops := flag.Bool("no-event-loops", false, "serve downstream with a goroutine per connection (weir's fast server) instead of event loops")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile here until exit")
 	flag.Parse()
 	if *cpuProfile != "" {
@@ -41,7 +42,7 @@ func main() {
 		}
 		defer func() { pprof.StopCPUProfile(); f.Close() }()
 	}
-	if err := run(*listen, *backends, balance.Algorithm(*alg), gateway.Options{DisableFastPath: *slow, DisableFastServer: *noFastServer}); err != nil {
+	if err := run(*listen, *backends, balance.Algorithm(*alg), gateway.Options{DisableFastPath: *slow, DisableFastServer: *noFastServer, DisableEventLoops: *noLoops}); err != nil {
 		fmt.Fprintln(os.Stderr, "l7gw:", err)
 		pprof.StopCPUProfile()
 		os.Exit(1)

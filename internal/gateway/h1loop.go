@@ -1,0 +1,1285 @@
+package gateway
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"weir.dev/weir/internal/eventloop"
+	"weir.dev/weir/internal/model"
+)
+
+// loopServer serves the plaintext HTTP listeners on event loops (internal/eventloop),
+// as nginx and HAProxy do: one goroutine per loop, raw non-blocking sockets, no
+// goroutine, park or wake-up per connection or request, and upstream connections
+// pooled per loop. A loop serves a request itself when it is a simple HTTP/1.1
+// request without a body (what the fast server parses, parseRequestHead) whose rule
+// sends it to HTTP/1.1 backends; the request goes through the same routing, admission
+// (rate limit, CORS, filters, mirrors, backend choice, breaker), upstream attempts
+// (retries, budget, health, per-try and request timeouts), response processing and
+// accounting as on the goroutine paths. At the first request it does not serve — a
+// body, an upgrade, HTTP/1.0, a head over 4 KiB, anything malformed, a rule with an
+// h2c backend — the loop hands the connection, with the bytes it has read, to the
+// listener's fast server (one goroutine per connection), which serves it, or hands it
+// on to net/http, from then on.
+type loopServer struct {
+	g     *Gateway
+	loops []*h1Loop
+	wg    sync.WaitGroup
+}
+
+// maxH1Loops caps the event loops (one per P up to this).
+const maxH1Loops = 8
+
+func newLoopServer(g *Gateway) (*loopServer, error) {
+	s := &loopServer{g: g}
+	n := min(runtime.GOMAXPROCS(0), maxH1Loops)
+	for range n {
+		lp, err := eventloop.New()
+		if err != nil {
+			s.stop()
+			return nil, fmt.Errorf("gateway: %w", err)
+		}
+		hl := &h1Loop{s: s, lp: lp, scratch: make([]byte, 32<<10), conns: map[*loopConn]struct{}{},
+			idle: map[netip.AddrPort][]*upConn{}}
+		hl.bw = bufio.NewWriterSize(&hl.sink, 4<<10)
+		s.loops = append(s.loops, hl)
+		s.wg.Go(func() {
+			if err := lp.Run(hl.exit); err != nil {
+				g.log.Error("gateway: event loop stopped", "err", err)
+			}
+		})
+	}
+	return s, nil
+}
+
+// stop closes every connection of every loop and waits for the loops to end.
+func (s *loopServer) stop() {
+	for _, hl := range s.loops {
+		hl.lp.Stop()
+	}
+	s.wg.Wait()
+}
+
+// onLoops runs fn on every loop and waits for it (a loop that has exited is skipped).
+func (s *loopServer) onLoops(fn func(hl *h1Loop)) {
+	var wg sync.WaitGroup
+	for _, hl := range s.loops {
+		wg.Add(1)
+		if !hl.lp.Do(func() { defer wg.Done(); fn(hl) }) {
+			wg.Done()
+		}
+	}
+	wg.Wait()
+}
+
+// loopListener is one plaintext listener on the loops.
+type loopListener struct {
+	s     *loopServer
+	fd    int // a duplicate of the listener's socket, non-blocking
+	fs    *fastServer
+	table func() *table
+	open  atomic.Int64 // connections on the loops
+}
+
+// listen makes the loops accept on ln's socket; connections they do not serve go to fs.
+func (s *loopServer) listen(ln net.Listener, fs *fastServer, table func() *table) (*loopListener, error) {
+	tl, ok := ln.(*net.TCPListener)
+	if !ok {
+		return nil, fmt.Errorf("gateway: event loops need a TCP listener, not %T", ln)
+	}
+	f, err := tl.File() // a duplicate, blocking
+	if err != nil {
+		return nil, fmt.Errorf("gateway: listener socket: %w", err)
+	}
+	fd, err := unix.Dup(int(f.Fd()))
+	_ = f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("gateway: listener socket: %w", err)
+	}
+	unix.CloseOnExec(fd)
+	if err := unix.SetNonblock(fd, true); err != nil {
+		_ = unix.Close(fd)
+		return nil, fmt.Errorf("gateway: listener socket: %w", err)
+	}
+	// Accepted sockets inherit TCP_NODELAY (the net package sets it per connection).
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); err != nil {
+		_ = unix.Close(fd)
+		return nil, fmt.Errorf("gateway: listener socket: %w", err)
+	}
+	ll := &loopListener{s: s, fd: fd, fs: fs, table: table}
+	var errs []error
+	var mu sync.Mutex
+	s.onLoops(func(hl *h1Loop) {
+		if err := hl.lp.Register(fd, &acceptor{ll: ll, hl: hl}, eventloop.ListenerEvents); err != nil {
+			mu.Lock()
+			errs = append(errs, err)
+			mu.Unlock()
+		}
+	})
+	if err := errors.Join(errs...); err != nil {
+		ll.stopAccepting()
+		return nil, fmt.Errorf("gateway: epoll_ctl listener: %w", err)
+	}
+	return ll, nil
+}
+
+// stopAccepting takes the listener off the loops and closes its socket (the
+// connections stay).
+func (ll *loopListener) stopAccepting() {
+	ll.s.onLoops(func(hl *h1Loop) { _ = hl.lp.Unregister(ll.fd) })
+	_ = unix.Close(ll.fd)
+}
+
+// closeIdle closes the listener's connections that wait for a request, marks the
+// others to close after their response, and returns how many are left.
+func (ll *loopListener) closeIdle() int {
+	ll.s.onLoops(func(hl *h1Loop) {
+		for c := range hl.conns {
+			if c.ll == ll {
+				c.closeAfter = true
+				if c.x == nil && len(c.out) == 0 {
+					c.close()
+				}
+			}
+		}
+	})
+	return int(ll.open.Load())
+}
+
+// closeAll closes every connection of the listener, cutting requests short.
+func (ll *loopListener) closeAll() {
+	ll.s.onLoops(func(hl *h1Loop) {
+		for c := range hl.conns {
+			if c.ll == ll {
+				c.close()
+			}
+		}
+	})
+}
+
+// h1Loop is one event loop and what it owns.
+type h1Loop struct {
+	s       *loopServer
+	lp      *eventloop.Loop
+	scratch []byte // read buffer shared by the loop's sockets
+	conns   map[*loopConn]struct{}
+	idle    map[netip.AddrPort][]*upConn // kept-alive upstream connections by endpoint
+	sink    appendWriter                 // what bw writes: a request being serialized
+	bw      *bufio.Writer
+}
+
+// exit closes what the loop owns when it stops.
+func (hl *h1Loop) exit() {
+	for c := range hl.conns {
+		c.close()
+	}
+	for ap, list := range hl.idle {
+		for _, u := range list {
+			u.close()
+		}
+		delete(hl.idle, ap)
+	}
+}
+
+// appendWriter collects what is written to it.
+type appendWriter struct{ b []byte }
+
+func (w *appendWriter) Write(p []byte) (int, error) {
+	w.b = append(w.b, p...)
+	return len(p), nil
+}
+
+// acceptor is a listener's socket on one loop.
+type acceptor struct {
+	ll *loopListener
+	hl *h1Loop
+}
+
+// acceptBatch bounds the connections one loop accepts per wake-up.
+const acceptBatch = 64
+
+func (a *acceptor) Ready(lp *eventloop.Loop, _ uint32) {
+	ll, hl := a.ll, a.hl
+	for range acceptBatch {
+		fd, peer, err := eventloop.Accept(ll.fd)
+		if err != nil {
+			if err != unix.EAGAIN && err != unix.ECONNABORTED && err != unix.EINTR {
+				hl.s.g.log.Debug("gateway: accept", "err", err)
+			}
+			return
+		}
+		if ll.fs.closing.Load() {
+			_ = eventloop.Close(fd)
+			continue
+		}
+		c := &loopConn{hl: hl, ll: ll, fd: fd, remote: peer.String(), writable: true}
+		c.timer = eventloop.NewTimer(c.timeout)
+		if err := lp.Register(fd, c, eventloop.EdgeEvents); err != nil {
+			_ = eventloop.Close(fd)
+			continue
+		}
+		ll.open.Add(1)
+		hl.conns[c] = struct{}{}
+		lp.Schedule(&c.timer, lp.Now()+ll.fs.headerTimeout)
+	}
+}
+
+// loopConn is one downstream connection on a loop.
+type loopConn struct {
+	hl       *h1Loop
+	ll       *loopListener
+	fd       int
+	remote   string
+	in       []byte // read, not yet used
+	out      []byte // to write
+	readable bool
+	writable bool
+	eof      bool
+	closed   bool
+	// closeAfter: close once the response in flight (or being written) is done.
+	closeAfter bool
+	served     bool // a request was answered: the idle timeout applies, not the header one
+	serving    bool // inside next: a finished exchange leaves the next request to it
+	headTimer  bool // the timer is the header timeout, not the idle one
+	x          *exchange
+	timer      eventloop.Timer // header or idle timeout while no request is in flight
+	resp       localResponse
+}
+
+// maxLoopHead is the longest request head a loop parses; a longer one goes to the
+// fast server (and on to net/http), as the fast server's read buffer does.
+const maxLoopHead = fastReadBufferSize
+
+// maxPendingOut is how much response a slow client may have waiting before the loop
+// stops reading the backend.
+const maxPendingOut = 256 << 10
+
+func (c *loopConn) Ready(_ *eventloop.Loop, ev uint32) {
+	if ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		c.readable = true
+	}
+	if ev&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		c.writable = true
+	}
+	c.pump()
+}
+
+// pump writes what waits, reads what came and serves the requests it completes.
+func (c *loopConn) pump() {
+	if len(c.out) > 0 && c.writable {
+		if !c.flush() {
+			return
+		}
+	}
+	// While a request is in flight, read only to notice the client going away, and
+	// only as much as the buffer allows (pipelined requests wait).
+	for c.readable && !c.eof && len(c.in) < maxLoopHead+len(c.hl.scratch) {
+		n, err := eventloop.Read(c.fd, c.hl.scratch)
+		if err == unix.EAGAIN {
+			c.readable = false
+			break
+		}
+		if err != nil || n == 0 {
+			c.eof = true
+			break
+		}
+		c.in = append(c.in, c.hl.scratch[:n]...)
+		if n < len(c.hl.scratch) {
+			c.readable = false
+		}
+	}
+	if c.eof {
+		if c.x != nil {
+			c.x.clientGone()
+		}
+		c.close()
+		return
+	}
+	if c.x == nil && len(c.out) == 0 && c.closeAfter {
+		c.close()
+		return
+	}
+	if c.x == nil {
+		c.next()
+	}
+}
+
+// flush writes what waits; false when the connection failed (and was closed).
+func (c *loopConn) flush() bool {
+	for len(c.out) > 0 {
+		n, err := eventloop.Write(c.fd, c.out)
+		if err == unix.EAGAIN {
+			c.writable = false
+			return true
+		}
+		if err != nil {
+			if c.x != nil {
+				c.x.clientGone()
+			}
+			c.close()
+			return false
+		}
+		if n == len(c.out) {
+			c.out = c.out[:0]
+			break
+		}
+		c.out = c.out[:copy(c.out, c.out[n:])]
+	}
+	if c.x != nil && c.x.paused {
+		c.x.paused = false
+		c.x.upPump()
+	}
+	if c.x == nil && c.closeAfter && !c.closed {
+		c.close()
+		return false
+	}
+	return true
+}
+
+// next serves the requests waiting in c.in, one at a time.
+func (c *loopConn) next() {
+	if c.serving {
+		return
+	}
+	c.serving = true
+	defer func() { c.serving = false }()
+	for c.x == nil && !c.closed {
+		lp := c.hl.lp
+		if c.closeAfter {
+			if len(c.out) == 0 {
+				c.close()
+			}
+			return
+		}
+		end, bad := headEnd(c.in)
+		if bad || (end == 0 && len(c.in) >= maxLoopHead) || end > maxLoopHead || end > c.ll.fs.maxHeader {
+			c.handOff("request")
+			return
+		}
+		if end == 0 {
+			// Waiting: for a request (the idle timeout, or the header one for the
+			// first), or for the rest of a head (the header timeout from its first
+			// byte: slowloris).
+			switch {
+			case len(c.in) == 0 && c.served:
+				lp.Schedule(&c.timer, lp.Now()+c.ll.fs.idleTimeout)
+				c.headTimer = false
+			case len(c.in) == 0 || !c.headTimer || !c.timer.Scheduled():
+				lp.Schedule(&c.timer, lp.Now()+c.ll.fs.headerTimeout)
+				c.headTimer = true
+			}
+			return
+		}
+		sr, ok := parseRequestHead(c.in[:end], c.remote)
+		if !ok || sr.req.ProtoMinor != 1 {
+			c.handOff("request")
+			return
+		}
+		if !c.serve(sr, end) {
+			return
+		}
+	}
+}
+
+// serve starts one request whose head is c.in[:end]. It returns false when the
+// connection went to the fast server.
+func (c *loopConn) serve(sr simpleRequest, end int) bool {
+	g := c.hl.s.g
+	r := sr.req
+	start := c.hl.lp.Time()
+	t := c.ll.table()
+	w := &c.resp
+	w.reset()
+	st, m := g.route(g.ctx, w, r, t, start)
+	if st != nil && !st.rule.loopable {
+		c.handOff("route")
+		return false
+	}
+	c.in = c.in[:copy(c.in, c.in[end:])]
+	c.served = true
+	c.hl.lp.Cancel(&c.timer)
+	if sr.wantsClose || c.ll.fs.closing.Load() {
+		c.closeAfter = true
+	}
+	isHEAD := r.Method == http.MethodHead
+	if st == nil { // no route: answered
+		c.writeLocal(w, isHEAD)
+		return true
+	}
+	st.sw.ResponseWriter = w
+	br := g.admit(&st.sw, r, m, st)
+	if br == nil {
+		c.writeLocal(w, isHEAD)
+		st.sw.code = w.status()
+		g.finish(r, st, start)
+		return true
+	}
+	x := &exchange{c: c, r: r, st: st, br: br, start: start, isHEAD: isHEAD}
+	x.tryTimer = eventloop.NewTimer(x.tryTimeout)
+	x.reqTimer = eventloop.NewTimer(x.requestTimeout)
+	x.backoff = eventloop.NewTimer(func(*eventloop.Loop) { br.cl.retrying.Add(-1); x.try() })
+	c.x = x
+	x.startRequest()
+	return true
+}
+
+// writeLocal queues an answer the gateway made itself.
+func (c *loopConn) writeLocal(w *localResponse, isHEAD bool) {
+	c.out = w.appendTo(c.out, isHEAD, c.closeAfter, c.ll.fs.dateHeader(time.Now()))
+	if c.writable {
+		c.flush()
+	}
+}
+
+// timeout ends a connection that waited too long for a request head.
+func (c *loopConn) timeout(*eventloop.Loop) {
+	if c.x == nil {
+		c.close()
+	}
+}
+
+// handOff gives the connection, with what it has read, to the fast server.
+func (c *loopConn) handOff(reason string) {
+	c.hl.s.g.metrics.handoffs.WithLabelValues(reason).Inc()
+	pre := append([]byte(nil), c.in...)
+	fd := c.fd
+	c.detach()
+	_ = c.hl.lp.Unregister(fd)
+	f := os.NewFile(uintptr(fd), "")
+	nc, err := net.FileConn(f)
+	_ = f.Close()
+	if err != nil {
+		c.hl.s.g.log.Debug("gateway: hand-off", "err", err)
+		return
+	}
+	c.ll.fs.adopt(nc, pre)
+}
+
+// detach takes the connection off its loop's books (its descriptor stays open).
+func (c *loopConn) detach() {
+	c.closed = true
+	c.hl.lp.Cancel(&c.timer)
+	delete(c.hl.conns, c)
+	c.ll.open.Add(-1)
+}
+
+func (c *loopConn) close() {
+	if c.closed {
+		return
+	}
+	if c.x != nil {
+		c.x.clientGone()
+	}
+	c.detach()
+	c.hl.lp.Forget(c.fd)
+	_ = eventloop.Close(c.fd)
+}
+
+// exchange is one request in flight from a loop connection to a backend.
+type exchange struct {
+	c      *loopConn
+	r      *http.Request
+	st     *reqState
+	br     *backendRuntime
+	start  time.Time
+	isHEAD bool
+	a      attempts
+	req    []byte // the upstream request, for every try
+	up     *upConn
+
+	tryTimer, reqTimer, backoff eventloop.Timer
+
+	headSent bool // the response head went downstream
+	code     int
+	framing  bodyFraming
+	left     int64 // bodyLength: bytes still to come
+	chunks   chunkScanner
+	reusable bool // the upstream connection may serve another request
+	paused   bool // the client's backlog is full: the backend is not read
+	done     bool
+}
+
+// startRequest serializes the upstream request and makes the first try.
+func (x *exchange) startRequest() {
+	g, hl := x.c.hl.s.g, x.c.hl
+	g.prepareH1(x.r, x.st)
+	hl.sink.b = hl.sink.b[:0]
+	hl.bw.Reset(&hl.sink)
+	err := writeRequest(hl.bw, x.r)
+	if err == nil {
+		err = hl.bw.Flush()
+	}
+	x.req = append([]byte(nil), hl.sink.b...)
+	x.a.init(g.up, x.st, x.r.Method, true, false, x.start)
+	if err != nil {
+		x.fail(err)
+		return
+	}
+	if d := x.st.rule.rule.RequestTimeout; d > 0 {
+		hl.lp.Schedule(&x.reqTimer, hl.lp.Now()+d)
+	}
+	x.try()
+}
+
+// try sends the request to the next endpoint.
+func (x *exchange) try() {
+	hl := x.c.hl
+	ep, err := x.a.begin()
+	if err != nil {
+		x.fail(err)
+		return
+	}
+	if d := x.a.perTry(); d > 0 {
+		hl.lp.Schedule(&x.tryTimer, hl.lp.Now()+d)
+	}
+	x.reusable = true
+	u, err := hl.upstream(ep, x.br.cl)
+	if errors.Is(err, errOverflow) {
+		x.br.cl.pending.Add(-1)
+		ep.load.End()
+		hl.lp.Cancel(&x.tryTimer)
+		x.fail(err)
+		return
+	}
+	if err != nil {
+		x.tryFailed(err, false)
+		return
+	}
+	x.attach(u)
+}
+
+// attach sends the request on u.
+func (x *exchange) attach(u *upConn) {
+	u.x, x.up = x, u
+	u.sent, u.in = 0, u.in[:0]
+	if !u.connecting {
+		u.send()
+	}
+}
+
+// upPump reads the backend while the client keeps up.
+func (x *exchange) upPump() {
+	if u := x.up; u != nil && !x.paused {
+		u.pump()
+	}
+}
+
+// onHead handles a response head; rest is what followed it.
+func (x *exchange) onHead(u *upConn, end int) {
+	resp, framing, n, ok := parseUpstreamHead(u.in[:end], x.isHEAD)
+	if !ok {
+		x.tryFailed(errors.New("malformed HTTP response from backend"), false)
+		return
+	}
+	u.in = u.in[:copy(u.in, u.in[end:])]
+	if resp.StatusCode < 200 {
+		if resp.StatusCode == http.StatusSwitchingProtocols {
+			x.tryFailed(fmt.Errorf("backend tried to switch protocol %q when none was requested", resp.Header.Get("Upgrade")), false)
+			return
+		}
+		u.informational++
+		if u.informational > 5 {
+			x.tryFailed(errors.New("too many informational responses"), false)
+			return
+		}
+		u.onData() // skipped, as http.Transport does
+		return
+	}
+	hl := x.c.hl
+	if x.a.answered(resp.StatusCode, false) {
+		// Retried: this connection is dropped rather than drained.
+		hl.lp.Cancel(&x.tryTimer)
+		x.a.ep.load.End()
+		x.detachUp(false)
+		x.retry()
+		return
+	}
+	x.code = resp.StatusCode
+	x.framing, x.left = framing, n
+	if resp.Close || x.r.Close {
+		x.reusable = false
+	}
+	g := hl.s.g
+	removeHopByHop(resp.Header)
+	g.applyResponse(resp, x.st)
+	c := x.c
+	if framing == bodyUntilClose {
+		c.closeAfter = true
+	}
+	c.out = appendResponseHead(c.out, resp, framing, c.closeAfter, c.ll.fs.dateHeader(time.Now()))
+	x.headSent = true
+	x.st.sw.code = x.code
+	if framing == bodyNone {
+		x.complete()
+		return
+	}
+	rest := u.in // body() copies it before anything may reuse the buffer
+	u.in = u.in[:0]
+	x.body(rest)
+}
+
+// body passes response body bytes on.
+func (x *exchange) body(p []byte) {
+	c := x.c
+	switch x.framing {
+	case bodyLength:
+		take := int64(len(p))
+		if take > x.left {
+			take = x.left
+			x.reusable = false // more than announced
+		}
+		c.out = append(c.out, p[:take]...)
+		x.left -= take
+		if x.left == 0 {
+			x.complete()
+			return
+		}
+	case bodyChunked:
+		n, end, err := x.chunks.scan(p)
+		if err != nil {
+			x.abort(err)
+			return
+		}
+		c.out = append(c.out, p[:n]...)
+		if end {
+			if n < len(p) {
+				x.reusable = false
+			}
+			x.complete()
+			return
+		}
+	case bodyUntilClose:
+		c.out = append(c.out, p...)
+	}
+	if c.writable && !c.flush() {
+		return
+	}
+	if len(c.out) > maxPendingOut {
+		x.paused = true
+	}
+}
+
+// complete ends the exchange once the whole response is on its way.
+func (x *exchange) complete() {
+	c, hl := x.c, x.c.hl
+	x.done = true
+	hl.lp.Cancel(&x.tryTimer)
+	hl.lp.Cancel(&x.reqTimer)
+	x.a.end()
+	x.detachUp(x.reusable)
+	x.finish()
+	if c.writable && !c.flush() {
+		return
+	}
+	if !c.closed {
+		c.next()
+	}
+}
+
+// finish gives back the breaker slot and records the request.
+func (x *exchange) finish() {
+	x.br.cl.active.Add(-1)
+	x.c.x = nil
+	x.c.hl.s.g.finish(x.r, x.st, x.start)
+}
+
+// detachUp ends the upstream connection's part: back to the pool or closed.
+func (x *exchange) detachUp(keep bool) {
+	u := x.up
+	if u == nil {
+		return
+	}
+	x.up, u.x = nil, nil
+	if keep && !u.eof {
+		x.c.hl.putIdle(u)
+	} else {
+		u.close()
+	}
+}
+
+// tryFailed ends a try that got no response: retried, or answered with an error.
+func (x *exchange) tryFailed(err error, timedOut bool) {
+	hl := x.c.hl
+	hl.lp.Cancel(&x.tryTimer)
+	x.detachUp(false)
+	if x.a.failed(err, timedOut, false) {
+		x.retry()
+		return
+	}
+	x.fail(err)
+}
+
+// retry waits the backoff and tries the next endpoint.
+func (x *exchange) retry() {
+	hl := x.c.hl
+	x.br.cl.retrying.Add(1)
+	hl.lp.Schedule(&x.backoff, hl.lp.Now()+x.a.backoffDelay())
+}
+
+// fail answers a request that got no response, as proxyError does.
+func (x *exchange) fail(err error) {
+	c, g := x.c, x.c.hl.s.g
+	hl := c.hl
+	hl.lp.Cancel(&x.tryTimer)
+	hl.lp.Cancel(&x.reqTimer)
+	x.done = true
+	w := &c.resp
+	w.reset()
+	code := http.StatusBadGateway
+	switch {
+	case errors.Is(err, errNoEndpoint):
+		code = http.StatusServiceUnavailable
+	case errors.Is(err, errOverflow):
+		code = http.StatusServiceUnavailable
+		w.Header().Set("X-Weir-Overflow", "circuit-breaker")
+		g.metrics.overflows.WithLabelValues(x.br.b.ID).Inc()
+	case errors.Is(err, context.DeadlineExceeded):
+		code = http.StatusGatewayTimeout
+	}
+	g.log.Debug("gateway: upstream error", "path", x.r.URL.Path, "err", err)
+	w.WriteHeader(code)
+	x.st.sw.code = code
+	x.finish()
+	c.writeLocal(w, x.isHEAD)
+	if !c.closed {
+		c.next()
+	}
+}
+
+// abort ends an exchange whose response was cut short: the client sees its
+// connection close, as net/http's server does after http.ErrAbortHandler.
+func (x *exchange) abort(err error) {
+	c := x.c
+	c.hl.s.g.log.Debug("gateway: response body copy failed", "path", x.r.URL.Path, "err", err)
+	x.done = true
+	c.hl.lp.Cancel(&x.tryTimer)
+	c.hl.lp.Cancel(&x.reqTimer)
+	x.a.ep.load.End()
+	x.detachUp(false)
+	x.finish()
+	c.out = c.out[:0]
+	c.close()
+}
+
+// clientGone ends the exchange of a client that went away (499, as the goroutine
+// paths record a cancelled request).
+func (x *exchange) clientGone() {
+	if x.done {
+		return
+	}
+	x.done = true
+	hl := x.c.hl
+	hl.lp.Cancel(&x.tryTimer)
+	hl.lp.Cancel(&x.reqTimer)
+	if x.backoff.Scheduled() {
+		hl.lp.Cancel(&x.backoff)
+		x.br.cl.retrying.Add(-1)
+	}
+	if x.up != nil {
+		if !x.headSent {
+			x.br.cl.pending.Add(-1)
+		}
+		x.a.ep.load.End()
+		x.detachUp(false)
+	}
+	if !x.headSent {
+		x.st.sw.code = 499
+	}
+	x.finish()
+}
+
+// tryTimeout: the try's own timeout passed.
+func (x *exchange) tryTimeout(*eventloop.Loop) {
+	if x.headSent {
+		x.abort(context.DeadlineExceeded)
+		return
+	}
+	x.tryFailed(context.DeadlineExceeded, true)
+}
+
+// requestTimeout: the rule's request timeout passed.
+func (x *exchange) requestTimeout(*eventloop.Loop) {
+	if x.headSent {
+		x.abort(context.DeadlineExceeded)
+		return
+	}
+	hl := x.c.hl
+	if x.backoff.Scheduled() {
+		hl.lp.Cancel(&x.backoff)
+		x.br.cl.retrying.Add(-1)
+	} else if x.up != nil {
+		x.br.cl.pending.Add(-1)
+		x.a.ep.load.End()
+		x.detachUp(false)
+	}
+	x.fail(context.DeadlineExceeded)
+}
+
+// upConn is one upstream connection of a loop.
+type upConn struct {
+	hl            *h1Loop
+	cl            *cluster // whose connection count it is in
+	ap            netip.AddrPort
+	fd            int
+	x             *exchange // the request it carries; nil while idle
+	in            []byte
+	sent          int
+	connecting    bool
+	reused        bool
+	readable      bool
+	eof           bool
+	closed        bool
+	informational int
+	idleSince     time.Duration
+}
+
+// upstreamIdleTimeout closes kept-alive upstream connections unused this long.
+const upstreamIdleTimeout = 90 * time.Second
+
+// maxIdlePerEndpoint bounds the kept-alive connections to one endpoint per loop.
+const maxIdlePerEndpoint = 1024
+
+// upstream returns a kept-alive connection to ep, or dials one (counted against the
+// cluster's maxConnections: errOverflow).
+func (hl *h1Loop) upstream(ep *endpoint, cl *cluster) (*upConn, error) {
+	now := hl.lp.Now()
+	list := hl.idle[ep.ap]
+	for len(list) > 0 {
+		u := list[len(list)-1]
+		list[len(list)-1] = nil
+		list = list[:len(list)-1]
+		hl.idle[ep.ap] = list
+		if now-u.idleSince < upstreamIdleTimeout && !u.eof {
+			u.reused = true
+			return u, nil
+		}
+		u.close()
+	}
+	limit := int64(model.DefaultCircuitBreakerLimit)
+	if p := cl.policy.Load(); p != nil && p.CircuitBreaker.MaxConnections > 0 {
+		limit = int64(p.CircuitBreaker.MaxConnections)
+	}
+	if cl.conns.Add(1) > limit {
+		cl.conns.Add(-1)
+		return nil, errOverflow
+	}
+	fd, err := eventloop.Dial(ep.ap)
+	if err != nil {
+		cl.conns.Add(-1)
+		return nil, &net.OpError{Op: "dial", Net: "tcp", Addr: net.TCPAddrFromAddrPort(ep.ap), Err: err}
+	}
+	u := &upConn{hl: hl, cl: cl, ap: ep.ap, fd: fd, connecting: true}
+	if err := hl.lp.Register(fd, u, eventloop.EdgeEvents); err != nil {
+		_ = eventloop.Close(fd)
+		cl.conns.Add(-1)
+		return nil, &net.OpError{Op: "dial", Net: "tcp", Addr: net.TCPAddrFromAddrPort(ep.ap), Err: err}
+	}
+	return u, nil
+}
+
+func (hl *h1Loop) putIdle(u *upConn) {
+	list := hl.idle[u.ap]
+	if len(list) >= maxIdlePerEndpoint {
+		u.close()
+		return
+	}
+	u.idleSince = hl.lp.Now()
+	u.informational = 0
+	hl.idle[u.ap] = append(list, u)
+}
+
+func (u *upConn) Ready(_ *eventloop.Loop, ev uint32) {
+	if ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		u.readable = true
+	}
+	if u.x == nil {
+		// Idle: the backend closed it (or sent what nobody asked for).
+		if u.readable {
+			u.eof = true
+			u.hl.dropIdle(u)
+		}
+		return
+	}
+	if u.connecting {
+		if ev&(unix.EPOLLERR|unix.EPOLLHUP) != 0 {
+			err := eventloop.SocketError(u.fd)
+			if err == nil {
+				err = unix.ECONNREFUSED
+			}
+			u.x.tryFailed(&net.OpError{Op: "dial", Net: "tcp", Addr: net.TCPAddrFromAddrPort(u.ap), Err: err}, false)
+			return
+		}
+		if ev&unix.EPOLLOUT == 0 {
+			return
+		}
+		u.connecting = false
+		u.send()
+		return
+	}
+	if ev&unix.EPOLLOUT != 0 && u.sent < len(u.x.req) {
+		u.send()
+		return
+	}
+	u.x.upPump()
+}
+
+// dropIdle closes an idle connection and takes it out of the pool.
+func (hl *h1Loop) dropIdle(u *upConn) {
+	list := hl.idle[u.ap]
+	for i, v := range list {
+		if v == u {
+			list[i] = list[len(list)-1]
+			list[len(list)-1] = nil
+			hl.idle[u.ap] = list[:len(list)-1]
+			break
+		}
+	}
+	u.close()
+}
+
+// send writes the request (the rest of it, after a short write).
+func (u *upConn) send() {
+	x := u.x
+	for u.sent < len(x.req) {
+		n, err := eventloop.Write(u.fd, x.req[u.sent:])
+		if err == unix.EAGAIN {
+			return // EPOLLOUT resumes
+		}
+		if err != nil {
+			u.failed(err)
+			return
+		}
+		u.sent += n
+	}
+	u.pump()
+}
+
+// failed ends a try on a connection error. A kept-alive connection that fails
+// before any answer was closed by the backend while idle: the request goes again on
+// a new connection, not counted as a try (as http.Transport does).
+func (u *upConn) failed(err error) {
+	x := u.x
+	if u.reused && len(u.in) == 0 && !x.headSent {
+		x.detachUp(false)
+		nu, derr := u.hl.upstream(x.a.ep, x.br.cl)
+		if derr == nil {
+			x.attach(nu)
+			return
+		}
+		err = derr
+	}
+	if x.headSent {
+		x.abort(err)
+		return
+	}
+	x.tryFailed(err, false)
+}
+
+// pump reads the response.
+func (u *upConn) pump() {
+	x := u.x
+	for x != nil && u.x == x && u.readable && !x.paused && !x.done {
+		n, err := eventloop.Read(u.fd, u.hl.scratch)
+		if err == unix.EAGAIN {
+			u.readable = false
+			return
+		}
+		if err != nil {
+			u.eof = true
+			u.failed(err)
+			return
+		}
+		if n == 0 {
+			u.eof = true
+			switch {
+			case x.headSent && x.framing == bodyUntilClose:
+				x.reusable = false
+				x.complete()
+			case x.headSent:
+				x.abort(io.ErrUnexpectedEOF)
+			default:
+				u.failed(io.ErrUnexpectedEOF)
+			}
+			return
+		}
+		if n < len(u.hl.scratch) {
+			u.readable = false
+		}
+		data := u.hl.scratch[:n]
+		if x.headSent {
+			x.body(data)
+			continue
+		}
+		u.in = append(u.in, data...)
+		u.onData()
+	}
+}
+
+// onData looks for a response head in what was read.
+func (u *upConn) onData() {
+	x := u.x
+	end, bad := headEnd(u.in)
+	switch {
+	case bad:
+		x.tryFailed(errors.New("malformed HTTP response from backend"), false)
+	case end > 0:
+		x.onHead(u, end)
+	case len(u.in) > 64<<10:
+		x.tryFailed(errors.New("backend response head too large"), false)
+	}
+}
+
+func (u *upConn) close() {
+	if u.closed {
+		return
+	}
+	u.closed = true
+	u.hl.lp.Forget(u.fd)
+	_ = eventloop.Close(u.fd)
+	u.cl.conns.Add(-1)
+}
+
+// localResponse is the http.ResponseWriter of the answers a loop makes itself (no
+// route, rate limited, redirects, CORS preflights, breaker overflow, upstream errors).
+type localResponse struct {
+	header http.Header
+	code   int
+	body   []byte
+}
+
+func (w *localResponse) reset() {
+	if w.header == nil {
+		w.header = http.Header{}
+	} else {
+		clear(w.header)
+	}
+	w.code, w.body = 0, w.body[:0]
+}
+
+func (w *localResponse) Header() http.Header { return w.header }
+
+func (w *localResponse) WriteHeader(code int) {
+	if w.code == 0 {
+		w.code = code
+	}
+}
+
+func (w *localResponse) Write(p []byte) (int, error) {
+	if w.code == 0 {
+		w.code = http.StatusOK
+	}
+	w.body = append(w.body, p...)
+	return len(p), nil
+}
+
+func (w *localResponse) status() int {
+	if w.code == 0 {
+		return http.StatusOK
+	}
+	return w.code
+}
+
+// appendTo serializes the answer as net/http's server would send it.
+func (w *localResponse) appendTo(b []byte, isHEAD, closeAfter bool, date []byte) []byte {
+	code := w.status()
+	b = appendStatusLine(b, code)
+	bodyOK := bodyAllowedForStatus(code)
+	for k, vs := range w.header {
+		switch k {
+		case "Content-Length", "Transfer-Encoding", "Connection":
+			continue
+		}
+		b = appendHeaderLines(b, k, vs)
+	}
+	if bodyOK {
+		if _, ok := w.header["Content-Type"]; !ok && len(w.body) > 0 {
+			b = append(b, "Content-Type: "...)
+			b = append(b, http.DetectContentType(w.body)...)
+			b = append(b, "\r\n"...)
+		}
+		b = append(b, "Content-Length: "...)
+		b = strconv.AppendInt(b, int64(len(w.body)), 10)
+		b = append(b, "\r\n"...)
+	}
+	b = appendDateAndClose(b, w.header, date, closeAfter)
+	if bodyOK && !isHEAD {
+		b = append(b, w.body...)
+	}
+	return b
+}
+
+// appendResponseHead serializes a backend's response head for the client: its
+// headers (hop-by-hop ones already removed), the framing weir relays it with, Date
+// when the backend gave none, and Connection: close when the connection ends after it.
+func appendResponseHead(b []byte, resp *http.Response, framing bodyFraming, closeAfter bool, date []byte) []byte {
+	b = appendStatusLine(b, resp.StatusCode)
+	for k, vs := range resp.Header {
+		b = appendHeaderLines(b, k, vs)
+	}
+	if framing == bodyChunked {
+		b = append(b, "Transfer-Encoding: chunked\r\n"...)
+		if len(resp.Trailer) > 0 {
+			first := true
+			b = append(b, "Trailer: "...)
+			for k := range resp.Trailer {
+				if !first {
+					b = append(b, ", "...)
+				}
+				first = false
+				b = append(b, k...)
+			}
+			b = append(b, "\r\n"...)
+		}
+	}
+	return appendDateAndClose(b, resp.Header, date, closeAfter)
+}
+
+func appendStatusLine(b []byte, code int) []byte {
+	b = append(b, "HTTP/1.1 "...)
+	b = strconv.AppendInt(b, int64(code), 10)
+	b = append(b, ' ')
+	if text := http.StatusText(code); text != "" {
+		b = append(b, text...)
+	} else {
+		b = append(b, "status code "...)
+		b = strconv.AppendInt(b, int64(code), 10)
+	}
+	return append(b, "\r\n"...)
+}
+
+func appendDateAndClose(b []byte, h http.Header, date []byte, closeAfter bool) []byte {
+	if _, ok := h["Date"]; !ok {
+		b = append(b, "Date: "...)
+		b = append(b, date...)
+		b = append(b, "\r\n"...)
+	}
+	if closeAfter {
+		b = append(b, "Connection: close\r\n"...)
+	}
+	return append(b, "\r\n"...)
+}
+
+// chunkScanner follows a chunked body (RFC 9112, section 7.1) as it is relayed
+// unchanged, to find where it ends: chunk sizes, extensions, data, the last chunk and
+// the trailer section.
+type chunkScanner struct {
+	state  uint8
+	size   int64
+	digits int
+	ext    int
+}
+
+const (
+	chunkSize uint8 = iota
+	chunkExt
+	chunkSizeLF
+	chunkData
+	chunkDataCR
+	chunkDataLF
+	chunkTrailerStart
+	chunkTrailerLine
+	chunkEndLF
+)
+
+var errBadChunk = errors.New("malformed chunked body from backend")
+
+// scan consumes p and returns how many of its bytes belong to the body and whether
+// the body ended there.
+func (s *chunkScanner) scan(p []byte) (n int, end bool, err error) {
+	for n < len(p) {
+		ch := p[n]
+		switch s.state {
+		case chunkSize:
+			switch {
+			case ch == '\r' && s.digits > 0:
+				s.state = chunkSizeLF
+			case (ch == ';' || ch == ' ' || ch == '\t') && s.digits > 0:
+				s.state = chunkExt
+			default:
+				v, ok := unhex(ch)
+				if !ok || s.digits == 15 {
+					return n, false, errBadChunk
+				}
+				s.size = s.size<<4 | int64(v)
+				s.digits++
+			}
+		case chunkExt:
+			s.ext++
+			if ch == '\r' {
+				s.state = chunkSizeLF
+			} else if s.ext > 4096 {
+				return n, false, errBadChunk
+			}
+		case chunkSizeLF:
+			if ch != '\n' {
+				return n, false, errBadChunk
+			}
+			if s.size == 0 {
+				s.state = chunkTrailerStart
+			} else {
+				s.state = chunkData
+			}
+		case chunkData:
+			take := min(int64(len(p)-n), s.size)
+			s.size -= take
+			n += int(take)
+			if s.size == 0 {
+				s.state = chunkDataCR
+			}
+			continue
+		case chunkDataCR:
+			if ch != '\r' {
+				return n, false, errBadChunk
+			}
+			s.state = chunkDataLF
+		case chunkDataLF:
+			if ch != '\n' {
+				return n, false, errBadChunk
+			}
+			s.state, s.size, s.digits, s.ext = chunkSize, 0, 0, 0
+		case chunkTrailerStart:
+			if ch == '\r' {
+				s.state = chunkEndLF
+			} else {
+				s.state = chunkTrailerLine
+			}
+		case chunkTrailerLine:
+			if ch == '\n' {
+				s.state = chunkTrailerStart
+			}
+		case chunkEndLF:
+			if ch != '\n' {
+				return n, false, errBadChunk
+			}
+			return n + 1, true, nil
+		}
+		n++
+	}
+	return n, false, nil
+}
+
+func unhex(c byte) (byte, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0', true
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10, true
+	case 'A' <= c && c <= 'F':
+		return c - 'A' + 10, true
+	}
+	return 0, false
+}
