@@ -337,9 +337,6 @@ func parseUpstreamHead(head []byte, isHEAD bool) (resp *http.Response, framing b
 	default:
 		framing, closes = bodyUntilClose, true
 	}
-	if chunked && contentLength >= 0 {
-		closes = true // both: the length is ignored and the connection not reused
-	}
 	resp = &http.Response{
 		Status: status, StatusCode: code, Proto: line[:8], ProtoMajor: 1, ProtoMinor: minor,
 		Header: h, ContentLength: contentLength, Close: closes, Trailer: trailer,

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/net/http/httpguts"
 	"golang.org/x/sys/unix"
 
 	"weir.dev/weir/internal/eventloop"
@@ -580,6 +582,12 @@ func (x *exchange) upPump() {
 
 // onHead handles a response head; rest is what followed it.
 func (x *exchange) onHead(u *upConn, end int) {
+	if !x.st.editsResponse() {
+		if h, ok := scanPlainHead(u.in[:end], x.isHEAD); ok && h.code >= 200 {
+			x.onPlainHead(u, end, h)
+			return
+		}
+	}
 	resp, framing, n, ok := parseUpstreamHead(u.in[:end], x.isHEAD)
 	if !ok {
 		x.tryFailed(errors.New("malformed HTTP response from backend"), false)
@@ -628,6 +636,37 @@ func (x *exchange) onHead(u *upConn, end int) {
 		return
 	}
 	rest := u.in // body() copies it before anything may reuse the buffer
+	u.in = u.in[:0]
+	x.body(rest)
+}
+
+// onPlainHead handles a response head relayed without rebuilding it (scanPlainHead).
+func (x *exchange) onPlainHead(u *upConn, end int, h plainHead) {
+	hl := x.c.hl
+	if x.a.answered(h.code, false) {
+		hl.lp.Cancel(&x.tryTimer)
+		x.a.ep.load.End()
+		x.detachUp(false)
+		x.retry()
+		return
+	}
+	x.code = h.code
+	x.framing, x.left = h.framing, h.length
+	if h.close || x.r.Close {
+		x.reusable = false
+	}
+	c := x.c
+	if h.framing == bodyUntilClose {
+		c.closeAfter = true
+	}
+	c.out = appendPlainHead(c.out, u.in[:end], h, c.closeAfter, c.ll.fs.dateHeader(time.Now()))
+	x.headSent = true
+	x.st.sw.code = x.code
+	if h.framing == bodyNone {
+		x.complete()
+		return
+	}
+	rest := u.in[end:]
 	u.in = u.in[:0]
 	x.body(rest)
 }
@@ -1282,4 +1321,223 @@ func unhex(c byte) (byte, bool) {
 		return c - 'A' + 10, true
 	}
 	return 0, false
+}
+
+// editsResponse reports whether the response's head is changed on its way: response
+// header filters, CORS, a session cookie.
+func (st *reqState) editsResponse() bool {
+	return len(st.respHdr) > 0 || st.origin != "" || st.rule.rule.Session != nil
+}
+
+// plainHead is what scanPlainHead learned of a response head.
+type plainHead struct {
+	code    int
+	framing bodyFraming
+	length  int64
+	close   bool // the backend closes the connection after it
+	date    bool // it has a Date
+}
+
+// scanPlainHead reads a response head that can be relayed line by line: HTTP/1.x,
+// well-formed, no header the gateway must act on beyond framing and hop-by-hop ones
+// (no Trailer, Pragma, or Connection option other than close and keep-alive). It
+// finds what parseUpstreamHead would, without building a header map; ok is false for
+// any other head, which then takes parseUpstreamHead.
+func scanPlainHead(head []byte, isHEAD bool) (h plainHead, ok bool) {
+	eol := bytes.Index(head, crlf)
+	if eol < len("HTTP/1.1 200") {
+		return h, false
+	}
+	line := head[:eol]
+	minor := 1
+	switch string(line[:9]) {
+	case "HTTP/1.1 ":
+	case "HTTP/1.0 ":
+		minor = 0
+	default:
+		return h, false
+	}
+	status := line[9:]
+	if len(status) > 3 && status[3] != ' ' {
+		return h, false
+	}
+	for _, d := range status[:3] {
+		if d < '0' || d > '9' {
+			return h, false
+		}
+		h.code = h.code*10 + int(d-'0')
+	}
+	if h.code < 100 {
+		return h, false
+	}
+	h.length = -1
+	chunked, hasClose, keepAlive := false, false, false
+	for rest := head[eol+2:]; ; {
+		e := bytes.Index(rest, crlf)
+		if e < 0 {
+			return h, false
+		}
+		line := rest[:e]
+		rest = rest[e+2:]
+		if len(line) == 0 {
+			break
+		}
+		colon := bytes.IndexByte(line, ':')
+		if colon <= 0 {
+			return h, false
+		}
+		name, value := line[:colon], trimOWSBytes(line[colon+1:])
+		if !validToken(name) || !validValue(value) {
+			return h, false
+		}
+		switch {
+		case asciiEqualFold(name, "Content-Length"):
+			n, err := strconv.ParseInt(string(value), 10, 64)
+			if err != nil || n < 0 || value[0] == '+' || (h.length >= 0 && n != h.length) {
+				return h, false
+			}
+			h.length = n
+		case asciiEqualFold(name, "Transfer-Encoding"):
+			if chunked || !asciiEqualFold(value, "chunked") || minor == 0 {
+				return h, false
+			}
+			chunked = true
+		case asciiEqualFold(name, "Connection"):
+			for _, tok := range bytes.Split(value, []byte(",")) {
+				switch tok = trimOWSBytes(tok); {
+				case asciiEqualFold(tok, "close"):
+					hasClose = true
+				case asciiEqualFold(tok, "keep-alive"):
+					keepAlive = true
+				case len(tok) > 0:
+					return h, false // it names a header to drop
+				}
+			}
+		case asciiEqualFold(name, "Date"):
+			h.date = true
+		case asciiEqualFold(name, "Trailer"), asciiEqualFold(name, "Pragma"):
+			return h, false
+		}
+	}
+	h.close = hasClose || (minor == 0 && !keepAlive)
+	switch {
+	case isHEAD || h.code < 200 || h.code == http.StatusNoContent || h.code == http.StatusNotModified:
+		h.framing = bodyNone
+	case chunked:
+		h.framing = bodyChunked // a Content-Length beside it is ignored, as net/http does
+	case h.length >= 0:
+		h.framing = bodyLength
+	default:
+		h.framing, h.close = bodyUntilClose, true
+	}
+	return h, true
+}
+
+var crlf = []byte("\r\n")
+
+// appendPlainHead relays a head scanPlainHead took: the status line in net/http's
+// form, each header line with its name in canonical form and its value trimmed, less
+// the hop-by-hop headers (and Content-Length where no body may follow, and the
+// backend's framing, which is set anew), then Date when the backend gave none and
+// Connection: close when the client's connection ends after the response.
+func appendPlainHead(b, head []byte, h plainHead, closeAfter bool, date []byte) []byte {
+	b = appendStatusLine(b, h.code)
+	rest := head[bytes.Index(head, crlf)+2:]
+	for {
+		e := bytes.Index(rest, crlf)
+		line := rest[:e]
+		rest = rest[e+2:]
+		if len(line) == 0 {
+			break
+		}
+		colon := bytes.IndexByte(line, ':')
+		name := line[:colon]
+		switch {
+		case asciiEqualFold(name, "Connection"), asciiEqualFold(name, "Keep-Alive"), asciiEqualFold(name, "Proxy-Connection"),
+			asciiEqualFold(name, "Proxy-Authenticate"), asciiEqualFold(name, "Proxy-Authorization"), asciiEqualFold(name, "Te"),
+			asciiEqualFold(name, "Transfer-Encoding"), asciiEqualFold(name, "Upgrade"):
+			continue
+		case asciiEqualFold(name, "Content-Length") && (h.framing == bodyChunked || h.code == http.StatusNoContent):
+			continue
+		}
+		start := len(b)
+		b = append(b, name...)
+		canonicalKey(b[start:])
+		b = append(b, ": "...)
+		b = append(b, trimOWSBytes(line[colon+1:])...)
+		b = append(b, "\r\n"...)
+	}
+	if h.framing == bodyChunked {
+		b = append(b, "Transfer-Encoding: chunked\r\n"...)
+	}
+	if !h.date {
+		b = append(b, "Date: "...)
+		b = append(b, date...)
+		b = append(b, "\r\n"...)
+	}
+	if closeAfter {
+		b = append(b, "Connection: close\r\n"...)
+	}
+	return append(b, "\r\n"...)
+}
+
+// canonicalKey puts a valid header name in canonical form in place, as
+// textproto.CanonicalMIMEHeaderKey does.
+func canonicalKey(k []byte) {
+	upper := true
+	for i, c := range k {
+		if upper && 'a' <= c && c <= 'z' {
+			k[i] = c - ('a' - 'A')
+		} else if !upper && 'A' <= c && c <= 'Z' {
+			k[i] = c + ('a' - 'A')
+		}
+		upper = c == '-'
+	}
+}
+
+func trimOWSBytes(v []byte) []byte {
+	for len(v) > 0 && (v[0] == ' ' || v[0] == '\t') {
+		v = v[1:]
+	}
+	for len(v) > 0 && (v[len(v)-1] == ' ' || v[len(v)-1] == '\t') {
+		v = v[:len(v)-1]
+	}
+	return v
+}
+
+// validToken reports whether a header name is a token (RFC 9110) that
+// textproto.CanonicalMIMEHeaderKey would canonicalize.
+func validToken(k []byte) bool {
+	for _, c := range k {
+		if !httpguts.IsTokenRune(rune(c)) {
+			return false
+		}
+	}
+	return len(k) > 0
+}
+
+// validValue reports whether a header value has no control characters but tab.
+func validValue(v []byte) bool {
+	for _, c := range v {
+		if (c < ' ' && c != '\t') || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+func asciiEqualFold(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := range len(b) {
+		c, d := b[i], s[i]
+		if c == d {
+			continue
+		}
+		if lc := c | 0x20; lc != d|0x20 || lc < 'a' || lc > 'z' {
+			return false
+		}
+	}
+	return true
 }

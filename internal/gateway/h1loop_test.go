@@ -322,3 +322,65 @@ func TestParseUpstreamHeadMatchesReadResponse(t *testing.T) {
 		}
 	}
 }
+
+// TestPlainHeadMatchesRebuiltHead: a head relayed line by line (scanPlainHead,
+// appendPlainHead) reads, to a client, as the same head rebuilt from a header map
+// (parseUpstreamHead, removeHopByHop, appendResponseHead); heads it must not relay
+// are refused.
+func TestPlainHeadMatchesRebuiltHead(t *testing.T) {
+	date := []byte("Mon, 23 Nov 2026 15:00:00 GMT")
+	for _, tc := range []struct {
+		name, in string
+		head     bool
+		plain    bool
+	}{
+		{"length", "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nContent-Length: 5\r\nX-A: 1\r\nx-a:  2 \r\n\r\n", false, true},
+		{"odd reason, HTTP/1.0 keep-alive", "HTTP/1.0 201 Made\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nContent-Length: 0\r\n\r\n", false, true},
+		{"chunked", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nDate: x\r\n\r\n", false, true},
+		{"chunked and length", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n", false, true},
+		{"until close", "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n", false, true},
+		{"HEAD", "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n", true, true},
+		{"204", "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nX-Y: z\r\n\r\n", false, true},
+		{"304", "HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\nEtag: x\r\n\r\n", false, true},
+		{"close and hop-by-hop", "HTTP/1.1 200 OK\r\nConnection: close\r\nProxy-Authenticate: x\r\nUpgrade: y\r\nContent-Length: 0\r\n\r\n", false, true},
+		{"trailer", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n", false, false},
+		{"pragma", "HTTP/1.1 200 OK\r\nPragma: no-cache\r\nContent-Length: 0\r\n\r\n", false, false},
+		{"connection option", "HTTP/1.1 200 OK\r\nConnection: X-Hop\r\nX-Hop: 1\r\nContent-Length: 0\r\n\r\n", false, false},
+		{"obs-fold", "HTTP/1.1 200 OK\r\nX: a\r\n b\r\nContent-Length: 0\r\n\r\n", false, false},
+		{"control character", "HTTP/1.1 200 OK\r\nX: a\x01b\r\nContent-Length: 0\r\n\r\n", false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h, ok := scanPlainHead([]byte(tc.in), tc.head)
+			if ok != tc.plain {
+				t.Fatalf("plain = %v, want %v", ok, tc.plain)
+			}
+			if !ok {
+				return
+			}
+			resp, framing, n, ok := parseUpstreamHead([]byte(tc.in), tc.head)
+			if !ok || framing != h.framing || (framing == bodyLength && n != h.length) || resp.StatusCode != h.code || resp.Close != h.close {
+				t.Fatalf("scan %+v, parse %v %d %d close=%v", h, framing, n, resp.StatusCode, resp.Close)
+			}
+			removeHopByHop(resp.Header)
+			closeAfter := framing == bodyUntilClose
+			method := "GET"
+			if tc.head {
+				method = "HEAD"
+			}
+			var got [2]string
+			for i, out := range [][]byte{
+				appendPlainHead(nil, []byte(tc.in), h, closeAfter, date),
+				appendResponseHead(nil, resp, framing, closeAfter, date),
+			} {
+				r, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(out)), &http.Request{Method: method})
+				if err != nil {
+					t.Fatalf("%q: %v", out, err)
+				}
+				got[i] = fmt.Sprintf("%s cl=%d close=%v te=%v %v", r.Status, r.ContentLength, r.Close, r.TransferEncoding, r.Header)
+			}
+			if got[0] != got[1] {
+				t.Fatalf("relayed: %s\nrebuilt: %s", got[0], got[1])
+			}
+		})
+	}
+}
