@@ -182,6 +182,7 @@ type h1Loop struct {
 	idle    map[netip.AddrPort][]*upConn // kept-alive upstream connections by endpoint
 	sink    appendWriter                 // what bw writes: a request being serialized
 	bw      *bufio.Writer
+	load    atomic.Int64 // connections it serves (read by the other loops)
 }
 
 // exit closes what the loop owns when it stops.
@@ -228,16 +229,38 @@ func (a *acceptor) Ready(lp *eventloop.Loop, _ uint32) {
 			_ = eventloop.Close(fd)
 			continue
 		}
-		c := &loopConn{hl: hl, ll: ll, fd: fd, remote: peer.String(), writable: true}
-		c.timer = eventloop.NewTimer(c.timeout)
-		if err := lp.Register(fd, c, eventloop.EdgeEvents); err != nil {
-			_ = eventloop.Close(fd)
-			continue
+		// A new connection wakes one loop (EPOLLEXCLUSIVE), which would keep every
+		// connection of a burst; each goes to the loop serving the fewest instead.
+		to := hl
+		for _, o := range hl.s.loops {
+			if o.load.Load() < to.load.Load() {
+				to = o
+			}
 		}
 		ll.open.Add(1)
-		hl.conns[c] = struct{}{}
-		lp.Schedule(&c.timer, lp.Now()+ll.fs.headerTimeout)
+		to.load.Add(1)
+		if to == hl {
+			hl.adopt(ll, fd, peer)
+		} else if !to.lp.Do(func() { to.adopt(ll, fd, peer) }) {
+			to.load.Add(-1)
+			ll.open.Add(-1)
+			_ = eventloop.Close(fd)
+		}
 	}
+}
+
+// adopt starts serving an accepted connection (counted in ll.open and hl.load).
+func (hl *h1Loop) adopt(ll *loopListener, fd int, peer netip.AddrPort) {
+	c := &loopConn{hl: hl, ll: ll, fd: fd, remote: peer.String(), writable: true}
+	c.timer = eventloop.NewTimer(c.timeout)
+	if err := hl.lp.Register(fd, c, eventloop.EdgeEvents); err != nil {
+		_ = eventloop.Close(fd)
+		ll.open.Add(-1)
+		hl.load.Add(-1)
+		return
+	}
+	hl.conns[c] = struct{}{}
+	hl.lp.Schedule(&c.timer, hl.lp.Now()+ll.fs.headerTimeout)
 }
 
 // loopConn is one downstream connection on a loop.
@@ -477,6 +500,7 @@ func (c *loopConn) detach() {
 	c.hl.lp.Cancel(&c.timer)
 	delete(c.hl.conns, c)
 	c.ll.open.Add(-1)
+	c.hl.load.Add(-1)
 }
 
 func (c *loopConn) close() {
