@@ -164,17 +164,33 @@ done
 # every proxy shows seconds of latency. So nginx's maximum is measured again with vegeta
 # (as fast as it can, CONNS workers), and the fixed rate is half of that: half of what
 # nginx sustains under this generator on this machine. RATE=<n> overrides it.
+# vegeta's workers are bounded to CONNS (as wrk's connections are): unbounded, vegeta
+# adds a worker and a connection whenever a request is late, and on 2 shared cores one
+# stall snowballs into hundreds of connections and seconds of latency for every proxy.
+# Each proxy gets one fixed-rate run per round (ROUNDS), interleaved; the table shows
+# the median p50 and p99 of the rounds.
 vmax=$(echo "GET http://127.0.0.1:$NGINX_PORT/" | "$vegeta" attack -rate=0 -max-workers="$CONNS" -duration="$RATE_DURATION" -keepalive=true |
 	"$vegeta" report -type=json | python3 -c 'import json,sys; print("%.0f" % json.load(sys.stdin)["throughput"])')
 rate=${RATE:-$((vmax / 2))}
+declare -A fp50s fp99s
+for round in $(seq "${ROUNDS:-2}"); do
+	for n in "${names[@]}"; do
+		url="http://127.0.0.1:${port[$n]}/"
+		# Warm-up at the same rate, as wrk has one: the proxy's upstream pool grows to
+		# what vegeta's connections need before the measured run.
+		echo "GET $url" | "$vegeta" attack -rate="$rate" -duration="$WARMUP" -keepalive=true \
+			-workers="$CONNS" -max-workers="$CONNS" >/dev/null
+		json=$(echo "GET $url" | "$vegeta" attack -rate="$rate" -duration="$RATE_DURATION" -keepalive=true \
+			-workers="$CONNS" -max-workers="$CONNS" | "$vegeta" report -type=json)
+		read -r a b < <(python3 -c 'import json,sys; d=json.load(sys.stdin); l=d["latencies"]; print("%.3f %.3f" % (l["50th"]/1e6, l["99th"]/1e6))' <<<"$json")
+		fp50s[$n]+="$a " fp99s[$n]+="$b "
+		python3 -c 'import json,sys; d=json.load(sys.stdin); print("fixed rate, round %s: %s: %.0f rps sent, success %.4f, status codes %s, p99 %s ms" % (sys.argv[2], sys.argv[1], d["rate"], d["success"], d["status_codes"], sys.argv[3]), file=sys.stderr)' "$n" "$round" "$b" <<<"$json"
+	done
+done
+median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -g | awk '{v[NR]=$1} END { if (NR % 2) print v[(NR+1)/2]; else printf "%.3f", (v[NR/2]+v[NR/2+1])/2 }'; }
 for n in "${names[@]}"; do
-	url="http://127.0.0.1:${port[$n]}/"
-	# Warm-up at the same rate, as wrk has one: the proxy's upstream pool grows to what
-	# vegeta's connections need before the measured run.
-	echo "GET $url" | "$vegeta" attack -rate="$rate" -duration="$WARMUP" -keepalive=true >/dev/null
-	json=$(echo "GET $url" | "$vegeta" attack -rate="$rate" -duration="$RATE_DURATION" -keepalive=true | "$vegeta" report -type=json)
-	read -r fp50[$n] fp99[$n] < <(python3 -c 'import json,sys; d=json.load(sys.stdin); l=d["latencies"]; print("%.3f %.3f" % (l["50th"]/1e6, l["99th"]/1e6))' <<<"$json")
-	python3 -c 'import json,sys; d=json.load(sys.stdin); print("fixed rate: %s: success %.4f, status codes %s" % (sys.argv[1], d["success"], d["status_codes"]), file=sys.stderr)' "$n" <<<"$json"
+	fp50[$n]=$(median "${fp50s[$n]}")
+	fp99[$n]=$(median "${fp99s[$n]}")
 done
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a/b; else print "-" }'; }
@@ -187,6 +203,6 @@ for n in "${names[@]}"; do
 	echo "| $n | ${rps[$n]} | ${p50[$n]} | ${p99[$n]} | $(ratio "${rps[weir]}" "${rps[$n]}") | ${cpu[$n]} | ${fp50[$n]} | ${fp99[$n]} |"
 done
 echo
-echo "fixed rate: $rate rps = half of nginx's maximum under vegeta ($vmax rps; under wrk ${rps[nginx]} rps)"
+echo "fixed rate: $rate rps = half of nginx's maximum under vegeta ($vmax rps; under wrk ${rps[nginx]} rps), $CONNS vegeta workers, median of ${ROUNDS:-2} runs"
 echo "targets: weir ≥ 1.2× caddy RPS: $(ratio "${rps[weir]}" "${rps[caddy]}")×; weir ≥ 0.8× nginx RPS: $(ratio "${rps[weir]}" "${rps[nginx]}")×;" \
 	"p99 at 50 % of nginx's max rate ≤ 1.5× nginx: $(ratio "${fp99[weir]}" "${fp99[nginx]}")×"
