@@ -341,23 +341,24 @@ func echoThrough(addr string, size int) error {
 
 // TestAcceptRetryAfterEMFILE: a loop whose accept fails for lack of descriptors takes
 // the listener out, retries on a timer, and serves the waiting connection once
-// descriptors are free again. It runs in a child process (the descriptor limit is
-// process-wide).
+// descriptors are free again. The proxy runs in a child process (the descriptor limit
+// is process-wide); the backend stays in this one, where its accept cannot fail.
 func TestAcceptRetryAfterEMFILE(t *testing.T) {
-	if os.Getenv("WEIR_TEST_EMFILE") == "" {
+	backend := os.Getenv("WEIR_TEST_EMFILE_BACKEND")
+	if backend == "" {
 		t.Parallel()
+		a := startTCPBackend(t, "a")
 		cmd := exec.CommandContext(t.Context(), os.Args[0], "-test.run=^TestAcceptRetryAfterEMFILE$", "-test.v")
-		cmd.Env = append(os.Environ(), "WEIR_TEST_EMFILE=1")
+		cmd.Env = append(os.Environ(), "WEIR_TEST_EMFILE_BACKEND="+a.addr.String())
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			t.Fatalf("child: %v\n%s", err, out)
 		}
 		return
 	}
-	a := startTCPBackend(t, "a")
 	var logs lockedBuffer
 	p := newProxy(t, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
-	mustSync(t, p, snap(service("emfile", model.TCP, "127.0.14.8", 80, endpoints(a.addr))))
+	mustSync(t, p, snap(service("emfile", model.TCP, "127.0.14.8", 80, endpoints(netip.MustParseAddrPort(backend)))))
 
 	var lim unix.Rlimit
 	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
@@ -400,15 +401,19 @@ func TestAcceptRetryAfterEMFILE(t *testing.T) {
 	eventually(t, 5*time.Second, "accept failing with EMFILE logged", func() bool {
 		return strings.Contains(logs.String(), "too many open files")
 	})
+	// The limit first, so that the retried accept and the dial to the backend cannot
+	// fail again while the hogs are closed one by one.
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
 	for _, fd := range hogs {
 		_ = unix.Close(fd)
 	}
 	hogs = nil
-	_ = unix.Setrlimit(unix.RLIMIT_NOFILE, &lim)
 	select {
 	case r := <-done:
 		if r.err != nil || r.name != "a" {
-			t.Fatalf("greet after the retry = %q, %v", r.name, r.err)
+			t.Fatalf("greet after the retry = %q, %v; proxy log:\n%s", r.name, r.err, logs.String())
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("connection not served after descriptors were freed")
