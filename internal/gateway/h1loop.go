@@ -21,7 +21,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"weir.dev/weir/internal/eventloop"
-	"weir.dev/weir/internal/model"
 )
 
 // loopServer serves the plaintext HTTP listeners on event loops (internal/eventloop),
@@ -608,7 +607,7 @@ func (x *exchange) upPump() {
 func (x *exchange) onHead(u *upConn, end int) {
 	if !x.st.editsResponse() {
 		if h, ok := scanPlainHead(u.in[:end], x.isHEAD); ok && h.code >= 200 {
-			x.onPlainHead(u, end, h)
+			x.respond(u, end, h, nil)
 			return
 		}
 	}
@@ -617,8 +616,8 @@ func (x *exchange) onHead(u *upConn, end int) {
 		x.tryFailed(errors.New("malformed HTTP response from backend"), false)
 		return
 	}
-	u.in = u.in[:copy(u.in, u.in[end:])]
 	if resp.StatusCode < 200 {
+		u.in = u.in[:copy(u.in, u.in[end:])]
 		if resp.StatusCode == http.StatusSwitchingProtocols {
 			x.tryFailed(fmt.Errorf("backend tried to switch protocol %q when none was requested", resp.Header.Get("Upgrade")), false)
 			return
@@ -631,43 +630,16 @@ func (x *exchange) onHead(u *upConn, end int) {
 		u.onData() // skipped, as http.Transport does
 		return
 	}
-	hl := x.c.hl
-	if x.a.answered(resp.StatusCode, false) {
-		// Retried: this connection is dropped rather than drained.
-		hl.lp.Cancel(&x.tryTimer)
-		x.a.ep.load.End()
-		x.detachUp(false)
-		x.retry()
-		return
-	}
-	x.code = resp.StatusCode
-	x.framing, x.left = framing, n
-	if resp.Close || x.r.Close {
-		x.reusable = false
-	}
-	g := hl.s.g
-	removeHopByHop(resp.Header)
-	g.applyResponse(resp, x.st)
-	c := x.c
-	if framing == bodyUntilClose {
-		c.closeAfter = true
-	}
-	c.out = appendResponseHead(c.out, resp, framing, c.closeAfter, c.ll.fs.dateHeader(time.Now()))
-	x.headSent = true
-	x.st.sw.code = x.code
-	if framing == bodyNone {
-		x.complete()
-		return
-	}
-	rest := u.in // body() copies it before anything may reuse the buffer
-	u.in = u.in[:0]
-	x.body(rest)
+	x.respond(u, end, plainHead{code: resp.StatusCode, framing: framing, length: n, close: resp.Close}, resp)
 }
 
-// onPlainHead handles a response head relayed without rebuilding it (scanPlainHead).
-func (x *exchange) onPlainHead(u *upConn, end int, h plainHead) {
+// respond passes on a response head (u.in[:end], with h what it says): relayed line
+// by line, or rebuilt from resp when the response is edited (resp not nil). A status
+// the retry policy retries goes to the next try instead.
+func (x *exchange) respond(u *upConn, end int, h plainHead, resp *http.Response) {
 	hl := x.c.hl
 	if x.a.answered(h.code, false) {
+		// Retried: this connection is dropped rather than drained.
 		hl.lp.Cancel(&x.tryTimer)
 		x.a.ep.load.End()
 		x.detachUp(false)
@@ -683,14 +655,21 @@ func (x *exchange) onPlainHead(u *upConn, end int, h plainHead) {
 	if h.framing == bodyUntilClose {
 		c.closeAfter = true
 	}
-	c.out = appendPlainHead(c.out, u.in[:end], h, c.closeAfter, c.ll.fs.dateHeader(time.Now()))
+	date := c.ll.fs.dateHeader(time.Now())
+	if resp != nil {
+		removeHopByHop(resp.Header)
+		hl.s.g.applyResponse(resp, x.st)
+		c.out = appendResponseHead(c.out, resp, h.framing, c.closeAfter, date)
+	} else {
+		c.out = appendPlainHead(c.out, u.in[:end], h, c.closeAfter, date)
+	}
 	x.headSent = true
 	x.st.sw.code = x.code
 	if h.framing == bodyNone {
 		x.complete()
 		return
 	}
-	rest := u.in[end:]
+	rest := u.in[end:] // body() copies it before anything may reuse the buffer
 	u.in = u.in[:0]
 	x.body(rest)
 }
@@ -802,16 +781,10 @@ func (x *exchange) fail(err error) {
 	x.done = true
 	w := &c.resp
 	w.reset()
-	code := http.StatusBadGateway
-	switch {
-	case errors.Is(err, errNoEndpoint):
-		code = http.StatusServiceUnavailable
-	case errors.Is(err, errOverflow):
-		code = http.StatusServiceUnavailable
+	code := errorStatus(err)
+	if errors.Is(err, errOverflow) {
 		w.Header().Set("X-Weir-Overflow", "circuit-breaker")
 		g.metrics.overflows.WithLabelValues(x.br.b.ID).Inc()
-	case errors.Is(err, context.DeadlineExceeded):
-		code = http.StatusGatewayTimeout
 	}
 	g.log.Debug("gateway: upstream error", "path", x.r.URL.Path, "err", err)
 	w.WriteHeader(code)
@@ -932,12 +905,7 @@ func (hl *h1Loop) upstream(ep *endpoint, cl *cluster) (*upConn, error) {
 		}
 		u.close()
 	}
-	limit := int64(model.DefaultCircuitBreakerLimit)
-	if p := cl.policy.Load(); p != nil && p.CircuitBreaker.MaxConnections > 0 {
-		limit = int64(p.CircuitBreaker.MaxConnections)
-	}
-	if cl.conns.Add(1) > limit {
-		cl.conns.Add(-1)
+	if !cl.takeConn() {
 		return nil, errOverflow
 	}
 	fd, err := eventloop.Dial(ep.ap)

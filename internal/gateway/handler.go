@@ -829,23 +829,31 @@ func grpcTrailersOnly(resp *http.Response) {
 	}
 }
 
-// proxyError answers when no upstream response could be had.
-func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) {
-	code := http.StatusBadGateway
+// errorStatus is the status that answers a request no upstream response could be
+// had for: 503 without an endpoint or with the breaker full, 413 for a body over the
+// limit, 504 after a timeout, else 502.
+func errorStatus(err error) int {
 	var mbe *http.MaxBytesError
 	switch {
-	case errors.Is(err, errNoEndpoint):
-		code = http.StatusServiceUnavailable
+	case errors.Is(err, errNoEndpoint), errors.Is(err, errOverflow):
+		return http.StatusServiceUnavailable
+	case errors.As(err, &mbe):
+		return http.StatusRequestEntityTooLarge
+	case errors.Is(err, context.DeadlineExceeded):
+		return http.StatusGatewayTimeout
+	}
+	return http.StatusBadGateway
+}
+
+// proxyError answers when no upstream response could be had.
+func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	code := errorStatus(err)
+	switch {
 	case errors.Is(err, errOverflow):
-		code = http.StatusServiceUnavailable
 		w.Header().Set("X-Weir-Overflow", "circuit-breaker")
 		if st, _ := r.Context().Value(stateKey{}).(*reqState); st != nil && st.backend != nil {
 			g.metrics.overflows.WithLabelValues(st.backend.b.ID).Inc()
 		}
-	case errors.As(err, &mbe):
-		code = http.StatusRequestEntityTooLarge
-	case errors.Is(err, context.DeadlineExceeded):
-		code = http.StatusGatewayTimeout
 	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
 		code = 499 // the client went away; nobody reads this
 	}

@@ -277,12 +277,7 @@ func (u *upstream) dial(ctx context.Context, network, addr string) (net.Conn, er
 		return u.dialer.DialContext(ctx, network, addr)
 	}
 	cl := st.backend.cl
-	limit := int64(model.DefaultCircuitBreakerLimit)
-	if p := cl.policy.Load(); p != nil && p.CircuitBreaker.MaxConnections > 0 {
-		limit = int64(p.CircuitBreaker.MaxConnections)
-	}
-	if cl.conns.Add(1) > limit {
-		cl.conns.Add(-1)
+	if !cl.takeConn() {
 		return nil, errOverflow
 	}
 	c, err := u.dialer.DialContext(ctx, network, addr)
@@ -291,6 +286,20 @@ func (u *upstream) dial(ctx context.Context, network, addr string) (net.Conn, er
 		return nil, err
 	}
 	return &countedConn{Conn: c, n: &cl.conns}, nil
+}
+
+// takeConn counts a new upstream connection against the cluster's maxConnections;
+// false (not counted) when the breaker is full.
+func (c *cluster) takeConn() bool {
+	limit := int64(model.DefaultCircuitBreakerLimit)
+	if p := c.policy.Load(); p != nil && p.CircuitBreaker.MaxConnections > 0 {
+		limit = int64(p.CircuitBreaker.MaxConnections)
+	}
+	if c.conns.Add(1) > limit {
+		c.conns.Add(-1)
+		return false
+	}
+	return true
 }
 
 // countedConn gives its slot back to the cluster's connection count when closed.
