@@ -76,6 +76,9 @@ type Loop struct {
 	gen    uint32
 	events []unix.EpollEvent
 	timers timerHeap
+	poll   func(uintptr) bool // epollPoll into events, n and err: made once, not per wait
+	n      int
+	err    error
 	base   time.Time
 	now    time.Duration // since base, updated once per wake-up
 }
@@ -113,6 +116,10 @@ func New() (*Loop, error) {
 		return nil, fmt.Errorf("eventloop: epoll fd: %w", err)
 	}
 	l.raw = raw
+	l.poll = func(uintptr) bool {
+		l.n, l.err = epollPoll(l.epfd, l.events)
+		return l.n > 0 || (l.err != nil && !errors.Is(l.err, unix.EINTR))
+	}
 	return l, nil
 }
 
@@ -211,22 +218,17 @@ func (l *Loop) wait() (int, error) {
 	}
 	// Read calls the function at once and, while it reports false, parks until the
 	// runtime's poller finds the epoll descriptor readable or the deadline passes.
-	var n int
-	var err error
-	rerr := l.raw.Read(func(uintptr) bool {
-		n, err = epollPoll(l.epfd, l.events)
-		return n > 0 || (err != nil && !errors.Is(err, unix.EINTR))
-	})
+	rerr := l.raw.Read(l.poll)
 	if errors.Is(rerr, os.ErrDeadlineExceeded) {
 		// Read returned without polling when the deadline had already passed.
-		n, err = epollPoll(l.epfd, l.events)
+		l.n, l.err = epollPoll(l.epfd, l.events)
 	} else if rerr != nil {
 		return 0, rerr
 	}
-	if err != nil && !errors.Is(err, unix.EINTR) {
-		return 0, err
+	if l.err != nil && !errors.Is(l.err, unix.EINTR) {
+		return 0, l.err
 	}
-	return max(n, 0), nil
+	return max(l.n, 0), nil
 }
 
 func (l *Loop) commands() {

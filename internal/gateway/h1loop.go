@@ -252,6 +252,10 @@ func (a *acceptor) Ready(lp *eventloop.Loop, _ uint32) {
 func (hl *h1Loop) adopt(ll *loopListener, fd int, peer netip.AddrPort) {
 	c := &loopConn{hl: hl, ll: ll, fd: fd, remote: peer.String(), writable: true}
 	c.timer = eventloop.NewTimer(c.timeout)
+	x := &c.xs
+	x.tryTimer = eventloop.NewTimer(x.tryTimeout)
+	x.reqTimer = eventloop.NewTimer(x.requestTimeout)
+	x.backoff = eventloop.NewTimer(x.backoffDone)
 	if err := hl.lp.Register(fd, c, eventloop.EdgeEvents); err != nil {
 		_ = eventloop.Close(fd)
 		ll.open.Add(-1)
@@ -276,10 +280,11 @@ type loopConn struct {
 	closed   bool
 	// closeAfter: close once the response in flight (or being written) is done.
 	closeAfter bool
-	served     bool // a request was answered: the idle timeout applies, not the header one
-	serving    bool // inside next: a finished exchange leaves the next request to it
-	headTimer  bool // the timer is the header timeout, not the idle one
-	x          *exchange
+	served     bool      // a request was answered: the idle timeout applies, not the header one
+	serving    bool      // inside next: a finished exchange leaves the next request to it
+	headTimer  bool      // the timer is the header timeout, not the idle one
+	x          *exchange // the request in flight (&xs), or nil
+	xs         exchange
 	timer      eventloop.Timer // header or idle timeout while no request is in flight
 	resp       localResponse
 }
@@ -452,10 +457,9 @@ func (c *loopConn) serve(sr simpleRequest, end int) bool {
 		g.finish(r, st, start)
 		return true
 	}
-	x := &exchange{c: c, r: r, st: st, br: br, start: start, isHEAD: isHEAD}
-	x.tryTimer = eventloop.NewTimer(x.tryTimeout)
-	x.reqTimer = eventloop.NewTimer(x.requestTimeout)
-	x.backoff = eventloop.NewTimer(func(*eventloop.Loop) { br.cl.retrying.Add(-1); x.try() })
+	x := &c.xs // the connection's one exchange, made anew (its timers and buffer kept)
+	*x = exchange{c: c, r: r, st: st, br: br, start: start, isHEAD: isHEAD, req: x.req[:0],
+		tryTimer: x.tryTimer, reqTimer: x.reqTimer, backoff: x.backoff}
 	c.x = x
 	x.startRequest()
 	return true
@@ -548,7 +552,7 @@ func (x *exchange) startRequest() {
 	if err == nil {
 		err = hl.bw.Flush()
 	}
-	x.req = append([]byte(nil), hl.sink.b...)
+	x.req = append(x.req[:0], hl.sink.b...)
 	x.a.init(g.up, x.st, x.r.Method, true, false, x.start)
 	if err != nil {
 		x.fail(err)
@@ -836,6 +840,12 @@ func (x *exchange) clientGone() {
 		x.st.sw.code = 499
 	}
 	x.finish()
+}
+
+// backoffDone: the wait before a retry is over.
+func (x *exchange) backoffDone(*eventloop.Loop) {
+	x.br.cl.retrying.Add(-1)
+	x.try()
 }
 
 // tryTimeout: the try's own timeout passed.

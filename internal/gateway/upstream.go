@@ -385,7 +385,6 @@ type attempts struct {
 	cl       *cluster
 	cs       *clusterState
 	pol      compiledRetry
-	healthy  func(*endpoint) bool
 	canRetry bool
 	n        int // tries begun
 	triedBuf [4]*endpoint
@@ -403,9 +402,11 @@ func (a *attempts) init(u *upstream, st *reqState, method string, replayable, up
 	*a = attempts{u: u, st: st, cl: cl, cs: cl.current(now), pol: st.rule.retry, start: now}
 	a.tried = a.triedBuf[:0]
 	a.canRetry = replayable && !upgrade && (idempotent(method) || a.pol.policy.RetryNonIdempotent)
-	hl, portID := u.g.health, a.cs.portID
-	a.healthy = func(ep *endpoint) bool { return hl.Healthy(portID, ep.ap) }
 }
+
+// healthy reports whether the endpoint is in rotation (not ejected, not failing its
+// active checks).
+func (a *attempts) healthy(ep *endpoint) bool { return a.u.g.health.Healthy(a.cs.portID, ep.ap) }
 
 // perTry is the timeout of one try: the rule's backendRequest timeout or the retry
 // policy's per-try timeout, whichever is shorter (0: none).
