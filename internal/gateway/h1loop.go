@@ -276,6 +276,7 @@ type loopConn struct {
 	out      []byte // to write
 	readable bool
 	writable bool
+	drain    bool // the client shut down: read until EOF, not only until a short read
 	eof      bool
 	closed   bool
 	// closeAfter: close once the response in flight (or being written) is done.
@@ -301,6 +302,9 @@ func (c *loopConn) Ready(_ *eventloop.Loop, ev uint32) {
 	if ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
 		c.readable = true
 	}
+	if ev&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		c.drain = true // no edge will follow the end: read until it, not to a short read
+	}
 	if ev&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
 		c.writable = true
 	}
@@ -314,37 +318,46 @@ func (c *loopConn) pump() {
 			return
 		}
 	}
-	// While a request is in flight, read only to notice the client going away, and
-	// only as much as the buffer allows (pipelined requests wait).
+	if !c.readIn() {
+		return
+	}
+	switch {
+	case c.eof && c.x != nil:
+		// The client went away (or half-closed) during its request: net/http's server
+		// cancels the request then too.
+		c.x.clientGone()
+		c.close()
+	case c.x == nil && len(c.out) == 0 && c.closeAfter:
+		c.close()
+	case c.x == nil:
+		c.next() // at EOF, the requests read before it are still answered
+	}
+}
+
+// readIn reads what the client sent, as much as the buffer allows (while a request
+// is in flight only to notice the client going away; pipelined requests wait). It
+// returns false when the connection failed and was closed; a clean end of the
+// client's stream sets eof.
+func (c *loopConn) readIn() bool {
 	for c.readable && !c.eof && len(c.in) < maxLoopHead+len(c.hl.scratch) {
 		n, err := eventloop.Read(c.fd, c.hl.scratch)
-		if err == unix.EAGAIN {
+		switch {
+		case err == unix.EAGAIN:
 			c.readable = false
-			break
-		}
-		if err != nil || n == 0 {
+			return true
+		case err != nil:
+			c.close() // reset: nothing can be written either
+			return false
+		case n == 0:
 			c.eof = true
-			break
+			return true
 		}
 		c.in = append(c.in, c.hl.scratch[:n]...)
-		if n < len(c.hl.scratch) {
+		if n < len(c.hl.scratch) && !c.drain {
 			c.readable = false
 		}
 	}
-	if c.eof {
-		if c.x != nil {
-			c.x.clientGone()
-		}
-		c.close()
-		return
-	}
-	if c.x == nil && len(c.out) == 0 && c.closeAfter {
-		c.close()
-		return
-	}
-	if c.x == nil {
-		c.next()
-	}
+	return true
 }
 
 // flush writes what waits; false when the connection failed (and was closed).
@@ -400,6 +413,23 @@ func (c *loopConn) next() {
 			return
 		}
 		if end == 0 {
+			if c.readable && !c.eof {
+				// More came than the buffer took while a request was in flight.
+				if !c.readIn() {
+					return
+				}
+				if c.readable || c.eof || len(c.in) > 0 {
+					continue
+				}
+			}
+			if c.eof {
+				// The client finished sending: close once the answers are out.
+				c.closeAfter = true
+				if len(c.out) == 0 {
+					c.close()
+				}
+				return
+			}
 			// Waiting: for a request (the idle timeout, or the header one for the
 			// first), or for the rest of a head (the header timeout from its first
 			// byte: slowloris).
@@ -887,6 +917,7 @@ type upConn struct {
 	connecting    bool
 	reused        bool
 	readable      bool
+	drain         bool
 	eof           bool
 	closed        bool
 	informational int
@@ -946,6 +977,9 @@ func (hl *h1Loop) putIdle(u *upConn) {
 func (u *upConn) Ready(_ *eventloop.Loop, ev uint32) {
 	if ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
 		u.readable = true
+	}
+	if ev&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		u.drain = true // read until EOF, not only until a short read
 	}
 	if u.x == nil {
 		// Idle: the backend closed it (or sent what nobody asked for).
@@ -1057,7 +1091,7 @@ func (u *upConn) pump() {
 			}
 			return
 		}
-		if n < len(u.hl.scratch) {
+		if n < len(u.hl.scratch) && !u.drain {
 			u.readable = false
 		}
 		data := u.hl.scratch[:n]

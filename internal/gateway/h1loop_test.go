@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -387,5 +388,100 @@ func TestPlainHeadMatchesRebuiltHead(t *testing.T) {
 				t.Fatalf("relayed: %s\nrebuilt: %s", got[0], got[1])
 			}
 		})
+	}
+}
+
+// TestEventLoopHalfClose: a client that sends its requests and shuts its side down
+// (printf … | nc) gets its answers before the connection closes, whether the loop
+// serves it or hands it off.
+func TestEventLoopHalfClose(t *testing.T) {
+	a := startEcho(t, "a")
+	tg := startGateway(t, Options{}, httpConfig(freeAddr(t), prefixRule("r", "/", backend("a", 1, a))))
+	for _, tc := range []struct {
+		name, raw string
+		n         int
+	}{
+		{"HTTP/1.1, two pipelined", "GET /one HTTP/1.1\r\nHost: h\r\n\r\nGET /two HTTP/1.1\r\nHost: h\r\n\r\n", 2},
+		{"HTTP/1.0 (handed off)", "GET /ten HTTP/1.0\r\n\r\n", 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := net.Dial("tcp", tg.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			_, _ = io.WriteString(c, tc.raw)
+			_ = c.(*net.TCPConn).CloseWrite()
+			br := bufio.NewReader(c)
+			for i := range tc.n {
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					t.Fatalf("response %d: %v", i, err)
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				if resp.StatusCode != 200 {
+					t.Fatalf("response %d: %d", i, resp.StatusCode)
+				}
+			}
+			if _, err := br.ReadByte(); err != io.EOF {
+				t.Fatalf("after the answers: %v, want EOF", err)
+			}
+		})
+	}
+}
+
+// TestEventLoopBackendCloses: a body that ends when the backend closes is relayed
+// whole (the client's connection then closes too), and a backend's Connection: close
+// is honoured (the next request dials again).
+func TestEventLoopBackendCloses(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	var accepted atomic.Int64
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			go func() {
+				defer c.Close()
+				req, err := http.ReadRequest(bufio.NewReader(c))
+				if err != nil {
+					return
+				}
+				if req.URL.Path == "/until-close" {
+					_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nstreamed until close")
+					return
+				}
+				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok")
+			}()
+		}
+	}()
+	ap := netip.MustParseAddrPort(ln.Addr().String())
+	be := backend("b", 1)
+	be.Endpoints = []model.Endpoint{{Addr: ap.Addr(), Port: int32(ap.Port()), Ready: true, Serving: true, Weight: 1}}
+	tg := startGateway(t, Options{}, httpConfig(freeAddr(t), prefixRule("r", "/", be)))
+
+	resps, bodies, c := rawExchange(t, tg.addr, "GET /until-close HTTP/1.1\r\nHost: h\r\n\r\n", 1, "GET")
+	if resps[0].StatusCode != 200 || string(bodies[0]) != "streamed until close" || !resps[0].Close {
+		t.Fatalf("until close: %d %q close=%v", resps[0].StatusCode, bodies[0], resps[0].Close)
+	}
+	if _, err := c.Read(make([]byte, 1)); err == nil {
+		t.Fatal("client connection still open after a close-delimited body")
+	}
+	before := accepted.Load()
+	for i := range 3 {
+		resps, bodies, _ := rawExchange(t, tg.addr, "GET /close HTTP/1.1\r\nHost: h\r\n\r\n", 1, "GET")
+		if resps[0].StatusCode != 200 || string(bodies[0]) != "ok" {
+			t.Fatalf("request %d: %d %q", i, resps[0].StatusCode, bodies[0])
+		}
+	}
+	if n := accepted.Load() - before; n != 3 {
+		t.Fatalf("%d backend connections for 3 requests answered with Connection: close", n)
 	}
 }
