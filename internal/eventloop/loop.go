@@ -54,6 +54,9 @@ type Timer struct {
 // NewTimer makes a timer that runs fn on the loop it is scheduled on.
 func NewTimer(fn func(*Loop)) Timer { return Timer{fn: fn} }
 
+// Due is when t runs (loop time, see Loop.Now), or last ran.
+func (t *Timer) Due() time.Duration { return t.due }
+
 // Scheduled reports whether t is waiting to run.
 func (t *Timer) Scheduled() bool { return t.index > 0 }
 

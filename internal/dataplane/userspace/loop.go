@@ -91,7 +91,6 @@ func (lp *tcpLoop) now() time.Duration { return lp.el.Now() }
 
 // schedule (re)places c's timer at due.
 func (lp *tcpLoop) schedule(c *tcpConn, due time.Duration) {
-	c.due = due
 	lp.el.Schedule(&c.timer, due)
 }
 

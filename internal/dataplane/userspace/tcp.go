@@ -192,7 +192,6 @@ type tcpConn struct {
 	started                  time.Time
 
 	last  time.Duration   // loop time of the last read that returned data, either direction
-	due   time.Duration   // when timer runs timeout
 	timer eventloop.Timer // connect timeout, hold end or the next idle check
 	rst   bool            // close the client with a reset
 }
@@ -342,8 +341,8 @@ func (c *tcpConn) timeout() {
 		// Checked once per idle period: a connection that carried a byte in the
 		// period just ended gets another one, so it closes between one and two idle
 		// timeouts after its last byte (and a busy one costs one check per period).
-		if idle := c.t.idleTimeout; c.last > c.due-idle {
-			c.lp.schedule(c, max(c.due+idle, c.lp.now()+time.Millisecond))
+		if idle, due := c.t.idleTimeout, c.timer.Due(); c.last > due-idle {
+			c.lp.schedule(c, max(due+idle, c.lp.now()+time.Millisecond))
 			return
 		}
 		c.close()
