@@ -401,3 +401,96 @@ func TestReviewLoopResponsesMatchNetHTTP(t *testing.T) {
 		})
 	}
 }
+
+// TestReviewLoopAbortKeepsEarlierResponse: a pipelined response whose body turns out
+// malformed is cut short, but the response queued before it (for a slow client) must
+// still arrive whole, as on the goroutine servers.
+func TestReviewLoopAbortKeepsEarlierResponse(t *testing.T) {
+	big := "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 200000\r\n\r\n"
+	var body strings.Builder
+	for i := range 200000 {
+		body.WriteByte(reviewPattern(i))
+	}
+	canned := map[string]string{
+		"/big":       big + body.String(),
+		"/close-bad": "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n",
+	}
+	ep := cannedBackend(t, canned)
+	for _, srv := range reviewServers {
+		t.Run(srv.name, func(t *testing.T) {
+			if srv.loops {
+				reviewBug(t, "h1loop.go abort (l. 813): c.out = c.out[:0] throws away everything queued for the client, "+
+					"including the tail of the previous, complete, pipelined response; only this response's bytes should go")
+			}
+			be := backend("b", 1)
+			be.Endpoints = []model.Endpoint{ep}
+			tg := startGateway(t, srv.opts, httpConfig(freeAddr(t), prefixRule("r", "/", be)))
+			smallSendBuffer(t, tg)
+			c, err := net.Dial("tcp", tg.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			_ = c.(*net.TCPConn).SetReadBuffer(16 << 10)
+			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			_, _ = io.WriteString(c, "GET /big HTTP/1.1\r\nHost: h\r\n\r\nGET /close-bad HTTP/1.1\r\nHost: h\r\n\r\n")
+			time.Sleep(300 * time.Millisecond) // a late reader: the first response waits in the gateway
+			br := bufio.NewReader(c)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("first response: %v", err)
+			}
+			if n, err := readPatternBody(resp); n != 200000 || err != nil {
+				t.Fatalf("first response: %d of 200000 bytes: %v", n, err)
+			}
+		})
+	}
+}
+
+// TestReviewLoopBreakerCountsOtherLoopsIdleConnections: with maxConnections 1, one
+// request after another (never two at once) must not overflow the breaker, as with
+// http.Transport, whose kept-alive connection serves the next request. The loops
+// keep an idle pool per loop, and a kept-alive connection on one loop counts against
+// the cluster's limit while the next request, on another loop, has to dial.
+func TestReviewLoopBreakerCountsOtherLoopsIdleConnections(t *testing.T) {
+	a := startEcho(t, "a")
+	for _, srv := range reviewServers {
+		t.Run(srv.name, func(t *testing.T) {
+			be := backend("a", 1, a)
+			be.Policy.CircuitBreaker.MaxConnections = 1
+			tg := startGateway(t, srv.opts, httpConfig(freeAddr(t), prefixRule("r", "/", be)))
+			if srv.loops {
+				if tg.loops == nil || len(tg.loops.loops) < 2 {
+					t.Skip("needs two event loops (GOMAXPROCS >= 2)")
+				}
+				reviewBug(t, "h1loop.go upstream/putIdle (l. 935-972): idle connections are pooled per loop but counted in the "+
+					"cluster's conns; a request on another loop cannot use them and overflows maxConnections (503) with nothing in flight")
+			}
+			// Two client connections held open: the loops spread them over two loops.
+			var conns []net.Conn
+			for range 2 {
+				c, err := net.Dial("tcp", tg.addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+				conns = append(conns, c)
+			}
+			for round := range 2 {
+				for i, c := range conns {
+					_, _ = io.WriteString(c, "GET /x HTTP/1.1\r\nHost: h\r\n\r\n")
+					resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+					if err != nil {
+						t.Fatalf("round %d, connection %d: %v", round, i, err)
+					}
+					_, _ = io.Copy(io.Discard, resp.Body)
+					if resp.StatusCode != 200 {
+						t.Fatalf("round %d, connection %d: %d (overflow %q), want 200: one request at a time", round, i,
+							resp.StatusCode, resp.Header.Get("X-Weir-Overflow"))
+					}
+				}
+			}
+		})
+	}
+}
