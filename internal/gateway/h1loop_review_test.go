@@ -11,6 +11,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -490,6 +491,148 @@ func TestReviewLoopBreakerCountsOtherLoopsIdleConnections(t *testing.T) {
 							resp.StatusCode, resp.Header.Get("X-Weir-Overflow"))
 					}
 				}
+			}
+		})
+	}
+}
+
+// loopCounters is what the loops and the clusters count, read on the loops.
+type loopCounters struct {
+	active, pending, retrying, conns, idle, epLoad, open, hlLoad int64
+}
+
+func (tg *testGateway) loopCounters(t *testing.T) loopCounters {
+	t.Helper()
+	var lc loopCounters
+	tg.mu.Lock()
+	defer tg.mu.Unlock()
+	for _, cl := range tg.clusters {
+		lc.active += cl.active.Load()
+		lc.pending += cl.pending.Load()
+		lc.retrying += cl.retrying.Load()
+		lc.conns += cl.conns.Load()
+		for _, ep := range cl.eps {
+			lc.epLoad += ep.load.Active()
+		}
+	}
+	if l := tg.listeners[tg.addr]; l != nil && l.fast != nil && l.fast.loops != nil {
+		lc.open = l.fast.loops.open.Load()
+	}
+	if tg.loops != nil {
+		var idle atomic.Int64
+		tg.loops.onLoops(func(hl *h1Loop) {
+			for _, list := range hl.idle {
+				idle.Add(int64(len(list)))
+			}
+		})
+		lc.idle = idle.Load()
+		for _, hl := range tg.loops.loops {
+			lc.hlLoad += hl.load.Load()
+		}
+	}
+	return lc
+}
+
+// TestReviewLoopCountersSettle: on every path an exchange can take on the loops —
+// success, 5xx retried, connect failure retried, per-try and request timeouts, the
+// client going away during the head, the body or the backoff, a malformed response,
+// a bad chunk, a backend that closes early — the breaker and load counters come back
+// to zero once the client is gone, and the cluster's connection count is the loops'
+// idle connections.
+func TestReviewLoopCountersSettle(t *testing.T) {
+	a, b := startEcho(t, "a"), startEcho(t, "b")
+	canned := cannedBackend(t, map[string]string{
+		"/close-bad":     "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n",
+		"/close-short":   "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 10\r\n\r\nshort",
+		"/close-garbage": "HTTP/1.1 2x0 OK\r\n\r\n",
+		"/close-101":     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n",
+	})
+	dead := freeAddr(t) // nothing listens: connection refused
+	deadAP := netip.MustParseAddrPort(dead)
+	deadEP := model.Endpoint{Addr: deadAP.Addr(), Port: int32(deadAP.Port()), Ready: true, Serving: true, Weight: 1}
+	for _, tc := range []struct {
+		name  string
+		path  string
+		setup func(be *model.Backend, r *model.Rule)
+		// gone: the client closes its connection after this long (0: it reads the answer)
+		gone time.Duration
+		want int // the status, when the client reads the answer
+	}{
+		{name: "success", path: "/x", want: 200},
+		{name: "5xx retried", path: "/status/503", want: 503, setup: func(be *model.Backend, r *model.Rule) {
+			r.Retry.RetryOn, r.Retry.Attempts, r.Retry.BackoffBase = []string{"5xx"}, 2, time.Millisecond
+		}},
+		{name: "connect failure retried", path: "/x", want: 200, setup: func(be *model.Backend, r *model.Rule) {
+			be.Endpoints = append([]model.Endpoint{deadEP}, be.Endpoints[:1]...)
+			r.Retry.RetryOn, r.Retry.Attempts, r.Retry.BackoffBase = []string{"connect-failure"}, 2, time.Millisecond
+		}},
+		{name: "per-try timeout", path: "/delay/3s", want: 504, setup: func(be *model.Backend, r *model.Rule) {
+			r.Retry.PerTryTimeout, r.Retry.RetryOn, r.Retry.Attempts, r.Retry.BackoffBase = 100*time.Millisecond, []string{"gateway-error"}, 2, time.Millisecond
+		}},
+		{name: "request timeout", path: "/hang", want: 504, setup: func(be *model.Backend, r *model.Rule) { r.RequestTimeout = 100 * time.Millisecond }},
+		{name: "request timeout during backoff", path: "/status/503", want: 504, setup: func(be *model.Backend, r *model.Rule) {
+			r.RequestTimeout = 150 * time.Millisecond
+			r.Retry.RetryOn, r.Retry.Attempts, r.Retry.BackoffBase = []string{"5xx"}, 2, 2*time.Second
+		}},
+		{name: "client gone during head", path: "/hang", gone: 150 * time.Millisecond},
+		{name: "client gone during body", path: "/stream", gone: 150 * time.Millisecond},
+		{name: "client gone during backoff", path: "/status/503", gone: 150 * time.Millisecond, setup: func(be *model.Backend, r *model.Rule) {
+			r.Retry.RetryOn, r.Retry.Attempts, r.Retry.BackoffBase = []string{"5xx"}, 2, 2*time.Second
+		}},
+		{name: "client gone during connect retry", path: "/hang", gone: 150 * time.Millisecond, setup: func(be *model.Backend, r *model.Rule) {
+			be.Endpoints = append([]model.Endpoint{deadEP}, be.Endpoints[:1]...)
+			r.Retry.RetryOn, r.Retry.Attempts, r.Retry.BackoffBase = []string{"connect-failure"}, 2, time.Millisecond
+		}},
+		{name: "malformed status line", path: "/close-garbage", want: 502, setup: func(be *model.Backend, r *model.Rule) { be.Endpoints = []model.Endpoint{canned} }},
+		{name: "101 not asked for", path: "/close-101", want: 502, setup: func(be *model.Backend, r *model.Rule) { be.Endpoints = []model.Endpoint{canned} }},
+		{name: "bad chunk", path: "/close-bad", want: -1, setup: func(be *model.Backend, r *model.Rule) { be.Endpoints = []model.Endpoint{canned} }},
+		{name: "body cut short", path: "/close-short", want: -1, setup: func(be *model.Backend, r *model.Rule) { be.Endpoints = []model.Endpoint{canned} }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			be := backend("ab", 1, a, b)
+			be.Policy.Outlier.ConsecutiveFailures = 1000
+			rm := prefixRule("r", "/", be)
+			if tc.setup != nil {
+				tc.setup(be, rm.Rule)
+			}
+			tg := startGateway(t, Options{}, httpConfig(freeAddr(t), rm))
+			c, err := net.Dial("tcp", tg.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			_, _ = io.WriteString(c, "GET "+tc.path+" HTTP/1.1\r\nHost: h\r\n\r\n")
+			if tc.gone > 0 {
+				time.Sleep(tc.gone) // the request is under way (not an assertion)
+			} else {
+				resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+				switch {
+				case tc.want < 0: // cut short: any outcome but a clean answer
+					if err == nil {
+						if _, err = io.Copy(io.Discard, resp.Body); err == nil {
+							t.Fatalf("%s: a whole answer (%d), want it cut short", tc.path, resp.StatusCode)
+						}
+					}
+				case err != nil:
+					t.Fatalf("%s: %v", tc.path, err)
+				case resp.StatusCode != tc.want:
+					t.Fatalf("%s: %d, want %d", tc.path, resp.StatusCode, tc.want)
+				}
+			}
+			_ = c.Close()
+			var lc loopCounters
+			deadline := time.Now().Add(5 * time.Second)
+			for {
+				lc = tg.loopCounters(t)
+				settled := lc.active == 0 && lc.pending == 0 && lc.retrying == 0 && lc.epLoad == 0 &&
+					lc.open == 0 && lc.hlLoad == 0 && lc.conns == lc.idle
+				if settled {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("counters did not settle: %+v", lc)
+				}
+				time.Sleep(10 * time.Millisecond)
 			}
 		})
 	}
