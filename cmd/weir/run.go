@@ -55,6 +55,7 @@ type runFlags struct {
 	statusAddresses   []string
 	accessLog         bool
 	h2c               bool
+	gatewayLoops      bool
 	log               logFlags
 }
 
@@ -82,6 +83,7 @@ func (f *runFlags) register(cmd *cobra.Command) {
 	fl.StringSliceVar(&f.statusAddresses, "status-address", nil, "with the Kubernetes source: addresses written to Ingress and Gateway status")
 	fl.BoolVar(&f.accessLog, "access-log", false, "log every L7 request (JSON with --log-format json)")
 	fl.BoolVar(&f.h2c, "h2c", false, "accept cleartext HTTP/2 (h2c, prior knowledge or upgrade) on the gateway's HTTP listeners")
+	fl.BoolVar(&f.gatewayLoops, "gateway-event-loops", true, "serve simple HTTP/1.1 requests on the gateway's plaintext listeners with event loops (false: a goroutine per connection)")
 	f.log.register(cmd)
 }
 
@@ -219,7 +221,7 @@ func run(ctx context.Context, f runFlags, logger *slog.Logger, ready func(adminA
 	gw, err := gateway.New(gateway.Options{
 		Logger: logger, Registerer: reg, IngressHTTPAddr: f.ingressHTTPAddr,
 		IngressHTTPSAddr: f.ingressHTTPSAddr, TrustedProxies: trusted, AccessLog: f.accessLog, H2C: f.h2c,
-		Health: checker,
+		Health: checker, DisableEventLoops: !f.gatewayLoops,
 	})
 	if err != nil {
 		return err
