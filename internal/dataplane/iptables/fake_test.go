@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"weir.dev/weir/internal/dataplane/flowtest"
 )
 
 // fakeRunner keeps iptables tables in memory and applies iptables-restore --noflush
@@ -177,32 +179,11 @@ type tracer struct {
 	r       *fakeRunner
 	nodeIPs []string
 	recent  map[string]string // recent list name → a source address in it
-	pkt     packet
+	pkt     flowtest.Packet
 
 	mark      uint32
 	endpoints map[string]float64
 	mass      float64
-}
-
-type packet struct {
-	src, dst string
-	proto    string
-	port     int
-}
-
-type outcome struct {
-	verdict   string
-	endpoints map[string]float64
-	masq      bool
-}
-
-func (o outcome) String() string {
-	eps := make([]string, 0, len(o.endpoints))
-	for ep, p := range o.endpoints {
-		eps = append(eps, fmt.Sprintf("%s=%.3f", ep, p))
-	}
-	slices.Sort(eps)
-	return fmt.Sprintf("%s [%s] masq=%v", o.verdict, strings.Join(eps, " "), o.masq)
 }
 
 const (
@@ -258,25 +239,25 @@ func (tr *tracer) rule(table, rule string) int {
 		switch f[i] {
 		case "-d":
 			i++
-			match = inPrefix(f[i], p.dst)
+			match = inPrefix(f[i], p.Dst)
 		case "-s":
 			i++
-			match = inPrefix(f[i], p.src)
+			match = inPrefix(f[i], p.Src)
 		case "-p":
 			i++
-			match = f[i] == p.proto
+			match = f[i] == p.Proto
 		case "-m":
 			i++
 			switch f[i] {
 			case "tcp", "udp", "sctp":
 				if f[i+1] == "--dport" {
-					match = f[i+2] == strconv.Itoa(p.port)
+					match = f[i+2] == strconv.Itoa(p.Port)
 					i += 2
 				}
 			case "addrtype":
-				addr := p.dst
+				addr := p.Dst
 				if f[i+1] == "--src-type" {
-					addr = p.src
+					addr = p.Src
 				}
 				match = tr.isLocal(addr)
 				i += 2
@@ -304,7 +285,7 @@ func (tr *tracer) rule(table, rule string) int {
 				case "--set":
 					i += 4
 				case "--rcheck":
-					match = tr.recent[name] == p.src
+					match = tr.recent[name] == p.Src
 					i += 7
 				default:
 					tr.t.Fatalf("recent: %q", rule)
@@ -348,8 +329,8 @@ func (tr *tracer) rule(table, rule string) int {
 			case "DROP":
 				return contDrop
 			case "REJECT":
-				if len(f) > i+3 && f[i+3] == "tcp-reset" && p.proto != "tcp" {
-					tr.t.Fatalf("tcp-reset for %s in %q", p.proto, rule)
+				if len(f) > i+3 && f[i+3] == "tcp-reset" && p.Proto != "tcp" {
+					tr.t.Fatalf("tcp-reset for %s in %q", p.Proto, rule)
 				}
 				return contReject
 			case "ACCEPT":
@@ -377,12 +358,12 @@ func (tr *tracer) rule(table, rule string) int {
 	return contNext
 }
 
-func (tr *tracer) trace(pkt packet) outcome {
+func (tr *tracer) trace(pkt flowtest.Packet) flowtest.Outcome {
 	tr.pkt = pkt
 	tr.mark = 0
 	tr.endpoints = map[string]float64{}
 	tr.mass = 1
-	fromNode := tr.isLocal(pkt.src)
+	fromNode := tr.isLocal(pkt.Src)
 	nat := "PREROUTING"
 	if fromNode {
 		nat = "OUTPUT"
@@ -396,38 +377,26 @@ func (tr *tracer) trace(pkt packet) outcome {
 	switch {
 	case fromNode:
 		filter = "OUTPUT"
-	case !dnat && tr.isLocal(pkt.dst):
+	case !dnat && tr.isLocal(pkt.Dst):
 		filter = "INPUT"
 	}
 	if dnat {
 		// Only the firewall chain applies to DNATed packets (their destination changed).
 		if tr.chain("filter", chainFirewall) == contDrop {
-			return outcome{verdict: "DROP"}
+			return flowtest.Outcome{Verdict: "DROP"}
 		}
 		masqMark := tr.mark
 		masq := false
 		if tr.chain("nat", "POSTROUTING"); masqMark&DefaultMasqueradeMark != 0 {
 			masq = true
 		}
-		return outcome{verdict: "DNAT", endpoints: tr.endpoints, masq: masq}
+		return flowtest.Outcome{Verdict: "DNAT", Endpoints: tr.endpoints, Masq: masq}
 	}
 	switch tr.chain("filter", filter) {
 	case contDrop:
-		return outcome{verdict: "DROP"}
+		return flowtest.Outcome{Verdict: "DROP"}
 	case contReject:
-		return outcome{verdict: "REJECT"}
+		return flowtest.Outcome{Verdict: "REJECT"}
 	}
-	return outcome{verdict: "ACCEPT"}
-}
-
-func sameShares(got, want map[string]float64) bool {
-	if len(got) != len(want) {
-		return false
-	}
-	for k, v := range want {
-		if math.Abs(got[k]-v) > 1e-6 {
-			return false
-		}
-	}
-	return true
+	return flowtest.Outcome{Verdict: "ACCEPT"}
 }

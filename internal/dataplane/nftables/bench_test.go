@@ -8,6 +8,7 @@ import (
 
 	"sigs.k8s.io/knftables"
 
+	"weir.dev/weir/internal/dataplane/flowtest"
 	"weir.dev/weir/internal/model"
 )
 
@@ -47,7 +48,7 @@ func scaleServices(n, e, gen int) []*model.Service {
 			}
 			eps[j] = model.Endpoint{Addr: netip.AddrFrom4([4]byte{10, byte(128 + k/65536), byte(k / 256 % 256), byte(k % 256)}), Port: 8080, NodeName: "other", Weight: 1}
 		}
-		set := forward(eps...)
+		set := flowtest.Forward(eps...)
 		svcs[i] = &model.Service{
 			Key:        model.ServiceKey{Namespace: "bench", Name: fmt.Sprintf("svc-%05d", i)},
 			Type:       model.ClusterIP,
@@ -61,7 +62,7 @@ func scaleServices(n, e, gen int) []*model.Service {
 
 func newNullProxier(tb testing.TB) (*Proxier, *nullNFT) {
 	nft := &nullNFT{Fake: knftables.NewFake(knftables.IPv4Family, tableName)}
-	p, err := New(Options{IPFamilies: []Family{IPv4}, NFTables: map[Family]knftables.Interface{IPv4: nft}, DisableHealthCheck: true, Conntrack: &recordingConntrack{}})
+	p, err := New(Options{IPFamilies: []Family{IPv4}, NFTables: map[Family]knftables.Interface{IPv4: nft}, DisableHealthCheck: true, Conntrack: &flowtest.RecordingConntrack{}})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -17,6 +17,7 @@ import (
 
 	"sigs.k8s.io/knftables"
 
+	"weir.dev/weir/internal/dataplane/flowtest"
 	"weir.dev/weir/internal/model"
 )
 
@@ -129,14 +130,14 @@ func bulkAndKnftablesText(t *testing.T, svcs []*model.Service) (bulk, plain map[
 		bulkIfs[fam] = knftables.NewFake(kf, tableName)
 		plainIfs[fam] = texts[fam]
 	}
-	withBulk, err := New(Options{NFTables: bulkIfs, DisableHealthCheck: true, Conntrack: &recordingConntrack{}})
+	withBulk, err := New(Options{NFTables: bulkIfs, DisableHealthCheck: true, Conntrack: &flowtest.RecordingConntrack{}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i, tb := range withBulk.tables {
 		tb.bulk = recs[withBulk.opts.IPFamilies[i]]
 	}
-	plainP, err := New(Options{NFTables: plainIfs, DisableHealthCheck: true, Conntrack: &recordingConntrack{}})
+	plainP, err := New(Options{NFTables: plainIfs, DisableHealthCheck: true, Conntrack: &flowtest.RecordingConntrack{}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,7 +178,7 @@ func TestBulkScriptIsTheKnftablesTransaction(t *testing.T) {
 		name string
 		svcs []*model.Service
 	}{
-		{"fixture Services", testServices()},
+		{"fixture Services", flowtest.Services()},
 		{"300 Services", scaleServices(300, 10, 0)},
 		{"weighted", weighted},
 	} {
@@ -225,7 +226,7 @@ func TestBulkScriptLoadsLikeKnftables(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root for network namespaces")
 	}
-	svcs := append(testServices(), scaleServices(300, 10, 0)...)
+	svcs := append(flowtest.Services(), scaleServices(300, 10, 0)...)
 	bulk, plain := bulkAndKnftablesText(t, svcs)
 	load := func(ns string, scripts ...string) string {
 		t.Helper()
@@ -298,7 +299,7 @@ func TestBulkStreamAppliesAllOrNothing(t *testing.T) {
 	if !strings.Contains(before, "10.96.0.19 . tcp . 80") {
 		t.Fatalf("first script not applied:\n%.2000s", before)
 	}
-	next, after := script(append(testServices(), scaleServices(300, 10, 0)...))
+	next, after := script(append(flowtest.Services(), scaleServices(300, 10, 0)...))
 	lineEnd := func(i int) int { return i + strings.IndexByte(next[i:], '\n') + 1 }
 	lastLine := strings.LastIndex(next[:len(next)-1], "\n") + 1
 	cuts := map[string]int{
@@ -472,7 +473,7 @@ func TestBulkFailureRetriesFull(t *testing.T) {
 	fx := newFixture(t, Options{IPFamilies: []Family{IPv4}})
 	runner := &scriptRecorder{fail: 1}
 	fx.p.tables[0].bulk = runner
-	snap := &model.Snapshot{Services: testServices()}
+	snap := &model.Snapshot{Services: flowtest.Services()}
 	if err := fx.p.Sync(context.Background(), snap); err == nil || !strings.Contains(err.Error(), "boom") {
 		t.Fatalf("first sync: got %v, want the nft error", err)
 	}
@@ -494,7 +495,7 @@ func TestBulkFailureRetriesFull(t *testing.T) {
 // names exactly the shared chains buildService records, for every fixture Service in
 // both families.
 func TestSharedChainsIsWhatBuildServiceUses(t *testing.T) {
-	svcs := append(testServices(), scaleServices(5, 3, 0)...)
+	svcs := append(flowtest.Services(), scaleServices(5, 3, 0)...)
 	for _, f := range []ipFamily{familyV4, familyV6} {
 		for _, svc := range svcs {
 			var got []string

@@ -1,8 +1,6 @@
 package nftables
 
 import (
-	"fmt"
-	"math"
 	"net/netip"
 	"regexp"
 	"slices"
@@ -11,6 +9,8 @@ import (
 	"testing"
 
 	"sigs.k8s.io/knftables"
+
+	"weir.dev/weir/internal/dataplane/flowtest"
 )
 
 // tracer follows a packet through the rules weir wrote into a knftables.Fake, as
@@ -22,34 +22,12 @@ type tracer struct {
 	f       ipFamily
 	nodeIPs []string          // the node's local addresses
 	aff     map[string]string // affinity set name → a source address in it
-	pkt     packet
+	pkt     flowtest.Packet
 
 	mark      bool
 	endpoints map[string]float64
 	mass      float64 // probability not yet DNATed in the current pick
 	hashDone  float64
-}
-
-type packet struct {
-	src, dst string
-	proto    string
-	port     int
-}
-
-// outcome is what happened to a packet.
-type outcome struct {
-	verdict   string             // "DNAT", "DROP", "REJECT" or "ACCEPT" (not for weir)
-	endpoints map[string]float64 // DNAT targets and their probabilities
-	masq      bool
-}
-
-func (o outcome) String() string {
-	eps := make([]string, 0, len(o.endpoints))
-	for ep, p := range o.endpoints {
-		eps = append(eps, fmt.Sprintf("%s=%.3f", ep, p))
-	}
-	slices.Sort(eps)
-	return fmt.Sprintf("%s [%s] masq=%v", o.verdict, strings.Join(eps, " "), o.masq)
 }
 
 const (
@@ -165,10 +143,10 @@ func (tr *tracer) chain(name string) int {
 
 func (tr *tracer) rule(rule string) int {
 	p := tr.pkt
-	key := []string{p.dst, p.proto, strconv.Itoa(p.port)}
+	key := []string{p.Dst, p.Proto, strconv.Itoa(p.Port)}
 	switch {
 	case rule == "reject" || rule == "meta l4proto tcp reject with tcp reset":
-		if rule == "reject" || p.proto == "tcp" {
+		if rule == "reject" || p.Proto == "tcp" {
 			return contReject
 		}
 		return contNext
@@ -188,22 +166,22 @@ func (tr *tracer) rule(rule string) int {
 		return tr.verdictValue(tr.lookup(m[2], key...))
 	case reNodePort.MatchString(rule):
 		m := reNodePort.FindStringSubmatch(rule)
-		if !tr.isLocal(p.dst) || strings.HasPrefix(p.dst, "127.") || p.dst == "::1" {
+		if !tr.isLocal(p.Dst) || strings.HasPrefix(p.Dst, "127.") || p.Dst == "::1" {
 			return contNext
 		}
-		if m[5] != "" && !tr.inSet(m[5], p.dst) {
+		if m[5] != "" && !tr.inSet(m[5], p.Dst) {
 			return contNext
 		}
 		return tr.verdictValue(tr.lookup(m[6], key[1:]...))
 	case reSetGoto.MatchString(rule):
 		m := reSetGoto.FindStringSubmatch(rule)
-		if tr.inSet(m[2], p.dst) {
+		if tr.inSet(m[2], p.Dst) {
 			return tr.goTo(m[3])
 		}
 		return contNext
 	case reFibSaddr.MatchString(rule):
 		m := reFibSaddr.FindStringSubmatch(rule)
-		if !tr.isLocal(p.src) {
+		if !tr.isLocal(p.Src) {
 			return contNext
 		}
 		if m[1] == "goto" {
@@ -212,7 +190,7 @@ func (tr *tracer) rule(rule string) int {
 		return tr.chain(m[2])
 	case reSrcRanges.MatchString(rule):
 		m := reSrcRanges.FindStringSubmatch(rule)
-		src := netip.MustParseAddr(p.src)
+		src := netip.MustParseAddr(p.Src)
 		for _, r := range strings.Split(m[2], ", ") {
 			if netip.MustParsePrefix(r).Contains(src) {
 				return contNext
@@ -221,7 +199,7 @@ func (tr *tracer) rule(rule string) int {
 		return contDrop
 	case reAffinityHit.MatchString(rule):
 		m := reAffinityHit.FindStringSubmatch(rule)
-		if m[1] == p.proto && tr.aff[m[3]] == p.src {
+		if m[1] == p.Proto && tr.aff[m[3]] == p.Src {
 			tr.endpoints[m[6]] += tr.mass
 			tr.mass = 0
 			return contDNAT
@@ -229,15 +207,15 @@ func (tr *tracer) rule(rule string) int {
 		return contNext
 	case reSlotPick.MatchString(rule):
 		m := reSlotPick.FindStringSubmatch(rule)
-		if m[1] != p.proto {
+		if m[1] != p.Proto {
 			return contNext
 		}
 		slots, _ := strconv.Atoi(m[4])
 		share := tr.mass / float64(slots)
 		for i := 0; i < slots; i++ {
-			k := []string{p.proto, strconv.Itoa(p.port), strconv.Itoa(i)}
+			k := []string{p.Proto, strconv.Itoa(p.Port), strconv.Itoa(i)}
 			if m[2] != "" {
-				k = append([]string{p.dst}, k...)
+				k = append([]string{p.Dst}, k...)
 			}
 			v := tr.lookup(m[5], k...)
 			if v == "" {
@@ -250,7 +228,7 @@ func (tr *tracer) rule(rule string) int {
 		return contDNAT
 	case rePick.MatchString(rule):
 		m := rePick.FindStringSubmatch(rule)
-		if m[1] != p.proto {
+		if m[1] != p.Proto {
 			return contNext
 		}
 		take := tr.mass
@@ -277,12 +255,12 @@ func (tr *tracer) rule(rule string) int {
 }
 
 // trace runs pkt as the first packet of a new connection.
-func (tr *tracer) trace(pkt packet) outcome {
+func (tr *tracer) trace(pkt flowtest.Packet) flowtest.Outcome {
 	tr.pkt = pkt
 	tr.mark = false
 	tr.endpoints = map[string]float64{}
 	tr.mass, tr.hashDone = 1, 0
-	fromNode := tr.isLocal(pkt.src)
+	fromNode := tr.isLocal(pkt.Src)
 
 	pre := "filter-prerouting"
 	if fromNode {
@@ -290,9 +268,9 @@ func (tr *tracer) trace(pkt packet) outcome {
 	}
 	switch tr.chain(pre) {
 	case contDrop:
-		return outcome{verdict: "DROP"}
+		return flowtest.Outcome{Verdict: "DROP"}
 	case contReject:
-		return outcome{verdict: "REJECT"}
+		return flowtest.Outcome{Verdict: "REJECT"}
 	}
 	nat := "nat-prerouting"
 	if fromNode {
@@ -300,13 +278,13 @@ func (tr *tracer) trace(pkt packet) outcome {
 	}
 	switch r := tr.chain(nat); r {
 	case contDrop:
-		return outcome{verdict: "DROP"}
+		return flowtest.Outcome{Verdict: "DROP"}
 	case contDNAT:
-		out := outcome{verdict: "DNAT", endpoints: tr.endpoints, masq: tr.mark}
+		out := flowtest.Outcome{Verdict: "DNAT", Endpoints: tr.endpoints, Masq: tr.mark}
 		for ep := range tr.endpoints {
 			ap := netip.MustParseAddrPort(ep)
-			if ap.Addr().String() == pkt.src && tr.inSet(setHairpin, pkt.src+" . "+pkt.src) {
-				out.masq = true
+			if ap.Addr().String() == pkt.Src && tr.inSet(setHairpin, pkt.Src+" . "+pkt.Src) {
+				out.Masq = true
 			}
 		}
 		return out
@@ -318,29 +296,16 @@ func (tr *tracer) trace(pkt packet) outcome {
 	switch {
 	case fromNode:
 		filter = "filter-output"
-	case tr.isLocal(pkt.dst):
+	case tr.isLocal(pkt.Dst):
 		filter = "filter-input"
 	}
 	switch tr.chain(filter) {
 	case contDrop:
-		return outcome{verdict: "DROP"}
+		return flowtest.Outcome{Verdict: "DROP"}
 	case contReject:
-		return outcome{verdict: "REJECT"}
+		return flowtest.Outcome{Verdict: "REJECT"}
 	}
-	return outcome{verdict: "ACCEPT"}
-}
-
-// sameShares compares endpoint probabilities.
-func sameShares(got, want map[string]float64) bool {
-	if len(got) != len(want) {
-		return false
-	}
-	for k, v := range want {
-		if math.Abs(got[k]-v) > 1e-6 {
-			return false
-		}
-	}
-	return true
+	return flowtest.Outcome{Verdict: "ACCEPT"}
 }
 
 func mustAtoi(s string) int {

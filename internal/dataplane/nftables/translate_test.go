@@ -8,6 +8,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"weir.dev/weir/internal/dataplane/flowtest"
 	"weir.dev/weir/internal/model"
 )
 
@@ -56,14 +57,14 @@ func TestWithTranslate(t *testing.T) {
 	tests := []struct {
 		name string
 		fam  ipFamily
-		pkt  packet
+		pkt  flowtest.Packet
 		want map[string]float64
 		masq bool
 	}{
-		{"ClusterIP v4 uses both", familyV4, packet{"10.9.0.1", "172.30.1.1", "tcp", 80}, map[string]float64{"10.1.0.1:8080": 0.5, "10.2.0.1:8080": 0.5}, false},
-		{"ClusterIP v6 uses both", familyV6, packet{"fd00:9::1", "fd00:30::1:1", "tcp", 80}, map[string]float64{"[fd00:1::1]:8080": 0.5, "[fd00:2::1]:8080": 0.5}, false},
-		{"LB IP is Local", familyV4, packet{"198.51.100.1", "203.0.113.50", "tcp", 80}, map[string]float64{"10.1.0.1:8080": 1}, false},
-		{"NodePort v6 is Local", familyV6, packet{"fd00:9::1", "fd00:192::2", "tcp", 30090}, map[string]float64{"[fd00:1::1]:8080": 1}, false},
+		{"ClusterIP v4 uses both", familyV4, flowtest.Packet{Src: "10.9.0.1", Dst: "172.30.1.1", Proto: "tcp", Port: 80}, map[string]float64{"10.1.0.1:8080": 0.5, "10.2.0.1:8080": 0.5}, false},
+		{"ClusterIP v6 uses both", familyV6, flowtest.Packet{Src: "fd00:9::1", Dst: "fd00:30::1:1", Proto: "tcp", Port: 80}, map[string]float64{"[fd00:1::1]:8080": 0.5, "[fd00:2::1]:8080": 0.5}, false},
+		{"LB IP is Local", familyV4, flowtest.Packet{Src: "198.51.100.1", Dst: "203.0.113.50", Proto: "tcp", Port: 80}, map[string]float64{"10.1.0.1:8080": 1}, false},
+		{"NodePort v6 is Local", familyV6, flowtest.Packet{Src: "fd00:9::1", Dst: "fd00:192::2", Proto: "tcp", Port: 30090}, map[string]float64{"[fd00:1::1]:8080": 1}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -72,7 +73,7 @@ func TestWithTranslate(t *testing.T) {
 				fake = fx.v6.Fake
 			}
 			got := newTracer(t, fake, tt.fam, nodeIPs).trace(tt.pkt)
-			if got.verdict != "DNAT" || got.masq != tt.masq || !sameShares(got.endpoints, tt.want) {
+			if !got.Matches(flowtest.Outcome{Verdict: "DNAT", Endpoints: tt.want, Masq: tt.masq}) {
 				t.Errorf("got %v, want %v masq=%v", got, tt.want, tt.masq)
 			}
 		})

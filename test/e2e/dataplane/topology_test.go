@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"weir.dev/weir/internal/dataplane/flowtest"
 	"weir.dev/weir/internal/echo"
 	"weir.dev/weir/internal/model"
 	"weir.dev/weir/internal/netnstest"
@@ -193,20 +194,6 @@ func endpoint6(i int, port int32) model.Endpoint {
 	return model.Endpoint{Addr: netip.MustParseAddr(backendIP6(i)), Port: port, Ready: true, Serving: true, NodeName: "other", Weight: 1}
 }
 
-// endpointSet is a set as Translate makes it: a verdict per family.
-func endpointSet(eps ...model.Endpoint) model.EndpointSet {
-	s := model.EndpointSet{Verdict: model.Reject, IPv4Verdict: model.Reject, IPv6Verdict: model.Reject, Endpoints: eps}
-	for _, e := range eps {
-		s.Verdict = model.Forward
-		if e.Addr.Is6() {
-			s.IPv6Verdict = model.Forward
-		} else {
-			s.IPv4Verdict = model.Forward
-		}
-	}
-	return s
-}
-
 func service(name, clusterIPs string, proto model.Protocol, port int32, eps ...model.Endpoint) *model.Service {
 	var ips []netip.Addr
 	for _, ip := range strings.Split(clusterIPs, ",") {
@@ -219,7 +206,7 @@ func service(name, clusterIPs string, proto model.Protocol, port int32, eps ...m
 		Policy:     &model.Policy{},
 		Ports: []*model.ServicePort{{
 			Protocol: proto, Port: port, Endpoints: eps,
-			Cluster: endpointSet(eps...), External: endpointSet(eps...),
+			Cluster: flowtest.Forward(eps...), External: flowtest.Forward(eps...),
 		}},
 	}
 }
