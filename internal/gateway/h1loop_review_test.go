@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -50,8 +51,8 @@ var reviewServers = []struct {
 func reviewPattern(i int) byte { return "0123456789abcdef"[i%16] }
 
 // bigBackend is a net/http backend: /big/<n> answers n pattern bytes with a
-// Content-Length, /close/<n> the same without one (the body ends at close),
-// anything else "ok".
+// Content-Length, /chunked/<n> the same chunked, /close/<n> the same without framing
+// (the body ends when the connection closes), anything else "ok".
 func bigBackend(t *testing.T) model.Endpoint {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -65,9 +66,23 @@ func bigBackend(t *testing.T) model.Endpoint {
 		case strings.HasPrefix(r.URL.Path, "/big/"):
 			size, _ = strconv.Atoi(strings.TrimPrefix(r.URL.Path, "/big/"))
 			w.Header().Set("Content-Length", strconv.Itoa(size))
-		case strings.HasPrefix(r.URL.Path, "/close/"):
+		case strings.HasPrefix(r.URL.Path, "/close/"): // no framing: the body ends when the connection does
 			size, _ = strconv.Atoi(strings.TrimPrefix(r.URL.Path, "/close/"))
-			w.Header().Set("Connection", "close")
+			c, bw, err := http.NewResponseController(w).Hijack()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			_, _ = bw.WriteString("HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n\r\n")
+			for sent := 0; sent < size; sent += len(chunk) {
+				if _, err := bw.Write(chunk[:min(len(chunk), size-sent)]); err != nil {
+					return
+				}
+			}
+			_ = bw.Flush()
+			return
+		case strings.HasPrefix(r.URL.Path, "/chunked/"):
+			size, _ = strconv.Atoi(strings.TrimPrefix(r.URL.Path, "/chunked/"))
 		default:
 			_, _ = io.WriteString(w, "ok")
 			return
@@ -156,6 +171,15 @@ func TestReviewLoopSlowClientResponses(t *testing.T) {
 			bug: "h1loop.go flush (l. 385-393): flush resumes the paused backend (upPump); when the exchange completes inside it with " +
 				"output still queued (the nested flush hit EAGAIN), flush then sees c.x == nil && c.closeAfter and closes the " +
 				"connection, dropping the queued tail of the response"},
+		{name: "body until the backend closes, slow reader",
+			raws: []string{
+				"GET /close/1000000 HTTP/1.1\r\nHost: h\r\n\r\n",
+				"GET /close/1300000 HTTP/1.1\r\nHost: h\r\n\r\n",
+				"GET /close/1700000 HTTP/1.1\r\nHost: h\r\n\r\n",
+			},
+			wants: []int{-2}, slow: true,
+			bug: "h1loop.go flush (l. 385-393), as for Connection: close: a close-delimited body sets closeAfter, and the tail " +
+				"queued when the backend's EOF completes the exchange inside flush's upPump is dropped"},
 		{name: "client sends Connection: close, reads late",
 			raws:  []string{"GET /big/200000 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"},
 			wants: []int{200000}, wait: 300 * time.Millisecond},
@@ -189,7 +213,8 @@ func TestReviewLoopSlowClientResponses(t *testing.T) {
 					for ci, raw := range tc.raws {
 						wants := tc.wants
 						if len(wants) == 1 && wants[0] == -2 { // the size in the request line
-							n, _ := strconv.Atoi(strings.Fields(strings.TrimPrefix(raw, "GET /big/"))[0])
+							_, rest, _ := strings.Cut(strings.TrimPrefix(raw, "GET /"), "/")
+							n, _ := strconv.Atoi(strings.Fields(rest)[0])
 							wants = []int{n}
 						}
 						reviewSlowExchange(t, tg.addr, raw, wants, tc.wait, tc.slow, ci)
@@ -204,13 +229,9 @@ func TestReviewLoopSlowClientResponses(t *testing.T) {
 // and reads the responses (slowly: a pause every 16 KiB).
 func reviewSlowExchange(t *testing.T, addr, raw string, wants []int, wait time.Duration, slow bool, ci int) {
 	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := dialSmallReceiveBuffer(t, addr)
 	defer c.Close()
-	_ = c.(*net.TCPConn).SetReadBuffer(16 << 10)
-	_ = c.SetDeadline(time.Now().Add(15 * time.Second))
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 	if _, err := io.WriteString(c, raw); err != nil {
 		t.Fatal(err)
 	}
@@ -237,6 +258,25 @@ func reviewSlowExchange(t *testing.T, addr, raw string, wants []int, wait time.D
 			t.Fatalf("connection %d, response %d: status %d, %d of %d bytes: %v", ci, i, resp.StatusCode, n, want, err)
 		}
 	}
+}
+
+// dialSmallReceiveBuffer connects with a 16 KiB SO_RCVBUF set before connect (set
+// after it, the window scale agreed in the handshake no longer fits the buffer, and
+// a stream of small segments can stall the connection in the kernel).
+func dialSmallReceiveBuffer(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		if err := rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 16<<10) }); err != nil {
+			return err
+		}
+		return serr
+	}}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 // slowReader reads at most 16 KiB at a time with a short pause before each read.
@@ -427,12 +467,8 @@ func TestReviewLoopAbortKeepsEarlierResponse(t *testing.T) {
 			be.Endpoints = []model.Endpoint{ep}
 			tg := startGateway(t, srv.opts, httpConfig(freeAddr(t), prefixRule("r", "/", be)))
 			smallSendBuffer(t, tg)
-			c, err := net.Dial("tcp", tg.addr)
-			if err != nil {
-				t.Fatal(err)
-			}
+			c := dialSmallReceiveBuffer(t, tg.addr)
 			defer c.Close()
-			_ = c.(*net.TCPConn).SetReadBuffer(16 << 10)
 			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 			_, _ = io.WriteString(c, "GET /big HTTP/1.1\r\nHost: h\r\n\r\nGET /close-bad HTTP/1.1\r\nHost: h\r\n\r\n")
 			time.Sleep(300 * time.Millisecond) // a late reader: the first response waits in the gateway
