@@ -168,7 +168,7 @@ func TestReviewLoopSlowClientResponses(t *testing.T) {
 				"GET /big/1700000 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
 			},
 			wants: []int{-2}, slow: true,
-			bug: "h1loop.go flush (l. 385-393): flush resumes the paused backend (upPump); when the exchange completes inside it with " +
+			bug: "h1loop.go flush (l. 384-390 at d76b38d): flush resumes the paused backend (upPump); when the exchange completes inside it with " +
 				"output still queued (the nested flush hit EAGAIN), flush then sees c.x == nil && c.closeAfter and closes the " +
 				"connection, dropping the queued tail of the response"},
 		{name: "body until the backend closes, slow reader",
@@ -178,7 +178,7 @@ func TestReviewLoopSlowClientResponses(t *testing.T) {
 				"GET /close/1700000 HTTP/1.1\r\nHost: h\r\n\r\n",
 			},
 			wants: []int{-2}, slow: true,
-			bug: "h1loop.go flush (l. 385-393), as for Connection: close: a close-delimited body sets closeAfter, and the tail " +
+			bug: "h1loop.go flush (l. 384-390 at d76b38d), as for Connection: close: a close-delimited body sets closeAfter, and the tail " +
 				"queued when the backend's EOF completes the exchange inside flush's upPump is dropped"},
 		{name: "client sends Connection: close, reads late",
 			raws:  []string{"GET /big/200000 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"},
@@ -186,13 +186,13 @@ func TestReviewLoopSlowClientResponses(t *testing.T) {
 		{name: "pipelined request handed off behind a queued response",
 			raws:  []string{"GET /big/200000 HTTP/1.1\r\nHost: h\r\n\r\nGET /small HTTP/1.0\r\n\r\n"},
 			wants: []int{200000, -1}, wait: 300 * time.Millisecond,
-			bug: "h1loop.go handOff (l. 535-549): next() hands the connection to the fast server while c.out still holds the " +
+			bug: "h1loop.go next/handOff (l. 412, 448, 514-527 at d76b38d): next() hands the connection to the fast server while c.out still holds the " +
 				"previous response's tail; detach forgets c.out, so the client gets a truncated first response and then the second"},
 		{name: "response queued past the idle timeout",
 			raws:  []string{"GET /big/200000 HTTP/1.1\r\nHost: h\r\n\r\n"},
 			wants: []int{200000}, wait: 400 * time.Millisecond,
 			opts: func(o *Options) { o.IdleTimeout = 100 * time.Millisecond },
-			bug: "h1loop.go next (l. 436-439) and timeout (l. 527-531): with the response's tail still queued in c.out, next() " +
+			bug: "h1loop.go next (l. 437-439 at d76b38d) and timeout (l. 507-511): with the response's tail still queued in c.out, next() " +
 				"arms the idle timeout and timeout() closes the connection (c.x == nil), dropping the tail; net/http starts " +
 				"the idle timeout once the response is written"},
 	} {
@@ -399,7 +399,7 @@ func TestReviewLoopResponsesMatchNetHTTP(t *testing.T) {
 		bugs      map[int]string // config index → why it differs (skipped), for known bugs
 	}{
 		{name: "304 with Content-Length and Content-Type", raw: "GET /304 HTTP/1.1\r\nHost: h\r\n\r\n", methods: []string{"GET"},
-			bugs: map[int]string{0: "h1loop.go appendPlainHead (l. 1430-1432) relays Content-Length and Content-Type on a 304; " +
+			bugs: map[int]string{0: "h1loop.go appendPlainHead (l. 1496 at d76b38d) relays Content-Length and Content-Type on a 304; " +
 				"net/http's server drops both (suppressedHeaders304), as the fast server does"}},
 		{name: "204 with Content-Length", raw: "GET /204 HTTP/1.1\r\nHost: h\r\n\r\n", methods: []string{"GET"}},
 		{name: "HEAD, then GET", raw: "HEAD /head HTTP/1.1\r\nHost: h\r\n\r\nGET /after HTTP/1.1\r\nHost: h\r\n\r\n", methods: []string{"HEAD", "GET"}},
@@ -460,7 +460,7 @@ func TestReviewLoopAbortKeepsEarlierResponse(t *testing.T) {
 	for _, srv := range reviewServers {
 		t.Run(srv.name, func(t *testing.T) {
 			if srv.loops {
-				reviewBug(t, "h1loop.go abort (l. 813): c.out = c.out[:0] throws away everything queued for the client, "+
+				reviewBug(t, "h1loop.go abort (l. 844 at d76b38d): c.out = c.out[:0] throws away everything queued for the client, "+
 					"including the tail of the previous, complete, pipelined response; only this response's bytes should go")
 			}
 			be := backend("b", 1)
@@ -500,7 +500,7 @@ func TestReviewLoopBreakerCountsOtherLoopsIdleConnections(t *testing.T) {
 				if tg.loops == nil || len(tg.loops.loops) < 2 {
 					t.Skip("needs two event loops (GOMAXPROCS >= 2)")
 				}
-				reviewBug(t, "h1loop.go upstream/putIdle (l. 935-972): idle connections are pooled per loop but counted in the "+
+				reviewBug(t, "h1loop.go upstream/putIdle (l. 935-975 at d76b38d): idle connections are pooled per loop but counted in the "+
 					"cluster's conns; a request on another loop cannot use them and overflows maxConnections (503) with nothing in flight")
 			}
 			// Two client connections held open: the loops spread them over two loops.
@@ -669,6 +669,42 @@ func TestReviewLoopCountersSettle(t *testing.T) {
 					t.Fatalf("counters did not settle: %+v", lc)
 				}
 				time.Sleep(10 * time.Millisecond)
+			}
+		})
+	}
+}
+
+// TestReviewLoopHalfCloseLargeResponse: a client that sends its request and shuts
+// down its side at once (printf … | nc) and reads a large answer slowly gets it
+// whole, as the loops mean to do (commit d76b38d: "a client that half-closes gets the
+// answers to what it sent") and as the fast server does. (net/http's server instead
+// cancels the request when its background read sees the EOF: ReverseProxy answers
+// 502, so it is not the reference here.)
+func TestReviewLoopHalfCloseLargeResponse(t *testing.T) {
+	for _, srv := range reviewServers[:2] {
+		t.Run(srv.name, func(t *testing.T) {
+			if srv.loops {
+				reviewBug(t, "h1loop.go pump (l. 325-329 at d76b38d): once the client's EOF has been read (c.eof), any later event on the "+
+					"connection (EPOLLOUT as the client drains a large response) takes the 'client went away' branch: "+
+					"clientGone and close cut the response short after its head; only a response that completes before "+
+					"the next event reaches a half-closed client")
+			}
+			be := backend("b", 1)
+			be.Endpoints = []model.Endpoint{bigBackend(t)}
+			tg := startGateway(t, srv.opts, httpConfig(freeAddr(t), prefixRule("r", "/", be)))
+			smallSendBuffer(t, tg)
+			c := dialSmallReceiveBuffer(t, tg.addr)
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			_, _ = io.WriteString(c, "GET /big/1000000 HTTP/1.1\r\nHost: h\r\n\r\n")
+			_ = c.(*net.TCPConn).CloseWrite()
+			br := bufio.NewReader(&slowReader{r: c})
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n, err := readPatternBody(resp); n != 1000000 || err != nil || resp.StatusCode != 200 {
+				t.Fatalf("status %d, %d of 1000000 bytes: %v", resp.StatusCode, n, err)
 			}
 		})
 	}
