@@ -369,17 +369,19 @@ func renderResponses(t *testing.T, addr, raw string, methods ...string) string {
 func TestReviewLoopResponsesMatchNetHTTP(t *testing.T) {
 	const ok = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok"
 	canned := map[string]string{
-		"/304":         "HTTP/1.1 304 Not Modified\r\nEtag: \"x\"\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\n",
-		"/204":         "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nX-A: 1\r\n\r\n",
-		"/head":        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\n",
-		"/cl-and-te":   "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
-		"/extra":       ok + "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 4\r\n\r\nEVIL",
-		"/close-bad":   "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n",
-		"/close-short": "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 10\r\n\r\nshort",
-		"/chunk-ext":   "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n5;a=b\r\nhello\r\n0\r\n\r\n",
-		"/conn-hdr":    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: X-Secret\r\nX-Secret: 1\r\nContent-Length: 2\r\n\r\nok",
-		"/dup-cl":      "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok",
-		"/no-type":     "HTTP/1.1 200 OK\r\nContent-Length: 15\r\n\r\n<html>hi</html>",
+		"/304":          "HTTP/1.1 304 Not Modified\r\nEtag: \"x\"\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\n",
+		"/204":          "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nX-A: 1\r\n\r\n",
+		"/head":         "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\n",
+		"/cl-and-te":    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+		"/extra":        ok + "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 4\r\n\r\nEVIL",
+		"/close-bad":    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n",
+		"/close-short":  "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 10\r\n\r\nshort",
+		"/chunk-ext":    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n5;a=b\r\nhello\r\n0\r\n\r\n",
+		"/conn-hdr":     "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: X-Secret\r\nX-Secret: 1\r\nContent-Length: 2\r\n\r\nok",
+		"/dup-cl":       "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok",
+		"/head-chunked": "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n",
+		"/head-none":    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n",
+		"/no-type":      "HTTP/1.1 200 OK\r\nContent-Length: 15\r\n\r\n<html>hi</html>",
 	}
 	be := backend("b", 1)
 	be.Endpoints = []model.Endpoint{cannedBackend(t, canned)}
@@ -403,6 +405,8 @@ func TestReviewLoopResponsesMatchNetHTTP(t *testing.T) {
 				"net/http's server drops both (suppressedHeaders304), as the fast server does"}},
 		{name: "204 with Content-Length", raw: "GET /204 HTTP/1.1\r\nHost: h\r\n\r\n", methods: []string{"GET"}},
 		{name: "HEAD, then GET", raw: "HEAD /head HTTP/1.1\r\nHost: h\r\n\r\nGET /after HTTP/1.1\r\nHost: h\r\n\r\n", methods: []string{"HEAD", "GET"}},
+		{name: "HEAD answered chunked", raw: "HEAD /head-chunked HTTP/1.1\r\nHost: h\r\n\r\nGET /after HTTP/1.1\r\nHost: h\r\n\r\n", methods: []string{"HEAD", "GET"}},
+		{name: "HEAD answered without length", raw: "HEAD /head-none HTTP/1.1\r\nHost: h\r\n\r\nGET /after HTTP/1.1\r\nHost: h\r\n\r\n", methods: []string{"HEAD", "GET"}},
 		{name: "Content-Length and chunked", raw: "GET /cl-and-te HTTP/1.1\r\nHost: h\r\n\r\n", methods: []string{"GET"}},
 		{name: "more than Content-Length, then the next request",
 			raw: "GET /extra HTTP/1.1\r\nHost: h\r\n\r\nGET /after HTTP/1.1\r\nHost: h\r\n\r\n", methods: []string{"GET", "GET"},
