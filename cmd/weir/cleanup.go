@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"weir.dev/weir/internal/dataplane/iptables"
+	"weir.dev/weir/internal/dataplane/kernel"
 	"weir.dev/weir/internal/dataplane/nftables"
 )
 
@@ -24,7 +25,7 @@ Run it after stopping weir, or to switch modes.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var errs []error
 			if mode == "all" || mode == "nftables" {
-				p, err := nftables.New(nftables.Options{DisableHealthCheck: true})
+				p, err := nftables.New(nftables.Options{Options: kernel.Options{DisableHealthCheck: true}})
 				if err == nil {
 					err = p.Cleanup(cmd.Context())
 					p.Close()
@@ -36,7 +37,7 @@ Run it after stopping weir, or to switch modes.`,
 				}
 			}
 			if mode == "all" || mode == "iptables" {
-				p, err := iptables.New(iptables.Options{DisableHealthCheck: true})
+				p, err := iptables.New(iptables.Options{Options: kernel.Options{DisableHealthCheck: true}})
 				if err == nil {
 					err = p.Cleanup(cmd.Context())
 					p.Close()

@@ -19,6 +19,7 @@ import (
 	"weir.dev/weir/internal/admin"
 	"weir.dev/weir/internal/dataplane"
 	"weir.dev/weir/internal/dataplane/iptables"
+	"weir.dev/weir/internal/dataplane/kernel"
 	"weir.dev/weir/internal/dataplane/nftables"
 	"weir.dev/weir/internal/dataplane/userspace"
 	"weir.dev/weir/internal/dns"
@@ -194,14 +195,14 @@ func run(ctx context.Context, f runFlags, logger *slog.Logger, ready func(adminA
 		planes = append(planes, proxy)
 		shutdowns = append(shutdowns, proxy.Shutdown)
 	case "nftables":
-		proxier, err := nftables.New(nftables.Options{Logger: logger, Registerer: reg, NodePortAddresses: nodePortPrefixes})
+		proxier, err := nftables.New(nftables.Options{Options: kernel.Options{Logger: logger, Registerer: reg, NodePortAddresses: nodePortPrefixes}})
 		if err != nil {
 			return err
 		}
 		planes = append(planes, proxier)
 		shutdowns = append(shutdowns, func(context.Context) error { proxier.Close(); return nil })
 	case "iptables":
-		proxier, err := iptables.New(iptables.Options{Logger: logger, Registerer: reg, NodePortAddresses: nodePortPrefixes})
+		proxier, err := iptables.New(iptables.Options{Options: kernel.Options{Logger: logger, Registerer: reg, NodePortAddresses: nodePortPrefixes}})
 		if err != nil {
 			return err
 		}

@@ -28,6 +28,7 @@ import (
 
 	"weir.dev/weir/internal/dataplane"
 	"weir.dev/weir/internal/dataplane/iptables"
+	"weir.dev/weir/internal/dataplane/kernel"
 	"weir.dev/weir/internal/dataplane/nftables"
 	"weir.dev/weir/internal/dataplane/userspace"
 	"weir.dev/weir/internal/model"
@@ -305,13 +306,13 @@ func runOne(ctx context.Context, mode string, n int, opts Options) (res Result, 
 	if err := inNS(node, func() error {
 		switch mode {
 		case "nftables":
-			p, err := nftables.New(nftables.Options{IPFamilies: []nftables.Family{nftables.IPv4}, DisableHealthCheck: true})
+			p, err := nftables.New(nftables.Options{Options: kernel.Options{IPFamilies: []kernel.Family{kernel.IPv4}, DisableHealthCheck: true}})
 			if err != nil {
 				return err
 			}
 			dp, closeDP = p, func() { _ = inNS(node, func() error { return p.Cleanup(context.Background()) }); p.Close() }
 		case "iptables":
-			p, err := iptables.New(iptables.Options{IPFamilies: []iptables.Family{iptables.IPv4}, DisableHealthCheck: true})
+			p, err := iptables.New(iptables.Options{Options: kernel.Options{IPFamilies: []kernel.Family{kernel.IPv4}, DisableHealthCheck: true}})
 			if err != nil {
 				return err
 			}

@@ -1,17 +1,15 @@
 // Package flowtest is what the tests of the kernel data planes (iptables, nftables)
 // share: Services built by hand (model.Translate is tested on its own), the packets and
 // outcomes their rule tracers speak of, the packet-flow scenarios both must pass, and a
-// conntrack cleaner that records what it was asked to delete. Each data plane keeps its
+// Recorder of what a data plane reports besides its rules. Each data plane keeps its
 // own tracer: only the world it traces through and what it must find are shared.
 package flowtest
 
 import (
 	"net/netip"
-	"sync"
 	"time"
 
 	"weir.dev/weir/internal/balance"
-	"weir.dev/weir/internal/dataplane/conntrack"
 	"weir.dev/weir/internal/model"
 )
 
@@ -169,29 +167,5 @@ func Mutate(svcs []*model.Service, f func(*model.Service)) []*model.Service {
 		f(&c)
 		out = append(out, &c)
 	}
-	return out
-}
-
-// RecordingConntrack is a conntrack.Cleaner that records the flows it is asked to
-// delete.
-type RecordingConntrack struct {
-	mu    sync.Mutex
-	flows []conntrack.Flow
-}
-
-// DeleteUDP records flows.
-func (r *RecordingConntrack) DeleteUDP(flows []conntrack.Flow) (uint, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.flows = append(r.flows, flows...)
-	return uint(len(flows)), nil
-}
-
-// Take returns the flows recorded so far and forgets them.
-func (r *RecordingConntrack) Take() []conntrack.Flow {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	out := r.flows
-	r.flows = nil
 	return out
 }

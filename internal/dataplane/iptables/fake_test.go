@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"weir.dev/weir/internal/dataplane/flowtest"
+	"weir.dev/weir/internal/dataplane/kernel"
 )
 
 // fakeRunner keeps iptables tables in memory and applies iptables-restore --noflush
@@ -387,7 +388,7 @@ func (tr *tracer) trace(pkt flowtest.Packet) flowtest.Outcome {
 		}
 		masqMark := tr.mark
 		masq := false
-		if tr.chain("nat", "POSTROUTING"); masqMark&DefaultMasqueradeMark != 0 {
+		if tr.chain("nat", "POSTROUTING"); masqMark&kernel.DefaultMasqueradeMark != 0 {
 			masq = true
 		}
 		return flowtest.Outcome{Verdict: "DNAT", Endpoints: tr.endpoints, Masq: masq}

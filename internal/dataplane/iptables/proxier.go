@@ -13,66 +13,37 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/netip"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"weir.dev/weir/internal/dataplane"
-	"weir.dev/weir/internal/dataplane/conntrack"
 	"weir.dev/weir/internal/dataplane/fingerprint"
-	"weir.dev/weir/internal/dataplane/healthcheck"
+	"weir.dev/weir/internal/dataplane/kernel"
 	"weir.dev/weir/internal/model"
 )
-
-// DefaultMasqueradeMark is kube-proxy's masquerade mark bit.
-const DefaultMasqueradeMark = 0x4000
 
 // dropMark marks packets that a firewall chain refused; the filter table drops them.
 const dropMark = 0x8000
 
-// Family is an IP family weir programs.
-type Family string
-
-// The IP families.
-const (
-	IPv4 Family = "IPv4"
-	IPv6 Family = "IPv6"
-)
-
 // Options configure a Proxier.
 type Options struct {
-	Logger     *slog.Logger
-	Registerer prometheus.Registerer
-	// NodePortAddresses limits node ports to local addresses in these prefixes; empty
-	// means every local address but loopback.
-	NodePortAddresses []netip.Prefix
-	// IPFamilies to program; default both.
-	IPFamilies []Family
-	// MasqueradeMark is the mark bit that asks for masquerade; default 0x4000.
-	MasqueradeMark uint32
+	kernel.Options
 	// Runners inject the iptables tools per family (tests use a fake); default the
 	// real iptables/ip6tables binaries.
-	Runners map[Family]Runner
-	// Conntrack deletes stale UDP flows; default netlink in the current namespace.
-	Conntrack conntrack.Cleaner
-	// HealthCheck serves health-check node ports; default a new server.
-	HealthCheck        *healthcheck.Server
-	DisableHealthCheck bool
+	Runners map[kernel.Family]Runner
 }
 
 // Proxier is the iptables data plane.
 type Proxier struct {
 	log      *slog.Logger
-	opts     Options
+	opts     Options // with defaults
+	syncs    *kernel.Syncs
 	fams     []*famState
-	ct       conntrack.Cleaner
-	health   *healthcheck.Server
-	metrics  metrics
 	mu       sync.Mutex
 	services map[model.ServiceKey]*serviceState
 	synced   bool
@@ -89,79 +60,39 @@ type serviceState struct {
 	rules []*serviceRules // per family
 }
 
-type metrics struct {
-	syncDuration prometheus.Histogram
-	syncErrors   prometheus.Counter
-	unsupported  *dataplane.UnsupportedSchedulers
-}
-
 var _ dataplane.Dataplane = (*Proxier)(nil)
 
 // New checks the iptables tools and kernel extensions and returns a Proxier. It writes
 // nothing until the first Sync.
 func New(opts Options) (*Proxier, error) {
-	if opts.Logger == nil {
-		opts.Logger = slog.New(slog.DiscardHandler)
+	syncs, err := kernel.NewSyncs("iptables", opts.Options, prometheus.ExponentialBuckets(0.001, 2, 16))
+	if err != nil {
+		return nil, err
 	}
-	if opts.MasqueradeMark == 0 {
-		opts.MasqueradeMark = DefaultMasqueradeMark
-	}
-	if len(opts.IPFamilies) == 0 {
-		opts.IPFamilies = []Family{IPv4, IPv6}
-	}
+	opts.Options = syncs.Options
 	p := &Proxier{
-		log:      opts.Logger.With("dataplane", "iptables"),
+		log:      syncs.Log,
 		opts:     opts,
-		ct:       opts.Conntrack,
+		syncs:    syncs,
 		services: map[model.ServiceKey]*serviceState{},
 	}
-	if p.ct == nil {
-		p.ct = conntrack.Netlink{}
-	}
 	for _, fam := range opts.IPFamilies {
-		var f ipFamily
-		switch fam {
-		case IPv4:
-			f = familyV4
-		case IPv6:
+		f := familyV4
+		if fam == kernel.IPv6 {
 			f = familyV6
-		default:
-			return nil, fmt.Errorf("iptables: unknown IP family %q", fam)
 		}
 		rn := opts.Runners[fam]
 		if rn == nil {
 			if err := checkSupport(context.Background(), f); err != nil {
+				syncs.Close()
 				return nil, err
 			}
-			var err error
 			if rn, err = newExecRunner(f); err != nil {
+				syncs.Close()
 				return nil, err
 			}
 		}
 		p.fams = append(p.fams, &famState{f: f, rn: rn})
-	}
-	if !opts.DisableHealthCheck {
-		p.health = opts.HealthCheck
-		if p.health == nil {
-			p.health = healthcheck.New(healthcheck.Options{Logger: opts.Logger})
-		}
-	}
-	p.metrics = metrics{
-		syncDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "weir_iptables_sync_duration_seconds", Help: "Time to compute and write one iptables sync.",
-			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
-		}),
-		syncErrors: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "weir_iptables_sync_errors_total", Help: "iptables syncs that failed.",
-		}),
-		unsupported: dataplane.NewUnsupportedSchedulers("iptables", p.log),
-	}
-	if opts.Registerer != nil {
-		for _, c := range []prometheus.Collector{p.metrics.syncDuration, p.metrics.syncErrors, p.metrics.unsupported.Collector()} {
-			if err := opts.Registerer.Register(c); err != nil {
-				return nil, fmt.Errorf("iptables: register metrics: %w", err)
-			}
-		}
 	}
 	return p, nil
 }
@@ -170,11 +101,7 @@ func New(opts Options) (*Proxier, error) {
 func (p *Proxier) Name() string { return "iptables" }
 
 // Close stops the health-check servers it started. Rules stay; Cleanup removes them.
-func (p *Proxier) Close() {
-	if p.health != nil && p.opts.HealthCheck == nil {
-		p.health.Close()
-	}
-}
+func (p *Proxier) Close() { p.syncs.Close() }
 
 // jump is a rule weir keeps in a built-in chain.
 type jump struct {
@@ -268,19 +195,7 @@ func (p *Proxier) Cleanup(ctx context.Context) error {
 func (p *Proxier) Sync(ctx context.Context, snap *model.Snapshot) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	start := time.Now()
-	err := p.sync(ctx, snap)
-	p.metrics.syncDuration.Observe(time.Since(start).Seconds())
-	if err != nil {
-		p.metrics.syncErrors.Inc()
-		return err
-	}
-	if p.health != nil {
-		if err := p.health.Sync(healthcheck.FromSnapshot(snap)); err != nil {
-			p.log.Warn("health check node ports", "err", err)
-		}
-	}
-	return nil
+	return p.syncs.Sync(snap, func() error { return p.sync(ctx, snap) })
 }
 
 type change struct {
@@ -360,23 +275,11 @@ func (p *Proxier) sync(ctx context.Context, snap *model.Snapshot) error {
 	p.synced = true
 	p.services = next
 
-	var flows []conntrack.Flow
+	written := make([]kernel.Change, 0, len(changes))
 	for _, c := range changes {
-		var oldSvc, newSvc *model.Service
-		if c.old != nil {
-			oldSvc = c.old.svc
-		}
-		if c.new != nil {
-			newSvc = c.new.svc
-		}
-		flows = append(flows, conntrack.StaleUDPFlows(oldSvc, newSvc)...)
-		p.noteUnsupported(c)
+		written = append(written, kernel.Change{Old: c.old.service(), New: c.new.service(), OldUnsupported: c.old.unsupported(), NewUnsupported: c.new.unsupported()})
 	}
-	if len(flows) > 0 {
-		if _, err := p.ct.DeleteUDP(flows); err != nil {
-			p.log.Warn("delete stale UDP conntrack entries", "err", err)
-		}
-	}
+	p.syncs.Written(written)
 	return nil
 }
 
@@ -433,13 +336,13 @@ func (p *Proxier) restoreData(fi int, full bool, keys []model.ServiceKey, next m
 		if c.new != nil {
 			newChains = c.new.rules[fi].chains
 		}
-		for _, name := range sortedKeys(newChains) {
+		for _, name := range slices.Sorted(maps.Keys(newChains)) {
 			if old, ok := oldChains[name]; ok && slices.Equal(old, newChains[name]) {
 				continue
 			}
 			write = append(write, chainRules{name, newChains[name]})
 		}
-		for _, name := range sortedKeys(oldChains) {
+		for _, name := range slices.Sorted(maps.Keys(oldChains)) {
 			if _, ok := newChains[name]; !ok {
 				deletes = append(deletes, name)
 			}
@@ -483,22 +386,18 @@ func (p *Proxier) restoreData(fi int, full bool, keys []model.ServiceKey, next m
 	return b.Bytes()
 }
 
-func (p *Proxier) noteUnsupported(c change) {
-	var oldU, newU []dataplane.UnsupportedScheduler
-	if c.old != nil && len(c.old.rules) > 0 {
-		oldU = c.old.rules[0].unsupported
+// service is the Service of a state, nil for none.
+func (st *serviceState) service() *model.Service {
+	if st == nil {
+		return nil
 	}
-	if c.new != nil && len(c.new.rules) > 0 {
-		newU = c.new.rules[0].unsupported
-	}
-	p.metrics.unsupported.Update(oldU, newU)
+	return st.svc
 }
 
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
+// unsupported are the schedulers of st's Service that iptables cannot do.
+func (st *serviceState) unsupported() []dataplane.UnsupportedScheduler {
+	if st == nil || len(st.rules) == 0 {
+		return nil
 	}
-	sort.Strings(keys)
-	return keys
+	return st.rules[0].unsupported
 }

@@ -1,40 +1,32 @@
 package iptables
 
 import (
-	"bytes"
 	"context"
-	"log/slog"
 	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"weir.dev/weir/internal/balance"
 	"weir.dev/weir/internal/dataplane/conntrack"
 	"weir.dev/weir/internal/dataplane/flowtest"
+	"weir.dev/weir/internal/dataplane/kernel"
 	"weir.dev/weir/internal/model"
 )
 
 type fixture struct {
-	p    *Proxier
-	v4   *fakeRunner
-	v6   *fakeRunner
-	ct   *flowtest.RecordingConntrack
-	logs *bytes.Buffer
+	*flowtest.Recorder
+	p  *Proxier
+	v4 *fakeRunner
+	v6 *fakeRunner
 }
 
-func newFixture(t *testing.T, opts Options) *fixture {
+func newFixture(t *testing.T, opts kernel.Options) *fixture {
 	t.Helper()
-	fx := &fixture{v4: newFakeRunner(), v6: newFakeRunner(), ct: &flowtest.RecordingConntrack{}, logs: &bytes.Buffer{}}
-	opts.Runners = map[Family]Runner{IPv4: fx.v4, IPv6: fx.v6}
-	opts.Conntrack = fx.ct
-	opts.Registerer = prometheus.NewRegistry()
-	opts.Logger = slog.New(slog.NewTextHandler(fx.logs, nil))
-	opts.DisableHealthCheck = true
-	p, err := New(opts)
+	fx := &fixture{Recorder: flowtest.NewRecorder(), v4: newFakeRunner(), v6: newFakeRunner()}
+	p, err := New(Options{Options: fx.Options(opts), Runners: map[kernel.Family]Runner{kernel.IPv4: fx.v4, kernel.IPv6: fx.v6}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,13 +36,11 @@ func newFixture(t *testing.T, opts Options) *fixture {
 
 func (fx *fixture) sync(t *testing.T, svcs ...*model.Service) {
 	t.Helper()
-	if err := fx.p.Sync(context.Background(), &model.Snapshot{Services: svcs}); err != nil {
-		t.Fatal(err)
-	}
+	flowtest.Sync(t, fx.p, svcs...)
 }
 
 func TestPacketFlow(t *testing.T) {
-	fx := newFixture(t, Options{})
+	fx := newFixture(t, kernel.Options{})
 	fx.sync(t, flowtest.Services()...)
 	sticky := chainName("SEP", "shop/sticky:80/tcp", flowtest.StickyEndpoint)
 	for _, tt := range flowtest.Scenarios() {
@@ -65,7 +55,7 @@ func TestPacketFlow(t *testing.T) {
 			}
 		})
 	}
-	if !strings.Contains(fx.logs.String(), "scheduler not supported") {
+	if !strings.Contains(fx.Logs.String(), "scheduler not supported") {
 		t.Error("no warning for Maglev")
 	}
 	want := `
@@ -73,13 +63,13 @@ func TestPacketFlow(t *testing.T) {
 # TYPE weir_dataplane_unsupported_scheduler gauge
 weir_dataplane_unsupported_scheduler{algorithm="Maglev",service_port="shop/hash:80"} 1
 `
-	if err := testutil.CollectAndCompare(fx.p.metrics.unsupported.Collector(), strings.NewReader(want)); err != nil {
+	if err := testutil.CollectAndCompare(fx.p.syncs.Unsupported.Collector(), strings.NewReader(want)); err != nil {
 		t.Error(err)
 	}
 }
 
 func TestPartialSync(t *testing.T) {
-	fx := newFixture(t, Options{IPFamilies: []Family{IPv4}})
+	fx := newFixture(t, kernel.Options{IPFamilies: []kernel.Family{kernel.IPv4}})
 	fx.sync(t, flowtest.Services()...)
 	if fx.v4.restores != 1 {
 		t.Fatalf("first sync: %d restores", fx.v4.restores)
@@ -127,10 +117,10 @@ func TestIncrementalEqualsFull(t *testing.T) {
 		nil,
 		all,
 	}
-	inc := newFixture(t, Options{})
+	inc := newFixture(t, kernel.Options{})
 	for i, step := range steps {
 		inc.sync(t, sortByKey(step)...)
-		full := newFixture(t, Options{})
+		full := newFixture(t, kernel.Options{})
 		full.sync(t, sortByKey(step)...)
 		for _, pair := range [][2]*fakeRunner{{inc.v4, full.v4}, {inc.v6, full.v6}} {
 			for _, table := range []string{"nat", "filter"} {
@@ -155,7 +145,7 @@ func sortByKey(svcs []*model.Service) []*model.Service {
 }
 
 func TestStartupReplacesAnEarlierRunAndCleanupRemovesAll(t *testing.T) {
-	fx := newFixture(t, Options{IPFamilies: []Family{IPv4}})
+	fx := newFixture(t, kernel.Options{IPFamilies: []kernel.Family{kernel.IPv4}})
 	// An earlier run left a chain and its jumps.
 	if err := fx.v4.Restore(context.Background(), []byte("*nat\n:WEIR-SVC-OLDOLDOLDOLDOLDO - [0:0]\n:WEIR-SERVICES - [0:0]\n-A WEIR-SERVICES -d 10.0.0.1/32 -j WEIR-SVC-OLDOLDOLDOLDOLDO\nCOMMIT\n")); err != nil {
 		t.Fatal(err)
@@ -181,16 +171,16 @@ func TestStartupReplacesAnEarlierRunAndCleanupRemovesAll(t *testing.T) {
 }
 
 func TestStaleUDPConntrack(t *testing.T) {
-	fx := newFixture(t, Options{IPFamilies: []Family{IPv4}})
+	fx := newFixture(t, kernel.Options{IPFamilies: []kernel.Family{kernel.IPv4}})
 	dns := flowtest.Svc("kube-system", "dns", "172.30.0.53")
 	dns.Ports = []*model.ServicePort{flowtest.Port(model.UDP, 53, flowtest.EP("10.2.0.53:53"))}
 	fx.sync(t, dns)
-	fx.ct.Take()
+	fx.Conntrack.Take()
 	withB := *dns
 	withB.Ports = []*model.ServicePort{flowtest.Port(model.UDP, 53, flowtest.EP("10.2.0.54:53"))}
 	fx.sync(t, &withB)
 	want := []conntrack.Flow{{OrigDstPort: 53, ReplySrc: netip.MustParseAddr("10.2.0.53")}}
-	if got := fx.ct.Take(); len(got) != 1 || got[0] != want[0] {
+	if got := fx.Conntrack.Take(); len(got) != 1 || got[0] != want[0] {
 		t.Errorf("flows %v, want %v", got, want)
 	}
 }

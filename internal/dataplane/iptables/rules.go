@@ -10,6 +10,7 @@ import (
 
 	"weir.dev/weir/internal/balance"
 	"weir.dev/weir/internal/dataplane"
+	"weir.dev/weir/internal/dataplane/kernel"
 	"weir.dev/weir/internal/model"
 )
 
@@ -28,15 +29,15 @@ const (
 
 // ipFamily holds what differs between iptables and ip6tables.
 type ipFamily struct {
-	name     Family
+	name     kernel.Family
 	hostMask string // "/32" or "/128"
 	loopback string
 	is6      bool
 }
 
 var (
-	familyV4 = ipFamily{name: IPv4, hostMask: "/32", loopback: "127.0.0.0/8"}
-	familyV6 = ipFamily{name: IPv6, hostMask: "/128", loopback: "::1/128", is6: true}
+	familyV4 = ipFamily{name: kernel.IPv4, hostMask: "/32", loopback: "127.0.0.0/8"}
+	familyV6 = ipFamily{name: kernel.IPv6, hostMask: "/128", loopback: "::1/128", is6: true}
 )
 
 func (f ipFamily) has(a netip.Addr) bool { return a.IsValid() && a.Unmap().Is6() == f.is6 }
@@ -72,20 +73,6 @@ func kernelAlgorithm(a balance.Algorithm) (balance.Algorithm, bool) {
 		return balance.RoundRobin, true
 	}
 	return balance.Random, false
-}
-
-func policy(svc *model.Service, sp *model.ServicePort) *model.Policy {
-	if sp.Policy != nil {
-		return sp.Policy
-	}
-	return svc.Policy
-}
-
-func familyVerdict(f ipFamily, s model.EndpointSet) model.Verdict {
-	if f.is6 {
-		return s.IPv6Verdict
-	}
-	return s.IPv4Verdict
 }
 
 // missTarget is the target for a frontend with nothing to forward to. TCP clients get
@@ -144,7 +131,7 @@ func buildService(f ipFamily, svc *model.Service, nodePortAddrs []netip.Prefix) 
 		proto := protoName(sp.Protocol)
 		match := fmt.Sprintf("-p %s -m %s --dport %d", proto, proto, sp.Port)
 		algo := balance.Random
-		if pol := policy(svc, sp); pol != nil {
+		if pol := kernel.PortPolicy(svc, sp); pol != nil {
 			var ok bool
 			if algo, ok = kernelAlgorithm(pol.Algorithm); !ok {
 				r.unsupported = append(r.unsupported, dataplane.UnsupportedScheduler{Port: sp.ID(svc.Key), Algorithm: string(pol.Algorithm)})
@@ -187,7 +174,7 @@ func buildService(f ipFamily, svc *model.Service, nodePortAddrs []netip.Prefix) 
 			if svcChain != "" {
 				r.natServices = append(r.natServices, "-d "+pick(ip)+" "+match+" -j "+svcChain)
 			} else {
-				r.filterServices = append(r.filterServices, "-d "+pick(ip)+" "+match+" -j "+missTarget(familyVerdict(f, sp.Cluster), proto))
+				r.filterServices = append(r.filterServices, "-d "+pick(ip)+" "+match+" -j "+missTarget(kernel.FamilyVerdict(sp.Cluster, f.is6), proto))
 			}
 		}
 		if len(frontIPs) == 0 && len(lbIPs) == 0 && sp.NodePort == 0 {
@@ -213,7 +200,7 @@ func buildService(f ipFamily, svc *model.Service, nodePortAddrs []netip.Prefix) 
 			}
 			r.chains[extChain] = rules
 		}
-		externalMiss := missTarget(familyVerdict(f, sp.External), proto)
+		externalMiss := missTarget(kernel.FamilyVerdict(sp.External, f.is6), proto)
 		fwChain := ""
 		if extChain != "" && len(svc.LoadBalancerSourceRanges) > 0 && len(lbIPs) > 0 {
 			fwChain = chainName("FW", id)

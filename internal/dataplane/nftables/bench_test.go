@@ -9,6 +9,7 @@ import (
 	"sigs.k8s.io/knftables"
 
 	"weir.dev/weir/internal/dataplane/flowtest"
+	"weir.dev/weir/internal/dataplane/kernel"
 	"weir.dev/weir/internal/model"
 )
 
@@ -62,7 +63,7 @@ func scaleServices(n, e, gen int) []*model.Service {
 
 func newNullProxier(tb testing.TB) (*Proxier, *nullNFT) {
 	nft := &nullNFT{Fake: knftables.NewFake(knftables.IPv4Family, tableName)}
-	p, err := New(Options{IPFamilies: []Family{IPv4}, NFTables: map[Family]knftables.Interface{IPv4: nft}, DisableHealthCheck: true, Conntrack: &flowtest.RecordingConntrack{}})
+	p, err := New(Options{Options: kernel.Options{IPFamilies: []kernel.Family{kernel.IPv4}, DisableHealthCheck: true, Conntrack: &flowtest.RecordingConntrack{}}, NFTables: map[kernel.Family]knftables.Interface{kernel.IPv4: nft}})
 	if err != nil {
 		tb.Fatal(err)
 	}

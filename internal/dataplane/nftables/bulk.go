@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -235,7 +237,7 @@ func (s *tableScript) sharedChains(shared []string) {
 // use (unless written up front), their rules, then its elements unless another
 // Service owns them.
 func (s *tableScript) service(log *slog.Logger, key model.ServiceKey, o *serviceObjects, owners map[string]model.ServiceKey, refs map[string]int) {
-	for _, name := range sortedKeys(o.sets) {
+	for _, name := range slices.Sorted(maps.Keys(o.sets)) {
 		s.write("add set " + s.head + " " + name + " { type " + s.f.addrType + " ; flags dynamic,timeout ; timeout " + strconv.FormatInt(int64(o.sets[name].Seconds()), 10) + "s ; }\n")
 		s.ops++
 	}
@@ -247,7 +249,7 @@ func (s *tableScript) service(log *slog.Logger, key model.ServiceKey, o *service
 			shared = append(shared, name)
 		}
 	}
-	own := sortedKeys(o.chains)
+	own := slices.Sorted(maps.Keys(o.chains))
 	// Declared before any rule, as rules go to one another.
 	for _, name := range shared {
 		s.declareChain(name)
@@ -328,7 +330,7 @@ func (s *tableScript) end(refs map[string]int) error {
 			s.writeElements(set, p)
 		}
 	}
-	for _, name := range sortedKeys(s.declared) {
+	for _, name := range slices.Sorted(maps.Keys(s.declared)) {
 		if refs["c|"+name] == 0 {
 			s.write("delete chain " + s.head + " " + name + "\n")
 			s.ops++

@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/knftables"
 
 	"weir.dev/weir/internal/dataplane/flowtest"
+	"weir.dev/weir/internal/dataplane/kernel"
 	"weir.dev/weir/internal/model"
 )
 
@@ -117,27 +118,27 @@ func fakeDump(t *testing.T, fam knftables.Family, statements []string) string {
 
 // bulkAndKnftablesText syncs svcs once through the bulk path and once through
 // knftables, and returns both texts per family.
-func bulkAndKnftablesText(t *testing.T, svcs []*model.Service) (bulk, plain map[Family]string) {
+func bulkAndKnftablesText(t *testing.T, svcs []*model.Service) (bulk, plain map[kernel.Family]string) {
 	t.Helper()
-	bulk, plain = map[Family]string{}, map[Family]string{}
-	fams := map[Family]knftables.Family{IPv4: knftables.IPv4Family, IPv6: knftables.IPv6Family}
-	recs := map[Family]*scriptRecorder{}
-	texts := map[Family]*textNFT{}
-	bulkIfs, plainIfs := map[Family]knftables.Interface{}, map[Family]knftables.Interface{}
+	bulk, plain = map[kernel.Family]string{}, map[kernel.Family]string{}
+	fams := map[kernel.Family]knftables.Family{kernel.IPv4: knftables.IPv4Family, kernel.IPv6: knftables.IPv6Family}
+	recs := map[kernel.Family]*scriptRecorder{}
+	texts := map[kernel.Family]*textNFT{}
+	bulkIfs, plainIfs := map[kernel.Family]knftables.Interface{}, map[kernel.Family]knftables.Interface{}
 	for fam, kf := range fams {
 		recs[fam] = &scriptRecorder{}
 		texts[fam] = &textNFT{Fake: knftables.NewFake(kf, tableName)}
 		bulkIfs[fam] = knftables.NewFake(kf, tableName)
 		plainIfs[fam] = texts[fam]
 	}
-	withBulk, err := New(Options{NFTables: bulkIfs, DisableHealthCheck: true, Conntrack: &flowtest.RecordingConntrack{}})
+	withBulk, err := New(Options{Options: kernel.Options{DisableHealthCheck: true, Conntrack: &flowtest.RecordingConntrack{}}, NFTables: bulkIfs})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i, tb := range withBulk.tables {
 		tb.bulk = recs[withBulk.opts.IPFamilies[i]]
 	}
-	plainP, err := New(Options{NFTables: plainIfs, DisableHealthCheck: true, Conntrack: &flowtest.RecordingConntrack{}})
+	plainP, err := New(Options{Options: kernel.Options{DisableHealthCheck: true, Conntrack: &flowtest.RecordingConntrack{}}, NFTables: plainIfs})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,7 +161,7 @@ func bulkAndKnftablesText(t *testing.T, svcs []*model.Service) (bulk, plain map[
 // chains with the same rules in the same order, sets, maps and elements), that its
 // elements are batched and that the shared pick chains come before any element.
 func TestBulkScriptIsTheKnftablesTransaction(t *testing.T) {
-	fams := map[Family]knftables.Family{IPv4: knftables.IPv4Family, IPv6: knftables.IPv6Family}
+	fams := map[kernel.Family]knftables.Family{kernel.IPv4: knftables.IPv4Family, kernel.IPv6: knftables.IPv6Family}
 	weighted := scaleServices(40, 4, 0)
 	for i, svc := range weighted {
 		// Slot counts 1 to 10 and a few node ports: many pick chains.
@@ -201,7 +202,7 @@ func TestBulkScriptIsTheKnftablesTransaction(t *testing.T) {
 				if statements > elements/bulkChunk+10 {
 					t.Errorf("%s: %d element statements for %d elements: not batched", fam, statements, elements)
 				}
-				if n := strings.Count(script, "add chain "+head+" pick-"); tc.name == "weighted" && fam == IPv4 && n < 4 {
+				if n := strings.Count(script, "add chain "+head+" pick-"); tc.name == "weighted" && fam == kernel.IPv4 && n < 4 {
 					t.Errorf("%s: %d pick chains, want several", fam, n)
 				}
 				firstElement := strings.Index(script, "add element ")
@@ -243,8 +244,8 @@ func TestBulkScriptLoadsLikeKnftables(t *testing.T) {
 		}
 		return normalizeRuleset(string(out))
 	}
-	got := load(testNamespace(t, "bulk"), bulk[IPv4], bulk[IPv6])
-	want := load(testNamespace(t, "knft"), plain[IPv4], plain[IPv6])
+	got := load(testNamespace(t, "bulk"), bulk[kernel.IPv4], bulk[kernel.IPv6])
+	want := load(testNamespace(t, "knft"), plain[kernel.IPv4], plain[kernel.IPv6])
 	if got != want {
 		t.Fatalf("rulesets differ:\n%s", firstDifference(got, want))
 	}
@@ -470,7 +471,7 @@ func TestBulkEnv(t *testing.T) {
 // TestBulkFailureRetriesFull checks that a failed bulk write is reported and that the
 // next sync is a full one again (bulk), not a partial one over a table never written.
 func TestBulkFailureRetriesFull(t *testing.T) {
-	fx := newFixture(t, Options{IPFamilies: []Family{IPv4}})
+	fx := newFixture(t, kernel.Options{IPFamilies: []kernel.Family{kernel.IPv4}})
 	runner := &scriptRecorder{fail: 1}
 	fx.p.tables[0].bulk = runner
 	snap := &model.Snapshot{Services: flowtest.Services()}

@@ -2,8 +2,8 @@ package nftables
 
 import (
 	"log/slog"
+	"maps"
 	"slices"
-	"sort"
 	"strings"
 	"time"
 
@@ -51,12 +51,12 @@ func (w *writer) diff(log *slog.Logger, key model.ServiceKey, old, new *serviceO
 	if new == nil {
 		new = &serviceObjects{}
 	}
-	for _, name := range sortedKeys(new.sets) {
+	for _, name := range slices.Sorted(maps.Keys(new.sets)) {
 		if timeout, ok := old.sets[name]; !ok || timeout != new.sets[name] {
 			w.addSets = append(w.addSets, affinitySet(name, new.sets[name]))
 		}
 	}
-	for _, name := range sortedKeys(new.chains) {
+	for _, name := range slices.Sorted(maps.Keys(new.chains)) {
 		rules := new.chains[name]
 		oldRules, existed := old.chains[name]
 		if existed && slices.Equal(oldRules, rules) {
@@ -105,12 +105,12 @@ func (w *writer) diff(log *slog.Logger, key model.ServiceKey, old, new *serviceO
 	for _, name := range old.shared {
 		w.ref(refs, "c|"+name, -1)
 	}
-	for _, name := range sortedKeys(old.chains) {
+	for _, name := range slices.Sorted(maps.Keys(old.chains)) {
 		if _, ok := new.chains[name]; !ok {
 			w.delChains = append(w.delChains, &knftables.Chain{Name: name})
 		}
 	}
-	for _, name := range sortedKeys(old.sets) {
+	for _, name := range slices.Sorted(maps.Keys(old.sets)) {
 		if timeout, ok := new.sets[name]; !ok || timeout != old.sets[name] {
 			w.delSets = append(w.delSets, &knftables.Set{Name: name})
 		}
@@ -130,7 +130,7 @@ func affinitySet(name string, timeout time.Duration) *knftables.Set {
 // this sync.
 func (w *writer) write(tx *knftables.Transaction, f ipFamily, refs map[string]int) {
 	var addShared, delShared, addHairpin, delHairpin []string
-	for _, k := range sortedKeys(w.initial) {
+	for _, k := range slices.Sorted(maps.Keys(w.initial)) {
 		before, after := w.initial[k], refs[k]
 		kind, name, _ := strings.Cut(k, "|")
 		switch {
@@ -189,13 +189,4 @@ func (w *writer) write(tx *knftables.Transaction, f ipFamily, refs map[string]in
 	for _, s := range w.delSets {
 		tx.Delete(s)
 	}
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

@@ -12,7 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/netip"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -23,57 +23,29 @@ import (
 	"sigs.k8s.io/knftables"
 
 	"weir.dev/weir/internal/dataplane"
-	"weir.dev/weir/internal/dataplane/conntrack"
 	"weir.dev/weir/internal/dataplane/fingerprint"
-	"weir.dev/weir/internal/dataplane/healthcheck"
+	"weir.dev/weir/internal/dataplane/kernel"
 	"weir.dev/weir/internal/model"
-)
-
-// DefaultMasqueradeMark is kube-proxy's masquerade mark bit.
-const DefaultMasqueradeMark = 0x4000
-
-// Family is an IP family weir programs.
-type Family string
-
-// The IP families.
-const (
-	IPv4 Family = "IPv4"
-	IPv6 Family = "IPv6"
 )
 
 // Options configure a Proxier.
 type Options struct {
-	Logger     *slog.Logger
-	Registerer prometheus.Registerer
-	// NodePortAddresses limits node ports to local addresses in these prefixes; empty
-	// means every local address but loopback.
-	NodePortAddresses []netip.Prefix
-	// IPFamilies to program; default both.
-	IPFamilies []Family
-	// MasqueradeMark is the mark bit that asks for masquerade; default 0x4000.
-	MasqueradeMark uint32
+	kernel.Options
 	// NFTables injects the table interfaces (tests use knftables.NewFake); default
 	// knftables.New for each family, with the table "weir".
-	NFTables map[Family]knftables.Interface
-	// Conntrack deletes stale UDP flows; default netlink in the current namespace.
-	Conntrack conntrack.Cleaner
-	// HealthCheck serves health-check node ports; default a new server. Set
-	// DisableHealthCheck to serve none.
-	HealthCheck        *healthcheck.Server
-	DisableHealthCheck bool
+	NFTables map[kernel.Family]knftables.Interface
 }
 
 // Proxier is the nftables data plane.
 type Proxier struct {
-	log      *slog.Logger
-	opts     Options
-	tables   []*table
-	ct       conntrack.Cleaner
-	health   *healthcheck.Server
-	metrics  metrics
-	mu       sync.Mutex
-	services map[model.ServiceKey]*serviceState
-	synced   bool
+	log        *slog.Logger
+	opts       Options // with defaults
+	syncs      *kernel.Syncs
+	operations prometheus.Counter
+	tables     []*table
+	mu         sync.Mutex
+	services   map[model.ServiceKey]*serviceState
+	synced     bool
 	// gen counts syncs; a Service state not stamped with the current one is gone.
 	gen uint64
 }
@@ -98,88 +70,48 @@ type serviceState struct {
 	objs []*serviceObjects // per table
 }
 
-type metrics struct {
-	syncDuration prometheus.Histogram
-	syncErrors   prometheus.Counter
-	unsupported  *dataplane.UnsupportedSchedulers
-	operations   prometheus.Counter
-}
-
 var _ dataplane.Dataplane = (*Proxier)(nil)
 
 // New checks that the kernel and nft can do what weir needs and returns a Proxier. It
 // writes nothing until the first Sync.
 func New(opts Options) (*Proxier, error) {
-	if opts.Logger == nil {
-		opts.Logger = slog.New(slog.DiscardHandler)
+	operations := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "weir_nftables_operations_total", Help: "nftables operations written (chains, rules, elements).",
+	})
+	syncs, err := kernel.NewSyncs("nftables", opts.Options, prometheus.ExponentialBuckets(0.001, 2, 14), operations)
+	if err != nil {
+		return nil, err
 	}
-	if opts.MasqueradeMark == 0 {
-		opts.MasqueradeMark = DefaultMasqueradeMark
-	}
-	if len(opts.IPFamilies) == 0 {
-		opts.IPFamilies = []Family{IPv4, IPv6}
-	}
+	opts.Options = syncs.Options
 	p := &Proxier{
-		log:      opts.Logger.With("dataplane", "nftables"),
-		opts:     opts,
-		ct:       opts.Conntrack,
-		services: map[model.ServiceKey]*serviceState{},
-	}
-	if p.ct == nil {
-		p.ct = conntrack.Netlink{}
+		log:        syncs.Log,
+		opts:       opts,
+		syncs:      syncs,
+		operations: operations,
+		services:   map[model.ServiceKey]*serviceState{},
 	}
 	for _, fam := range opts.IPFamilies {
-		var f ipFamily
-		switch fam {
-		case IPv4:
-			f = familyV4
-		case IPv6:
+		f := familyV4
+		if fam == kernel.IPv6 {
 			f = familyV6
-		default:
-			return nil, fmt.Errorf("nftables: unknown IP family %q", fam)
 		}
 		nft := opts.NFTables[fam]
 		var bulk bulkRunner
 		if nft == nil {
-			var err error
-			nft, err = knftables.New(f.nft, tableName)
-			if err != nil {
+			if nft, err = knftables.New(f.nft, tableName); err != nil {
+				syncs.Close()
 				return nil, fmt.Errorf("nftables mode unavailable (%s): %w", fam, err)
 			}
 			if err := checkKernel(context.Background(), nft, f); err != nil {
+				syncs.Close()
 				return nil, err
 			}
 			if bulk, err = newNFTBinary(); err != nil {
+				syncs.Close()
 				return nil, fmt.Errorf("nftables mode unavailable (%s): %w", fam, err)
 			}
 		}
 		p.tables = append(p.tables, &table{f: f, nft: nft, bulk: bulk, owners: map[string]model.ServiceKey{}, refs: map[string]int{}})
-	}
-	if !opts.DisableHealthCheck {
-		p.health = opts.HealthCheck
-		if p.health == nil {
-			p.health = healthcheck.New(healthcheck.Options{Logger: opts.Logger})
-		}
-	}
-	p.metrics = metrics{
-		syncDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "weir_nftables_sync_duration_seconds", Help: "Time to compute and write one nftables sync.",
-			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
-		}),
-		syncErrors: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "weir_nftables_sync_errors_total", Help: "nftables syncs that failed.",
-		}),
-		operations: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "weir_nftables_operations_total", Help: "nftables operations written (chains, rules, elements).",
-		}),
-		unsupported: dataplane.NewUnsupportedSchedulers("nftables", p.log),
-	}
-	if opts.Registerer != nil {
-		for _, c := range []prometheus.Collector{p.metrics.syncDuration, p.metrics.syncErrors, p.metrics.operations, p.metrics.unsupported.Collector()} {
-			if err := opts.Registerer.Register(c); err != nil {
-				return nil, fmt.Errorf("nftables: register metrics: %w", err)
-			}
-		}
 	}
 	return p, nil
 }
@@ -266,11 +198,7 @@ func checkKernel(ctx context.Context, nft knftables.Interface, f ipFamily) error
 func (p *Proxier) Name() string { return "nftables" }
 
 // Close stops the health-check servers. The rules stay in place; Cleanup removes them.
-func (p *Proxier) Close() {
-	if p.health != nil && p.opts.HealthCheck == nil {
-		p.health.Close()
-	}
-}
+func (p *Proxier) Close() { p.syncs.Close() }
 
 // Cleanup deletes weir's tables. It works without a prior Sync, so that `weir cleanup`
 // can remove what an earlier run left.
@@ -300,19 +228,7 @@ func (p *Proxier) Cleanup(ctx context.Context) error {
 func (p *Proxier) Sync(ctx context.Context, snap *model.Snapshot) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	start := time.Now()
-	err := p.sync(ctx, snap)
-	p.metrics.syncDuration.Observe(time.Since(start).Seconds())
-	if err != nil {
-		p.metrics.syncErrors.Inc()
-		return err
-	}
-	if p.health != nil {
-		if err := p.health.Sync(healthcheck.FromSnapshot(snap)); err != nil {
-			p.log.Warn("health check node ports", "err", err)
-		}
-	}
-	return nil
+	return p.syncs.Sync(snap, func() error { return p.sync(ctx, snap) })
 }
 
 type change struct {
@@ -387,7 +303,7 @@ func (p *Proxier) sync(ctx context.Context, snap *model.Snapshot) error {
 			p.synced = false
 			return fmt.Errorf("nftables sync (%s, %d operations): %w", t.f.nft, tx.NumOperations(), err)
 		}
-		p.metrics.operations.Add(float64(tx.NumOperations()))
+		p.operations.Add(float64(tx.NumOperations()))
 	}
 	p.finish(changes)
 	return nil
@@ -461,7 +377,7 @@ func (p *Proxier) syncFull(ctx context.Context, snap *model.Snapshot) (err error
 			for _, e := range entries {
 				sharedChains(t.f, e.svc, func(name string) { shared[name] = true })
 			}
-			script.sharedChains(sortedKeys(shared))
+			script.sharedChains(slices.Sorted(maps.Keys(shared)))
 		}
 	}
 	slices.SortFunc(entries, func(a, b entry) int { return strings.Compare(a.name, b.name) })
@@ -489,7 +405,7 @@ func (p *Proxier) syncFull(ctx context.Context, snap *model.Snapshot) (err error
 			if err := s.end(t.refs); err != nil {
 				return fmt.Errorf("nftables full sync (%s, %d operations): %w", t.f.nft, s.ops, err)
 			}
-			p.metrics.operations.Add(float64(s.ops))
+			p.operations.Add(float64(s.ops))
 			continue
 		}
 		tx := outs[ti].tx
@@ -497,7 +413,7 @@ func (p *Proxier) syncFull(ctx context.Context, snap *model.Snapshot) (err error
 		if err := t.nft.Run(ctx, tx); err != nil {
 			return fmt.Errorf("nftables sync (%s, %d operations): %w", t.f.nft, tx.NumOperations(), err)
 		}
-		p.metrics.operations.Add(float64(tx.NumOperations()))
+		p.operations.Add(float64(tx.NumOperations()))
 	}
 
 	changes := make([]change, 0, len(entries))
@@ -518,37 +434,30 @@ func (p *Proxier) syncFull(ctx context.Context, snap *model.Snapshot) (err error
 // unsupported schedulers.
 func (p *Proxier) finish(changes []change) {
 	p.synced = true
-	var flows []conntrack.Flow
+	written := make([]kernel.Change, 0, len(changes))
 	for _, c := range changes {
-		var oldSvc, newSvc *model.Service
-		if c.old != nil {
-			oldSvc = c.old.svc
-		}
 		if c.new != nil {
-			newSvc = c.new.svc
 			p.services[c.key] = c.new
 		} else {
 			delete(p.services, c.key)
 		}
-		flows = append(flows, conntrack.StaleUDPFlows(oldSvc, newSvc)...)
-		p.noteUnsupported(c)
+		written = append(written, kernel.Change{Old: c.old.service(), New: c.new.service(), OldUnsupported: c.old.unsupported(), NewUnsupported: c.new.unsupported()})
 	}
-	if len(flows) > 0 {
-		if n, err := p.ct.DeleteUDP(flows); err != nil {
-			p.log.Warn("delete stale UDP conntrack entries", "err", err)
-		} else if n > 0 {
-			p.log.Debug("deleted stale UDP conntrack entries", "count", n)
-		}
-	}
+	p.syncs.Written(written)
 }
 
-func (p *Proxier) noteUnsupported(c change) {
-	var oldU, newU []dataplane.UnsupportedScheduler
-	if c.old != nil && len(c.old.objs) > 0 {
-		oldU = c.old.objs[0].unsupported
+// service is the Service of a state, nil for none.
+func (st *serviceState) service() *model.Service {
+	if st == nil {
+		return nil
 	}
-	if c.new != nil && len(c.new.objs) > 0 {
-		newU = c.new.objs[0].unsupported
+	return st.svc
+}
+
+// unsupported are the schedulers of st's Service that nftables cannot do.
+func (st *serviceState) unsupported() []dataplane.UnsupportedScheduler {
+	if st == nil || len(st.objs) == 0 {
+		return nil
 	}
-	p.metrics.unsupported.Update(oldU, newU)
+	return st.objs[0].unsupported
 }

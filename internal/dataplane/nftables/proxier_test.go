@@ -1,23 +1,21 @@
 package nftables
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"log/slog"
 	"net/netip"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"sigs.k8s.io/knftables"
 
 	"weir.dev/weir/internal/balance"
 	"weir.dev/weir/internal/dataplane/conntrack"
 	"weir.dev/weir/internal/dataplane/flowtest"
+	"weir.dev/weir/internal/dataplane/kernel"
 	"weir.dev/weir/internal/model"
 )
 
@@ -35,29 +33,20 @@ func (c *countingFake) Run(ctx context.Context, tx *knftables.Transaction) error
 }
 
 type fixture struct {
-	p    *Proxier
-	v4   *countingFake
-	v6   *countingFake
-	ct   *flowtest.RecordingConntrack
-	reg  *prometheus.Registry
-	logs *bytes.Buffer
+	*flowtest.Recorder
+	p  *Proxier
+	v4 *countingFake
+	v6 *countingFake
 }
 
-func newFixture(t *testing.T, opts Options) *fixture {
+func newFixture(t *testing.T, opts kernel.Options) *fixture {
 	t.Helper()
 	fx := &fixture{
-		v4:   &countingFake{Fake: knftables.NewFake(knftables.IPv4Family, tableName)},
-		v6:   &countingFake{Fake: knftables.NewFake(knftables.IPv6Family, tableName)},
-		ct:   &flowtest.RecordingConntrack{},
-		reg:  prometheus.NewRegistry(),
-		logs: &bytes.Buffer{},
+		Recorder: flowtest.NewRecorder(),
+		v4:       &countingFake{Fake: knftables.NewFake(knftables.IPv4Family, tableName)},
+		v6:       &countingFake{Fake: knftables.NewFake(knftables.IPv6Family, tableName)},
 	}
-	opts.NFTables = map[Family]knftables.Interface{IPv4: fx.v4, IPv6: fx.v6}
-	opts.Conntrack = fx.ct
-	opts.Registerer = fx.reg
-	opts.Logger = slog.New(slog.NewTextHandler(fx.logs, nil))
-	opts.DisableHealthCheck = true
-	p, err := New(opts)
+	p, err := New(Options{Options: fx.Options(opts), NFTables: map[kernel.Family]knftables.Interface{kernel.IPv4: fx.v4, kernel.IPv6: fx.v6}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,13 +56,11 @@ func newFixture(t *testing.T, opts Options) *fixture {
 
 func (fx *fixture) sync(t *testing.T, svcs ...*model.Service) {
 	t.Helper()
-	if err := fx.p.Sync(context.Background(), &model.Snapshot{Services: svcs}); err != nil {
-		t.Fatal(err)
-	}
+	flowtest.Sync(t, fx.p, svcs...)
 }
 
 func TestPacketFlow(t *testing.T) {
-	fx := newFixture(t, Options{})
+	fx := newFixture(t, kernel.Options{})
 	fx.sync(t, flowtest.Services()...)
 
 	for _, tt := range flowtest.Scenarios() {
@@ -92,7 +79,7 @@ func TestPacketFlow(t *testing.T) {
 }
 
 func TestNodePortAddresses(t *testing.T) {
-	fx := newFixture(t, Options{NodePortAddresses: []netip.Prefix{netip.MustParsePrefix("192.168.0.0/24")}})
+	fx := newFixture(t, kernel.Options{NodePortAddresses: []netip.Prefix{netip.MustParsePrefix("192.168.0.0/24")}})
 	fx.sync(t, flowtest.Services()...)
 	tr := newTracer(t, fx.v4.Fake, familyV4, []string{"192.168.0.2", "10.0.0.2"})
 	if got := tr.trace(flowtest.Packet{Src: "198.51.100.7", Dst: "192.168.0.2", Proto: "tcp", Port: 30080}); got.Verdict != "DNAT" {
@@ -104,7 +91,7 @@ func TestNodePortAddresses(t *testing.T) {
 }
 
 func TestPartialSync(t *testing.T) {
-	fx := newFixture(t, Options{})
+	fx := newFixture(t, kernel.Options{})
 	svcs := flowtest.Services()
 	fx.sync(t, svcs...)
 	if fx.v4.runs != 1 || fx.v6.runs != 1 {
@@ -154,10 +141,10 @@ func TestIncrementalEqualsFull(t *testing.T) {
 		nil,
 		all,
 	}
-	inc := newFixture(t, Options{})
+	inc := newFixture(t, kernel.Options{})
 	for i, step := range steps {
 		inc.sync(t, step...)
-		full := newFixture(t, Options{})
+		full := newFixture(t, kernel.Options{})
 		full.sync(t, step...)
 		for _, pair := range [][2]*countingFake{{inc.v4, full.v4}, {inc.v6, full.v6}} {
 			if got, want := sortedDump(pair[0].Dump()), sortedDump(pair[1].Dump()); got != want {
@@ -204,7 +191,7 @@ func sortStable(lines []string) {
 }
 
 func TestUnsupportedSchedulerWarnsOnceAndUsesRandom(t *testing.T) {
-	fx := newFixture(t, Options{IPFamilies: []Family{IPv4}})
+	fx := newFixture(t, kernel.Options{IPFamilies: []kernel.Family{kernel.IPv4}})
 	s := flowtest.Svc("shop", "lc", "172.30.0.40")
 	s.Policy = &model.Policy{Algorithm: balance.LeastConnections}
 	s.Ports = []*model.ServicePort{flowtest.Port(model.TCP, 80, flowtest.EP("10.2.0.40:80"), flowtest.EP("10.2.0.41:80"))}
@@ -213,15 +200,15 @@ func TestUnsupportedSchedulerWarnsOnceAndUsesRandom(t *testing.T) {
 	s2.Ports = []*model.ServicePort{flowtest.Port(model.TCP, 80, flowtest.EP("10.2.0.40:80"), flowtest.EP("10.2.0.42:80"))}
 	fx.sync(t, &s2)
 
-	if n := strings.Count(fx.logs.String(), "scheduler not supported"); n != 1 {
-		t.Errorf("warned %d times, want once:\n%s", n, fx.logs)
+	if n := strings.Count(fx.Logs.String(), "scheduler not supported"); n != 1 {
+		t.Errorf("warned %d times, want once:\n%s", n, fx.Logs)
 	}
 	want := `
 # HELP weir_dataplane_unsupported_scheduler 1 for each Service port whose scheduler the kernel data plane cannot do; it uses Random instead.
 # TYPE weir_dataplane_unsupported_scheduler gauge
 weir_dataplane_unsupported_scheduler{algorithm="LeastConnections",service_port="shop/lc:80"} 1
 `
-	if err := testutil.CollectAndCompare(fx.p.metrics.unsupported.Collector(), strings.NewReader(want)); err != nil {
+	if err := testutil.CollectAndCompare(fx.p.syncs.Unsupported.Collector(), strings.NewReader(want)); err != nil {
 		t.Error(err)
 	}
 	tr := newTracer(t, fx.v4.Fake, familyV4, nil)
@@ -230,13 +217,13 @@ weir_dataplane_unsupported_scheduler{algorithm="LeastConnections",service_port="
 		t.Errorf("fallback to random: %v", got)
 	}
 	fx.sync(t)
-	if n := testutil.CollectAndCount(fx.p.metrics.unsupported.Collector()); n != 0 {
+	if n := testutil.CollectAndCount(fx.p.syncs.Unsupported.Collector()); n != 0 {
 		t.Errorf("metric kept %d series after the Service went away", n)
 	}
 }
 
 func TestStaleUDPConntrack(t *testing.T) {
-	fx := newFixture(t, Options{IPFamilies: []Family{IPv4}})
+	fx := newFixture(t, kernel.Options{IPFamilies: []kernel.Family{kernel.IPv4}})
 	dns := flowtest.Svc("kube-system", "dns", "172.30.0.53")
 	dns.Ports = []*model.ServicePort{flowtest.Port(model.UDP, 53)}
 	fx.sync(t, dns)
@@ -245,7 +232,7 @@ func TestStaleUDPConntrack(t *testing.T) {
 	withA.Ports = []*model.ServicePort{flowtest.Port(model.UDP, 53, flowtest.EP("10.2.0.53:53"))}
 	fx.sync(t, &withA)
 	want := []conntrack.Flow{{OrigDst: netip.MustParseAddr("172.30.0.53"), OrigDstPort: 53}}
-	if got := fx.ct.Take(); !slices.Equal(got, want) {
+	if got := fx.Conntrack.Take(); !slices.Equal(got, want) {
 		t.Errorf("first endpoint: flows %v, want %v", got, want)
 	}
 
@@ -253,13 +240,13 @@ func TestStaleUDPConntrack(t *testing.T) {
 	withB.Ports = []*model.ServicePort{flowtest.Port(model.UDP, 53, flowtest.EP("10.2.0.54:53"))}
 	fx.sync(t, &withB)
 	want = []conntrack.Flow{{OrigDstPort: 53, ReplySrc: netip.MustParseAddr("10.2.0.53")}}
-	if got := fx.ct.Take(); !slices.Equal(got, want) {
+	if got := fx.Conntrack.Take(); !slices.Equal(got, want) {
 		t.Errorf("endpoint replaced: flows %v, want %v", got, want)
 	}
 }
 
 func TestCleanupRemovesTables(t *testing.T) {
-	fx := newFixture(t, Options{})
+	fx := newFixture(t, kernel.Options{})
 	fx.sync(t, flowtest.Services()...)
 	if err := fx.p.Cleanup(context.Background()); err != nil {
 		t.Fatal(err)
@@ -275,7 +262,7 @@ func TestCleanupRemovesTables(t *testing.T) {
 }
 
 func TestFirstSyncReplacesAnEarlierRun(t *testing.T) {
-	fx := newFixture(t, Options{IPFamilies: []Family{IPv4}})
+	fx := newFixture(t, kernel.Options{IPFamilies: []kernel.Family{kernel.IPv4}})
 	// An earlier run left its table with a chain this run does not make.
 	tx := fx.v4.NewTransaction()
 	tx.Add(&knftables.Table{})
@@ -288,7 +275,7 @@ func TestFirstSyncReplacesAnEarlierRun(t *testing.T) {
 	if strings.Contains(fx.v4.Dump(), "svc-OLD") {
 		t.Error("the earlier run's chain survived the first sync")
 	}
-	fresh := newFixture(t, Options{IPFamilies: []Family{IPv4}})
+	fresh := newFixture(t, kernel.Options{IPFamilies: []kernel.Family{kernel.IPv4}})
 	fresh.sync(t, flowtest.Services()...)
 	if sortedDump(fx.v4.Dump()) != sortedDump(fresh.v4.Dump()) {
 		t.Error("the first sync over an earlier run differs from one on a clean kernel")

@@ -14,6 +14,7 @@ import (
 
 	"weir.dev/weir/internal/balance"
 	"weir.dev/weir/internal/dataplane"
+	"weir.dev/weir/internal/dataplane/kernel"
 	"weir.dev/weir/internal/model"
 )
 
@@ -330,7 +331,7 @@ func (bd *builder) build(f ipFamily, svc *model.Service) *serviceObjects {
 		hasExternal := len(externalIPs) > 0 || len(lbIPs) > 0 || sp.NodePort != 0
 		ch := choosePort(f, svc, sp, len(clusterIPs) > 0, hasExternal)
 		if ch.unsupported {
-			o.unsupported = append(o.unsupported, dataplane.UnsupportedScheduler{Port: sp.ID(svc.Key), Algorithm: string(portPolicy(svc, sp).Algorithm)})
+			o.unsupported = append(o.unsupported, dataplane.UnsupportedScheduler{Port: sp.ID(svc.Key), Algorithm: string(kernel.PortPolicy(svc, sp).Algorithm)})
 		}
 		proto := protoName(sp.Protocol)
 		port := strconv.Itoa(int(sp.Port))
@@ -375,7 +376,7 @@ func (bd *builder) build(f ipFamily, svc *model.Service) *serviceObjects {
 				o.addChain(svcChain, rules)
 			}
 		}
-		clusterMiss := missVerdict(familyVerdict(f, sp.Cluster))
+		clusterMiss := missVerdict(kernel.FamilyVerdict(sp.Cluster, f.is6))
 		for _, ip := range clusterIPs {
 			k := frontend(ip)
 			if svcChain != "" {
@@ -415,7 +416,7 @@ func (bd *builder) build(f ipFamily, svc *model.Service) *serviceObjects {
 			}
 			o.addChain(extChain, rules)
 		}
-		externalMiss := missVerdict(familyVerdict(f, sp.External))
+		externalMiss := missVerdict(kernel.FamilyVerdict(sp.External, f.is6))
 		for _, ips := range [2][]netip.Addr{externalIPs, lbIPs} {
 			for _, ip := range ips {
 				k := frontend(ip)
@@ -474,7 +475,7 @@ func choosePort(f ipFamily, svc *model.Service, sp *model.ServicePort, clusterFr
 		cluster:  sp.Cluster.ForFamily(f.is6).Endpoints,
 		external: sp.External.ForFamily(f.is6).Endpoints,
 	}
-	if pol := portPolicy(svc, sp); pol != nil {
+	if pol := kernel.PortPolicy(svc, sp); pol != nil {
 		var ok bool
 		ch.algo, ok = kernelAlgorithm(pol.Algorithm)
 		ch.unsupported = !ok
@@ -511,22 +512,6 @@ func sharedChains(f ipFamily, svc *model.Service, add func(string)) {
 			}
 		}
 	}
-}
-
-// portPolicy is the TrafficPolicy in force for a port.
-func portPolicy(svc *model.Service, sp *model.ServicePort) *model.Policy {
-	if sp.Policy != nil {
-		return sp.Policy
-	}
-	return svc.Policy
-}
-
-// familyVerdict is the set's verdict for one IP family.
-func familyVerdict(f ipFamily, s model.EndpointSet) model.Verdict {
-	if f.is6 {
-		return s.IPv6Verdict
-	}
-	return s.IPv4Verdict
 }
 
 // slotPlan is how a frontend's endpoints fill its slots: endpoint i takes

@@ -9,6 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"weir.dev/weir/internal/dataplane/flowtest"
+	"weir.dev/weir/internal/dataplane/kernel"
 	"weir.dev/weir/internal/model"
 )
 
@@ -51,7 +52,7 @@ func TestWithTranslate(t *testing.T) {
 		},
 	}
 	snap := model.Translate(objs, model.Node{Name: "node-a"})
-	fx := newFixture(t, Options{})
+	fx := newFixture(t, kernel.Options{})
 	fx.sync(t, snap.Services...)
 	nodeIPs := []string{"192.168.0.2", "fd00:192::2"}
 	tests := []struct {
