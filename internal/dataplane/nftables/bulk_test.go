@@ -3,8 +3,6 @@ package nftables
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -20,6 +18,7 @@ import (
 	"weir.dev/weir/internal/dataplane/flowtest"
 	"weir.dev/weir/internal/dataplane/kernel"
 	"weir.dev/weir/internal/model"
+	"weir.dev/weir/internal/netnstest"
 )
 
 // textNFT records the text of every transaction and applies it to the Fake.
@@ -362,25 +361,14 @@ func TestBulkStreamAppliesAllOrNothing(t *testing.T) {
 }
 
 // testNamespace makes a network namespace that is deleted when the test ends. It
-// skips the test unless it runs as root with ip and nft.
+// skips the test without root or without the ip and nft binaries.
 func testNamespace(t *testing.T, role string) string {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for network namespaces")
+	h := netnstest.New(t)
+	if _, err := exec.LookPath("nft"); err != nil {
+		t.Skip("no nft binary")
 	}
-	for _, bin := range []string{"ip", "nft"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			t.Skipf("no %s binary", bin)
-		}
-	}
-	var suffix [4]byte
-	_, _ = rand.Read(suffix[:])
-	name := "wtb" + hex.EncodeToString(suffix[:]) + "-" + role
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
-	}
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "delete", name).Run() })
-	return name
+	return h.NS(role).Name
 }
 
 // firstDifference shows the first differing line of two texts, with two lines of
