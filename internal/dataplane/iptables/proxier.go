@@ -65,17 +65,11 @@ var _ dataplane.Dataplane = (*Proxier)(nil)
 // New checks the iptables tools and kernel extensions and returns a Proxier. It writes
 // nothing until the first Sync.
 func New(opts Options) (*Proxier, error) {
-	syncs, err := kernel.NewSyncs("iptables", opts.Options, prometheus.ExponentialBuckets(0.001, 2, 16))
-	if err != nil {
-		return nil, err
+	var err error
+	if opts.Options, err = opts.Options.WithDefaults(); err != nil {
+		return nil, fmt.Errorf("iptables: %w", err)
 	}
-	opts.Options = syncs.Options
-	p := &Proxier{
-		log:      syncs.Log,
-		opts:     opts,
-		syncs:    syncs,
-		services: map[model.ServiceKey]*serviceState{},
-	}
+	p := &Proxier{opts: opts, services: map[model.ServiceKey]*serviceState{}}
 	for _, fam := range opts.IPFamilies {
 		f := familyV4
 		if fam == kernel.IPv6 {
@@ -84,16 +78,18 @@ func New(opts Options) (*Proxier, error) {
 		rn := opts.Runners[fam]
 		if rn == nil {
 			if err := checkSupport(context.Background(), f); err != nil {
-				syncs.Close()
 				return nil, err
 			}
 			if rn, err = newExecRunner(f); err != nil {
-				syncs.Close()
 				return nil, err
 			}
 		}
 		p.fams = append(p.fams, &famState{f: f, rn: rn})
 	}
+	if p.syncs, err = kernel.NewSyncs("iptables", opts.Options, prometheus.ExponentialBuckets(0.001, 2, 16)); err != nil {
+		return nil, err
+	}
+	p.log = p.syncs.Log
 	return p, nil
 }
 

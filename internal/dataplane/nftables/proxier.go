@@ -75,21 +75,11 @@ var _ dataplane.Dataplane = (*Proxier)(nil)
 // New checks that the kernel and nft can do what weir needs and returns a Proxier. It
 // writes nothing until the first Sync.
 func New(opts Options) (*Proxier, error) {
-	operations := prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "weir_nftables_operations_total", Help: "nftables operations written (chains, rules, elements).",
-	})
-	syncs, err := kernel.NewSyncs("nftables", opts.Options, prometheus.ExponentialBuckets(0.001, 2, 14), operations)
-	if err != nil {
-		return nil, err
+	var err error
+	if opts.Options, err = opts.Options.WithDefaults(); err != nil {
+		return nil, fmt.Errorf("nftables: %w", err)
 	}
-	opts.Options = syncs.Options
-	p := &Proxier{
-		log:        syncs.Log,
-		opts:       opts,
-		syncs:      syncs,
-		operations: operations,
-		services:   map[model.ServiceKey]*serviceState{},
-	}
+	p := &Proxier{opts: opts, services: map[model.ServiceKey]*serviceState{}}
 	for _, fam := range opts.IPFamilies {
 		f := familyV4
 		if fam == kernel.IPv6 {
@@ -99,20 +89,24 @@ func New(opts Options) (*Proxier, error) {
 		var bulk bulkRunner
 		if nft == nil {
 			if nft, err = knftables.New(f.nft, tableName); err != nil {
-				syncs.Close()
 				return nil, fmt.Errorf("nftables mode unavailable (%s): %w", fam, err)
 			}
 			if err := checkKernel(context.Background(), nft, f); err != nil {
-				syncs.Close()
 				return nil, err
 			}
 			if bulk, err = newNFTBinary(); err != nil {
-				syncs.Close()
 				return nil, fmt.Errorf("nftables mode unavailable (%s): %w", fam, err)
 			}
 		}
 		p.tables = append(p.tables, &table{f: f, nft: nft, bulk: bulk, owners: map[string]model.ServiceKey{}, refs: map[string]int{}})
 	}
+	p.operations = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "weir_nftables_operations_total", Help: "nftables operations written (chains, rules, elements).",
+	})
+	if p.syncs, err = kernel.NewSyncs("nftables", opts.Options, prometheus.ExponentialBuckets(0.001, 2, 14), p.operations); err != nil {
+		return nil, err
+	}
+	p.log = p.syncs.Log
 	return p, nil
 }
 
