@@ -423,7 +423,9 @@ func (b *h1Body) release() {
 		return
 	}
 	b.done = true
-	if !b.stop() || !b.eof || !b.reusable {
+	// Bytes past the body (a backend that sent more than it announced) would be read
+	// as the next request's answer: such a connection is not reused.
+	if !b.stop() || !b.eof || !b.reusable || b.c.br.Buffered() > 0 {
 		_ = b.c.c.Close()
 		return
 	}

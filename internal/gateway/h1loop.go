@@ -57,6 +57,8 @@ func newLoopServer(g *Gateway) (*loopServer, error) {
 		hl := &h1Loop{s: s, lp: lp, scratch: make([]byte, 32<<10), conns: map[*loopConn]struct{}{},
 			idle: map[netip.AddrPort][]*upConn{}}
 		hl.bw = bufio.NewWriterSize(&hl.sink, 4<<10)
+		hl.sweeper = eventloop.NewTimer(hl.sweep)
+		lp.Do(func() { lp.Schedule(&hl.sweeper, lp.Now()+sweepEvery) })
 		s.loops = append(s.loops, hl)
 		s.wg.Go(func() {
 			if err := lp.Run(hl.exit); err != nil {
@@ -182,6 +184,7 @@ type h1Loop struct {
 	sink    appendWriter                 // what bw writes: a request being serialized
 	bw      *bufio.Writer
 	load    atomic.Int64 // connections it serves (read by the other loops)
+	sweeper eventloop.Timer
 }
 
 // exit closes what the loop owns when it stops.
@@ -281,13 +284,16 @@ type loopConn struct {
 	closed   bool
 	// closeAfter: close once the response in flight (or being written) is done.
 	closeAfter bool
-	served     bool      // a request was answered: the idle timeout applies, not the header one
-	serving    bool      // inside next: a finished exchange leaves the next request to it
-	headTimer  bool      // the timer is the header timeout, not the idle one
-	x          *exchange // the request in flight (&xs), or nil
-	xs         exchange
-	timer      eventloop.Timer // header or idle timeout while no request is in flight
-	resp       localResponse
+	served     bool // a request was answered: the idle timeout applies, not the header one
+	serving    bool // inside next: a finished exchange leaves the next request to it
+	// handOffAfter: the connection goes to the fast server (for this reason) once c.out
+	// is written.
+	handOffAfter string
+	headTimer    bool      // the timer is the header timeout, not the idle one
+	x            *exchange // the request in flight (&xs), or nil
+	xs           exchange
+	timer        eventloop.Timer // header or idle timeout while no request is in flight
+	resp         localResponse
 }
 
 // maxLoopHead is the longest request head a loop parses; a longer one goes to the
@@ -313,20 +319,20 @@ func (c *loopConn) Ready(_ *eventloop.Loop, ev uint32) {
 
 // pump writes what waits, reads what came and serves the requests it completes.
 func (c *loopConn) pump() {
-	if len(c.out) > 0 && c.writable {
-		if !c.flush() {
-			return
-		}
+	if len(c.out) > 0 && c.writable && !c.flush() {
+		return
 	}
-	if !c.readIn() {
+	if c.closed || c.handOffAfter != "" || !c.readIn() {
 		return
 	}
 	switch {
-	case c.eof && c.x != nil:
-		// The client went away (or half-closed) during its request: net/http's server
-		// cancels the request then too.
+	case c.eof && c.x != nil && !c.x.headSent:
+		// The client went away (or half-closed) before its answer began: net/http's
+		// server cancels the request then too.
 		c.x.clientGone()
 		c.close()
+	case c.eof && c.x != nil:
+		c.closeAfter = true // a half-closed client still reads: the answer goes on
 	case c.x == nil && len(c.out) == 0 && c.closeAfter:
 		c.close()
 	case c.x == nil:
@@ -375,6 +381,9 @@ func (c *loopConn) flush() bool {
 			c.close()
 			return false
 		}
+		if c.x != nil {
+			c.x.outStart = max(c.x.outStart-n, 0)
+		}
 		if n == len(c.out) {
 			c.out = c.out[:0]
 			break
@@ -383,9 +392,17 @@ func (c *loopConn) flush() bool {
 	}
 	if c.x != nil && c.x.paused {
 		c.x.paused = false
-		c.x.upPump()
+		c.x.upPump() // may finish the exchange, and queue or write more
 	}
-	if c.x == nil && c.closeAfter && !c.closed {
+	if c.closed || len(c.out) > 0 {
+		return !c.closed
+	}
+	switch {
+	case c.x != nil:
+	case c.handOffAfter != "":
+		c.handOff(c.handOffAfter) // what was queued before it is out
+		return false
+	case c.closeAfter:
 		c.close()
 		return false
 	}
@@ -399,7 +416,7 @@ func (c *loopConn) next() {
 	}
 	c.serving = true
 	defer func() { c.serving = false }()
-	for c.x == nil && !c.closed {
+	for c.x == nil && !c.closed && c.handOffAfter == "" {
 		lp := c.hl.lp
 		if c.closeAfter {
 			if len(c.out) == 0 {
@@ -503,15 +520,26 @@ func (c *loopConn) writeLocal(w *localResponse, isHEAD bool) {
 	}
 }
 
-// timeout ends a connection that waited too long for a request head.
-func (c *loopConn) timeout(*eventloop.Loop) {
-	if c.x == nil {
+// timeout ends a connection that waited too long for a request head. The wait
+// starts again while an answer is still being written (as net/http's idle timeout
+// starts after the response).
+func (c *loopConn) timeout(lp *eventloop.Loop) {
+	switch {
+	case c.x != nil:
+	case len(c.out) > 0:
+		lp.Schedule(&c.timer, lp.Now()+c.ll.fs.idleTimeout)
+	default:
 		c.close()
 	}
 }
 
-// handOff gives the connection, with what it has read, to the fast server.
+// handOff gives the connection, with what it has read, to the fast server, once what
+// is queued for it (the end of an earlier answer) is written.
 func (c *loopConn) handOff(reason string) {
+	if len(c.out) > 0 {
+		c.handOffAfter = reason
+		return
+	}
 	c.hl.s.g.metrics.handoffs.WithLabelValues(reason).Inc()
 	pre := append([]byte(nil), c.in...)
 	fd := c.fd
@@ -563,6 +591,7 @@ type exchange struct {
 	tryTimer, reqTimer, backoff eventloop.Timer
 
 	headSent bool // the response head went downstream
+	outStart int  // where in c.out this response starts (earlier answers before it)
 	code     int
 	framing  bodyFraming
 	left     int64 // bodyLength: bytes still to come
@@ -608,10 +637,7 @@ func (x *exchange) try() {
 	x.reusable = true
 	u, err := hl.upstream(ep, x.br.cl)
 	if errors.Is(err, errOverflow) {
-		x.br.cl.pending.Add(-1)
-		ep.load.End()
-		hl.lp.Cancel(&x.tryTimer)
-		x.fail(err)
+		x.overflow()
 		return
 	}
 	if err != nil {
@@ -619,6 +645,14 @@ func (x *exchange) try() {
 		return
 	}
 	x.attach(u)
+}
+
+// overflow ends a try the connection breaker refused (not the endpoint's failure).
+func (x *exchange) overflow() {
+	x.br.cl.pending.Add(-1)
+	x.a.ep.load.End()
+	x.c.hl.lp.Cancel(&x.tryTimer)
+	x.fail(errOverflow)
 }
 
 // attach sends the request on u.
@@ -690,6 +724,7 @@ func (x *exchange) respond(u *upConn, end int, h plainHead, resp *http.Response)
 		c.closeAfter = true
 	}
 	date := c.ll.fs.dateHeader(time.Now())
+	x.outStart = len(c.out)
 	if resp != nil {
 		removeHopByHop(resp.Header)
 		hl.s.g.applyResponse(resp, x.st)
@@ -831,7 +866,8 @@ func (x *exchange) fail(err error) {
 }
 
 // abort ends an exchange whose response was cut short: the client sees its
-// connection close, as net/http's server does after http.ErrAbortHandler.
+// connection close, as net/http's server does after http.ErrAbortHandler, once the
+// answers queued before this one are written.
 func (x *exchange) abort(err error) {
 	c := x.c
 	c.hl.s.g.log.Debug("gateway: response body copy failed", "path", x.r.URL.Path, "err", err)
@@ -840,9 +876,18 @@ func (x *exchange) abort(err error) {
 	c.hl.lp.Cancel(&x.reqTimer)
 	x.a.ep.load.End()
 	x.detachUp(false)
+	keep := 0
+	if x.headSent {
+		keep = x.outStart // 0 when part of this answer is already out
+	}
 	x.finish()
-	c.out = c.out[:0]
-	c.close()
+	c.out = c.out[:keep]
+	c.closeAfter = true
+	if len(c.out) == 0 {
+		c.close()
+	} else if c.writable {
+		c.flush()
+	}
 }
 
 // clientGone ends the exchange of a client that went away (499, as the goroutine
@@ -916,6 +961,7 @@ type upConn struct {
 	sent          int
 	connecting    bool
 	reused        bool
+	idle          bool // in the loop's pool
 	readable      bool
 	drain         bool
 	eof           bool
@@ -940,6 +986,8 @@ func (hl *h1Loop) upstream(ep *endpoint, cl *cluster) (*upConn, error) {
 		list[len(list)-1] = nil
 		list = list[:len(list)-1]
 		hl.idle[ep.ap] = list
+		u.idle = false
+		u.cl.idleConns.Add(-1)
 		if now-u.idleSince < upstreamIdleTimeout && !u.eof {
 			u.reused = true
 			return u, nil
@@ -947,7 +995,19 @@ func (hl *h1Loop) upstream(ep *endpoint, cl *cluster) (*upConn, error) {
 		u.close()
 	}
 	if !cl.takeConn() {
-		return nil, errOverflow
+		// Kept-alive connections count against maxConnections, as in Envoy, but they
+		// sit in per-loop pools: one idle on this loop or another gives its slot up.
+		if !hl.closeIdleOf(cl) {
+			if cl.idleConns.Load() == 0 {
+				return nil, errOverflow
+			}
+			for _, o := range hl.s.loops {
+				if o != hl {
+					o.lp.Do(func() { o.closeIdleOf(cl) })
+				}
+			}
+		}
+		cl.conns.Add(1) // the slot the idle connection gives up (at once, or soon)
 	}
 	fd, err := eventloop.Dial(ep.ap)
 	if err != nil {
@@ -971,7 +1031,46 @@ func (hl *h1Loop) putIdle(u *upConn) {
 	}
 	u.idleSince = hl.lp.Now()
 	u.informational = 0
+	u.idle = true
+	u.cl.idleConns.Add(1)
 	hl.idle[u.ap] = append(list, u)
+}
+
+// closeIdleOf closes one kept-alive connection of cl, if the loop has one.
+func (hl *h1Loop) closeIdleOf(cl *cluster) bool {
+	for _, list := range hl.idle {
+		for _, u := range list {
+			if u.cl == cl {
+				hl.dropIdle(u)
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// sweepEvery is how often a loop closes the kept-alive connections idle longer than
+// upstreamIdleTimeout.
+const sweepEvery = 15 * time.Second
+
+// sweep closes the connections idle too long (the oldest are first in each list).
+func (hl *h1Loop) sweep(lp *eventloop.Loop) {
+	now := lp.Now()
+	for ap, list := range hl.idle {
+		n := 0
+		for n < len(list) && now-list[n].idleSince >= upstreamIdleTimeout {
+			n++
+		}
+		for _, u := range list[:n] {
+			u.close()
+		}
+		if n == len(list) {
+			delete(hl.idle, ap)
+		} else if n > 0 {
+			hl.idle[ap] = append(list[:0], list[n:]...)
+		}
+	}
+	lp.Schedule(&hl.sweeper, now+sweepEvery)
 }
 
 func (u *upConn) Ready(_ *eventloop.Loop, ev uint32) {
@@ -1055,6 +1154,10 @@ func (u *upConn) failed(err error) {
 			x.attach(nu)
 			return
 		}
+		if errors.Is(derr, errOverflow) {
+			x.overflow()
+			return
+		}
 		err = derr
 	}
 	if x.headSent {
@@ -1123,6 +1226,10 @@ func (u *upConn) close() {
 		return
 	}
 	u.closed = true
+	if u.idle {
+		u.idle = false
+		u.cl.idleConns.Add(-1)
+	}
 	u.hl.lp.Forget(u.fd)
 	_ = eventloop.Close(u.fd)
 	u.cl.conns.Add(-1)
@@ -1203,6 +1310,9 @@ func (w *localResponse) appendTo(b []byte, isHEAD, closeAfter bool, date []byte)
 func appendResponseHead(b []byte, resp *http.Response, framing bodyFraming, closeAfter bool, date []byte) []byte {
 	b = appendStatusLine(b, resp.StatusCode)
 	for k, vs := range resp.Header {
+		if resp.StatusCode == http.StatusNotModified && (k == "Content-Length" || k == "Content-Type") {
+			continue // as net/http's server
+		}
 		b = appendHeaderLines(b, k, vs)
 	}
 	if framing == bodyChunked {
@@ -1493,8 +1603,10 @@ func appendPlainHead(b, head []byte, h plainHead, closeAfter bool, date []byte) 
 			asciiEqualFold(name, "Proxy-Authenticate"), asciiEqualFold(name, "Proxy-Authorization"), asciiEqualFold(name, "Te"),
 			asciiEqualFold(name, "Transfer-Encoding"), asciiEqualFold(name, "Upgrade"):
 			continue
-		case asciiEqualFold(name, "Content-Length") && (h.framing == bodyChunked || h.code == http.StatusNoContent):
+		case asciiEqualFold(name, "Content-Length") && (h.framing == bodyChunked || h.code == http.StatusNoContent || h.code == http.StatusNotModified):
 			continue
+		case asciiEqualFold(name, "Content-Type") && h.code == http.StatusNotModified:
+			continue // as net/http's server
 		}
 		start := len(b)
 		b = append(b, name...)

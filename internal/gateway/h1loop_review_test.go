@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"os"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -23,18 +22,8 @@ import (
 
 // Review tests of the event-loop HTTP/1.1 path (h1loop.go). Each compares the loops
 // with the goroutine servers (the fast server and net/http) on the same request, or
-// checks a counter after a path has run. A subtest that fails because of a known bug
-// of the loops is skipped with "BUG: …" so that CI stays green; the report lists the
-// failure seen before skipping.
-
-// reviewBug skips a test that fails because of a known bug, unless
-// WEIR_REVIEW_BUGS=1 is set (to see it fail: WEIR_REVIEW_BUGS=1 go test -run TestReview ./internal/gateway/).
-func reviewBug(t *testing.T, why string) {
-	t.Helper()
-	if os.Getenv("WEIR_REVIEW_BUGS") != "1" {
-		t.Skip("BUG: " + why)
-	}
-}
+// checks a counter after a path has run. The cases that found a bug say which (the
+// `was` fields; line numbers at d76b38d): each failed before its fix.
 
 // reviewServers are the three ways a plaintext listener is served.
 var reviewServers = []struct {
@@ -155,8 +144,8 @@ func TestReviewLoopSlowClientResponses(t *testing.T) {
 		wait  time.Duration
 		slow  bool
 		opts  func(o *Options)
-		// bug: why the event loops fail this case (skipped for them), "" if they pass.
-		bug string
+		// was: the bug of the event loops this case found, "" if none.
+		was string
 	}{
 		{name: "keep-alive, slow reader",
 			raws:  []string{"GET /big/1500000 HTTP/1.1\r\nHost: h\r\n\r\nGET /small HTTP/1.1\r\nHost: h\r\n\r\n"},
@@ -168,7 +157,7 @@ func TestReviewLoopSlowClientResponses(t *testing.T) {
 				"GET /big/1700000 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
 			},
 			wants: []int{-2}, slow: true,
-			bug: "h1loop.go flush (l. 384-390 at d76b38d): flush resumes the paused backend (upPump); when the exchange completes inside it with " +
+			was: "h1loop.go flush (l. 384-390 at d76b38d): flush resumes the paused backend (upPump); when the exchange completes inside it with " +
 				"output still queued (the nested flush hit EAGAIN), flush then sees c.x == nil && c.closeAfter and closes the " +
 				"connection, dropping the queued tail of the response"},
 		{name: "body until the backend closes, slow reader",
@@ -178,7 +167,7 @@ func TestReviewLoopSlowClientResponses(t *testing.T) {
 				"GET /close/1700000 HTTP/1.1\r\nHost: h\r\n\r\n",
 			},
 			wants: []int{-2}, slow: true,
-			bug: "h1loop.go flush (l. 384-390 at d76b38d), as for Connection: close: a close-delimited body sets closeAfter, and the tail " +
+			was: "h1loop.go flush (l. 384-390 at d76b38d), as for Connection: close: a close-delimited body sets closeAfter, and the tail " +
 				"queued when the backend's EOF completes the exchange inside flush's upPump is dropped"},
 		{name: "client sends Connection: close, reads late",
 			raws:  []string{"GET /big/200000 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"},
@@ -186,22 +175,19 @@ func TestReviewLoopSlowClientResponses(t *testing.T) {
 		{name: "pipelined request handed off behind a queued response",
 			raws:  []string{"GET /big/200000 HTTP/1.1\r\nHost: h\r\n\r\nGET /small HTTP/1.0\r\n\r\n"},
 			wants: []int{200000, -1}, wait: 300 * time.Millisecond,
-			bug: "h1loop.go next/handOff (l. 412, 448, 514-527 at d76b38d): next() hands the connection to the fast server while c.out still holds the " +
+			was: "h1loop.go next/handOff (l. 412, 448, 514-527 at d76b38d): next() hands the connection to the fast server while c.out still holds the " +
 				"previous response's tail; detach forgets c.out, so the client gets a truncated first response and then the second"},
 		{name: "response queued past the idle timeout",
 			raws:  []string{"GET /big/200000 HTTP/1.1\r\nHost: h\r\n\r\n"},
 			wants: []int{200000}, wait: 400 * time.Millisecond,
 			opts: func(o *Options) { o.IdleTimeout = 100 * time.Millisecond },
-			bug: "h1loop.go next (l. 437-439 at d76b38d) and timeout (l. 507-511): with the response's tail still queued in c.out, next() " +
+			was: "h1loop.go next (l. 437-439 at d76b38d) and timeout (l. 507-511): with the response's tail still queued in c.out, next() " +
 				"arms the idle timeout and timeout() closes the connection (c.x == nil), dropping the tail; net/http starts " +
 				"the idle timeout once the response is written"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for _, srv := range reviewServers {
 				t.Run(srv.name, func(t *testing.T) {
-					if srv.loops && tc.bug != "" {
-						reviewBug(t, tc.bug)
-					}
 					be := backend("b", 1)
 					be.Endpoints = []model.Endpoint{bigBackend(t)}
 					opts := srv.opts
@@ -398,10 +384,10 @@ func TestReviewLoopResponsesMatchNetHTTP(t *testing.T) {
 	for _, tc := range []struct {
 		name, raw string
 		methods   []string
-		bugs      map[int]string // config index → why it differs (skipped), for known bugs
+		was       map[int]string // config index → the bug this case found there
 	}{
 		{name: "304 with Content-Length and Content-Type", raw: "GET /304 HTTP/1.1\r\nHost: h\r\n\r\n", methods: []string{"GET"},
-			bugs: map[int]string{0: "h1loop.go appendPlainHead (l. 1496 at d76b38d) relays Content-Length and Content-Type on a 304; " +
+			was: map[int]string{0: "h1loop.go appendPlainHead (l. 1496 at d76b38d) relays Content-Length and Content-Type on a 304; " +
 				"net/http's server drops both (suppressedHeaders304), as the fast server does"}},
 		{name: "204 with Content-Length", raw: "GET /204 HTTP/1.1\r\nHost: h\r\n\r\n", methods: []string{"GET"}},
 		{name: "HEAD, then GET", raw: "HEAD /head HTTP/1.1\r\nHost: h\r\n\r\nGET /after HTTP/1.1\r\nHost: h\r\n\r\n", methods: []string{"HEAD", "GET"}},
@@ -410,7 +396,7 @@ func TestReviewLoopResponsesMatchNetHTTP(t *testing.T) {
 		{name: "Content-Length and chunked", raw: "GET /cl-and-te HTTP/1.1\r\nHost: h\r\n\r\n", methods: []string{"GET"}},
 		{name: "more than Content-Length, then the next request",
 			raw: "GET /extra HTTP/1.1\r\nHost: h\r\n\r\nGET /after HTTP/1.1\r\nHost: h\r\n\r\n", methods: []string{"GET", "GET"},
-			bugs: map[int]string{
+			was: map[int]string{
 				1: "h1client.go (not the loops): bytes a backend sends past Content-Length stay on the kept-alive upstream connection and are served as the next request's response",
 				2: "h1client.go (not the loops): bytes a backend sends past Content-Length stay on the kept-alive upstream connection and are served as the next request's response",
 			}},
@@ -420,8 +406,8 @@ func TestReviewLoopResponsesMatchNetHTTP(t *testing.T) {
 		{name: "Connection names a header", raw: "GET /conn-hdr HTTP/1.1\r\nHost: h\r\n\r\n", methods: []string{"GET"}},
 		{name: "two different Content-Lengths", raw: "GET /dup-cl HTTP/1.1\r\nHost: h\r\n\r\n", methods: []string{"GET"}},
 		{name: "no Content-Type", raw: "GET /no-type HTTP/1.1\r\nHost: h\r\n\r\n", methods: []string{"GET"},
-			bugs: map[int]string{0: "h1loop.go scanPlainHead/appendPlainHead: a response without Content-Type is relayed without one; " +
-				"net/http's server (and the fast server) add the sniffed type (http.DetectContentType of the first bytes)"}},
+			was: map[int]string{0: "the paths differed: the loops relayed no Content-Type, net/http's servers sniffed one; now none adds one, " +
+				"as nginx, HAProxy and Envoy relay it (statusWriter.WriteHeader)"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var got []string
@@ -432,13 +418,6 @@ func TestReviewLoopResponsesMatchNetHTTP(t *testing.T) {
 			ref := len(configs) - 1
 			for i := range ref {
 				if got[i] == got[ref] {
-					continue
-				}
-				if why := tc.bugs[i]; why != "" {
-					t.Run(configs[i].name, func(t *testing.T) {
-						reviewBug(t, why)
-						t.Errorf("%s:\n%s\n%s:\n%s", configs[i].name, got[i], configs[ref].name, got[ref])
-					})
 					continue
 				}
 				t.Errorf("%s:\n%s\n%s:\n%s", configs[i].name, got[i], configs[ref].name, got[ref])
@@ -463,10 +442,6 @@ func TestReviewLoopAbortKeepsEarlierResponse(t *testing.T) {
 	ep := cannedBackend(t, canned)
 	for _, srv := range reviewServers {
 		t.Run(srv.name, func(t *testing.T) {
-			if srv.loops {
-				reviewBug(t, "h1loop.go abort (l. 844 at d76b38d): c.out = c.out[:0] throws away everything queued for the client, "+
-					"including the tail of the previous, complete, pipelined response; only this response's bytes should go")
-			}
 			be := backend("b", 1)
 			be.Endpoints = []model.Endpoint{ep}
 			tg := startGateway(t, srv.opts, httpConfig(freeAddr(t), prefixRule("r", "/", be)))
@@ -504,8 +479,6 @@ func TestReviewLoopBreakerCountsOtherLoopsIdleConnections(t *testing.T) {
 				if tg.loops == nil || len(tg.loops.loops) < 2 {
 					t.Skip("needs two event loops (GOMAXPROCS >= 2)")
 				}
-				reviewBug(t, "h1loop.go upstream/putIdle (l. 935-975 at d76b38d): idle connections are pooled per loop but counted in the "+
-					"cluster's conns; a request on another loop cannot use them and overflows maxConnections (503) with nothing in flight")
 			}
 			// Two client connections held open: the loops spread them over two loops.
 			var conns []net.Conn
@@ -687,12 +660,6 @@ func TestReviewLoopCountersSettle(t *testing.T) {
 func TestReviewLoopHalfCloseLargeResponse(t *testing.T) {
 	for _, srv := range reviewServers[:2] {
 		t.Run(srv.name, func(t *testing.T) {
-			if srv.loops {
-				reviewBug(t, "h1loop.go pump (l. 325-329 at d76b38d): once the client's EOF has been read (c.eof), any later event on the "+
-					"connection (EPOLLOUT as the client drains a large response) takes the 'client went away' branch: "+
-					"clientGone and close cut the response short after its head; only a response that completes before "+
-					"the next event reaches a half-closed client")
-			}
 			be := backend("b", 1)
 			be.Endpoints = []model.Endpoint{bigBackend(t)}
 			tg := startGateway(t, srv.opts, httpConfig(freeAddr(t), prefixRule("r", "/", be)))

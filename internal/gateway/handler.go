@@ -214,6 +214,15 @@ func (w *statusWriter) WriteHeader(code int) {
 	} else if w.code == 0 && code == http.StatusSwitchingProtocols {
 		w.code = code
 	}
+	if code >= 200 {
+		// A response without a Content-Type goes out without one, as nginx, HAProxy and
+		// Envoy relay it (and the event loops do): net/http's servers would sniff one.
+		if h := w.Header(); h != nil {
+			if _, ok := h["Content-Type"]; !ok {
+				h["Content-Type"] = nil
+			}
+		}
+	}
 	w.ResponseWriter.WriteHeader(code)
 }
 

@@ -54,6 +54,8 @@ type cluster struct {
 	retrying atomic.Int64 // retries in flight
 	pending  atomic.Int64 // attempts waiting for response headers (breaker)
 	conns    atomic.Int64 // open upstream connections (breaker)
+	// idleConns are the connections kept alive in the event loops' pools (part of conns).
+	idleConns atomic.Int64
 
 	rebuild sync.Mutex // one slow-start rebuild at a time
 	// eps is the endpoint set by address, touched only by Sync (under Gateway.mu).
