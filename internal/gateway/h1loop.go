@@ -322,17 +322,23 @@ func (c *loopConn) pump() {
 	if len(c.out) > 0 && c.writable && !c.flush() {
 		return
 	}
-	if c.closed || c.handOffAfter != "" || !c.readIn() {
+	if c.closed || c.handOffAfter != "" {
+		return
+	}
+	hadEOF := c.eof
+	if !c.readIn() {
 		return
 	}
 	switch {
-	case c.eof && c.x != nil && !c.x.headSent:
-		// The client went away (or half-closed) before its answer began: net/http's
-		// server cancels the request then too.
+	case c.eof && !hadEOF && c.x != nil && !c.x.headSent:
+		// The client went away (or half-closed) while its request ran, before its
+		// answer began: net/http's server cancels the request then too. (Requests read
+		// before the end of the stream are answered.)
 		c.x.clientGone()
 		c.close()
-	case c.eof && c.x != nil:
-		c.closeAfter = true // a half-closed client still reads: the answer goes on
+	case c.x != nil:
+		// In flight: a half-closed client still reads its answers; next() closes the
+		// connection after the last request it sent.
 	case c.x == nil && len(c.out) == 0 && c.closeAfter:
 		c.close()
 	case c.x == nil:
