@@ -391,44 +391,53 @@ func TestPlainHeadMatchesRebuiltHead(t *testing.T) {
 	}
 }
 
-// TestEventLoopHalfClose: a client that sends its requests and shuts its side down
-// (printf … | nc) gets its answers before the connection closes, whether the loop
-// serves it or hands it off.
+// TestEventLoopHalfClose: a client that shuts its side down once its answer has
+// begun still gets all of it, and the connection closes after it; a client whose end
+// of stream comes while its request runs, before the answer, cancels it (as with
+// net/http's server and nginx: it cannot be told from a client that went away). The
+// requests read together with the end of stream are all answered (printf … | nc); that
+// case depends on how the kernel delivers the bytes, so it is not tested here.
 func TestEventLoopHalfClose(t *testing.T) {
 	a := startEcho(t, "a")
 	tg := startGateway(t, Options{}, httpConfig(freeAddr(t), prefixRule("r", "/", backend("a", 1, a))))
-	for _, tc := range []struct {
-		name, raw string
-		n         int
-	}{
-		{"HTTP/1.1, two pipelined", "GET /one HTTP/1.1\r\nHost: h\r\n\r\nGET /two HTTP/1.1\r\nHost: h\r\n\r\n", 2},
-		{"HTTP/1.0 (handed off)", "GET /ten HTTP/1.0\r\n\r\n", 1},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			c, err := net.Dial("tcp", tg.addr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-			_, _ = io.WriteString(c, tc.raw)
-			_ = c.(*net.TCPConn).CloseWrite()
-			br := bufio.NewReader(c)
-			for i := range tc.n {
-				resp, err := http.ReadResponse(br, nil)
-				if err != nil {
-					t.Fatalf("response %d: %v", i, err)
-				}
-				_, _ = io.Copy(io.Discard, resp.Body)
-				if resp.StatusCode != 200 {
-					t.Fatalf("response %d: %d", i, resp.StatusCode)
-				}
-			}
-			if _, err := br.ReadByte(); err != io.EOF {
-				t.Fatalf("after the answers: %v, want EOF", err)
-			}
-		})
-	}
+	t.Run("after the head", func(t *testing.T) {
+		c, err := net.Dial("tcp", tg.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		_, _ = io.WriteString(c, "GET /sse HTTP/1.1\r\nHost: h\r\n\r\n") // three events, 300 ms apart
+		br := bufio.NewReader(c)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.(*net.TCPConn).CloseWrite()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil || resp.StatusCode != 200 || strings.Count(string(body), "data:") != 3 {
+			t.Fatalf("%d, %q, %v", resp.StatusCode, body, err)
+		}
+		if _, err := br.ReadByte(); err != io.EOF {
+			t.Fatalf("after the answer: %v, want EOF", err)
+		}
+	})
+	t.Run("while the request runs", func(t *testing.T) {
+		c, err := net.Dial("tcp", tg.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		before := a.hits.Load()
+		_, _ = io.WriteString(c, "GET /delay/2s HTTP/1.1\r\nHost: h\r\n\r\n")
+		eventually(t, 5*time.Second, func() bool { return a.hits.Load() > before }, "the request did not reach the backend")
+		start := time.Now()
+		_ = c.(*net.TCPConn).CloseWrite()
+		if _, err := c.Read(make([]byte, 1)); err != io.EOF || time.Since(start) > time.Second {
+			t.Fatalf("read %v after %v, want EOF at once (the request cancelled)", err, time.Since(start))
+		}
+	})
 }
 
 // TestEventLoopBackendCloses: a body that ends when the backend closes is relayed
