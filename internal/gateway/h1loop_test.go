@@ -191,12 +191,8 @@ func TestEventLoopSlowClient(t *testing.T) {
 	tg := startGateway(t, Options{}, httpConfig(freeAddr(t), prefixRule("r", "/", be)))
 	for _, path := range []string{"/length", "/chunked"} {
 		t.Run(path, func(t *testing.T) {
-			c, err := net.Dial("tcp", tg.addr)
-			if err != nil {
-				t.Fatal(err)
-			}
+			c := dialSmallReceiveBuffer(t, tg.addr) // set before connecting: after, it can stall the window
 			defer c.Close()
-			_ = c.(*net.TCPConn).SetReadBuffer(16 << 10)
 			_ = c.SetDeadline(time.Now().Add(30 * time.Second))
 			_, _ = io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: h\r\n\r\nGET /length HTTP/1.1\r\nHost: h\r\n\r\n")
 			br := bufio.NewReaderSize(c, 4096)
