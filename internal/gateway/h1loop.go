@@ -1353,7 +1353,14 @@ func appendStatusLine(b []byte, code int) []byte {
 }
 
 func appendDateAndClose(b []byte, h http.Header, date []byte, closeAfter bool) []byte {
-	if _, ok := h["Date"]; !ok {
+	_, hasDate := h["Date"]
+	return appendHeadEnd(b, hasDate, date, closeAfter)
+}
+
+// appendHeadEnd ends a head: Date when it has none, Connection: close when the
+// connection ends after the response, and the empty line.
+func appendHeadEnd(b []byte, hasDate bool, date []byte, closeAfter bool) []byte {
+	if !hasDate {
 		b = append(b, "Date: "...)
 		b = append(b, date...)
 		b = append(b, "\r\n"...)
@@ -1624,15 +1631,7 @@ func appendPlainHead(b, head []byte, h plainHead, closeAfter bool, date []byte) 
 	if h.framing == bodyChunked {
 		b = append(b, "Transfer-Encoding: chunked\r\n"...)
 	}
-	if !h.date {
-		b = append(b, "Date: "...)
-		b = append(b, date...)
-		b = append(b, "\r\n"...)
-	}
-	if closeAfter {
-		b = append(b, "Connection: close\r\n"...)
-	}
-	return append(b, "\r\n"...)
+	return appendHeadEnd(b, h.date, date, closeAfter)
 }
 
 // canonicalKey puts a valid header name in canonical form in place, as

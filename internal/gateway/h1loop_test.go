@@ -397,12 +397,7 @@ func TestEventLoopHalfClose(t *testing.T) {
 	a := startEcho(t, "a")
 	tg := startGateway(t, Options{}, httpConfig(freeAddr(t), prefixRule("r", "/", backend("a", 1, a))))
 	t.Run("after the head", func(t *testing.T) {
-		c, err := net.Dial("tcp", tg.addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		c := dialFor(t, tg.addr, 10*time.Second)
 		_, _ = io.WriteString(c, "GET /sse HTTP/1.1\r\nHost: h\r\n\r\n") // three events, 300 ms apart
 		br := bufio.NewReader(c)
 		resp, err := http.ReadResponse(br, nil)
@@ -419,12 +414,7 @@ func TestEventLoopHalfClose(t *testing.T) {
 		}
 	})
 	t.Run("while the request runs", func(t *testing.T) {
-		c, err := net.Dial("tcp", tg.addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		c := dialFor(t, tg.addr, 10*time.Second)
 		before := a.hits.Load()
 		_, _ = io.WriteString(c, "GET /delay/2s HTTP/1.1\r\nHost: h\r\n\r\n")
 		eventually(t, 5*time.Second, func() bool { return a.hits.Load() > before }, "the request did not reach the backend")
@@ -434,6 +424,18 @@ func TestEventLoopHalfClose(t *testing.T) {
 			t.Fatalf("read %v after %v, want EOF at once (the request cancelled)", err, time.Since(start))
 		}
 	})
+}
+
+// dialFor connects to addr for at most d; the connection closes with the test.
+func dialFor(t *testing.T, addr string, d time.Duration) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	_ = c.SetDeadline(time.Now().Add(d))
+	return c
 }
 
 // TestEventLoopBackendCloses: a body that ends when the backend closes is relayed
