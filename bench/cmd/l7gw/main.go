@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"runtime/trace"
 	"strings"
 	"syscall"
 	"time"
@@ -29,6 +30,7 @@ func main() {
 	noFastServer := flag.Bool("no-fast-server", false, "serve downstream with net/http's server alone")
 	noLoops := flag.Bool("no-event-loops", false, "serve downstream with a goroutine per connection (weir's fast server) instead of event loops")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile here until exit")
+	traceFile := flag.String("trace", "", "write a runtime execution trace here until exit")
 	flag.Parse()
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
@@ -41,6 +43,18 @@ func main() {
 			os.Exit(1)
 		}
 		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	}
+	if *traceFile != "" {
+		f, err := os.Create(*traceFile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "l7gw:", err)
+			os.Exit(1)
+		}
+		if err := trace.Start(f); err != nil {
+			fmt.Fprintln(os.Stderr, "l7gw:", err)
+			os.Exit(1)
+		}
+		defer func() { trace.Stop(); f.Close() }()
 	}
 	if err := run(*listen, *backends, balance.Algorithm(*alg), gateway.Options{DisableFastPath: *slow, DisableFastServer: *noFastServer, DisableEventLoops: *noLoops}); err != nil {
 		fmt.Fprintln(os.Stderr, "l7gw:", err)
