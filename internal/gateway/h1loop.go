@@ -292,8 +292,12 @@ type loopConn struct {
 	headTimer    bool      // the timer is the header timeout, not the idle one
 	x            *exchange // the request in flight (&xs), or nil
 	xs           exchange
-	timer        eventloop.Timer // header or idle timeout while no request is in flight
-	resp         localResponse
+	// What each request reuses from the one before it (nothing holds a request or its
+	// state once it is answered).
+	reuse requestReuse
+	st    reqState
+	timer eventloop.Timer // header or idle timeout while no request is in flight
+	resp  localResponse
 }
 
 // maxLoopHead is the longest request head a loop parses; a longer one goes to the
@@ -466,7 +470,7 @@ func (c *loopConn) next() {
 			}
 			return
 		}
-		sr, ok := parseRequestHead(c.in[:end], c.remote)
+		sr, ok := parseRequestHeadInto(c.in[:end], c.remote, &c.reuse)
 		if !ok || sr.req.ProtoMinor != 1 {
 			c.handOff("request")
 			return
@@ -486,7 +490,7 @@ func (c *loopConn) serve(sr simpleRequest, end int) bool {
 	t := c.ll.table()
 	w := &c.resp
 	w.reset()
-	st, m := g.route(g.ctx, w, r, t, start)
+	st, m := g.route(g.ctx, w, r, t, start, &c.st)
 	if st != nil && !st.rule.loopable {
 		c.handOff("route")
 		return false

@@ -53,6 +53,20 @@ type simpleRequest struct {
 // caller then hands the connection to net/http, which answers it or rejects it with
 // its own statuses (400, 431, 505 …), so nothing malformed is answered here.
 func parseRequestHead(head []byte, remoteAddr string) (sr simpleRequest, ok bool) {
+	return parseRequestHeadInto(head, remoteAddr, nil)
+}
+
+// requestReuse is what one connection's requests share, one after the other: the
+// request, its header map and the backing array of its values. The event loops keep
+// one per connection; nothing holds a request once it is answered (a mirror copies it).
+type requestReuse struct {
+	req  http.Request
+	h    http.Header
+	vals []string
+}
+
+// parseRequestHeadInto is parseRequestHead filling reuse (nil: allocating anew).
+func parseRequestHeadInto(head []byte, remoteAddr string, reuse *requestReuse) (sr simpleRequest, ok bool) {
 	s := string(head) // one allocation for every string of the request
 	eol := strings.Index(s, "\r\n")
 	if eol <= 0 {
@@ -81,8 +95,22 @@ func parseRequestHead(head []byte, remoteAddr string) (sr simpleRequest, ok bool
 		return sr, false
 	}
 	fields := strings.Count(s[eol+2:], "\r\n") - 1 // header lines; the last CRLF ends the head
-	h := make(http.Header, fields)
-	vals := make([]string, fields) // one backing array for single values
+	var h http.Header
+	var vals []string // one backing array for single values
+	if reuse != nil {
+		if reuse.h == nil {
+			reuse.h = make(http.Header, fields)
+		} else {
+			clear(reuse.h)
+		}
+		if cap(reuse.vals) < fields {
+			reuse.vals = make([]string, fields)
+		}
+		h, vals = reuse.h, reuse.vals[:fields]
+	} else {
+		h = make(http.Header, fields)
+		vals = make([]string, fields)
+	}
 	var host string
 	hosts, lengths := 0, 0
 	pos := eol + 2
@@ -145,9 +173,15 @@ func parseRequestHead(head []byte, remoteAddr string) (sr simpleRequest, ok bool
 	} else if hasClose {
 		delete(h, "Connection") // as net/http's server does
 	}
-	sr.req = &http.Request{
+	req := http.Request{
 		Method: method, URL: u, Proto: proto, ProtoMajor: 1, ProtoMinor: minor,
 		Header: h, Body: http.NoBody, Host: host, RemoteAddr: remoteAddr, RequestURI: target, Close: closeReq,
+	}
+	if reuse != nil {
+		reuse.req = req
+		sr.req = &reuse.req
+	} else {
+		sr.req = &req
 	}
 	sr.wantsClose = closeReq
 	return sr, true

@@ -252,7 +252,7 @@ func newRequestID() string {
 // for net/http's server; the fast server's requests carry none of their own).
 func (g *Gateway) serve(ctx context.Context, w http.ResponseWriter, r *http.Request, t *table) {
 	start := time.Now()
-	st, m := g.route(ctx, w, r, t, start)
+	st, m := g.route(ctx, w, r, t, start, nil)
 	if st == nil {
 		return
 	}
@@ -260,9 +260,10 @@ func (g *Gateway) serve(ctx context.Context, w http.ResponseWriter, r *http.Requ
 	g.finish(r, st, start)
 }
 
-// route gives a request its ID and matches it to a rule of t. Without a match it
-// answers 404 itself and returns a nil state.
-func (g *Gateway) route(ctx context.Context, w http.ResponseWriter, r *http.Request, t *table, start time.Time) (*reqState, *model.RouteMatch) {
+// route gives a request its ID and matches it to a rule of t, and returns the
+// request's state (into, when not nil, else a new one). Without a match it answers 404
+// itself and returns a nil state.
+func (g *Gateway) route(ctx context.Context, w http.ResponseWriter, r *http.Request, t *table, start time.Time, into *reqState) (*reqState, *model.RouteMatch) {
 	if r.Header.Get("X-Request-Id") == "" {
 		r.Header.Set("X-Request-Id", newRequestID())
 	}
@@ -277,7 +278,11 @@ func (g *Gateway) route(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		g.accessLog(r, sw.code, start, "", "", nil)
 		return nil, nil
 	}
-	st := &reqState{Context: ctx, sw: statusWriter{ResponseWriter: w}, rule: rr, https: t.https}
+	st := into
+	if st == nil {
+		st = new(reqState)
+	}
+	*st = reqState{Context: ctx, sw: statusWriter{ResponseWriter: w}, rule: rr, https: t.https}
 	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
 		st.client = ap.Addr().Unmap()
 		st.clientIP = clientText(r.RemoteAddr, st.client)
