@@ -395,11 +395,19 @@ func (c *tcpConn) pump() {
 func (d *dir) pump(c *tcpConn, other *dir) error {
 	for {
 		switch {
-		case d.inPipe > 0:
+		case d.inPipe > 0 || d.end > d.off:
+			// What waits goes out first: from the pipe (splice) or the buffer (write).
 			if !d.dst.writable {
 				return nil
 			}
-			n, err := eventloop.Splice(d.pipe[0], d.dst.fd, d.inPipe)
+			spliced := d.inPipe > 0
+			var n int
+			var err error
+			if spliced {
+				n, err = eventloop.Splice(d.pipe[0], d.dst.fd, d.inPipe)
+			} else {
+				n, err = eventloop.Write(d.dst.fd, d.buf[d.off:d.end])
+			}
 			if err != nil {
 				if errors.Is(err, unix.EAGAIN) {
 					d.dst.writable = false
@@ -410,25 +418,12 @@ func (d *dir) pump(c *tcpConn, other *dir) error {
 				}
 				return err
 			}
-			d.inPipe -= n
 			d.bytes += int64(n)
-		case d.end > d.off:
-			if !d.dst.writable {
-				return nil
-			}
-			n, err := eventloop.Write(d.dst.fd, d.buf[d.off:d.end])
-			if err != nil {
-				if errors.Is(err, unix.EAGAIN) {
-					d.dst.writable = false
-					return nil
-				}
-				if errors.Is(err, unix.EINTR) {
-					continue
-				}
-				return err
+			if spliced {
+				d.inPipe -= n
+				continue
 			}
 			d.off += n
-			d.bytes += int64(n)
 			if d.off == d.end {
 				c.lp.p.buffers.Put(d.buf)
 				d.buf, d.off, d.end = nil, 0, 0
