@@ -277,6 +277,28 @@ func (s *slowReader) Read(p []byte) (int, error) {
 // connection stays open for the next request unless the path starts with /close).
 func cannedBackend(t *testing.T, canned map[string]string) model.Endpoint {
 	t.Helper()
+	return serveConns(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			resp, ok := canned[req.URL.Path]
+			if !ok {
+				resp = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok"
+			}
+			if _, err := io.WriteString(c, resp); err != nil || strings.HasPrefix(req.URL.Path, "/close") {
+				return
+			}
+		}
+	})
+}
+
+// serveConns is a backend on loopback that runs handle on each connection it accepts
+// (and closes the connection after); it stops with the test.
+func serveConns(t *testing.T, handle func(net.Conn)) model.Endpoint {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -290,20 +312,7 @@ func cannedBackend(t *testing.T, canned map[string]string) model.Endpoint {
 			}
 			go func() {
 				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					resp, ok := canned[req.URL.Path]
-					if !ok {
-						resp = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok"
-					}
-					if _, err := io.WriteString(c, resp); err != nil || strings.HasPrefix(req.URL.Path, "/close") {
-						return
-					}
-				}
+				handle(c)
 			}()
 		}
 	}()
