@@ -346,7 +346,10 @@ func echoThrough(addr string, size int) error {
 func TestAcceptRetryAfterEMFILE(t *testing.T) {
 	backend := os.Getenv("WEIR_TEST_EMFILE_BACKEND")
 	if backend == "" {
-		t.Parallel()
+		// Not parallel: while the child is between fork and exec it holds a copy of
+		// every descriptor, so a listener another test closes meanwhile would still
+		// accept (TestRemovedListenerKeepsConnections saw that once). Sequential tests
+		// run while the parallel ones wait.
 		a := startTCPBackend(t, "a")
 		cmd := exec.CommandContext(t.Context(), os.Args[0], "-test.run=^TestAcceptRetryAfterEMFILE$", "-test.v")
 		cmd.Env = append(os.Environ(), "WEIR_TEST_EMFILE_BACKEND="+a.addr.String())
