@@ -3,6 +3,7 @@ package dns
 import (
 	"encoding/binary"
 	"net"
+	"slices"
 	"strings"
 	"time"
 
@@ -116,6 +117,9 @@ func inZone(name, origin string) bool {
 
 func (s *Server) answer(w mdns.ResponseWriter, qr *query, idx *index, n *node) int {
 	set := n.cname
+	if set != nil && n.inZoneTarget != "" && qr.q.Qtype != mdns.TypeCNAME && qr.q.Qtype != mdns.TypeANY {
+		return s.answerChain(w, qr, idx, n)
+	}
 	if set == nil {
 		if qr.q.Qtype == mdns.TypeANY {
 			return s.answerAny(w, qr, idx, n)
@@ -177,6 +181,70 @@ func (s *Server) answerAny(w mdns.ResponseWriter, qr *query, idx *index, n *node
 	m.Truncate(qr.limit)
 	_ = w.WriteMsg(m)
 	return mdns.RcodeSuccess
+}
+
+// maxCNAMEChain bounds the in-zone CNAMEs one answer follows, as CoreDNS bounds them.
+const maxCNAMEChain = 8
+
+// answerChain answers at an ExternalName whose target lies in the cluster zone. weir is
+// authoritative for the target, so it follows the alias as RFC 1034 §4.3.2 step 3a asks
+// (and CoreDNS does): the CNAME, then the target's records of the queried type. When the
+// target does not exist the answer is NXDOMAIN, when it has no such records NODATA,
+// both with the CNAMEs and the zone's SOA (RFC 2308 §2.1, RFC 6604). A chain leaving the
+// zone, a loop or more than maxCNAMEChain aliases ends with the last CNAME, for the
+// resolver to follow.
+func (s *Server) answerChain(w mdns.ResponseWriter, qr *query, idx *index, n *node) int {
+	m := new(mdns.Msg)
+	m.SetReply(qr.req)
+	m.Authoritative, m.RecursionAvailable, m.Compress = true, s.cfg.recursion, true
+	var seen [maxCNAMEChain + 1]*node
+	for hop := 0; ; hop++ {
+		if n.cname != nil {
+			var part mdns.Msg
+			if err := part.Unpack(n.cname.wire); err != nil || len(part.Answer) == 0 {
+				s.log.Error("dns: unpacking a built CNAME", "err", err)
+				return s.writeRcode(w, qr.req, qr.opt, mdns.RcodeServerFailure)
+			}
+			if hop == 0 {
+				part.Answer[0].Header().Name = qr.q.Name // the client's spelling
+			}
+			m.Answer = append(m.Answer, part.Answer...)
+			seen[hop] = n
+			if n.inZoneTarget == "" || hop == maxCNAMEChain {
+				break
+			}
+			next := idx.lookup(n.inZoneTarget, true)
+			if next == nil {
+				m.Rcode = mdns.RcodeNameError
+				m.Ns = []mdns.RR{idx.zone.soa}
+				break
+			}
+			if slices.Contains(seen[:hop+1], next) {
+				break // a loop: the resolver sees it in the CNAMEs
+			}
+			n = next
+			continue
+		}
+		set := n.lookup(qr.q.Qtype)
+		if set == nil {
+			m.Ns = []mdns.RR{idx.apexOf(n).soa}
+			break
+		}
+		var part mdns.Msg
+		if err := part.Unpack(set.wire); err != nil {
+			s.log.Error("dns: unpacking a built response", "err", err)
+			return s.writeRcode(w, qr.req, qr.opt, mdns.RcodeServerFailure)
+		}
+		m.Answer = append(m.Answer, part.Answer...)
+		m.Extra = append(m.Extra, part.Extra...)
+		break
+	}
+	if qr.opt != nil {
+		m.SetEdns0(advertisedUDPSize, qr.opt.Do())
+	}
+	m.Truncate(qr.limit)
+	_ = w.WriteMsg(m)
+	return m.Rcode
 }
 
 // writeNegative answers NXDOMAIN or NODATA with the zone's SOA in the authority section.

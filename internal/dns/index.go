@@ -115,6 +115,9 @@ type node struct {
 	sets []*rrset
 	// cname is set for ExternalName Services: the CNAME answers every type.
 	cname *rrset
+	// inZoneTarget is the CNAME's target when it lies inside the cluster zone, which
+	// weir is authoritative for: answers follow it (RFC 1034 §4.3.2).
+	inZoneTarget string
 }
 
 func (n *node) lookup(qtype uint16) *rrset {
@@ -278,14 +281,14 @@ func (idx *index) add(m map[string]*node, o ownedName) int {
 		m[o.name] = o.node
 		return records
 	}
-	merged := &node{zone: old.zone, sets: slices.Clone(old.sets), cname: old.cname}
+	merged := &node{zone: old.zone, sets: slices.Clone(old.sets), cname: old.cname, inZoneTarget: old.inZoneTarget}
 	for _, s := range o.node.sets {
 		if merged.lookup(s.qtype) == nil {
 			merged.sets = append(merged.sets, s)
 		}
 	}
 	if merged.cname == nil {
-		merged.cname = o.node.cname
+		merged.cname, merged.inZoneTarget = o.node.cname, o.node.inZoneTarget
 	}
 	m[o.name] = merged
 	return records
@@ -406,8 +409,9 @@ type packer struct {
 }
 
 type nodeBuilder struct {
-	sets  []*setBuilder
-	cname *setBuilder
+	sets   []*setBuilder
+	cname  *setBuilder
+	target string // the CNAME's target, lowercased FQDN
 }
 
 type setBuilder struct {
@@ -540,9 +544,11 @@ func (p *packer) service(svc *model.Service) *svcRecords {
 			p.log.Warn("dns: skipping ExternalName Service with an invalid name", "service", svc.Key.String(), "externalName", svc.ExternalName)
 			return recs
 		}
-		p.node(name).cname = &setBuilder{qtype: mdns.TypeCNAME, answer: []mdns.RR{
+		nb := p.node(name)
+		nb.cname = &setBuilder{qtype: mdns.TypeCNAME, answer: []mdns.RR{
 			&mdns.CNAME{Hdr: p.hdr(name, mdns.TypeCNAME, ttl), Target: target},
 		}}
+		nb.target = target
 
 	case svc.Headless:
 		p.headless(svc, name, recs)
@@ -694,6 +700,9 @@ func (p *packer) finish(top string) ([]ownedName, int) {
 		if nb.cname != nil {
 			if n.cname = p.pack(name, nb.cname); n.cname != nil {
 				records += n.cname.records
+				if inZone(nb.target, p.cfg.origin) {
+					n.inZoneTarget = nb.target
+				}
 			}
 		}
 		out = append(out, ownedName{name, n})

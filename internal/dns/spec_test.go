@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	mdns "github.com/miekg/dns"
+
+	"weir.dev/weir/internal/model"
 )
 
 const soaRR = "cluster.local. 5 IN SOA ns.dns.cluster.local. hostmaster.cluster.local. 0 7200 1800 86400 5"
@@ -88,7 +90,7 @@ func TestSpecification(t *testing.T) {
 		{name: "headless without ready endpoints is NXDOMAIN", qname: "empty.default" + z, qtype: mdns.TypeA,
 			rcode: mdns.RcodeNameError, soa: true},
 
-		// ExternalName: a CNAME, not followed.
+		// ExternalName outside the cluster zone: a CNAME, not followed.
 		{name: "ExternalName A", qname: "ext.default" + z, qtype: mdns.TypeA,
 			answer: []string{"ext.default.svc.cluster.local. 5 IN CNAME www.example.com."}},
 		{name: "ExternalName CNAME", qname: "ext.default" + z, qtype: mdns.TypeCNAME,
@@ -196,5 +198,113 @@ func checkNegativeSOA(t *testing.T, r *mdns.Msg, want bool) {
 	}
 	if soa.Refresh != 7200 || soa.Retry != 1800 || soa.Expire != 86400 || soa.Serial == 0 {
 		t.Errorf("SOA timers = %v", soa)
+	}
+}
+
+// TestExternalNameInZone checks ExternalName Services whose target lies inside the
+// cluster zone: weir is authoritative for the target, so it answers with the CNAME and
+// then the target's records (RFC 1034 §4.3.2 step 3a, as CoreDNS's kubernetes plugin
+// does), and with NXDOMAIN or NODATA after the CNAMEs when the target has no such
+// records (RFC 2308 §2.1, RFC 6604).
+func TestExternalNameInZone(t *testing.T) {
+	s := startServer(t, Options{})
+	snap := testSnapshot()
+	alias := func(name, target string) *model.Service {
+		return &model.Service{Key: model.ServiceKey{Namespace: "default", Name: name}, Type: model.ExternalName, ExternalName: target}
+	}
+	snap.Services = append(snap.Services,
+		alias("alias", "web.default.svc.cluster.local"),
+		alias("alias2", "alias.default.svc.cluster.local."),
+		alias("alias-db", "db.default.svc.cluster.local"),
+		alias("alias-missing", "nope.default.svc.cluster.local"),
+		alias("loop-a", "loop-b.default.svc.cluster.local"),
+		alias("loop-b", "loop-a.default.svc.cluster.local"),
+		alias("alias-ext", "ext.default.svc.cluster.local"),
+	)
+	s.Update(snap)
+
+	const z = ".svc.cluster.local."
+	tests := []struct {
+		name   string
+		qname  string
+		qtype  uint16
+		rcode  int
+		answer []string // in order
+		soa    bool
+	}{
+		{name: "A follows the CNAME to the ClusterIP", qname: "alias.default" + z, qtype: mdns.TypeA,
+			answer: []string{
+				"alias.default.svc.cluster.local. 5 IN CNAME web.default.svc.cluster.local.",
+				"web.default.svc.cluster.local. 5 IN A 10.96.0.10",
+			}},
+		{name: "AAAA follows the CNAME", qname: "alias.default" + z, qtype: mdns.TypeAAAA,
+			answer: []string{
+				"alias.default.svc.cluster.local. 5 IN CNAME web.default.svc.cluster.local.",
+				"web.default.svc.cluster.local. 5 IN AAAA fd00::10",
+			}},
+		{name: "client's spelling is kept", qname: "ALIAS.default" + z, qtype: mdns.TypeA,
+			answer: []string{
+				"ALIAS.default.svc.cluster.local. 5 IN CNAME web.default.svc.cluster.local.",
+				"web.default.svc.cluster.local. 5 IN A 10.96.0.10",
+			}},
+		{name: "a chain of two", qname: "alias2.default" + z, qtype: mdns.TypeA,
+			answer: []string{
+				"alias2.default.svc.cluster.local. 5 IN CNAME alias.default.svc.cluster.local.",
+				"alias.default.svc.cluster.local. 5 IN CNAME web.default.svc.cluster.local.",
+				"web.default.svc.cluster.local. 5 IN A 10.96.0.10",
+			}},
+		{name: "headless target: every ready endpoint", qname: "alias-db.default" + z, qtype: mdns.TypeA,
+			answer: []string{
+				"alias-db.default.svc.cluster.local. 5 IN CNAME db.default.svc.cluster.local.",
+				"db.default.svc.cluster.local. 5 IN A 10.1.0.1",
+				"db.default.svc.cluster.local. 5 IN A 10.1.0.2",
+				"db.default.svc.cluster.local. 5 IN A 10.1.0.3",
+			}},
+		{name: "CNAME query: the CNAME alone", qname: "alias.default" + z, qtype: mdns.TypeCNAME,
+			answer: []string{"alias.default.svc.cluster.local. 5 IN CNAME web.default.svc.cluster.local."}},
+		{name: "target without the type: NODATA after the CNAME", qname: "alias.default" + z, qtype: mdns.TypeTXT,
+			answer: []string{"alias.default.svc.cluster.local. 5 IN CNAME web.default.svc.cluster.local."}, soa: true},
+		{name: "missing target: NXDOMAIN after the CNAME", qname: "alias-missing.default" + z, qtype: mdns.TypeA,
+			rcode:  mdns.RcodeNameError,
+			answer: []string{"alias-missing.default.svc.cluster.local. 5 IN CNAME nope.default.svc.cluster.local."}, soa: true},
+		{name: "a loop ends after both CNAMEs", qname: "loop-a.default" + z, qtype: mdns.TypeA,
+			answer: []string{
+				"loop-a.default.svc.cluster.local. 5 IN CNAME loop-b.default.svc.cluster.local.",
+				"loop-b.default.svc.cluster.local. 5 IN CNAME loop-a.default.svc.cluster.local.",
+			}},
+		{name: "a chain leaving the zone ends with its last CNAME", qname: "alias-ext.default" + z, qtype: mdns.TypeA,
+			answer: []string{
+				"alias-ext.default.svc.cluster.local. 5 IN CNAME ext.default.svc.cluster.local.",
+				"ext.default.svc.cluster.local. 5 IN CNAME www.example.com.",
+			}},
+	}
+	for _, network := range []string{"udp", "tcp"} {
+		for _, tt := range tests {
+			t.Run(network+"/"+tt.name, func(t *testing.T) {
+				r := exchange(t, s.Addr(), network, question(tt.qname, tt.qtype))
+				if r.Rcode != tt.rcode {
+					t.Fatalf("rcode = %s, want %s", mdns.RcodeToString[r.Rcode], mdns.RcodeToString[tt.rcode])
+				}
+				if !r.Authoritative {
+					t.Errorf("AA not set")
+				}
+				if len(r.Question) != 1 || r.Question[0].Name != tt.qname || r.Question[0].Qtype != tt.qtype {
+					t.Errorf("question = %v, want %s %s", r.Question, tt.qname, mdns.TypeToString[tt.qtype])
+				}
+				var got []string
+				for _, rr := range r.Answer {
+					got = append(got, strings.Join(strings.Fields(rr.String()), " "))
+				}
+				if tt.name == "headless target: every ready endpoint" && len(got) > 1 {
+					slices.Sort(got[1:]) // the addresses come in any order
+				}
+				if !slices.Equal(got, tt.answer) {
+					t.Errorf("answer:\n got %q\nwant %q", got, tt.answer)
+				}
+				if soa := len(r.Ns) == 1 && r.Ns[0].Header().Rrtype == mdns.TypeSOA; soa != tt.soa {
+					t.Errorf("authority = %v, want SOA: %v", r.Ns, tt.soa)
+				}
+			})
+		}
 	}
 }
