@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http/httpguts"
+
+	"weir.dev/weir/internal/http1"
 )
 
 // h1Client is the upstream fast path for plain HTTP/1.1 requests without a body: it
@@ -136,7 +138,7 @@ func (h *h1Client) exchange(ctx context.Context, c *h1Conn, req *http.Request, r
 		}
 		return nil, err
 	}
-	if err := writeRequest(c.bw, req); err != nil {
+	if err := http1.WriteRequest(c.bw, req); err != nil {
 		return fail(err, true)
 	}
 	if err := c.bw.Flush(); err != nil {
@@ -174,7 +176,7 @@ func (h *h1Client) exchange(ctx context.Context, c *h1Conn, req *http.Request, r
 func readResponse(br *bufio.Reader, req *http.Request) (*http.Response, *h1Body, error) {
 	for {
 		buf, _ := br.Peek(br.Buffered())
-		end, bad := headEnd(buf)
+		end, bad := http1.HeadEnd(buf)
 		if bad {
 			break
 		}

@@ -21,13 +21,14 @@ import (
 	"golang.org/x/sys/unix"
 
 	"weir.dev/weir/internal/eventloop"
+	"weir.dev/weir/internal/http1"
 )
 
 // loopServer serves the plaintext HTTP listeners on event loops (internal/eventloop),
 // as nginx and HAProxy do: one goroutine per loop, raw non-blocking sockets, no
 // goroutine, park or wake-up per connection or request, and upstream connections
 // pooled per loop. A loop serves a request itself when it is a simple HTTP/1.1
-// request without a body (what the fast server parses, parseRequestHead) whose rule
+// request without a body (what the fast server parses, http1.ParseRequest) whose rule
 // sends it to HTTP/1.1 backends; the request goes through the same routing, admission
 // (rate limit, CORS, filters, mirrors, backend choice, breaker), upstream attempts
 // (retries, budget, health, per-try and request timeouts), response processing and
@@ -294,7 +295,7 @@ type loopConn struct {
 	xs           exchange
 	// What each request reuses from the one before it (nothing holds a request or its
 	// state once it is answered).
-	reuse requestReuse
+	reuse http1.RequestBuffers
 	st    reqState
 	timer eventloop.Timer // header or idle timeout while no request is in flight
 	resp  localResponse
@@ -434,7 +435,7 @@ func (c *loopConn) next() {
 			}
 			return
 		}
-		end, bad := headEnd(c.in)
+		end, bad := http1.HeadEnd(c.in)
 		if bad || (end == 0 && len(c.in) >= maxLoopHead) || end > maxLoopHead || end > c.ll.fs.maxHeader {
 			c.handOff("request")
 			return
@@ -470,8 +471,8 @@ func (c *loopConn) next() {
 			}
 			return
 		}
-		sr, ok := parseRequestHeadInto(c.in[:end], c.remote, &c.reuse)
-		if !ok || sr.req.ProtoMinor != 1 {
+		sr, ok := http1.ParseRequest(c.in[:end], c.remote, &c.reuse)
+		if !ok || sr.Req.ProtoMinor != 1 {
 			c.handOff("request")
 			return
 		}
@@ -483,9 +484,9 @@ func (c *loopConn) next() {
 
 // serve starts one request whose head is c.in[:end]. It returns false when the
 // connection went to the fast server.
-func (c *loopConn) serve(sr simpleRequest, end int) bool {
+func (c *loopConn) serve(sr http1.Request, end int) bool {
 	g := c.hl.s.g
-	r := sr.req
+	r := sr.Req
 	start := c.hl.lp.Time()
 	t := c.ll.table()
 	w := &c.resp
@@ -498,7 +499,7 @@ func (c *loopConn) serve(sr simpleRequest, end int) bool {
 	c.in = c.in[:copy(c.in, c.in[end:])]
 	c.served = true
 	c.hl.lp.Cancel(&c.timer)
-	if sr.wantsClose || c.ll.fs.closing.Load() {
+	if sr.WantsClose || c.ll.fs.closing.Load() {
 		c.closeAfter = true
 	}
 	isHEAD := r.Method == http.MethodHead
@@ -617,7 +618,7 @@ func (x *exchange) startRequest() {
 	g.prepareH1(x.r, x.st)
 	hl.sink.b = hl.sink.b[:0]
 	hl.bw.Reset(&hl.sink)
-	err := writeRequest(hl.bw, x.r)
+	err := http1.WriteRequest(hl.bw, x.r)
 	if err == nil {
 		err = hl.bw.Flush()
 	}
@@ -1220,7 +1221,7 @@ func (u *upConn) pump() {
 // onData looks for a response head in what was read.
 func (u *upConn) onData() {
 	x := u.x
-	end, bad := headEnd(u.in)
+	end, bad := http1.HeadEnd(u.in)
 	switch {
 	case bad:
 		x.tryFailed(errors.New("malformed HTTP response from backend"), false)

@@ -15,11 +15,13 @@ import (
 	"time"
 
 	"golang.org/x/net/http/httpguts"
+
+	"weir.dev/weir/internal/http1"
 )
 
 // fastServer is weir's own HTTP/1.1 server for a plaintext listener. Each connection
 // is served by one goroutine with pooled buffers and no per-request goroutine: it
-// parses simple requests itself (parseRequestHead: HTTP/1.x without a body, upgrade
+// parses simple requests itself (http1.ParseRequest: HTTP/1.x without a body, upgrade
 // or Expect) and answers them with fastResponse. At the first request it does not
 // serve — a body, an upgrade (WebSocket, h2c), the HTTP/2 preface, anything malformed
 // or oversize — it hands the connection, with the bytes it has read but not used, to
@@ -414,10 +416,10 @@ func (fc *fastConn) serve() {
 		if err != nil {
 			return
 		}
-		var sr simpleRequest
+		var sr http1.Request
 		if simple {
 			head, _ := br.Peek(n)
-			sr, simple = parseRequestHead(head, fc.remote)
+			sr, simple = http1.ParseRequest(head, fc.remote, nil)
 		}
 		if !simple {
 			if releaseWriter() != nil {
@@ -438,7 +440,7 @@ func (fc *fastConn) serve() {
 		w.reset(sr)
 		fc.since.Store(time.Now().UnixNano())
 		fc.bg.Store(bgAllowed)
-		fs.handler(fc.ctx, w, sr.req)
+		fs.handler(fc.ctx, w, sr.Req)
 		fc.stopBackgroundRead()
 		if fc.gone {
 			return
@@ -457,7 +459,7 @@ func (fc *fastConn) serve() {
 func (fs *fastServer) readHead(br *bufio.Reader, c net.Conn, deadlineSet bool) (n int, simple bool, err error) {
 	for {
 		buf, _ := br.Peek(br.Buffered())
-		end, bad := headEnd(buf)
+		end, bad := http1.HeadEnd(buf)
 		switch {
 		case bad:
 			return 0, false, nil
@@ -589,7 +591,7 @@ type fastResponse struct {
 	scratch                            [24]byte // numbers being written (a local array would escape)
 }
 
-func (w *fastResponse) reset(sr simpleRequest) {
+func (w *fastResponse) reset(sr http1.Request) {
 	if w.header == nil {
 		w.header = make(http.Header)
 	} else {
@@ -597,9 +599,9 @@ func (w *fastResponse) reset(sr simpleRequest) {
 	}
 	w.head, w.buf, w.connHead, w.trailers = w.head[:0], w.buf[:0], w.connHead[:0], w.trailers[:0]
 	w.status, w.contentLength, w.written = 0, -1, 0
-	w.isHEAD = sr.req.Method == http.MethodHead
-	w.http11 = sr.req.ProtoMinor == 1
-	w.wantsClose, w.wants10KeepAlive = sr.wantsClose, sr.wants10KeepAlive
+	w.isHEAD = sr.Req.Method == http.MethodHead
+	w.http11 = sr.Req.ProtoMinor == 1
+	w.wantsClose, w.wants10KeepAlive = sr.WantsClose, sr.KeepAlive10
 	w.wroteHeader, w.headSent, w.handlerDone = false, false, false
 	w.bodyAllowed, w.chunked, w.closeAfter = false, false, false
 	w.haveType, w.haveCE, w.haveDate, w.connSet, w.conn = false, false, false, false, ""
@@ -815,7 +817,7 @@ func (w *fastResponse) sendHead(p []byte) {
 	}
 	w.chunked = chunked
 	dropConn := false
-	if w.closeAfter && (!keepAlives || !hasCloseToken(w.conn)) {
+	if w.closeAfter && (!keepAlives || !http1.HasCloseToken(w.conn)) {
 		dropConn = true
 		addConn = ""
 		if w.http11 {

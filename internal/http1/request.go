@@ -1,4 +1,4 @@
-package gateway
+package http1
 
 import (
 	"bytes"
@@ -10,11 +10,11 @@ import (
 	"golang.org/x/net/http/httpguts"
 )
 
-// headEnd finds the end of a request head (request line and header lines, ended by an
-// empty line) in buf. It returns the head's length, 0 when buf does not hold all of it
-// yet, or bad when a line ends in a bare LF, or the head starts with an empty line: the
-// fast server leaves those to net/http.
-func headEnd(buf []byte) (end int, bad bool) {
+// HeadEnd finds the end of a head (start line and header lines, ended by an empty
+// line) in buf. It returns the head's length, 0 when buf does not hold all of it yet,
+// or bad when a line ends in a bare LF or the head starts with an empty line: such a
+// head is left to net/http.
+func HeadEnd(buf []byte) (end int, bad bool) {
 	lineStart := 0
 	for {
 		i := bytes.IndexByte(buf[lineStart:], '\n')
@@ -35,38 +35,33 @@ func headEnd(buf []byte) (end int, bad bool) {
 	}
 }
 
-// simpleRequest is a request head the fast server answers itself, with what the
-// response needs to know about the connection.
-type simpleRequest struct {
-	req              *http.Request
-	wantsClose       bool // Connection: close, or HTTP/1.0 without keep-alive
-	wants10KeepAlive bool // HTTP/1.0 with Connection: keep-alive
+// Request is a parsed request head, with what the response needs to know about the
+// connection.
+type Request struct {
+	Req         *http.Request
+	WantsClose  bool // Connection: close, or HTTP/1.0 without keep-alive
+	KeepAlive10 bool // HTTP/1.0 with Connection: keep-alive
 }
 
-// parseRequestHead parses one request head, as found by headEnd, into the request
-// net/http's server would make of it (Host moved out of Header, "Connection: close"
-// turned into Close, Pragma: no-cache also as Cache-Control). ok is false when the
-// request is not one weir's own HTTP/1.1 server answers: anything but an HTTP/1.0 or
-// 1.1 request in origin form without a body (no Content-Length other than 0, no
-// Transfer-Encoding), Upgrade, Expect or HTTP2-Settings, with exactly one valid Host
-// (none allowed for HTTP/1.0), valid header names and values and no obs-fold. The
-// caller then hands the connection to net/http, which answers it or rejects it with
-// its own statuses (400, 431, 505 …), so nothing malformed is answered here.
-func parseRequestHead(head []byte, remoteAddr string) (sr simpleRequest, ok bool) {
-	return parseRequestHeadInto(head, remoteAddr, nil)
-}
-
-// requestReuse is what one connection's requests share, one after the other: the
-// request, its header map and the backing array of its values. The event loops keep
-// one per connection; nothing holds a request once it is answered (a mirror copies it).
-type requestReuse struct {
+// RequestBuffers is what one connection's requests share, one after the other: the
+// request, its header map and the backing array of its values. A server keeps one per
+// connection; nothing may hold a request once it is answered.
+type RequestBuffers struct {
 	req  http.Request
 	h    http.Header
 	vals []string
 }
 
-// parseRequestHeadInto is parseRequestHead filling reuse (nil: allocating anew).
-func parseRequestHeadInto(head []byte, remoteAddr string, reuse *requestReuse) (sr simpleRequest, ok bool) {
+// ParseRequest parses one request head, as found by HeadEnd, into the request
+// net/http's server would make of it (Host moved out of Header, "Connection: close"
+// turned into Close, Pragma: no-cache also as Cache-Control), filling bufs (nil:
+// allocating anew). ok is false when the request is not a plain one: anything but an
+// HTTP/1.0 or 1.1 request in origin form without a body (no Content-Length other than
+// 0, no Transfer-Encoding), Upgrade, Expect or HTTP2-Settings, with exactly one valid
+// Host (none allowed for HTTP/1.0), valid header names and values and no obs-fold.
+// Such a request is left to net/http, which answers it or rejects it with its own
+// statuses (400, 431, 505 …).
+func ParseRequest(head []byte, remoteAddr string, bufs *RequestBuffers) (sr Request, ok bool) {
 	s := string(head) // one allocation for every string of the request
 	eol := strings.Index(s, "\r\n")
 	if eol <= 0 {
@@ -97,16 +92,16 @@ func parseRequestHeadInto(head []byte, remoteAddr string, reuse *requestReuse) (
 	fields := strings.Count(s[eol+2:], "\r\n") - 1 // header lines; the last CRLF ends the head
 	var h http.Header
 	var vals []string // one backing array for single values
-	if reuse != nil {
-		if reuse.h == nil {
-			reuse.h = make(http.Header, fields)
+	if bufs != nil {
+		if bufs.h == nil {
+			bufs.h = make(http.Header, fields)
 		} else {
-			clear(reuse.h)
+			clear(bufs.h)
 		}
-		if cap(reuse.vals) < fields {
-			reuse.vals = make([]string, fields)
+		if cap(bufs.vals) < fields {
+			bufs.vals = make([]string, fields)
 		}
-		h, vals = reuse.h, reuse.vals[:fields]
+		h, vals = bufs.h, bufs.vals[:fields]
 	} else {
 		h = make(http.Header, fields)
 		vals = make([]string, fields)
@@ -169,7 +164,7 @@ func parseRequestHeadInto(head []byte, remoteAddr string, reuse *requestReuse) (
 	closeReq := hasClose
 	if minor == 0 {
 		closeReq = hasClose || !httpguts.HeaderValuesContainsToken(conn, "keep-alive")
-		sr.wants10KeepAlive = httpguts.HeaderValuesContainsToken(conn[:min(len(conn), 1)], "keep-alive")
+		sr.KeepAlive10 = httpguts.HeaderValuesContainsToken(conn[:min(len(conn), 1)], "keep-alive")
 	} else if hasClose {
 		delete(h, "Connection") // as net/http's server does
 	}
@@ -177,13 +172,13 @@ func parseRequestHeadInto(head []byte, remoteAddr string, reuse *requestReuse) (
 		Method: method, URL: u, Proto: proto, ProtoMajor: 1, ProtoMinor: minor,
 		Header: h, Body: http.NoBody, Host: host, RemoteAddr: remoteAddr, RequestURI: target, Close: closeReq,
 	}
-	if reuse != nil {
-		reuse.req = req
-		sr.req = &reuse.req
+	if bufs != nil {
+		bufs.req = req
+		sr.Req = &bufs.req
 	} else {
-		sr.req = &req
+		sr.Req = &req
 	}
-	sr.wantsClose = closeReq
+	sr.WantsClose = closeReq
 	return sr, true
 }
 

@@ -1,4 +1,4 @@
-package gateway
+package http1
 
 import (
 	"bufio"
@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"net/url"
 	"reflect"
-	"strconv"
 	"testing"
 )
 
@@ -54,7 +53,7 @@ func TestWriteRequestMatchesRequestWrite(t *testing.T) {
 				t.Fatal(err)
 			}
 			bw := bufio.NewWriter(&got)
-			if err := writeRequest(bw, tt.req); err != nil {
+			if err := WriteRequest(bw, tt.req); err != nil {
 				t.Fatal(err)
 			}
 			if err := bw.Flush(); err != nil {
@@ -66,11 +65,11 @@ func TestWriteRequestMatchesRequestWrite(t *testing.T) {
 			}
 			gr, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(got.Bytes())))
 			if err != nil {
-				t.Fatalf("writeRequest output: %v\n%s", err, got.String())
+				t.Fatalf("WriteRequest output: %v\n%s", err, got.String())
 			}
 			if wr.Method != gr.Method || wr.RequestURI != gr.RequestURI || wr.Host != gr.Host || wr.ContentLength != gr.ContentLength ||
 				wr.Close != gr.Close || !reflect.DeepEqual(wr.Header, gr.Header) || want.Len() != got.Len() {
-				t.Errorf("differs:\nRequest.Write:\n%s\nwriteRequest:\n%s", want.String(), got.String())
+				t.Errorf("differs:\nRequest.Write:\n%s\nWriteRequest:\n%s", want.String(), got.String())
 			}
 		})
 	}
@@ -79,17 +78,7 @@ func TestWriteRequestMatchesRequestWrite(t *testing.T) {
 	if err := bad.Write(&bytes.Buffer{}); err == nil {
 		t.Fatal("Request.Write took a control byte in the URL")
 	}
-	if err := writeRequest(bufio.NewWriter(&bytes.Buffer{}), bad); err == nil {
+	if err := WriteRequest(bufio.NewWriter(&bytes.Buffer{}), bad); err == nil {
 		t.Error("a control byte in the URL was written")
-	}
-}
-
-func TestPlainQuoted(t *testing.T) {
-	for _, s := range []string{"", "example.com", "h:8080", "[::1]:80", `a"b`, `a\b`, "a\tb", "bücher", "a\x7fb"} {
-		// plainQuoted may say no to a string Quote leaves as is (non-ASCII), never
-		// the other way round.
-		if plainQuoted(s) && strconv.Quote(s) != `"`+s+`"` {
-			t.Errorf("plainQuoted(%q) = true, but strconv.Quote gives %s", s, strconv.Quote(s))
-		}
 	}
 }

@@ -1,4 +1,4 @@
-package gateway
+package http1
 
 import (
 	"bufio"
@@ -9,13 +9,13 @@ import (
 	"golang.org/x/net/http/httpguts"
 )
 
-// writeRequest writes a request without a body as http.Request.Write would (request
+// WriteRequest writes a request without a body as http.Request.Write would (request
 // line, Host, User-Agent, Content-Length: 0 for POST, PUT and PATCH, Connection: close,
 // then the other headers with CR and LF turned into spaces and invalid names
 // skipped), without its per-request allocations and header sort. Requests it does not
 // handle the same way (a body, trailers, a transfer coding, CONNECT, a host that is not
 // plain ASCII or has a zone) go to http.Request.Write.
-func writeRequest(bw *bufio.Writer, r *http.Request) error {
+func WriteRequest(bw *bufio.Writer, r *http.Request) error {
 	host := r.Host
 	if host == "" {
 		host = r.URL.Host
@@ -55,7 +55,7 @@ func writeRequest(bw *bufio.Writer, r *http.Request) error {
 	if method == http.MethodPost || method == http.MethodPut || method == http.MethodPatch {
 		bw.WriteString("Content-Length: 0\r\n")
 	}
-	if r.Close && !hasCloseToken(r.Header.Get("Connection")) {
+	if r.Close && !HasCloseToken(r.Header.Get("Connection")) {
 		bw.WriteString("Connection: close\r\n")
 	}
 	for k, vs := range r.Header {
@@ -95,8 +95,8 @@ func noNewlines(v string) string {
 	return strings.NewReplacer("\n", " ", "\r", " ").Replace(v)
 }
 
-// hasCloseToken reports whether a Connection header value lists "close".
-func hasCloseToken(v string) bool {
+// HasCloseToken reports whether a Connection header value lists "close".
+func HasCloseToken(v string) bool {
 	for t := range strings.SplitSeq(v, ",") {
 		if strings.EqualFold(strings.TrimSpace(t), "close") {
 			return true
