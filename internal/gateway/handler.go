@@ -260,12 +260,19 @@ func (g *Gateway) serve(ctx context.Context, w http.ResponseWriter, r *http.Requ
 	g.finish(r, st, start)
 }
 
-// route gives a request its ID and matches it to a rule of t, and returns the
+// route gives a request its ID, normalises its path (router.NormalizeRequestPath: what
+// is matched is what is forwarded) and matches it to a rule of t, and returns the
 // request's state (into, when not nil, else a new one). Without a match it answers 404
-// itself and returns a nil state.
+// itself (400 for a malformed path) and returns a nil state.
 func (g *Gateway) route(ctx context.Context, w http.ResponseWriter, r *http.Request, t *table, start time.Time, into *reqState) (*reqState, *model.RouteMatch) {
 	if r.Header.Get("X-Request-Id") == "" {
 		r.Header.Set("X-Request-Id", newRequestID())
+	}
+	if err := router.NormalizeRequestPath(r.URL); err != nil {
+		sw := &statusWriter{ResponseWriter: w}
+		http.Error(sw, "bad request path", http.StatusBadRequest)
+		g.accessLog(r, sw.code, start, "", "", nil)
+		return nil, nil
 	}
 	res, ok := t.router.Match(r, router.Host(r))
 	var rr *ruleRuntime
@@ -557,8 +564,10 @@ func (g *Gateway) applyFilters(w http.ResponseWriter, r *http.Request, m *model.
 				r.Host = f.Rewrite.Hostname
 			}
 			if f.Rewrite.Path != nil {
-				r.URL.Path = modifyPath(r.URL.Path, m, f.Rewrite.Path)
-				r.URL.RawPath = ""
+				p := modifyPath(router.RequestPath(r.URL), m, f.Rewrite.Path)
+				if router.SetEscapedPath(r.URL, p) != nil {
+					r.URL.Path, r.URL.RawPath = p, ""
+				}
 			}
 		}
 	}
@@ -581,12 +590,17 @@ func modifyHeaders(h http.Header, hm *model.HeaderModifier, r *http.Request) {
 	}
 }
 
-// modifyPath applies a path modifier; ReplacePrefixMatch replaces the matched prefix.
+// modifyPath applies a path modifier to an escaped, normalised path (the form routes
+// match); ReplacePrefixMatch replaces the matched prefix.
 func modifyPath(path string, m *model.RouteMatch, pm *model.PathModifier) string {
 	if pm.Type == model.ReplaceFullPath {
 		return pm.Value
 	}
-	prefix := strings.TrimSuffix(m.Path.Value, "/")
+	prefix := m.Path.Value
+	if p, err := router.NormalizePath(prefix); err == nil && prefix != "" {
+		prefix = p // as the router compares it
+	}
+	prefix = strings.TrimSuffix(prefix, "/")
 	if m.Path.Type != model.PathPrefix || !router.PrefixMatches(prefix, path) {
 		return path
 	}
@@ -626,7 +640,7 @@ func redirect(w http.ResponseWriter, r *http.Request, m *model.RouteMatch, rd *m
 	if (scheme == "http" && port == "80") || (scheme == "https" && port == "443") {
 		port = ""
 	}
-	path := r.URL.Path
+	path := router.RequestPath(r.URL)
 	if rd.Path != nil {
 		path = modifyPath(path, m, rd.Path)
 	}

@@ -33,6 +33,7 @@ type vhost struct {
 
 type match struct {
 	m       *model.RouteMatch
+	path    string         // Exact and PathPrefix value, normalised as request paths are
 	re      *regexp.Regexp // path regex, anchored
 	headers []valueMatcher
 	query   []valueMatcher
@@ -63,8 +64,14 @@ func Compile(l *model.Listener) (*Table, error) {
 		for _, vh := range sec.Hosts {
 			h := &vhost{hostname: strings.ToLower(vh.Hostname)}
 			for _, m := range vh.Matches {
-				cm := &match{m: m}
-				if m.Path.Type == model.PathRegex {
+				cm := &match{m: m, path: m.Path.Value}
+				if m.Path.Type != model.PathRegex {
+					// Compared with normalised request paths: normalised the same way
+					// (hex case, unreserved characters), so "/caf%c3%a9" matches "/caf%C3%A9".
+					if p, err := NormalizePath(m.Path.Value); err == nil && m.Path.Value != "" {
+						cm.path = p
+					}
+				} else {
 					re, err := regexp.Compile("^(?:" + m.Path.Value + ")$")
 					if err != nil {
 						return nil, fmt.Errorf("route %s: path regex %q: %w", m.Rule.ID, m.Path.Value, err)
@@ -151,14 +158,16 @@ func (t *Table) section(host string) *section {
 }
 
 // Match finds the route for r. host is Host(r). It returns ok false when no route
-// matches (the gateway answers 404).
+// matches (the gateway answers 404). Paths are compared in their escaped form
+// (r.URL.EscapedPath()), which the caller has normalised with NormalizeRequestPath:
+// an encoded slash ("%2F") is part of its segment, never a separator.
 func (t *Table) Match(r *http.Request, host string) (Result, bool) {
 	s := t.section(host)
 	if s == nil {
 		return Result{}, false
 	}
 	var query url.Values // parsed on first use
-	path := r.URL.Path
+	path := RequestPath(r.URL)
 	for _, h := range s.hosts {
 		if !hostMatches(h.hostname, host) {
 			continue
@@ -209,11 +218,11 @@ func (t *Table) Match(r *http.Request, host string) (Result, bool) {
 func pathMatches(m *match, path string) bool {
 	switch m.m.Path.Type {
 	case model.PathExact:
-		return path == m.m.Path.Value
+		return path == m.path
 	case model.PathRegex:
 		return m.re.MatchString(path)
 	}
-	return PrefixMatches(m.m.Path.Value, path)
+	return PrefixMatches(m.path, path)
 }
 
 // PrefixMatches reports whether path starts with prefix on a path-element boundary:
