@@ -48,6 +48,8 @@ type runFlags struct {
 	ingressHTTPSAddr  string
 	trustedProxies    []string
 	drainTimeout      time.Duration
+	udpMaxFlows       int
+	udpMaxFlowsPerSrc int
 	minSyncInterval   time.Duration
 	kubeconfig        string
 	inCluster         bool
@@ -76,6 +78,8 @@ func (f *runFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.ingressHTTPSAddr, "ingress-https-addr", "127.0.0.1:8443", "listener for Ingress HTTPS traffic")
 	fl.StringSliceVar(&f.trustedProxies, "trusted-proxies", nil, "CIDRs whose X-Forwarded-* and Forwarded headers the gateway trusts")
 	fl.DurationVar(&f.drainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM, how long established connections may finish")
+	fl.IntVar(&f.udpMaxFlows, "udp-max-flows", 16384, "userspace mode: most UDP flows at once (each holds a socket); beyond it the least recently used flow is evicted")
+	fl.IntVar(&f.udpMaxFlowsPerSrc, "udp-max-flows-per-source", 256, "userspace mode: most UDP flows of one client address; beyond it that address's least recently used flow is evicted")
 	fl.DurationVar(&f.minSyncInterval, "min-sync-interval", time.Second, "minimum time between data plane syncs after a burst of two")
 	fl.StringVar(&f.kubeconfig, "kubeconfig", "", "watch this cluster's API server instead of files")
 	fl.BoolVar(&f.inCluster, "in-cluster", false, "watch the API server of the cluster weir runs in")
@@ -188,6 +192,7 @@ func run(ctx context.Context, f runFlags, logger *slog.Logger, ready func(adminA
 		proxy, err := userspace.New(userspace.Options{
 			Logger: logger, Registerer: reg, NodePortAddresses: nodePortPrefixes,
 			Health: checker, DrainTimeout: f.drainTimeout,
+			MaxUDPFlows: f.udpMaxFlows, MaxUDPFlowsPerSource: f.udpMaxFlowsPerSrc,
 		})
 		if err != nil {
 			return err

@@ -120,9 +120,6 @@ type listener struct {
 	fd        int // TCP listening socket, served by the Proxy's event loops; -1 for UDP
 	udp       *net.UDPConn
 	accepting atomic.Bool
-
-	flowMu sync.Mutex
-	flows  map[netip.AddrPort]*flow // UDP
 }
 
 // listenerState is what a listener forwards to; replaced atomically.
@@ -154,7 +151,7 @@ func (l *listener) retarget(spec frontendSpec, t *target) {
 
 // listen binds a frontend and starts serving it. p.mu is held.
 func (p *Proxy) listen(spec frontendSpec, t *target) (*listener, error) {
-	l := &listener{p: p, key: spec.key, label: spec.key.addr.String(), fd: -1, flows: map[netip.AddrPort]*flow{}}
+	l := &listener{p: p, key: spec.key, label: spec.key.addr.String(), fd: -1}
 	l.state.Store(&listenerState{spec: spec, target: t, metrics: p.metrics.frontend(spec.servicePort, l.label)})
 	network := "tcp"
 	if spec.key.proto == model.UDP {
@@ -240,13 +237,7 @@ func (l *listener) closeUDP() {
 	}
 	l.accepting.Store(false)
 	_ = l.udp.Close()
-	l.flowMu.Lock()
-	flows := make([]*flow, 0, len(l.flows))
-	for _, f := range l.flows {
-		flows = append(flows, f)
-	}
-	l.flowMu.Unlock()
-	for _, f := range flows {
+	for _, f := range l.p.flows.of(l, func(*flow) bool { return true }) {
 		l.endFlow(f)
 	}
 }

@@ -13,6 +13,7 @@ type metrics struct {
 	connErrors  *prometheus.CounterVec
 	refused     *prometheus.CounterVec
 	unsupported *prometheus.GaugeVec
+	evictions   *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -42,9 +43,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "weir_l4_unsupported_ports",
 			Help: "1 for each service port the userspace data plane cannot proxy (SCTP).",
 		}, []string{"service_port", "protocol"}),
+		evictions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "weir_l4_udp_flow_evictions_total",
+			Help: "UDP flows ended before their idle timeout to make room for a new one, by reason: lru (the flow table is full, or descriptors ran short) or per-source (the client address has its maximum of flows).",
+		}, []string{"reason"}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.conns, m.active, m.bytes, m.connErrors, m.refused, m.unsupported} {
+		for _, c := range []prometheus.Collector{m.conns, m.active, m.bytes, m.connErrors, m.refused, m.unsupported, m.evictions} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("userspace: register metrics: %w", err)
 			}

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -39,6 +40,16 @@ type Options struct {
 	Health *health.Overlay
 	// DrainTimeout bounds how long Shutdown waits for open connections; zero is 30s.
 	DrainTimeout time.Duration
+	// MaxUDPFlows bounds the UDP flows of all frontends together; a new flow beyond it
+	// evicts the least recently used one. Zero is 16384. The bound is lowered so that
+	// ReservedFDs descriptors stay free below the process's limit.
+	MaxUDPFlows int
+	// MaxUDPFlowsPerSource bounds the flows of one client address; a new one beyond it
+	// evicts that address's least recently used flow. Zero is 256.
+	MaxUDPFlowsPerSource int
+	// ReservedFDs are the descriptors UDP flows leave free for listeners, TCP
+	// connections and the admin API. Zero is 1024.
+	ReservedFDs int
 }
 
 // Proxy is the userspace data plane. It implements dataplane.Dataplane.
@@ -60,6 +71,9 @@ type Proxy struct {
 	open  atomic.Int64 // open TCP connections, which Shutdown waits for
 
 	buffers sync.Pool // *[copyBufferSize]byte for bytes a TCP destination could not take yet
+
+	flows     *flowTable // every UDP flow
+	datagrams sync.Pool  // *datagramBuf for UDP replies being relayed
 }
 
 // portState is what outlives a Sync for one service port: live loads and affinity.
@@ -98,6 +112,8 @@ func New(opts Options) (*Proxy, error) {
 		sctp: map[string]bool{}, stop: make(chan struct{}),
 	}
 	p.buffers.New = func() any { return new([copyBufferSize]byte) }
+	p.flows = newFlowTable(opts.MaxUDPFlows, opts.MaxUDPFlowsPerSource, opts.ReservedFDs)
+	p.datagrams.New = func() any { return new(datagramBuf) }
 	for range min(runtime.GOMAXPROCS(0), maxLoops) {
 		lp, err := newTCPLoop(p)
 		if err != nil {
@@ -367,8 +383,26 @@ func orDefault(d, def time.Duration) time.Duration {
 // (lookups drop them lazily too).
 const affinitySweep = time.Minute
 
+// releaseCheck is how often the Proxy looks whether a flood of UDP flows has ended.
+const releaseCheck = 2 * time.Second
+
+// releaseMemory gives the memory of a flood of UDP flows back to the operating system
+// once the flow table has shrunk to a quarter of its peak. The Go runtime would keep
+// the freed goroutine stacks and heap for minutes (until its next forced collection),
+// so a burst of clients would leave weir's RSS high long after they left.
+func (p *Proxy) releaseMemory() {
+	if !p.flows.shrunk() {
+		return
+	}
+	start := time.Now()
+	debug.FreeOSMemory()
+	p.log.Info("UDP flows fell after a peak: memory returned to the operating system",
+		"flows", p.flows.len(), "took", time.Since(start).Round(time.Millisecond))
+}
+
 // background rebuilds the targets of service ports whose endpoints changed health, and
-// sweeps expired affinity entries, until Shutdown.
+// sweeps expired affinity entries and releases the memory of ended UDP floods, until
+// Shutdown.
 func (p *Proxy) background(sub *health.Subscription) {
 	var changed <-chan struct{}
 	if sub != nil {
@@ -377,10 +411,14 @@ func (p *Proxy) background(sub *health.Subscription) {
 	}
 	sweep := time.NewTicker(affinitySweep)
 	defer sweep.Stop()
+	release := time.NewTicker(releaseCheck)
+	defer release.Stop()
 	for {
 		select {
 		case <-p.stop:
 			return
+		case <-release.C:
+			p.releaseMemory()
 		case now := <-sweep.C:
 			p.mu.Lock()
 			for _, ps := range p.ports {

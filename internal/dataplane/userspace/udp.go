@@ -10,11 +10,14 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"weir.dev/weir/internal/model"
 )
 
 // flow is one UDP client's connected socket to its endpoint.
 type flow struct {
+	l       *listener
 	client  netip.AddrPort
 	backend netip.AddrPort
 	index   int // in the target it was chosen from, for health reports
@@ -24,9 +27,16 @@ type flow struct {
 	last    atomic.Int64 // UnixNano of the last datagram from the client
 	replied atomic.Bool
 	once    sync.Once
+
+	// Guarded by the flow table's lock.
+	all, src link
+	inTable  bool
 }
 
 const maxDatagram = 64 << 10
+
+// datagramBuf is a buffer for one datagram, pooled so that an idle flow holds none.
+type datagramBuf = [maxDatagram]byte
 
 // serveUDP reads client datagrams until the socket is closed. A datagram from a new
 // client starts a flow: a connected socket to the chosen endpoint, answered by a
@@ -54,12 +64,10 @@ func (l *listener) serveUDP() {
 	}
 }
 
-// flowFor returns the client's flow, starting one if the verdict allows.
+// flowFor returns the client's flow, starting one if the verdict allows. A new flow
+// may evict others (the flow table's bounds).
 func (l *listener) flowFor(client netip.AddrPort) *flow {
-	l.flowMu.Lock()
-	f := l.flows[client]
-	l.flowMu.Unlock()
-	if f != nil {
+	if f := l.p.flows.get(flowKey{l, client}); f != nil {
 		return f
 	}
 	if !l.accepting.Load() {
@@ -85,28 +93,30 @@ func (l *listener) flowFor(client netip.AddrPort) *flow {
 	for a := range min(n, maxAttempts) {
 		k := (i + a) % n
 		b := t.backends[k]
-		up, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(b.addr))
+		up, err := l.p.dialUDP(b.addr)
 		if err != nil {
 			m.connErrors.Inc()
 			t.failed(k)
 			continue
 		}
 		t.chosen(client, k, now)
-		f = &flow{client: client, backend: b.addr, index: k, t: t, m: m, up: up}
+		f := &flow{l: l, client: client, backend: b.addr, index: k, t: t, m: m, up: up}
 		// Set before relay starts: relay's first deadline is last + idle, and a zero
 		// last (1970) would end the flow before its first datagram is sent.
 		f.last.Store(now.UnixNano())
-		l.flowMu.Lock()
-		if l.udp == nil || !l.accepting.Load() {
-			l.flowMu.Unlock()
-			_ = up.Close()
-			return nil
+		evicted, reasons := l.p.flows.add(f)
+		for j, old := range evicted {
+			l.p.metrics.evictions.WithLabelValues(reasons[j]).Inc()
+			old.l.endFlow(old)
 		}
-		l.flows[client] = f
-		l.flowMu.Unlock()
 		b.load.Begin()
 		m.conns.Inc()
 		m.active.Inc()
+		if !l.accepting.Load() {
+			// closeUDP ran since the check above and may not have seen this flow.
+			l.endFlow(f)
+			return nil
+		}
 		l.p.wg.Add(1)
 		go func() {
 			defer l.p.wg.Done()
@@ -118,14 +128,60 @@ func (l *listener) flowFor(client netip.AddrPort) *flow {
 	return nil
 }
 
-// relay sends the endpoint's replies to the client until the flow ends.
+// dialUDP opens a flow's connected socket. When the process is out of descriptors in
+// spite of the reserve (TCP connections use them too), it evicts the least recently
+// used flow and tries once more.
+func (p *Proxy) dialUDP(to netip.AddrPort) (*net.UDPConn, error) {
+	up, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(to))
+	if err == nil || !(errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE)) {
+		return up, err
+	}
+	if old := p.flows.oldest(); old != nil {
+		p.metrics.evictions.WithLabelValues(evictLRU).Inc()
+		old.l.endFlow(old)
+	}
+	return net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(to))
+}
+
+// relay sends the endpoint's replies to the client until the flow ends. It reads with
+// the raw descriptor and takes a datagram buffer from the pool only once a reply is
+// there, so that an idle flow holds a goroutine and a socket but no buffer.
 func (l *listener) relay(f *flow) {
 	defer l.endFlow(f)
 	idle := f.t.udpIdleTimeout
-	buf := make([]byte, maxDatagram)
+	rc, err := f.up.SyscallConn()
+	if err != nil {
+		return
+	}
+	var n int
+	var rerr error
+	read := func(fd uintptr) bool {
+		buf := l.p.datagrams.Get().(*datagramBuf)
+		defer l.p.datagrams.Put(buf)
+		n, rerr = unix.Read(int(fd), buf[:])
+		if rerr == unix.EAGAIN || rerr == unix.EINTR {
+			return false
+		}
+		if rerr != nil {
+			return true
+		}
+		if !f.replied.Swap(true) {
+			f.t.succeeded(f.index)
+		}
+		if _, err := l.udp.WriteToUDPAddrPort(buf[:n], f.client); err != nil && errors.Is(err, net.ErrClosed) {
+			rerr = err
+			return true
+		}
+		f.m.tx.Add(float64(n))
+		return true
+	}
 	for {
 		_ = f.up.SetReadDeadline(time.Unix(0, f.last.Load()).Add(idle))
-		n, err := f.up.Read(buf)
+		rerr = nil
+		err := rc.Read(read)
+		if err == nil {
+			err = rerr
+		}
 		if err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) && time.Since(time.Unix(0, f.last.Load())) < idle {
 				continue
@@ -135,13 +191,6 @@ func (l *listener) relay(f *flow) {
 			}
 			return
 		}
-		if !f.replied.Swap(true) {
-			f.t.succeeded(f.index)
-		}
-		if _, err := l.udp.WriteToUDPAddrPort(buf[:n], f.client); err != nil && errors.Is(err, net.ErrClosed) {
-			return
-		}
-		f.m.tx.Add(float64(n))
 	}
 }
 
@@ -158,11 +207,7 @@ func (l *listener) flowFailed(f *flow, err error) {
 // endFlow removes and closes a flow once.
 func (l *listener) endFlow(f *flow) {
 	f.once.Do(func() {
-		l.flowMu.Lock()
-		if l.flows[f.client] == f {
-			delete(l.flows, f.client)
-		}
-		l.flowMu.Unlock()
+		l.p.flows.remove(f)
 		_ = f.up.Close()
 		f.t.backends[f.index].load.End()
 		f.m.active.Dec()
@@ -172,15 +217,7 @@ func (l *listener) endFlow(f *flow) {
 // pruneFlows ends the flows whose endpoint is no longer in t, at once: the client's
 // next datagram starts a flow to a live endpoint (kube-proxy's UDP conntrack cleanup).
 func (l *listener) pruneFlows(t *target) {
-	l.flowMu.Lock()
-	var stale []*flow
-	for _, f := range l.flows {
-		if !t.has(f.backend) {
-			stale = append(stale, f)
-		}
-	}
-	l.flowMu.Unlock()
-	for _, f := range stale {
+	for _, f := range l.p.flows.of(l, func(f *flow) bool { return !t.has(f.backend) }) {
 		l.endFlow(f)
 	}
 }
