@@ -88,7 +88,7 @@ func (f *runFlags) register(cmd *cobra.Command) {
 	fl.StringSliceVar(&f.statusAddresses, "status-address", nil, "with the Kubernetes source: addresses written to Ingress and Gateway status")
 	fl.BoolVar(&f.accessLog, "access-log", false, "log every L7 request (JSON with --log-format json)")
 	fl.BoolVar(&f.h2c, "h2c", false, "accept cleartext HTTP/2 (h2c, prior knowledge or upgrade) on the gateway's HTTP listeners")
-	fl.BoolVar(&f.gatewayLoops, "gateway-event-loops", true, "serve simple HTTP/1.1 requests on the gateway's plaintext listeners with event loops (false: a goroutine per connection)")
+	fl.BoolVar(&f.gatewayLoops, "gateway-event-loops", true, "serve HTTP/1.1 requests without a body on the gateway's plaintext listeners with event loops (false: net/http alone)")
 	f.log.register(cmd)
 }
 

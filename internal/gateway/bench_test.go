@@ -12,22 +12,16 @@ import (
 )
 
 // BenchmarkProxyGET measures one small keep-alive GET through the gateway to a
-// loopback backend (client, gateway and backend in one process). fast-path is the
-// default: weir's own HTTP/1.1 server, proxy path and upstream client;
-// net-http-transport is net/http's server, httputil.ReverseProxy and http.Transport.
+// loopback backend (client, gateway and backend in one process), on each transport:
+// the event loops, and net/http (its server, httputil.ReverseProxy, http.Transport).
 func BenchmarkProxyGET(b *testing.B) {
 	b.Run("event-loops", func(b *testing.B) { benchProxyGET(b, Options{}, 1) })
-	b.Run("fast-path", func(b *testing.B) { benchProxyGET(b, Options{DisableEventLoops: true}, 1) })
-	b.Run("net-http-transport", func(b *testing.B) { benchProxyGET(b, Options{DisableFastPath: true, DisableFastServer: true}, 1) })
+	b.Run("net-http", func(b *testing.B) { benchProxyGET(b, Options{DisableEventLoops: true}, 1) })
 	// 64 clients on 2 cores, as bench/l7.sh's wrk -c64: the machine stays busy, so
 	// ns/op measures CPU per request rather than the latency of one round trip.
 	b.Run("event-loops-c64", func(b *testing.B) { benchProxyGET(b, Options{}, 64/max(runtime.GOMAXPROCS(0), 1)) })
-	b.Run("fast-path-c64", func(b *testing.B) {
+	b.Run("net-http-c64", func(b *testing.B) {
 		benchProxyGET(b, Options{DisableEventLoops: true}, 64/max(runtime.GOMAXPROCS(0), 1))
-	})
-	// The same with net/http's server downstream (weir's own server off).
-	b.Run("net-http-server-c64", func(b *testing.B) {
-		benchProxyGET(b, Options{DisableFastServer: true}, 64/max(runtime.GOMAXPROCS(0), 1))
 	})
 }
 

@@ -63,15 +63,9 @@ type Options struct {
 	IdleTimeout       time.Duration
 	// ShutdownGrace bounds how long a removed listener waits for its requests. Default 10 s.
 	ShutdownGrace time.Duration
-	// DisableFastPath sends every HTTP/1.1 request through net/http's Transport instead
-	// of weir's single-goroutine client for requests without a body.
-	DisableFastPath bool
-	// DisableFastServer serves plaintext HTTP listeners with net/http's server alone
-	// instead of weir's own HTTP/1.1 server for simple requests (h1server.go).
-	DisableFastServer bool
-	// DisableEventLoops serves plaintext HTTP listeners with the fast server's
-	// goroutine per connection instead of weir's event loops (h1loop.go). The loops
-	// are also off when ReadTimeout or WriteTimeout is set (they keep neither).
+	// DisableEventLoops serves plaintext HTTP listeners with net/http alone instead of
+	// weir's event loops (h1loop.go) first. The loops are also off when ReadTimeout or
+	// WriteTimeout is set (they keep neither).
 	DisableEventLoops bool
 	// MaxMirrorsInFlight bounds mirror copies in flight; more are dropped. Default 256.
 	MaxMirrorsInFlight int
@@ -191,8 +185,8 @@ type listener struct {
 	addr     string // as configured
 	protocol model.ListenerProtocol
 	ln       net.Listener
-	srv      *http.Server // nil for TLS passthrough
-	fast     *fastServer  // plaintext HTTP listeners: serves simple requests, hands the rest to srv
+	srv      *http.Server  // nil for TLS passthrough
+	loops    *loopListener // plaintext HTTP listeners on the event loops: they hand to srv what they do not serve
 	table    atomic.Pointer[table]
 	certs    atomic.Pointer[certTable]
 	pt       atomic.Pointer[ptTable] // TLS passthrough only
@@ -394,30 +388,23 @@ func (g *Gateway) openListener(addr string, proto model.ListenerProtocol, t *tab
 		srv.Protocols.SetUnencryptedHTTP2(true)
 	}
 	l.srv = srv
-	if proto == model.ProtocolHTTP && !g.opts.DisableFastServer {
-		l.fast = newFastServer(ln, srv, g.ctx, g.opts.MaxHeaderBytes, g.opts.ReadHeaderTimeout, g.opts.ReadTimeout, g.opts.IdleTimeout, g.opts.WriteTimeout,
-			func(ctx context.Context, w http.ResponseWriter, r *http.Request) { g.serve(ctx, w, r, l.table.Load()) },
-			func(msg string, args ...any) { g.log.Debug(msg, args...) })
-		if err := g.startLoops(l); err != nil {
-			g.log.Warn("gateway: event loops unavailable; serving with a goroutine per connection", "address", addr, "err", err)
-		}
-		if l.fast.loops == nil {
-			g.wg.Go(func() {
-				if err := l.fast.serve(); err != nil {
-					g.log.Error("gateway: listener stopped", "address", addr, "err", err)
-				}
-			})
+	var served net.Listener = ln
+	if proto == model.ProtocolHTTP {
+		handoff := newHandoffListener(ln.Addr())
+		ll, err := g.startLoops(ln, handoff, l.table.Load)
+		switch {
+		case err != nil:
+			g.log.Warn("gateway: event loops unavailable; serving with net/http", "address", addr, "err", err)
+		case ll != nil:
+			l.loops, served = ll, handoff
 		}
 	}
 	g.wg.Go(func() {
 		var err error
-		switch {
-		case proto == model.ProtocolHTTPS:
-			err = srv.ServeTLS(ln, "", "")
-		case l.fast != nil:
-			err = srv.Serve(l.fast.handoff)
-		default:
-			err = srv.Serve(ln)
+		if proto == model.ProtocolHTTPS {
+			err = srv.ServeTLS(served, "", "")
+		} else {
+			err = srv.Serve(served)
 		}
 		if err != nil && !errors.Is(err, http.ErrServerClosed) {
 			g.log.Error("gateway: listener stopped", "address", addr, "err", err)
@@ -428,25 +415,20 @@ func (g *Gateway) openListener(addr string, proto model.ListenerProtocol, t *tab
 }
 
 // startLoops puts a plaintext listener on the event loops, starting them first, unless
-// the options keep them off. Called under g.mu.
-func (g *Gateway) startLoops(l *listener) error {
+// the options keep them off (nil). Called under g.mu.
+func (g *Gateway) startLoops(ln net.Listener, handoff *handoffListener, table func() *table) (*loopListener, error) {
 	o := g.opts
-	if o.DisableEventLoops || o.DisableFastPath || o.ReadTimeout > 0 || o.WriteTimeout > 0 {
-		return nil
+	if o.DisableEventLoops || o.ReadTimeout > 0 || o.WriteTimeout > 0 {
+		return nil, nil
 	}
 	if g.loops == nil {
 		s, err := newLoopServer(g)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		g.loops = s
 	}
-	ll, err := g.loops.listen(l.ln, l.fast, l.table.Load)
-	if err != nil {
-		return err
-	}
-	l.fast.loops = ll
-	return nil
+	return g.loops.listen(ln, handoff, table)
 }
 
 // closeListener stops accepting at once and lets in-flight requests finish within
@@ -466,12 +448,12 @@ func (g *Gateway) closeListener(l *listener) {
 		})
 		return
 	}
-	if l.fast != nil {
-		l.fast.stopAccepting() // at once, so that the address may be opened again
+	if l.loops != nil {
+		l.loops.stopAccepting() // at once, so that the address may be opened again
 		g.wg.Go(func() {
 			ctx, cancel := context.WithTimeout(context.Background(), g.opts.ShutdownGrace)
 			defer cancel()
-			_ = l.fast.shutdown(ctx)
+			_ = l.loops.shutdown(ctx, l.srv)
 		})
 		return
 	}
@@ -507,8 +489,8 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 			continue
 		}
 		wg.Go(func() {
-			if l.fast != nil {
-				if err := l.fast.shutdown(ctx); err != nil {
+			if l.loops != nil {
+				if err := l.loops.shutdown(ctx, l.srv); err != nil {
 					errMu.Lock()
 					errs = append(errs, err)
 					errMu.Unlock()

@@ -27,20 +27,33 @@ import (
 // loopServer serves the plaintext HTTP listeners on event loops (internal/eventloop),
 // as nginx and HAProxy do: one goroutine per loop, raw non-blocking sockets, no
 // goroutine, park or wake-up per connection or request, and upstream connections
-// pooled per loop. A loop serves a request itself when it is a simple HTTP/1.1
-// request without a body (what the fast server parses, http1.ParseRequest) whose rule
-// sends it to HTTP/1.1 backends; the request goes through the same routing, admission
-// (rate limit, CORS, filters, mirrors, backend choice, breaker), upstream attempts
-// (retries, budget, health, per-try and request timeouts), response processing and
-// accounting as on the goroutine paths. At the first request it does not serve — a
-// body, an upgrade, HTTP/1.0, a head over 4 KiB, anything malformed, a rule with an
+// pooled per loop. A loop serves a request itself when it is an HTTP/1.1 request
+// without a body (http1.ParseRequest) whose rule sends it to HTTP/1.1 backends; the
+// request goes through the same routing, admission, upstream attempts, response
+// processing and accounting as on net/http. At the first request it does not serve —
+// a body, an upgrade, HTTP/1.0, a head over 4 KiB, anything malformed, a rule with an
 // h2c backend — the loop hands the connection, with the bytes it has read, to the
-// listener's fast server (one goroutine per connection), which serves it, or hands it
-// on to net/http, from then on.
+// listener's net/http server, which serves it from then on.
 type loopServer struct {
 	g     *Gateway
 	loops []*h1Loop
 	wg    sync.WaitGroup
+	date  atomic.Pointer[dateValue]
+}
+
+// dateValue is the Date header of one second.
+type dateValue struct {
+	unix int64
+	text []byte
+}
+
+func (s *loopServer) dateHeader(now time.Time) []byte {
+	d := s.date.Load()
+	if d == nil || d.unix != now.Unix() {
+		d = &dateValue{unix: now.Unix(), text: now.UTC().AppendFormat(make([]byte, 0, 29), http.TimeFormat)}
+		s.date.Store(d)
+	}
+	return d.text
 }
 
 // maxH1Loops caps the event loops (one per P up to this).
@@ -92,15 +105,22 @@ func (s *loopServer) onLoops(fn func(hl *h1Loop)) {
 
 // loopListener is one plaintext listener on the loops.
 type loopListener struct {
-	s     *loopServer
-	fd    int // a duplicate of the listener's socket, non-blocking
-	fs    *fastServer
-	table func() *table
-	open  atomic.Int64 // connections on the loops
+	s       *loopServer
+	ln      net.Listener
+	fd      int // a duplicate of the listener's socket, non-blocking
+	handoff *handoffListener
+	table   func() *table
+	open    atomic.Int64 // connections on the loops
+	closing atomic.Bool
+
+	maxHeader     int
+	headerTimeout time.Duration
+	idleTimeout   time.Duration
 }
 
-// listen makes the loops accept on ln's socket; connections they do not serve go to fs.
-func (s *loopServer) listen(ln net.Listener, fs *fastServer, table func() *table) (*loopListener, error) {
+// listen makes the loops accept on ln's socket; connections they do not serve go to
+// handoff (served by net/http).
+func (s *loopServer) listen(ln net.Listener, handoff *handoffListener, table func() *table) (*loopListener, error) {
 	tl, ok := ln.(*net.TCPListener)
 	if !ok {
 		return nil, fmt.Errorf("gateway: event loops need a TCP listener, not %T", ln)
@@ -124,7 +144,9 @@ func (s *loopServer) listen(ln net.Listener, fs *fastServer, table func() *table
 		_ = unix.Close(fd)
 		return nil, fmt.Errorf("gateway: listener socket: %w", err)
 	}
-	ll := &loopListener{s: s, fd: fd, fs: fs, table: table}
+	o := s.g.opts
+	ll := &loopListener{s: s, ln: ln, fd: fd, handoff: handoff, table: table,
+		maxHeader: o.MaxHeaderBytes, headerTimeout: o.ReadHeaderTimeout, idleTimeout: o.IdleTimeout}
 	var errs []error
 	var mu sync.Mutex
 	s.onLoops(func(hl *h1Loop) {
@@ -144,8 +166,12 @@ func (s *loopServer) listen(ln net.Listener, fs *fastServer, table func() *table
 // stopAccepting takes the listener off the loops and closes its socket (the
 // connections stay).
 func (ll *loopListener) stopAccepting() {
+	if ll.closing.Swap(true) {
+		return
+	}
 	ll.s.onLoops(func(hl *h1Loop) { _ = hl.lp.Unregister(ll.fd) })
 	_ = unix.Close(ll.fd)
+	_ = ll.ln.Close() // at once, so that the address may be opened again
 }
 
 // closeIdle closes the listener's connections that wait for a request, marks the
@@ -228,7 +254,7 @@ func (a *acceptor) Ready(lp *eventloop.Loop, _ uint32) {
 			}
 			return
 		}
-		if ll.fs.closing.Load() {
+		if ll.closing.Load() {
 			_ = eventloop.Close(fd)
 			continue
 		}
@@ -267,7 +293,7 @@ func (hl *h1Loop) adopt(ll *loopListener, fd int, peer netip.AddrPort) {
 		return
 	}
 	hl.conns[c] = struct{}{}
-	hl.lp.Schedule(&c.timer, hl.lp.Now()+ll.fs.headerTimeout)
+	hl.lp.Schedule(&c.timer, hl.lp.Now()+ll.headerTimeout)
 }
 
 // loopConn is one downstream connection on a loop.
@@ -287,8 +313,8 @@ type loopConn struct {
 	closeAfter bool
 	served     bool // a request was answered: the idle timeout applies, not the header one
 	serving    bool // inside next: a finished exchange leaves the next request to it
-	// handOffAfter: the connection goes to the fast server (for this reason) once c.out
-	// is written.
+	// handOffAfter: the connection goes to net/http (for this reason) once c.out is
+	// written.
 	handOffAfter string
 	headTimer    bool      // the timer is the header timeout, not the idle one
 	x            *exchange // the request in flight (&xs), or nil
@@ -301,9 +327,9 @@ type loopConn struct {
 	resp  localResponse
 }
 
-// maxLoopHead is the longest request head a loop parses; a longer one goes to the
-// fast server (and on to net/http), as the fast server's read buffer does.
-const maxLoopHead = fastReadBufferSize
+// maxLoopHead is the longest request head a loop parses (net/http's read buffer); a
+// longer one goes to net/http.
+const maxLoopHead = 4 << 10
 
 // maxPendingOut is how much response a slow client may have waiting before the loop
 // stops reading the backend.
@@ -436,7 +462,7 @@ func (c *loopConn) next() {
 			return
 		}
 		end, bad := http1.HeadEnd(c.in)
-		if bad || (end == 0 && len(c.in) >= maxLoopHead) || end > maxLoopHead || end > c.ll.fs.maxHeader {
+		if bad || (end == 0 && len(c.in) >= maxLoopHead) || end > maxLoopHead || end > c.ll.maxHeader {
 			c.handOff("request")
 			return
 		}
@@ -463,10 +489,10 @@ func (c *loopConn) next() {
 			// byte: slowloris).
 			switch {
 			case len(c.in) == 0 && c.served:
-				lp.Schedule(&c.timer, lp.Now()+c.ll.fs.idleTimeout)
+				lp.Schedule(&c.timer, lp.Now()+c.ll.idleTimeout)
 				c.headTimer = false
 			case len(c.in) == 0 || !c.headTimer || !c.timer.Scheduled():
-				lp.Schedule(&c.timer, lp.Now()+c.ll.fs.headerTimeout)
+				lp.Schedule(&c.timer, lp.Now()+c.ll.headerTimeout)
 				c.headTimer = true
 			}
 			return
@@ -483,7 +509,7 @@ func (c *loopConn) next() {
 }
 
 // serve starts one request whose head is c.in[:end]. It returns false when the
-// connection went to the fast server.
+// connection went to net/http.
 func (c *loopConn) serve(sr http1.Request, end int) bool {
 	g := c.hl.s.g
 	r := sr.Req
@@ -499,7 +525,7 @@ func (c *loopConn) serve(sr http1.Request, end int) bool {
 	c.in = c.in[:copy(c.in, c.in[end:])]
 	c.served = true
 	c.hl.lp.Cancel(&c.timer)
-	if sr.WantsClose || c.ll.fs.closing.Load() {
+	if sr.WantsClose || c.ll.closing.Load() {
 		c.closeAfter = true
 	}
 	isHEAD := r.Method == http.MethodHead
@@ -525,7 +551,7 @@ func (c *loopConn) serve(sr http1.Request, end int) bool {
 
 // writeLocal queues an answer the gateway made itself.
 func (c *loopConn) writeLocal(w *localResponse, isHEAD bool) {
-	c.out = w.appendTo(c.out, isHEAD, c.closeAfter, c.ll.fs.dateHeader(time.Now()))
+	c.out = w.appendTo(c.out, isHEAD, c.closeAfter, c.hl.s.dateHeader(time.Now()))
 	if c.writable {
 		c.flush()
 	}
@@ -538,14 +564,14 @@ func (c *loopConn) timeout(lp *eventloop.Loop) {
 	switch {
 	case c.x != nil:
 	case len(c.out) > 0:
-		lp.Schedule(&c.timer, lp.Now()+c.ll.fs.idleTimeout)
+		lp.Schedule(&c.timer, lp.Now()+c.ll.idleTimeout)
 	default:
 		c.close()
 	}
 }
 
-// handOff gives the connection, with what it has read, to the fast server, once what
-// is queued for it (the end of an earlier answer) is written.
+// handOff gives the connection, with what it has read, to net/http, once what is
+// queued for it (the end of an earlier answer) is written.
 func (c *loopConn) handOff(reason string) {
 	if len(c.out) > 0 {
 		c.handOffAfter = reason
@@ -563,7 +589,103 @@ func (c *loopConn) handOff(reason string) {
 		c.hl.s.g.log.Debug("gateway: hand-off", "err", err)
 		return
 	}
-	c.ll.fs.adopt(nc, pre)
+	if len(pre) > 0 {
+		nc = &prefixConn{Conn: nc, pre: pre}
+	}
+	c.ll.handoff.push(nc)
+}
+
+// prefixConn reads pre before the connection.
+type prefixConn struct {
+	net.Conn
+	pre []byte
+}
+
+func (c *prefixConn) Read(p []byte) (int, error) {
+	if len(c.pre) > 0 {
+		n := copy(p, c.pre)
+		c.pre = c.pre[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
+}
+
+// CloseWrite lets net/http half-close after an error answer, as on a *net.TCPConn.
+func (c *prefixConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
+// handoffListener is the net.Listener net/http serves on a listener the loops accept
+// on: the connections they hand over.
+type handoffListener struct {
+	addr net.Addr
+	ch   chan net.Conn
+	done chan struct{}
+	once sync.Once
+}
+
+func newHandoffListener(addr net.Addr) *handoffListener {
+	return &handoffListener{addr: addr, ch: make(chan net.Conn), done: make(chan struct{})}
+}
+
+func (l *handoffListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ch:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *handoffListener) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *handoffListener) Addr() net.Addr { return l.addr }
+
+// push hands c to net/http; false (c closed) when the server is closed.
+func (l *handoffListener) push(c net.Conn) bool {
+	select {
+	case l.ch <- c:
+		return true
+	case <-l.done:
+		_ = c.Close()
+		return false
+	}
+}
+
+// shutdown stops accepting, closes idle connections at once and the others when their
+// response is done, waits for them until ctx ends and then closes what is left; srv
+// (the handed-off connections) shuts down alongside.
+func (ll *loopListener) shutdown(ctx context.Context, srv *http.Server) error {
+	ll.stopAccepting()
+	var srvErr error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if srvErr = srv.Shutdown(ctx); srvErr != nil {
+			_ = srv.Close()
+		}
+	}()
+	wait := time.Millisecond
+	for ll.closeIdle() > 0 {
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			ll.closeAll()
+			<-done
+			return errors.Join(ctx.Err(), srvErr)
+		case <-t.C:
+		}
+		wait = min(2*wait, 100*time.Millisecond)
+	}
+	<-done
+	return srvErr
 }
 
 // detach takes the connection off its loop's books (its descriptor stays open).
@@ -690,7 +812,7 @@ func (x *exchange) onHead(u *upConn, end int) {
 			return
 		}
 	}
-	resp, framing, n, ok := parseUpstreamHead(u.in[:end], x.isHEAD)
+	resp, framing, n, ok := readUpstreamHead(u.in[:end], x.isHEAD)
 	if !ok {
 		x.tryFailed(errors.New("malformed HTTP response from backend"), false)
 		return
@@ -734,7 +856,7 @@ func (x *exchange) respond(u *upConn, end int, h plainHead, resp *http.Response)
 	if h.framing == bodyUntilClose {
 		c.closeAfter = true
 	}
-	date := c.ll.fs.dateHeader(time.Now())
+	date := c.hl.s.dateHeader(time.Now())
 	x.outStart = len(c.out)
 	if resp != nil {
 		removeHopByHop(resp.Header)
@@ -1246,6 +1368,43 @@ func (u *upConn) close() {
 	u.cl.conns.Add(-1)
 }
 
+// bodyFraming is how an upstream response's body ends (RFC 9112, section 6.3).
+type bodyFraming uint8
+
+const (
+	bodyNone       bodyFraming = iota // HEAD, 1xx, 204, 304
+	bodyLength                        // Content-Length bytes
+	bodyChunked                       // Transfer-Encoding: chunked
+	bodyUntilClose                    // neither: the body ends when the backend closes
+)
+
+// readUpstreamHead parses a response head (status line and header lines ending with an
+// empty line) with net/http's client parser (http.ReadResponse), and says how its body
+// is framed and, for bodyLength, its length. isHEAD: the response answers a HEAD
+// request. ok is false for a head net/http's client would not take.
+func readUpstreamHead(head []byte, isHEAD bool) (resp *http.Response, framing bodyFraming, contentLength int64, ok bool) {
+	req := &http.Request{Method: http.MethodGet}
+	if isHEAD {
+		req.Method = http.MethodHead
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(head)), req)
+	if err != nil {
+		return nil, 0, 0, false
+	}
+	resp.Body, resp.Request = nil, nil
+	code := resp.StatusCode
+	switch {
+	case isHEAD || code < 200 || code == http.StatusNoContent || code == http.StatusNotModified:
+		return resp, bodyNone, 0, true
+	case len(resp.TransferEncoding) > 0:
+		return resp, bodyChunked, -1, true
+	case resp.ContentLength >= 0:
+		return resp, bodyLength, resp.ContentLength, true
+	}
+	resp.Close = true
+	return resp, bodyUntilClose, -1, true
+}
+
 // localResponse is the http.ResponseWriter of the answers a loop makes itself (no
 // route, rate limited, redirects, CORS preflights, breaker overflow, upstream errors).
 type localResponse struct {
@@ -1324,6 +1483,9 @@ func appendResponseHead(b []byte, resp *http.Response, framing bodyFraming, clos
 		if resp.StatusCode == http.StatusNotModified && (k == "Content-Length" || k == "Content-Type") {
 			continue // as net/http's server
 		}
+		if k == "Content-Length" && (framing == bodyChunked || resp.StatusCode == http.StatusNoContent || resp.StatusCode < 200) {
+			continue
+		}
 		b = appendHeaderLines(b, k, vs)
 	}
 	if framing == bodyChunked {
@@ -1343,6 +1505,50 @@ func appendResponseHead(b []byte, resp *http.Response, framing bodyFraming, clos
 	}
 	return appendDateAndClose(b, resp.Header, date, closeAfter)
 }
+
+func bodyAllowedForStatus(code int) bool {
+	switch {
+	case code >= 100 && code <= 199, code == http.StatusNoContent, code == http.StatusNotModified:
+		return false
+	}
+	return true
+}
+
+// appendHeaderLines appends "k: v\r\n" for each value, skipping invalid names and
+// turning CR and LF in values into spaces, as net/http's Header.Write does.
+func appendHeaderLines(b []byte, k string, vs []string) []byte {
+	if !httpguts.ValidHeaderFieldName(k) {
+		return b
+	}
+	for _, v := range vs {
+		b = append(b, k...)
+		b = append(b, ": "...)
+		start := len(b)
+		b = append(b, v...)
+		for i := start; i < len(b); i++ {
+			if b[i] == '\r' || b[i] == '\n' {
+				b[i] = ' '
+			}
+		}
+		// Trim surrounding whitespace, as textproto.TrimString.
+		val := b[start:]
+		lo, hi := 0, len(val)
+		for lo < hi && isASCIISpace(val[lo]) {
+			lo++
+		}
+		for hi > lo && isASCIISpace(val[hi-1]) {
+			hi--
+		}
+		if lo > 0 || hi < len(val) {
+			n := copy(val, val[lo:hi])
+			b = b[:start+n]
+		}
+		b = append(b, "\r\n"...)
+	}
+	return b
+}
+
+func isASCIISpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
 
 func appendStatusLine(b []byte, code int) []byte {
 	b = append(b, "HTTP/1.1 "...)

@@ -25,16 +25,6 @@ import (
 // checks a counter after a path has run. The cases that found a bug say which (the
 // `was` fields; line numbers at d76b38d): each failed before its fix.
 
-// reviewServers are the three ways a plaintext listener is served.
-var reviewServers = []struct {
-	name  string
-	loops bool
-	opts  Options
-}{
-	{"event loops", true, Options{}},
-	{"fast server", false, Options{DisableEventLoops: true}},
-	{"net/http", false, Options{DisableFastServer: true}},
-}
 
 // reviewPattern is the byte at offset i of a large body.
 func reviewPattern(i int) byte { return "0123456789abcdef"[i%16] }
@@ -186,7 +176,7 @@ func TestReviewLoopSlowClientResponses(t *testing.T) {
 				"the idle timeout once the response is written"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			for _, srv := range reviewServers {
+			for _, srv := range transports {
 				t.Run(srv.name, func(t *testing.T) {
 					be := backend("b", 1)
 					be.Endpoints = []model.Endpoint{bigBackend(t)}
@@ -386,9 +376,7 @@ func TestReviewLoopResponsesMatchNetHTTP(t *testing.T) {
 		opts Options
 	}{
 		{"event loops", Options{}},
-		{"fast server", Options{DisableEventLoops: true}},
-		{"net/http server, fast upstream client", Options{DisableFastServer: true}},
-		{"net/http and ReverseProxy", Options{DisableFastServer: true, DisableFastPath: true}},
+		{"net/http and ReverseProxy", Options{DisableEventLoops: true}},
 	}
 	for _, tc := range []struct {
 		name, raw string
@@ -405,10 +393,7 @@ func TestReviewLoopResponsesMatchNetHTTP(t *testing.T) {
 		{name: "Content-Length and chunked", raw: "GET /cl-and-te HTTP/1.1\r\nHost: h\r\n\r\n", methods: []string{"GET"}},
 		{name: "more than Content-Length, then the next request",
 			raw: "GET /extra HTTP/1.1\r\nHost: h\r\n\r\nGET /after HTTP/1.1\r\nHost: h\r\n\r\n", methods: []string{"GET", "GET"},
-			was: map[int]string{
-				1: "h1client.go (not the loops): bytes a backend sends past Content-Length stay on the kept-alive upstream connection and are served as the next request's response",
-				2: "h1client.go (not the loops): bytes a backend sends past Content-Length stay on the kept-alive upstream connection and are served as the next request's response",
-			}},
+		},
 		{name: "bad chunk framing", raw: "GET /close-bad HTTP/1.1\r\nHost: h\r\n\r\n", methods: []string{"GET"}},
 		{name: "body shorter than Content-Length", raw: "GET /close-short HTTP/1.1\r\nHost: h\r\n\r\n", methods: []string{"GET"}},
 		{name: "chunk extension", raw: "GET /chunk-ext HTTP/1.1\r\nHost: h\r\n\r\n", methods: []string{"GET"}},
@@ -449,7 +434,7 @@ func TestReviewLoopAbortKeepsEarlierResponse(t *testing.T) {
 		"/close-bad": "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n",
 	}
 	ep := cannedBackend(t, canned)
-	for _, srv := range reviewServers {
+	for _, srv := range transports {
 		t.Run(srv.name, func(t *testing.T) {
 			be := backend("b", 1)
 			be.Endpoints = []model.Endpoint{ep}
@@ -479,7 +464,7 @@ func TestReviewLoopAbortKeepsEarlierResponse(t *testing.T) {
 // the cluster's limit while the next request, on another loop, has to dial.
 func TestReviewLoopBreakerCountsOtherLoopsIdleConnections(t *testing.T) {
 	a := startEcho(t, "a")
-	for _, srv := range reviewServers {
+	for _, srv := range transports {
 		t.Run(srv.name, func(t *testing.T) {
 			be := backend("a", 1, a)
 			be.Policy.CircuitBreaker.MaxConnections = 1
@@ -537,8 +522,8 @@ func (tg *testGateway) loopCounters(t *testing.T) loopCounters {
 			lc.epLoad += ep.load.Active()
 		}
 	}
-	if l := tg.listeners[tg.addr]; l != nil && l.fast != nil && l.fast.loops != nil {
-		lc.open = l.fast.loops.open.Load()
+	if l := tg.listeners[tg.addr]; l != nil && l.loops != nil {
+		lc.open = l.loops.open.Load()
 	}
 	if tg.loops != nil {
 		var idle atomic.Int64
@@ -666,7 +651,7 @@ func TestReviewLoopCountersSettle(t *testing.T) {
 // the request, on the loops as in net/http's server and nginx: it cannot be told from
 // a client that went away. So the client here half-closes after the head.)
 func TestReviewLoopHalfCloseLargeResponse(t *testing.T) {
-	for _, srv := range reviewServers[:2] {
+	for _, srv := range transports[:2] {
 		t.Run(srv.name, func(t *testing.T) {
 			be := backend("b", 1)
 			be.Endpoints = []model.Endpoint{bigBackend(t)}

@@ -34,7 +34,7 @@ type ruleRuntime struct {
 	canaryAt int // index of the canary backend
 	hasResp  bool
 	spread   atomic.Uint64 // the weighted split's sequence
-	loopable bool          // the event loops may serve it: HTTP/1.1 backends, the fast client on
+	loopable bool          // the event loops may serve it: HTTP/1.1 backends
 	cors     *model.CORS
 	mirrors  []*mirrorRuntime
 }
@@ -113,7 +113,7 @@ func (b *builder) rule(r *model.Rule) *ruleRuntime {
 		}
 		rr.backends = append(rr.backends, br)
 	}
-	rr.loopable = !b.g.opts.DisableFastPath
+	rr.loopable = true
 	for _, br := range rr.backends {
 		if br.cl != nil && br.cl.h2c {
 			rr.loopable = false
@@ -205,6 +205,7 @@ func clientText(remote string, a netip.Addr) string {
 type statusWriter struct {
 	http.ResponseWriter
 	code int
+	sent atomic.Bool // a final response head was written
 }
 
 func (w *statusWriter) WriteHeader(code int) {
@@ -214,6 +215,7 @@ func (w *statusWriter) WriteHeader(code int) {
 		w.code = code
 	}
 	if code >= 200 {
+		w.sent.Store(true)
 		// A response without a Content-Type goes out without one, as nginx, HAProxy and
 		// Envoy relay it (and the event loops do): net/http's servers would sniff one.
 		if h := w.Header(); h != nil {
@@ -228,6 +230,7 @@ func (w *statusWriter) WriteHeader(code int) {
 func (w *statusWriter) Write(b []byte) (int, error) {
 	if w.code == 0 {
 		w.code = http.StatusOK
+		w.sent.Store(true)
 	}
 	return w.ResponseWriter.Write(b)
 }
@@ -355,15 +358,21 @@ func (g *Gateway) serveRule(w *statusWriter, r *http.Request, m *model.RouteMatc
 		return
 	}
 	defer br.cl.active.Add(-1)
-	var ctx context.Context = st
+	// The upstream request ends with the client's only until the answer has begun: a
+	// client that half-closes after that still reads its answer whole (a write to a
+	// client that went away fails and ends it), as on the event loops.
+	ctx, cancel := context.WithCancel(context.WithoutCancel(st))
+	defer cancel()
+	stop := context.AfterFunc(st, func() {
+		if !w.sent.Load() {
+			cancel()
+		}
+	})
+	defer stop()
 	if timeout := st.rule.rule.RequestTimeout; timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
-	}
-	if g.h1Proxied(r, br) {
-		g.proxyH1(w, r.WithContext(ctx), st)
-		return
 	}
 	g.proxy.ServeHTTP(w, r.WithContext(ctx))
 }

@@ -287,3 +287,14 @@ func eventually(t *testing.T, d time.Duration, cond func() bool, msg string) {
 	}
 	t.Fatal(msg)
 }
+
+// transports are the two ways a plaintext listener is served: the event loops first
+// (handing to net/http what they do not serve), and net/http alone.
+var transports = []struct {
+	name  string
+	loops bool
+	opts  Options
+}{
+	{"event loops", true, Options{}},
+	{"net/http", false, Options{DisableEventLoops: true}},
+}

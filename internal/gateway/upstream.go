@@ -321,7 +321,6 @@ func (c *countedConn) Close() error {
 type upstream struct {
 	g       *Gateway
 	h1, h2c *http.Transport
-	fast    *h1Client
 	dialer  *net.Dialer
 }
 
@@ -346,12 +345,10 @@ func newUpstream(g *Gateway) *upstream {
 	}
 	u.h2c.Protocols = new(http.Protocols)
 	u.h2c.Protocols.SetUnencryptedHTTP2(true)
-	u.fast = newH1Client(u.dial)
 	return u
 }
 
 func (u *upstream) close() {
-	u.fast.closeIdle()
 	u.h1.CloseIdleConnections()
 	u.h2c.CloseIdleConnections()
 }
@@ -534,12 +531,9 @@ func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 	cl := st.backend.cl
 	upgrade := req.Header.Get("Upgrade") != ""
 	bodyless := req.Body == nil || req.Body == http.NoBody
-	var rt http.RoundTripper = u.h1
-	switch {
-	case cl.h2c:
+	rt := u.h1
+	if cl.h2c {
 		rt = u.h2c
-	case bodyless && !upgrade && !u.g.opts.DisableFastPath:
-		rt = u.fast
 	}
 	var a attempts
 	a.init(u, st, req.Method, bodyless || req.GetBody != nil, upgrade, time.Now())

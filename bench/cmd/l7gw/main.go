@@ -26,9 +26,7 @@ func main() {
 	listen := flag.String("listen", "127.0.0.1:18080", "address to serve")
 	backends := flag.String("backends", "127.0.0.1:18000", "comma-separated backend endpoints (ip:port)")
 	alg := flag.String("algorithm", string(balance.RoundRobin), "scheduler")
-	slow := flag.Bool("no-fast-path", false, "send every request through net/http's Transport and httputil.ReverseProxy")
-	noFastServer := flag.Bool("no-fast-server", false, "serve downstream with net/http's server alone")
-	noLoops := flag.Bool("no-event-loops", false, "serve downstream with a goroutine per connection (weir's fast server) instead of event loops")
+	noLoops := flag.Bool("no-event-loops", false, "serve with net/http alone (its server, httputil.ReverseProxy, http.Transport) instead of event loops")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile here until exit")
 	traceFile := flag.String("trace", "", "write a runtime execution trace here until exit")
 	flag.Parse()
@@ -56,7 +54,7 @@ func main() {
 		}
 		defer func() { trace.Stop(); f.Close() }()
 	}
-	if err := run(*listen, *backends, balance.Algorithm(*alg), gateway.Options{DisableFastPath: *slow, DisableFastServer: *noFastServer, DisableEventLoops: *noLoops}); err != nil {
+	if err := run(*listen, *backends, balance.Algorithm(*alg), gateway.Options{DisableEventLoops: *noLoops}); err != nil {
 		fmt.Fprintln(os.Stderr, "l7gw:", err)
 		pprof.StopCPUProfile()
 		os.Exit(1)

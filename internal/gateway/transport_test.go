@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"weir.dev/weir/internal/http1"
 	"weir.dev/weir/internal/model"
 )
 
@@ -56,7 +55,7 @@ type bufConn struct {
 
 func (c *bufConn) Read(p []byte) (int, error) { return c.br.Read(p) }
 
-func TestFastServerPipelinedAndKeepAlive(t *testing.T) {
+func TestTransportPipelinedAndKeepAlive(t *testing.T) {
 	a := startEcho(t, "a")
 	tg := startGateway(t, Options{}, httpConfig(freeAddr(t), prefixRule("r", "/", backend("a", 1, a))))
 
@@ -111,9 +110,9 @@ func TestFastServerPipelinedAndKeepAlive(t *testing.T) {
 	})
 }
 
-// TestFastServerHandsOffMidStream: a GET served by the fast server, then a POST
+// TestTransportHandsOffMidStream: a GET served by the fast server, then a POST
 // with a body (net/http from then on), then a GET, on one connection.
-func TestFastServerHandsOffMidStream(t *testing.T) {
+func TestTransportHandsOffMidStream(t *testing.T) {
 	a := startEcho(t, "a")
 	tg := startGateway(t, Options{}, httpConfig(freeAddr(t), prefixRule("r", "/", backend("a", 1, a))))
 	raw := "GET /first HTTP/1.1\r\nHost: h\r\n\r\n" +
@@ -147,11 +146,11 @@ func TestFastServerHandsOffMidStream(t *testing.T) {
 	}
 }
 
-// TestFastServerMatchesNetHTTP sends the same raw requests to a gateway with weir's
+// TestTransportMatchesNetHTTP sends the same raw requests to a gateway with weir's
 // own server and proxy path and to one with net/http's server and
 // httputil.ReverseProxy, and compares what the backend received and what the
 // client got (status, headers but Date, body).
-func TestFastServerMatchesNetHTTP(t *testing.T) {
+func TestTransportMatchesNetHTTP(t *testing.T) {
 	a := startEcho(t, "a")
 	mk := func(opts Options) *testGateway {
 		rm := prefixRule("r", "/", backend("a", 1, a))
@@ -162,11 +161,9 @@ func TestFastServerMatchesNetHTTP(t *testing.T) {
 		opts.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
 		return startGateway(t, opts, httpConfig(freeAddr(t), rm))
 	}
-	// The event loops, weir's goroutine-per-connection server, and net/http with
-	// httputil.ReverseProxy.
+	// The event loops, and net/http with httputil.ReverseProxy.
 	fast := mk(Options{})
-	goro := mk(Options{DisableEventLoops: true})
-	slow := mk(Options{DisableFastPath: true, DisableFastServer: true})
+	slow := mk(Options{DisableEventLoops: true})
 	for _, tc := range []struct{ name, raw, method string }{
 		{"plain", "GET /x?a=1 HTTP/1.1\r\nHost: h\r\nX-Request-Id: 1\r\nUser-Agent: u\r\n\r\n", "GET"},
 		{"no user agent", "GET / HTTP/1.1\r\nHost: h\r\nX-Request-Id: 1\r\n\r\n", "GET"},
@@ -185,9 +182,9 @@ func TestFastServerMatchesNetHTTP(t *testing.T) {
 		{"HTTP/2.0 version (505)", "GET / HTTP/2.0\r\nHost: h\r\n\r\n", "GET"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var got [3]string
-			var backendSaw [3]*echoReply
-			for i, tg := range []*testGateway{fast, goro, slow} {
+			var got [2]string
+			var backendSaw [2]*echoReply
+			for i, tg := range []*testGateway{fast, slow} {
 				a.mu.Lock()
 				a.last = nil
 				a.mu.Unlock()
@@ -207,21 +204,19 @@ func TestFastServerMatchesNetHTTP(t *testing.T) {
 				}
 				got[i] = b.String()
 			}
-			for i, name := range []string{"the event loops", "the fast server"} {
-				if got[i] != got[2] {
-					t.Fatalf("client got\n%s\nfrom %s, and\n%s\nfrom net/http", got[i], name, got[2])
-				}
-				if !reflect.DeepEqual(backendSaw[i], backendSaw[2]) {
-					t.Fatalf("backend saw\n%+v\nthrough %s, and\n%+v\nthrough ReverseProxy", backendSaw[i], name, backendSaw[2])
-				}
+			if got[0] != got[1] {
+				t.Fatalf("client got\n%s\nfrom the event loops, and\n%s\nfrom net/http", got[0], got[1])
+			}
+			if !reflect.DeepEqual(backendSaw[0], backendSaw[1]) {
+				t.Fatalf("backend saw\n%+v\nthrough the event loops, and\n%+v\nthrough ReverseProxy", backendSaw[0], backendSaw[1])
 			}
 		})
 	}
 }
 
-// TestFastServerShutdownDrains: Shutdown closes idle connections at once and lets a
+// TestTransportShutdownDrains: Shutdown closes idle connections at once and lets a
 // request in flight finish.
-func TestFastServerShutdownDrains(t *testing.T) {
+func TestTransportShutdownDrains(t *testing.T) {
 	a := startEcho(t, "a")
 	g, err := New(Options{})
 	if err != nil {
@@ -270,68 +265,9 @@ func isTimeout(err error) bool {
 	return err != nil && errors.As(err, &ne) && ne.Timeout()
 }
 
-// TestParseResponseHead compares the hand-written response parser with
-// http.ReadResponse, and lists the answers it leaves to http.ReadResponse.
-func TestParseResponseHead(t *testing.T) {
-	get := &http.Request{Method: "GET"}
-	for _, tc := range []struct {
-		name string
-		in   string
-		ok   bool
-		req  *http.Request
-	}{
-		{"plain", "HTTP/1.1 200 OK\r\nContent-Length: 6\r\nContent-Type: text/plain\r\nDate: x\r\n\r\nhello\n", true, get},
-		{"lower-case keys, duplicates", "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nset-cookie: a=1\r\nSet-Cookie: b=2\r\n\r\n", true, get},
-		{"no reason", "HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n", true, get},
-		{"unknown code", "HTTP/1.1 599 Odd\r\nContent-Length: 0\r\n\r\n", true, get},
-		{"close", "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx", true, get},
-		{"HTTP/1.0", "HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\nx", true, get},
-		{"HTTP/1.0 keep-alive", "HTTP/1.0 200 OK\r\nContent-Length: 1\r\nConnection: keep-alive\r\n\r\nx", true, get},
-		{"pragma", "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nPragma: no-cache\r\n\r\n", true, get},
-
-		{"chunked", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", false, get},
-		{"no length", "HTTP/1.1 200 OK\r\n\r\n", false, get},
-		{"two lengths", "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx", true, get},
-		{"signed length", "HTTP/1.1 200 OK\r\nContent-Length: +1\r\n\r\nx", false, get},
-		{"HEAD", "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n", false, &http.Request{Method: "HEAD"}},
-		{"204", "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n", false, get},
-		{"304", "HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n", false, get},
-		{"103", "HTTP/1.1 103 Early Hints\r\nLink: x\r\n\r\n", false, get},
-		{"obs-fold", "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX: a\r\n b\r\n\r\n", false, get},
-		{"HTTP/2", "HTTP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n", false, get},
-		{"two spaces", "HTTP/1.1  200 OK\r\nContent-Length: 0\r\n\r\n", false, get},
-		{"trailer", "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nTrailer: X\r\n\r\n", false, get},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			end, _ := http1.HeadEnd([]byte(tc.in))
-			resp, n, ok := parseResponseHead([]byte(tc.in[:end]), tc.req)
-			if ok != tc.ok {
-				t.Fatalf("ok = %v, want %v", ok, tc.ok)
-			}
-			if !ok {
-				// What readResponse then does: http.ReadResponse, whatever it says.
-				_, body, _ := readResponse(bufio.NewReader(strings.NewReader(tc.in)), tc.req)
-				if body != nil {
-					t.Fatal("readResponse parsed it by hand")
-				}
-				return
-			}
-			want, err := http.ReadResponse(bufio.NewReader(strings.NewReader(tc.in)), tc.req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if resp.Status != want.Status || resp.StatusCode != want.StatusCode || resp.Proto != want.Proto || resp.ProtoMinor != want.ProtoMinor ||
-				n != want.ContentLength || resp.ContentLength != want.ContentLength || resp.Close != want.Close || !reflect.DeepEqual(resp.Header, want.Header) {
-				t.Fatalf("got %q %d %s cl %d close %v %v\nwant %q %d %s cl %d close %v %v", resp.Status, resp.StatusCode, resp.Proto, n, resp.Close, resp.Header,
-					want.Status, want.StatusCode, want.Proto, want.ContentLength, want.Close, want.Header)
-			}
-		})
-	}
-}
-
-// TestFastServerSlowlorisOnKeptConnection: a partial head after a served request is
+// TestTransportSlowlorisOnKeptConnection: a partial head after a served request is
 // bound by ReadHeaderTimeout, not by IdleTimeout.
-func TestFastServerSlowlorisOnKeptConnection(t *testing.T) {
+func TestTransportSlowlorisOnKeptConnection(t *testing.T) {
 	a := startEcho(t, "a")
 	tg := startGateway(t, Options{ReadHeaderTimeout: 300 * time.Millisecond, IdleTimeout: time.Minute},
 		httpConfig(freeAddr(t), prefixRule("r", "/", backend("a", 1, a))))
@@ -358,10 +294,10 @@ func TestFastServerSlowlorisOnKeptConnection(t *testing.T) {
 	}
 }
 
-// TestFastServerMatchesNetHTTPResponses compares both servers and proxy paths on
+// TestTransportMatchesNetHTTPResponses compares both servers and proxy paths on
 // answers the echo backend does not give: trailers, chunked and large bodies, 304,
 // and an HTTP/1.0 client for a body of unknown length.
-func TestFastServerMatchesNetHTTPResponses(t *testing.T) {
+func TestTransportMatchesNetHTTPResponses(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -401,8 +337,7 @@ func TestFastServerMatchesNetHTTPResponses(t *testing.T) {
 		return startGateway(t, opts, httpConfig(freeAddr(t), prefixRule("r", "/", be)))
 	}
 	fast := mk(Options{})
-	goro := mk(Options{DisableEventLoops: true})
-	slow := mk(Options{DisableFastPath: true, DisableFastServer: true})
+	slow := mk(Options{DisableEventLoops: true})
 	for _, tc := range []struct{ name, raw string }{
 		{"trailers", "GET /trailers HTTP/1.1\r\nHost: h\r\nX-Request-Id: 1\r\n\r\n"},
 		{"chunked", "GET /chunked HTTP/1.1\r\nHost: h\r\nX-Request-Id: 1\r\n\r\n"},
@@ -414,8 +349,8 @@ func TestFastServerMatchesNetHTTPResponses(t *testing.T) {
 		{"sniffed type", "GET /nocontenttype HTTP/1.1\r\nHost: h\r\nX-Request-Id: 1\r\n\r\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var got [3]string
-			for i, tg := range []*testGateway{fast, goro, slow} {
+			var got [2]string
+			for i, tg := range []*testGateway{fast, slow} {
 				resps, bodies, _ := rawExchange(t, tg.addr, tc.raw, 1, "GET")
 				resp := resps[0]
 				resp.Header.Del("Date")
@@ -427,20 +362,18 @@ func TestFastServerMatchesNetHTTPResponses(t *testing.T) {
 				b.WriteString(strconv.Itoa(len(bodies[0])) + " bytes, starting " + string(bodies[0][:min(len(bodies[0]), 40)]))
 				got[i] = b.String()
 			}
-			for i, name := range []string{"event loops", "fast server"} {
-				if got[i] != got[2] {
-					t.Fatalf("%s:\n%s\n\nnet/http and ReverseProxy:\n%s", name, got[i], got[2])
-				}
+			if got[0] != got[1] {
+				t.Fatalf("event loops:\n%s\n\nnet/http and ReverseProxy:\n%s", got[0], got[1])
 			}
 		})
 	}
 }
 
-// TestFastServerClientGoneCancels: a client that goes away during a slow bodyless
+// TestTransportClientGoneCancels: a client that goes away during a slow bodyless
 // request cancels it (the backend sees its request's context end), as with net/http;
 // and a slow request on a connection that stays open is answered normally, with the
 // pipelined request behind it.
-func TestFastServerClientGoneCancels(t *testing.T) {
+func TestTransportClientGoneCancels(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
