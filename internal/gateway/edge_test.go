@@ -16,20 +16,9 @@ import (
 // Tests of what a hostile client sends: each runs on every transport a plaintext
 // listener has, with raw requests over real loopback sockets.
 
-// edgeTransports are the ways a plaintext request is served: the event loops, and
-// net/http's server with the HTTP/1.1 fast client or with httputil.ReverseProxy.
-var edgeTransports = []struct {
-	name string
-	opts Options
-}{
-	{"event loops", Options{}},
-	{"net/http", Options{DisableEventLoops: true, DisableFastServer: true}},
-	{"net/http+ReverseProxy", Options{DisableEventLoops: true, DisableFastServer: true, DisableFastPath: true}},
-}
-
-// forEdgeTransport runs f once per transport.
+// forEdgeTransport runs f once per transport (helpers_test.go's transports).
 func forEdgeTransport(t *testing.T, f func(t *testing.T, opts Options)) {
-	for _, tr := range edgeTransports {
+	for _, tr := range transports {
 		t.Run(tr.name, func(t *testing.T) { f(t, tr.opts) })
 	}
 }
