@@ -40,6 +40,8 @@ type runFlags struct {
 	zone              string
 	nodePortAddresses []string
 	adminAddr         string
+	healthAddr        string
+	apiServer         string
 	dnsAddr           string
 	clusterDomain     string
 	dnsTTL            time.Duration
@@ -70,6 +72,7 @@ func (f *runFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.zone, "zone", "", "this node's zone, for trafficDistribution PreferClose zone hints")
 	fl.StringSliceVar(&f.nodePortAddresses, "nodeport-addresses", nil, "CIDRs whose local addresses serve node ports (default: all local addresses)")
 	fl.StringVar(&f.adminAddr, "admin-addr", "127.0.0.1:9901", "admin API address (/healthz, /readyz, /metrics, /api/snapshot, dashboard); empty disables it")
+	fl.StringVar(&f.healthAddr, "health-addr", "", "serve only /healthz and /readyz on this address (kube-proxy's is 0.0.0.0:10256), for probes from outside the node; empty disables it")
 	fl.StringVar(&f.dnsAddr, "dns-addr", "", "serve cluster DNS on this address (UDP and TCP), for example 127.0.0.1:5353; off when empty")
 	fl.StringVar(&f.clusterDomain, "cluster-domain", "cluster.local", "cluster DNS zone")
 	fl.DurationVar(&f.dnsTTL, "dns-ttl", 5*time.Second, "TTL of cluster DNS answers")
@@ -83,6 +86,7 @@ func (f *runFlags) register(cmd *cobra.Command) {
 	fl.DurationVar(&f.minSyncInterval, "min-sync-interval", time.Second, "minimum time between data plane syncs after a burst of two")
 	fl.StringVar(&f.kubeconfig, "kubeconfig", "", "watch this cluster's API server instead of files")
 	fl.BoolVar(&f.inCluster, "in-cluster", false, "watch the API server of the cluster weir runs in")
+	fl.StringVar(&f.apiServer, "api-server", "", "with the Kubernetes source: the API server's URL (https://HOST:PORT) in place of the kubeconfig's or the in-cluster one; a node proxy replacing kube-proxy needs it, since the kubernetes Service's ClusterIP works only once it runs")
 	fl.StringVar(&f.namespace, "namespace", "", "with the Kubernetes source: watch only this namespace")
 	fl.StringVar(&f.labelSelector, "label-selector", "", "with the Kubernetes source: watch only objects with these labels")
 	fl.StringSliceVar(&f.statusAddresses, "status-address", nil, "with the Kubernetes source: addresses written to Ingress and Gateway status")
@@ -156,7 +160,7 @@ func run(ctx context.Context, f runFlags, logger *slog.Logger, ready func(adminA
 		sourceSynced = func() bool { return true }
 	default:
 		src, err := kube.New(kube.Options{
-			Kubeconfig: f.kubeconfig, InCluster: f.inCluster, Namespace: f.namespace,
+			Kubeconfig: f.kubeconfig, InCluster: f.inCluster, APIServer: f.apiServer, Namespace: f.namespace,
 			LabelSelector: f.labelSelector, NodeName: f.nodeName, Store: st,
 			Status: &kube.StatusOptions{Addresses: f.statusAddresses},
 			Logger: logger, Registerer: reg,
@@ -275,6 +279,17 @@ func run(ctx context.Context, f runFlags, logger *slog.Logger, ready func(adminA
 		adminAddr = adm.Addr().String()
 		g.Go(func() error { return adm.Serve(ctx) })
 		logger.Info("admin API listening", "addr", "http://"+adminAddr)
+	}
+	if f.healthAddr != "" {
+		hs, err := admin.Listen(admin.Options{
+			Addr: f.healthAddr, HealthOnly: true, Snapshot: rn.Snapshot,
+			Ready: func() bool { return sourceSynced() && rn.Synced() }, Logger: logger,
+		})
+		if err != nil {
+			return fmt.Errorf("--health-addr: %w", err)
+		}
+		g.Go(func() error { return hs.Serve(ctx) })
+		logger.Info("health port listening", "addr", "http://"+hs.Addr().String())
 	}
 	if ready != nil {
 		g.Go(func() error {

@@ -35,7 +35,11 @@ type Options struct {
 	Ready func() bool
 	// Sections adds named sections to /api/snapshot (for example endpoint health).
 	Sections map[string]func() any
-	Logger   *slog.Logger
+	// HealthOnly serves /healthz and /readyz and nothing else: a health port that may be
+	// opened to the node's network (as kube-proxy's 10256) while the admin API stays on
+	// loopback.
+	HealthOnly bool
+	Logger     *slog.Logger
 }
 
 // Server is a running admin server.
@@ -97,6 +101,9 @@ func (s *Server) Handler() http.Handler {
 		}
 		fmt.Fprintln(w, "ok")
 	})
+	if s.opts.HealthOnly {
+		return mux
+	}
 	if s.opts.Gatherer != nil {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(s.opts.Gatherer, promhttp.HandlerOpts{}))
 	}

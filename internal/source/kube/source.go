@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,6 +42,10 @@ type Options struct {
 	Kubeconfig string
 	// InCluster uses the Pod's ServiceAccount.
 	InCluster bool
+	// APIServer, when set, is the API server's URL (https://HOST:PORT) in place of the one
+	// in the kubeconfig or the in-cluster environment (the kubernetes Service's ClusterIP,
+	// which a node proxy replacing kube-proxy cannot reach before it runs).
+	APIServer string
 	// Clients, when set, are used instead of building clients (tests).
 	Clients *Clients
 
@@ -168,6 +173,13 @@ func restConfig(opts Options) (*rest.Config, error) {
 	}
 	if err != nil {
 		return nil, fmt.Errorf("kube source: client config: %w", err)
+	}
+	if opts.APIServer != "" {
+		u, err := url.Parse(opts.APIServer)
+		if err != nil || u.Scheme != "https" && u.Scheme != "http" || u.Host == "" {
+			return nil, fmt.Errorf("kube source: API server %q: want https://HOST:PORT", opts.APIServer)
+		}
+		cfg.Host = opts.APIServer
 	}
 	return cfg, nil
 }

@@ -78,11 +78,16 @@ func checkNodeProxy(t *testing.T, ds *appsv1.DaemonSet) {
 	if !fromDownward {
 		t.Error("NODE_NAME does not come from the downward API")
 	}
-	if c.LivenessProbe == nil || c.LivenessProbe.HTTPGet.Path != "/healthz" || c.LivenessProbe.HTTPGet.Port.IntValue() != 9901 {
+	// Probes on the public health port; the admin API stays on loopback (hostNetwork
+	// would otherwise open it on every node address).
+	if c.LivenessProbe == nil || c.LivenessProbe.HTTPGet.Path != "/healthz" || c.LivenessProbe.HTTPGet.Port.IntValue() != 10256 {
 		t.Errorf("liveness probe = %+v", c.LivenessProbe)
 	}
-	if c.ReadinessProbe == nil || c.ReadinessProbe.HTTPGet.Path != "/readyz" || c.ReadinessProbe.HTTPGet.Port.IntValue() != 9901 {
+	if c.ReadinessProbe == nil || c.ReadinessProbe.HTTPGet.Path != "/readyz" || c.ReadinessProbe.HTTPGet.Port.IntValue() != 10256 {
 		t.Errorf("readiness probe = %+v", c.ReadinessProbe)
+	}
+	if !slices.Contains(c.Args, "--health-addr=0.0.0.0:10256") || !slices.Contains(c.Args, "--admin-addr=127.0.0.1:9901") {
+		t.Errorf("args %v: want --health-addr=0.0.0.0:10256 and --admin-addr=127.0.0.1:9901", c.Args)
 	}
 }
 
