@@ -19,6 +19,31 @@ type Snapshot struct {
 	Services []*Service
 	// Gateway is the L7 configuration; nil when there is no Gateway or Ingress of weir's.
 	Gateway *GatewayConfig
+	// Delta, when set, says what differs from the Snapshot of version Delta.Base (a
+	// Translator's previous result); nil means anything may differ. A data plane that
+	// applied version Base may apply only the delta; any other must treat the Snapshot
+	// as new.
+	Delta *Delta
+}
+
+// Delta is what changed between two Snapshots of one Translator.
+type Delta struct {
+	// Base is the Version of the Snapshot this one was derived from; 0 means none.
+	Base uint64
+	// Services lists the keys of the Services added, removed or changed since Base,
+	// sorted. A Service not listed is the same pointer in both Snapshots.
+	Services []ServiceKey
+	// Gateway is true when Gateway differs from Base's (otherwise it is the same pointer).
+	Gateway bool
+}
+
+// DeltaFrom returns the delta of s against version applied, or nil when s has none
+// against it (a data plane must then compare everything).
+func (s *Snapshot) DeltaFrom(applied uint64) *Delta {
+	if s == nil || s.Delta == nil || applied == 0 || s.Delta.Base != applied {
+		return nil
+	}
+	return s.Delta
 }
 
 // ServiceKey names a Service.

@@ -4,6 +4,7 @@ import (
 	"slices"
 	"strings"
 
+	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 )
 
@@ -26,27 +27,7 @@ func Translate(objs *Objects, node Node) *Snapshot {
 	policies := indexPolicies(objs.Policies)
 	defaults := DefaultPolicy()
 
-	// Sort the Services first, by key and then by input position, so that of two
-	// objects with one name the first given wins.
-	type entry struct {
-		key ServiceKey
-		pos int
-	}
-	order := make([]entry, 0, len(objs.Services))
-	for i, in := range objs.Services {
-		if in == nil || in.Name == "" {
-			continue
-		}
-		order = append(order, entry{ServiceKey{Namespace: in.Namespace, Name: in.Name}, i})
-	}
-	slices.SortFunc(order, func(a, b entry) int {
-		if c := a.key.Compare(b.key); c != 0 {
-			return c
-		}
-		return a.pos - b.pos
-	})
-	order = slices.CompactFunc(order, func(a, b entry) bool { return a.key == b.key })
-
+	order := serviceOrder(objs.Services)
 	snap.Services = make([]*Service, len(order))
 	for i, e := range order {
 		snap.Services[i] = translateService(objs.Services[e.pos], slicesBySvc[e.key], node, policies.forService(e.key, defaults))
@@ -54,6 +35,32 @@ func Translate(objs *Objects, node Node) *Snapshot {
 
 	translateGateways(objs, snap)
 	return snap
+}
+
+// serviceEntry is a Service's key and its position in Objects.Services.
+type serviceEntry struct {
+	key ServiceKey
+	pos int
+}
+
+// serviceOrder sorts the Services by key and then by input position, so that of two
+// objects with one name the first given wins, and drops the later duplicates and the
+// unnamed.
+func serviceOrder(in []*corev1.Service) []serviceEntry {
+	order := make([]serviceEntry, 0, len(in))
+	for i, svc := range in {
+		if svc == nil || svc.Name == "" {
+			continue
+		}
+		order = append(order, serviceEntry{ServiceKey{Namespace: svc.Namespace, Name: svc.Name}, i})
+	}
+	slices.SortFunc(order, func(a, b serviceEntry) int {
+		if c := a.key.Compare(b.key); c != 0 {
+			return c
+		}
+		return a.pos - b.pos
+	})
+	return slices.CompactFunc(order, func(a, b serviceEntry) bool { return a.key == b.key })
 }
 
 // indexSlices groups EndpointSlices by the Service named in their
