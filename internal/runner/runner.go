@@ -41,8 +41,12 @@ type Options struct {
 	RetryInterval time.Duration
 	// MaxRetryInterval caps the retry backoff. Default 30 s.
 	MaxRetryInterval time.Duration
-	Logger           *slog.Logger
-	Registerer       prometheus.Registerer
+	// ResyncInterval is how often a full translation runs (every Service translated
+	// again, and the Snapshot handed over without a Delta, so that each data plane
+	// compares everything). Between them, only what changed is translated. Default 1 h.
+	ResyncInterval time.Duration
+	Logger         *slog.Logger
+	Registerer     prometheus.Registerer
 }
 
 // Runner translates and syncs.
@@ -55,6 +59,8 @@ type Runner struct {
 	lastGen  uint64
 	haveSync bool
 	synced   atomic.Bool // haveSync, for readers outside Run
+	// translator keeps the previous Snapshot's inputs; owned by Run.
+	translator *model.Translator
 }
 
 type metrics struct {
@@ -82,10 +88,13 @@ func New(opts Options) (*Runner, error) {
 	if opts.MaxRetryInterval < opts.RetryInterval {
 		opts.MaxRetryInterval = max(30*time.Second, opts.RetryInterval)
 	}
+	if opts.ResyncInterval <= 0 {
+		opts.ResyncInterval = time.Hour
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	r := &Runner{opts: opts, log: opts.Logger}
+	r := &Runner{opts: opts, log: opts.Logger, translator: model.NewTranslator()}
 	r.metrics = metrics{
 		translate: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "weir_translate_duration_seconds", Help: "Time to translate objects into a Snapshot.",
@@ -132,6 +141,8 @@ func (r *Runner) Run(ctx context.Context) error {
 		<-retry.C
 	}
 	defer retry.Stop()
+	resync := time.NewTicker(r.opts.ResyncInterval)
+	defer resync.Stop()
 
 	pending := true // sync once at start
 	force := false  // re-sync even if the objects did not change (a retry)
@@ -163,6 +174,9 @@ func (r *Runner) Run(ctx context.Context) error {
 			pending = true
 		case <-retry.C:
 			pending, force = true, true
+		case <-resync.C:
+			r.translator.Reset()
+			pending, force = true, true
 		case <-refill.C:
 			if tokens < r.opts.Burst {
 				tokens++
@@ -188,7 +202,7 @@ func (r *Runner) syncOnce(ctx context.Context, force bool) (bool, error) {
 	if r.opts.NodeFrom != nil {
 		node = r.opts.NodeFrom()
 	}
-	snap := model.Translate(objs, node)
+	snap := r.translator.Translate(objs, node)
 	r.metrics.translate.Observe(time.Since(start).Seconds())
 	r.version++
 	snap.Version = r.version
@@ -215,6 +229,10 @@ func (r *Runner) syncOnce(ctx context.Context, force bool) (bool, error) {
 	if len(errs) > 0 {
 		return true, errors.Join(errs...)
 	}
-	r.log.Info("configuration applied", "version", snap.Version, "services", len(snap.Services), "took", time.Since(start).Round(time.Microsecond))
+	changed := len(snap.Services)
+	if d := snap.DeltaFrom(snap.Version - 1); d != nil {
+		changed = len(d.Services)
+	}
+	r.log.Info("configuration applied", "version", snap.Version, "services", len(snap.Services), "changed", changed, "took", time.Since(start).Round(time.Microsecond))
 	return true, nil
 }
