@@ -48,6 +48,9 @@ type Proxier struct {
 	synced     bool
 	// gen counts syncs; a Service state not stamped with the current one is gone.
 	gen uint64
+	// applied is the Version of the last Snapshot written without error, 0 for none: a
+	// Snapshot with a Delta against it needs only the Services the Delta names.
+	applied uint64
 }
 
 type table struct {
@@ -222,7 +225,12 @@ func (p *Proxier) Cleanup(ctx context.Context) error {
 func (p *Proxier) Sync(ctx context.Context, snap *model.Snapshot) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.syncs.Sync(snap, func() error { return p.sync(ctx, snap) })
+	err := p.syncs.Sync(snap, func() error { return p.sync(ctx, snap) })
+	p.applied = 0
+	if err == nil && snap != nil {
+		p.applied = snap.Version
+	}
+	return err
 }
 
 type change struct {
@@ -237,35 +245,10 @@ func (p *Proxier) sync(ctx context.Context, snap *model.Snapshot) error {
 		return p.syncFull(ctx, snap)
 	}
 	var changes []change
-	p.gen++
-	var buf []byte
-	for _, svc := range snap.Services {
-		if !svc.Proxied() {
-			continue
-		}
-		buf = fingerprint.Append(buf[:0], svc)
-		old := p.services[svc.Key]
-		if old != nil {
-			if old.gen == p.gen {
-				continue // a duplicate key; the first one wins
-			}
-			old.gen = p.gen
-			if bytes.Equal(old.spec, buf) {
-				old.svc = svc
-				continue
-			}
-		}
-		c := change{key: svc.Key, old: old, new: &serviceState{gen: p.gen, svc: svc, spec: slices.Clone(buf)}}
-		for _, t := range p.tables {
-			c.objs = append(c.objs, buildService(t.f, svc))
-		}
-		c.new.objs = c.objs
-		changes = append(changes, c)
-	}
-	for key, old := range p.services {
-		if old.gen != p.gen {
-			changes = append(changes, change{key: key, old: old})
-		}
+	if d := snap.DeltaFrom(p.applied); d != nil {
+		changes = p.deltaChanges(snap, d)
+	} else {
+		changes = p.allChanges(snap)
 	}
 	if len(changes) == 0 {
 		return nil
@@ -301,6 +284,71 @@ func (p *Proxier) sync(ctx context.Context, snap *model.Snapshot) error {
 	}
 	p.finish(changes)
 	return nil
+}
+
+// allChanges compares every Service of snap with what was written, by fingerprint.
+func (p *Proxier) allChanges(snap *model.Snapshot) []change {
+	var changes []change
+	p.gen++
+	var buf []byte
+	for _, svc := range snap.Services {
+		if !svc.Proxied() {
+			continue
+		}
+		if c, ok := p.compare(svc, &buf); ok {
+			changes = append(changes, c)
+		}
+	}
+	for key, old := range p.services {
+		if old.gen != p.gen {
+			changes = append(changes, change{key: key, old: old})
+		}
+	}
+	return changes
+}
+
+// deltaChanges compares only the Services the Delta names: the others are the same
+// as in the Snapshot written last.
+func (p *Proxier) deltaChanges(snap *model.Snapshot, d *model.Delta) []change {
+	var changes []change
+	p.gen++ // stamps the states compared here only
+	var buf []byte
+	for _, key := range d.Services {
+		svc := snap.Service(key)
+		if svc == nil || !svc.Proxied() {
+			if old := p.services[key]; old != nil {
+				changes = append(changes, change{key: key, old: old})
+			}
+			continue
+		}
+		if c, ok := p.compare(svc, &buf); ok {
+			changes = append(changes, c)
+		}
+	}
+	return changes
+}
+
+// compare stamps svc's state with the current generation and returns the change that
+// writes svc, if its rules differ from what was written.
+func (p *Proxier) compare(svc *model.Service, buf *[]byte) (change, bool) {
+	*buf = fingerprint.Append((*buf)[:0], svc)
+	old := p.services[svc.Key]
+	if old != nil {
+		if old.gen == p.gen {
+			return change{}, false // a duplicate key; the first one wins
+		}
+		old.gen = p.gen
+		if bytes.Equal(old.spec, *buf) {
+			old.svc = svc
+			return change{}, false
+		}
+	}
+	c := change{key: svc.Key, old: old, new: &serviceState{gen: p.gen, svc: svc, spec: slices.Clone(*buf)}}
+	for _, t := range p.tables {
+		c.objs = append(c.objs, buildService(t.f, svc))
+	}
+	c.new.objs = c.objs
+	return c, true
 }
 
 // syncFull writes every Service into new tables that replace the old ones, one
