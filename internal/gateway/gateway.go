@@ -82,6 +82,10 @@ type Gateway struct {
 	proxy   *httputil.ReverseProxy
 	bufs    sync.Pool
 
+	// applied is the Version of the last Snapshot served without error (0: none); a
+	// Snapshot whose Delta against it leaves the GatewayConfig alone needs no work.
+	applied uint64
+
 	ctx    context.Context // lifetime of mirrors and listeners
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -235,6 +239,11 @@ func (g *Gateway) Sync(ctx context.Context, snap *model.Snapshot) error {
 	if g.closed {
 		return errors.New("gateway: Sync after Shutdown")
 	}
+	if d := snap.DeltaFrom(g.applied); d != nil && !d.Gateway {
+		g.applied = snap.Version
+		return nil
+	}
+	g.applied = 0
 	var cfg *model.GatewayConfig
 	if snap != nil {
 		cfg = snap.Gateway
@@ -346,6 +355,9 @@ func (g *Gateway) Sync(ctx context.Context, snap *model.Snapshot) error {
 		if c := certs[addr]; c != nil {
 			l.certs.Store(c)
 		}
+	}
+	if len(errs) == 0 && snap != nil {
+		g.applied = snap.Version
 	}
 	return errors.Join(errs...)
 }

@@ -172,27 +172,17 @@ func (o *Overlay) Sync(_ context.Context, snap *model.Snapshot) {
 	if o.closed || snap == o.last {
 		return
 	}
+	if o.last != nil {
+		if d := snap.DeltaFrom(o.last.Version); d != nil {
+			o.syncDelta(o.last, snap, d)
+			o.last = snap
+			return
+		}
+	}
 	o.last = snap
 	seen := map[string]bool{}
 	for _, svc := range snap.Services {
-		if !svc.Proxied() {
-			continue
-		}
-		for _, sp := range svc.Ports {
-			id := sp.ID(svc.Key)
-			pol := sp.Policy
-			if pol == nil {
-				pol = svc.Policy
-			}
-			if pol == nil {
-				pol = &model.Policy{}
-			}
-			if seen[id] {
-				continue
-			}
-			seen[id] = true
-			o.syncPort(id, pol, sp.Endpoints)
-		}
+		o.syncService(svc, seen)
 	}
 	for id, ps := range o.ports {
 		if !seen[id] {
@@ -201,6 +191,51 @@ func (o *Overlay) Sync(_ context.Context, snap *model.Snapshot) {
 			}
 			delete(o.ports, id)
 		}
+	}
+}
+
+// syncDelta updates only the ports of the Services a Snapshot's Delta names.
+func (o *Overlay) syncDelta(prev, snap *model.Snapshot, d *model.Delta) {
+	for _, key := range d.Services {
+		seen := map[string]bool{}
+		if svc := snap.Service(key); svc != nil {
+			o.syncService(svc, seen)
+		}
+		old := prev.Service(key)
+		if old == nil {
+			continue
+		}
+		for _, sp := range old.Ports {
+			id := sp.ID(old.Key)
+			if ps := o.ports[id]; ps != nil && !seen[id] {
+				for _, st := range ps.endpoints {
+					o.removeLocked(ps, st)
+				}
+				delete(o.ports, id)
+			}
+		}
+	}
+}
+
+// syncService syncs the ports of a proxied Service not in seen, and adds them to seen.
+func (o *Overlay) syncService(svc *model.Service, seen map[string]bool) {
+	if !svc.Proxied() {
+		return
+	}
+	for _, sp := range svc.Ports {
+		id := sp.ID(svc.Key)
+		pol := sp.Policy
+		if pol == nil {
+			pol = svc.Policy
+		}
+		if pol == nil {
+			pol = &model.Policy{}
+		}
+		if seen[id] {
+			continue
+		}
+		seen[id] = true
+		o.syncPort(id, pol, sp.Endpoints)
 	}
 }
 
