@@ -61,7 +61,8 @@ type Options struct {
 	// Store receives every rebuilt object set.
 	Store *store.Store
 
-	// Coalesce is how long events are gathered before one rebuild. Default 30 ms.
+	// Coalesce is the least time between two rebuilds: a lone event is rebuilt at once,
+	// and events that follow within Coalesce go into one rebuild. Default 30 ms.
 	Coalesce time.Duration
 	// Rediscover is how often API groups that were missing (Gateway API, weir.dev) are
 	// looked for again. Default 30 s.
@@ -282,11 +283,13 @@ func (s *Source) Run(ctx context.Context) error {
 	return nil
 }
 
-// rebuildLoop coalesces events: the first event after a quiet spell arms a timer of
-// Coalesce; everything that arrives meanwhile goes into the same rebuild.
+// rebuildLoop coalesces events: an event after a quiet spell of Coalesce is rebuilt at
+// once (a lone change reaches the store without waiting); events that follow within
+// Coalesce of a rebuild go into one rebuild when that time is up.
 func (s *Source) rebuildLoop(ctx context.Context) {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
+	var last time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -294,14 +297,17 @@ func (s *Source) rebuildLoop(ctx context.Context) {
 			return
 		case <-s.wake:
 		}
-		timer.Reset(s.opts.Coalesce)
-		select {
-		case <-ctx.Done():
-			timer.Stop()
-			return
-		case <-timer.C:
+		if wait := s.opts.Coalesce - time.Since(last); wait > 0 {
+			timer.Reset(wait)
+			select {
+			case <-ctx.Done():
+				timer.Stop()
+				return
+			case <-timer.C:
+			}
 		}
 		s.rebuild()
+		last = time.Now()
 	}
 }
 
