@@ -65,3 +65,39 @@ func TestLoadScale(t *testing.T) {
 		t.Fatalf("got %s", rep.Summary())
 	}
 }
+
+// BenchmarkLoad1kHTTPRoutes: 1,000 HTTPRoutes (two rules, matches, a filter, two
+// backends each) with their Services, validated against the CRD schema and CEL rules.
+func BenchmarkLoad1kHTTPRoutes(b *testing.B) {
+	dir := b.TempDir()
+	var sb strings.Builder
+	for i := range 1000 {
+		fmt.Fprintf(&sb, `apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r-%d, namespace: ns-%d}
+spec:
+  parentRefs: [{name: gw, namespace: default}]
+  hostnames: [r-%d.example.com]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /api}, headers: [{name: x-v, value: "2"}]}]
+    filters: [{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: x-r, value: "%d"}]}}]
+    backendRefs: [{name: svc-%d, port: 80, weight: 90}, {name: svc-%d, port: 80, weight: 10}]
+  - backendRefs: [{name: svc-%d, port: 80}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: svc-%d, namespace: ns-%d}
+spec: {clusterIP: 10.1.%d.%d, ports: [{name: http, port: 80}]}
+---
+`, i, i%50, i, i, i, i, i, i, i%50, i>>8, i&255)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "routes.yaml"), []byte(sb.String()), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, err := Load(dir); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -48,6 +48,7 @@ var clusterScoped = map[string]bool{"IngressClass": true, "GatewayClass": true, 
 
 // loader holds one Load's state.
 type loader struct {
+	scheme *runtime.Scheme
 	codec  runtime.Decoder
 	errs   Errors
 	report *Report
@@ -61,6 +62,9 @@ type object struct {
 	name      string
 	doc       *document
 	obj       runtime.Object
+	// schemaErrs are the CRD schema's and CEL rules' objections, reported after weir's
+	// own checks (see addSchemaErrors).
+	schemaErrs Errors
 }
 
 // id names the object in errors: "Service default/web", "GatewayClass weir".
@@ -86,7 +90,7 @@ func newLoader() *loader {
 	}
 	codec := kjson.NewSerializerWithOptions(kjson.DefaultMetaFactory, scheme, scheme,
 		kjson.SerializerOptions{Strict: true})
-	return &loader{codec: codec, report: newReport()}
+	return &loader{scheme: scheme, codec: codec, report: newReport()}
 }
 
 // errorf records an error on a field of o.
@@ -122,6 +126,14 @@ func (l *loader) decode(d *document, apiVersion, kind string) {
 	}
 	versions, used := supportedVersions[gvk.GroupKind()]
 	if !used {
+		if suggestion, unknown := unknownKind(gvk.GroupKind()); unknown {
+			msg := fmt.Sprintf("%q is not a kind of %s", kind, groupName(gv.Group))
+			if suggestion != "" {
+				msg += fmt.Sprintf(" (did you mean %s?)", suggestion)
+			}
+			l.errorf(o, "kind", "%s", msg)
+			return
+		}
 		l.report.Skipped[skipName(gvk.GroupKind())]++
 		return
 	}
@@ -162,6 +174,7 @@ func (l *loader) decode(d *document, apiVersion, kind string) {
 		l.typeError(o, err)
 		return
 	}
+	l.schemaCheck(o, gvk, data)
 	o.obj = convert(obj)
 	if o.obj == nil {
 		l.errorf(o, "kind", "cannot use %T", obj) // unreachable with supportedVersions in sync

@@ -81,6 +81,7 @@ func (l *loader) finish() *model.Objects {
 		}
 	}
 	l.crossCheck(services, slices)
+	l.routeBackends(services)
 	l.clusterIPsUnique()
 	for _, o := range services {
 		s := o.obj.(*corev1.Service)
@@ -130,6 +131,7 @@ func (l *loader) finish() *model.Objects {
 }
 
 func (l *loader) validate(o *object) {
+	defer l.addSchemaErrors(o, len(l.errs))
 	c := checker{l: l, o: o}
 	switch obj := o.obj.(type) {
 	case *corev1.Service:
@@ -393,4 +395,60 @@ func sortByName[T metav1.Object](list []T) {
 	slices.SortStableFunc(list, func(a, b T) int {
 		return cmp.Or(cmp.Compare(a.GetNamespace(), b.GetNamespace()), cmp.Compare(a.GetName(), b.GetName()))
 	})
+}
+
+// routeBackends warns about route backendRefs to a Service the files do not hold, or to
+// a port it does not have. That is legal (the Service may come later), but until then
+// the route is ResolvedRefs=False with reason BackendNotFound and the gateway answers
+// what the Gateway API prescribes for an invalid backend.
+func (l *loader) routeBackends(services map[string]*object) {
+	check := func(o *object, path string, ref gatewayv1.BackendObjectReference, outcome string) {
+		if (ref.Group != nil && *ref.Group != "") || (ref.Kind != nil && *ref.Kind != "Service") {
+			return
+		}
+		ns := o.namespace
+		if ref.Namespace != nil {
+			ns = string(*ref.Namespace)
+		}
+		key := ns + "/" + string(ref.Name)
+		consequence := "the route's ResolvedRefs condition is False (BackendNotFound) and " + outcome
+		svc := services[key]
+		if svc == nil {
+			l.warnf(o, path+".name", "Service %s does not exist: %s", key, consequence)
+			return
+		}
+		if ref.Port == nil {
+			return // the CRD's CEL rule requires a port for a Service
+		}
+		for _, p := range svc.obj.(*corev1.Service).Spec.Ports {
+			if p.Port == *ref.Port && p.Protocol != corev1.ProtocolUDP && p.Protocol != corev1.ProtocolSCTP {
+				return
+			}
+		}
+		l.warnf(o, path+".port", "Service %s has no TCP port %d: %s", key, *ref.Port, consequence)
+	}
+	const http500 = "requests sent to this backend get HTTP 500"
+	for _, o := range l.objs {
+		switch r := o.obj.(type) {
+		case *gatewayv1.HTTPRoute:
+			for i, rule := range r.Spec.Rules {
+				for j, b := range rule.BackendRefs {
+					check(o, fmt.Sprintf("spec.rules[%d].backendRefs[%d]", i, j), b.BackendObjectReference, http500)
+				}
+			}
+		case *gatewayv1.GRPCRoute:
+			for i, rule := range r.Spec.Rules {
+				for j, b := range rule.BackendRefs {
+					check(o, fmt.Sprintf("spec.rules[%d].backendRefs[%d]", i, j), b.BackendObjectReference, http500)
+				}
+			}
+		case *gatewayv1.TLSRoute:
+			for i, rule := range r.Spec.Rules {
+				for j, b := range rule.BackendRefs {
+					check(o, fmt.Sprintf("spec.rules[%d].backendRefs[%d]", i, j), b.BackendObjectReference,
+						"connections sent to this backend are closed")
+				}
+			}
+		}
+	}
 }

@@ -211,15 +211,9 @@ func (c checker) service(s *corev1.Service) {
 		ports[key] = i
 		if p.TargetPort.Type == intstr.String {
 			c.check(path+".targetPort", p.TargetPort.StrVal, validation.IsValidPortName(p.TargetPort.StrVal))
-			if headless {
-				c.errorf(path+".targetPort", "must equal port (%d) when clusterIP is None", p.Port)
-			}
 		} else {
 			if p.TargetPort.IntVal != p.Port { // else defaulted from port, reported there
 				c.portRange(path+".targetPort", p.TargetPort.IntVal)
-			}
-			if headless && p.TargetPort.IntVal != p.Port {
-				c.errorf(path+".targetPort", "must equal port (%d) when clusterIP is None", p.Port)
 			}
 		}
 		if p.NodePort != 0 {

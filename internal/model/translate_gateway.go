@@ -587,10 +587,13 @@ func fillBackend(b *Backend, svc *Service, p *ServicePort) {
 	}
 }
 
+// service is the Service a backendRef names, or nil. A headless Service is a backend
+// like any other (the gateway sends to its endpoints, at their EndpointSlice ports,
+// whatever the Service's targetPort); an ExternalName Service is not.
 func (t *gwTranslator) service(k ServiceKey) *Service {
 	for _, s := range t.snap.Services {
 		if s.Key == k {
-			if !s.Proxied() {
+			if s.Type == ExternalName {
 				return nil
 			}
 			return s
