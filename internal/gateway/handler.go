@@ -390,7 +390,7 @@ func (g *Gateway) admit(w *statusWriter, r *http.Request, m *model.RouteMatch, s
 		return nil
 	}
 	if rr.limiter != nil {
-		if ok, wait := rr.limiter.allow(limiterKey(rr.limiter, r, st)); !ok {
+		if ok, wait := rr.limiter.allow(g.limiterKey(rr.limiter, r, st)); !ok {
 			g.metrics.rateLimited.WithLabelValues(rule.ID).Inc()
 			w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
 			http.Error(w, "rate limited", http.StatusTooManyRequests)
@@ -470,16 +470,6 @@ func bufferForRetry(r *http.Request) {
 	_ = r.Body.Close()
 	r.Body = io.NopCloser(bytes.NewReader(b))
 	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
-}
-
-func limiterKey(l *limiter, r *http.Request, st *reqState) string {
-	switch {
-	case l.key == "sourceIP":
-		return st.client.String()
-	case strings.HasPrefix(l.key, "header:"):
-		return r.Header.Get(l.key[len("header:"):])
-	}
-	return ""
 }
 
 func hashKey(r *http.Request, h model.HashOn, client netip.Addr) uint64 {
