@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -17,7 +16,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/net/http/httpguts"
 	"golang.org/x/sys/unix"
 
 	"weir.dev/weir/internal/eventloop"
@@ -726,9 +724,9 @@ type exchange struct {
 	headSent bool // the response head went downstream
 	outStart int  // where in c.out this response starts (earlier answers before it)
 	code     int
-	framing  bodyFraming
-	left     int64 // bodyLength: bytes still to come
-	chunks   chunkScanner
+	framing  http1.Framing
+	left     int64 // http1.BodyLength: bytes still to come
+	chunks   http1.ChunkScanner
 	reusable bool // the upstream connection may serve another request
 	paused   bool // the client's backlog is full: the backend is not read
 	done     bool
@@ -807,12 +805,12 @@ func (x *exchange) upPump() {
 // onHead handles a response head; rest is what followed it.
 func (x *exchange) onHead(u *upConn, end int) {
 	if !x.st.editsResponse() {
-		if h, ok := scanPlainHead(u.in[:end], x.isHEAD); ok && h.code >= 200 {
+		if h, ok := http1.ScanResponse(u.in[:end], x.isHEAD); ok && h.Code >= 200 {
 			x.respond(u, end, h, nil)
 			return
 		}
 	}
-	resp, framing, n, ok := readUpstreamHead(u.in[:end], x.isHEAD)
+	resp, framing, n, ok := http1.ParseResponse(u.in[:end], x.isHEAD)
 	if !ok {
 		x.tryFailed(errors.New("malformed HTTP response from backend"), false)
 		return
@@ -831,15 +829,15 @@ func (x *exchange) onHead(u *upConn, end int) {
 		u.onData() // skipped, as http.Transport does
 		return
 	}
-	x.respond(u, end, plainHead{code: resp.StatusCode, framing: framing, length: n, close: resp.Close}, resp)
+	x.respond(u, end, http1.ResponseHead{Code: resp.StatusCode, Framing: framing, Length: n, Close: resp.Close}, resp)
 }
 
 // respond passes on a response head (u.in[:end], with h what it says): relayed line
 // by line, or rebuilt from resp when the response is edited (resp not nil). A status
 // the retry policy retries goes to the next try instead.
-func (x *exchange) respond(u *upConn, end int, h plainHead, resp *http.Response) {
+func (x *exchange) respond(u *upConn, end int, h http1.ResponseHead, resp *http.Response) {
 	hl := x.c.hl
-	if x.a.answered(h.code, false) {
+	if x.a.answered(h.Code, false) {
 		// Retried: this connection is dropped rather than drained.
 		hl.lp.Cancel(&x.tryTimer)
 		x.a.ep.load.End()
@@ -847,13 +845,13 @@ func (x *exchange) respond(u *upConn, end int, h plainHead, resp *http.Response)
 		x.retry()
 		return
 	}
-	x.code = h.code
-	x.framing, x.left = h.framing, h.length
-	if h.close || x.r.Close {
+	x.code = h.Code
+	x.framing, x.left = h.Framing, h.Length
+	if h.Close || x.r.Close {
 		x.reusable = false
 	}
 	c := x.c
-	if h.framing == bodyUntilClose {
+	if h.Framing == http1.BodyUntilClose {
 		c.closeAfter = true
 	}
 	date := c.hl.s.dateHeader(time.Now())
@@ -861,13 +859,13 @@ func (x *exchange) respond(u *upConn, end int, h plainHead, resp *http.Response)
 	if resp != nil {
 		removeHopByHop(resp.Header)
 		hl.s.g.applyResponse(resp, x.st)
-		c.out = appendResponseHead(c.out, resp, h.framing, c.closeAfter, date)
+		c.out = appendResponseHead(c.out, resp, h.Framing, c.closeAfter, date)
 	} else {
-		c.out = appendPlainHead(c.out, u.in[:end], h, c.closeAfter, date)
+		c.out = http1.AppendRelayedHead(c.out, u.in[:end], h, c.closeAfter, date)
 	}
 	x.headSent = true
 	x.st.sw.code = x.code
-	if h.framing == bodyNone {
+	if h.Framing == http1.BodyNone {
 		x.complete()
 		return
 	}
@@ -880,7 +878,7 @@ func (x *exchange) respond(u *upConn, end int, h plainHead, resp *http.Response)
 func (x *exchange) body(p []byte) {
 	c := x.c
 	switch x.framing {
-	case bodyLength:
+	case http1.BodyLength:
 		take := int64(len(p))
 		if take > x.left {
 			take = x.left
@@ -892,8 +890,8 @@ func (x *exchange) body(p []byte) {
 			x.complete()
 			return
 		}
-	case bodyChunked:
-		n, end, err := x.chunks.scan(p)
+	case http1.BodyChunked:
+		n, end, err := x.chunks.Scan(p)
 		if err != nil {
 			x.abort(err)
 			return
@@ -906,7 +904,7 @@ func (x *exchange) body(p []byte) {
 			x.complete()
 			return
 		}
-	case bodyUntilClose:
+	case http1.BodyUntilClose:
 		c.out = append(c.out, p...)
 	}
 	if c.writable && !c.flush() {
@@ -1317,7 +1315,7 @@ func (u *upConn) pump() {
 		if n == 0 {
 			u.eof = true
 			switch {
-			case x.headSent && x.framing == bodyUntilClose:
+			case x.headSent && x.framing == http1.BodyUntilClose:
 				x.reusable = false
 				x.complete()
 			case x.headSent:
@@ -1368,43 +1366,6 @@ func (u *upConn) close() {
 	u.cl.conns.Add(-1)
 }
 
-// bodyFraming is how an upstream response's body ends (RFC 9112, section 6.3).
-type bodyFraming uint8
-
-const (
-	bodyNone       bodyFraming = iota // HEAD, 1xx, 204, 304
-	bodyLength                        // Content-Length bytes
-	bodyChunked                       // Transfer-Encoding: chunked
-	bodyUntilClose                    // neither: the body ends when the backend closes
-)
-
-// readUpstreamHead parses a response head (status line and header lines ending with an
-// empty line) with net/http's client parser (http.ReadResponse), and says how its body
-// is framed and, for bodyLength, its length. isHEAD: the response answers a HEAD
-// request. ok is false for a head net/http's client would not take.
-func readUpstreamHead(head []byte, isHEAD bool) (resp *http.Response, framing bodyFraming, contentLength int64, ok bool) {
-	req := &http.Request{Method: http.MethodGet}
-	if isHEAD {
-		req.Method = http.MethodHead
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(head)), req)
-	if err != nil {
-		return nil, 0, 0, false
-	}
-	resp.Body, resp.Request = nil, nil
-	code := resp.StatusCode
-	switch {
-	case isHEAD || code < 200 || code == http.StatusNoContent || code == http.StatusNotModified:
-		return resp, bodyNone, 0, true
-	case len(resp.TransferEncoding) > 0:
-		return resp, bodyChunked, -1, true
-	case resp.ContentLength >= 0:
-		return resp, bodyLength, resp.ContentLength, true
-	}
-	resp.Close = true
-	return resp, bodyUntilClose, -1, true
-}
-
 // localResponse is the http.ResponseWriter of the answers a loop makes itself (no
 // route, rate limited, redirects, CORS preflights, breaker overflow, upstream errors).
 type localResponse struct {
@@ -1448,14 +1409,14 @@ func (w *localResponse) status() int {
 // appendTo serializes the answer as net/http's server would send it.
 func (w *localResponse) appendTo(b []byte, isHEAD, closeAfter bool, date []byte) []byte {
 	code := w.status()
-	b = appendStatusLine(b, code)
-	bodyOK := bodyAllowedForStatus(code)
+	b = http1.AppendStatusLine(b, code)
+	bodyOK := http1.BodyAllowedForStatus(code)
 	for k, vs := range w.header {
 		switch k {
 		case "Content-Length", "Transfer-Encoding", "Connection":
 			continue
 		}
-		b = appendHeaderLines(b, k, vs)
+		b = http1.AppendHeaderLines(b, k, vs)
 	}
 	if bodyOK {
 		if _, ok := w.header["Content-Type"]; !ok && len(w.body) > 0 {
@@ -1477,18 +1438,18 @@ func (w *localResponse) appendTo(b []byte, isHEAD, closeAfter bool, date []byte)
 // appendResponseHead serializes a backend's response head for the client: its
 // headers (hop-by-hop ones already removed), the framing weir relays it with, Date
 // when the backend gave none, and Connection: close when the connection ends after it.
-func appendResponseHead(b []byte, resp *http.Response, framing bodyFraming, closeAfter bool, date []byte) []byte {
-	b = appendStatusLine(b, resp.StatusCode)
+func appendResponseHead(b []byte, resp *http.Response, framing http1.Framing, closeAfter bool, date []byte) []byte {
+	b = http1.AppendStatusLine(b, resp.StatusCode)
 	for k, vs := range resp.Header {
 		if resp.StatusCode == http.StatusNotModified && (k == "Content-Length" || k == "Content-Type") {
 			continue // as net/http's server
 		}
-		if k == "Content-Length" && (framing == bodyChunked || resp.StatusCode == http.StatusNoContent || resp.StatusCode < 200) {
+		if k == "Content-Length" && (framing == http1.BodyChunked || resp.StatusCode == http.StatusNoContent || resp.StatusCode < 200) {
 			continue
 		}
-		b = appendHeaderLines(b, k, vs)
+		b = http1.AppendHeaderLines(b, k, vs)
 	}
-	if framing == bodyChunked {
+	if framing == http1.BodyChunked {
 		b = append(b, "Transfer-Encoding: chunked\r\n"...)
 		if len(resp.Trailer) > 0 {
 			first := true
@@ -1506,402 +1467,13 @@ func appendResponseHead(b []byte, resp *http.Response, framing bodyFraming, clos
 	return appendDateAndClose(b, resp.Header, date, closeAfter)
 }
 
-func bodyAllowedForStatus(code int) bool {
-	switch {
-	case code >= 100 && code <= 199, code == http.StatusNoContent, code == http.StatusNotModified:
-		return false
-	}
-	return true
-}
-
-// appendHeaderLines appends "k: v\r\n" for each value, skipping invalid names and
-// turning CR and LF in values into spaces, as net/http's Header.Write does.
-func appendHeaderLines(b []byte, k string, vs []string) []byte {
-	if !httpguts.ValidHeaderFieldName(k) {
-		return b
-	}
-	for _, v := range vs {
-		b = append(b, k...)
-		b = append(b, ": "...)
-		start := len(b)
-		b = append(b, v...)
-		for i := start; i < len(b); i++ {
-			if b[i] == '\r' || b[i] == '\n' {
-				b[i] = ' '
-			}
-		}
-		// Trim surrounding whitespace, as textproto.TrimString.
-		val := b[start:]
-		lo, hi := 0, len(val)
-		for lo < hi && isASCIISpace(val[lo]) {
-			lo++
-		}
-		for hi > lo && isASCIISpace(val[hi-1]) {
-			hi--
-		}
-		if lo > 0 || hi < len(val) {
-			n := copy(val, val[lo:hi])
-			b = b[:start+n]
-		}
-		b = append(b, "\r\n"...)
-	}
-	return b
-}
-
-func isASCIISpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
-
-func appendStatusLine(b []byte, code int) []byte {
-	b = append(b, "HTTP/1.1 "...)
-	b = strconv.AppendInt(b, int64(code), 10)
-	b = append(b, ' ')
-	if text := http.StatusText(code); text != "" {
-		b = append(b, text...)
-	} else {
-		b = append(b, "status code "...)
-		b = strconv.AppendInt(b, int64(code), 10)
-	}
-	return append(b, "\r\n"...)
-}
-
 func appendDateAndClose(b []byte, h http.Header, date []byte, closeAfter bool) []byte {
 	_, hasDate := h["Date"]
-	return appendHeadEnd(b, hasDate, date, closeAfter)
-}
-
-// appendHeadEnd ends a head: Date when it has none, Connection: close when the
-// connection ends after the response, and the empty line.
-func appendHeadEnd(b []byte, hasDate bool, date []byte, closeAfter bool) []byte {
-	if !hasDate {
-		b = append(b, "Date: "...)
-		b = append(b, date...)
-		b = append(b, "\r\n"...)
-	}
-	if closeAfter {
-		b = append(b, "Connection: close\r\n"...)
-	}
-	return append(b, "\r\n"...)
-}
-
-// chunkScanner follows a chunked body (RFC 9112, section 7.1) as it is relayed
-// unchanged, to find where it ends: chunk sizes, extensions, data, the last chunk and
-// the trailer section.
-type chunkScanner struct {
-	state  uint8
-	size   int64
-	digits int
-	ext    int
-}
-
-const (
-	chunkSize uint8 = iota
-	chunkExt
-	chunkSizeLF
-	chunkData
-	chunkDataCR
-	chunkDataLF
-	chunkTrailerStart
-	chunkTrailerLine
-	chunkEndLF
-)
-
-var errBadChunk = errors.New("malformed chunked body from backend")
-
-// scan consumes p and returns how many of its bytes belong to the body and whether
-// the body ended there.
-func (s *chunkScanner) scan(p []byte) (n int, end bool, err error) {
-	for n < len(p) {
-		ch := p[n]
-		switch s.state {
-		case chunkSize:
-			switch {
-			case ch == '\r' && s.digits > 0:
-				s.state = chunkSizeLF
-			case (ch == ';' || ch == ' ' || ch == '\t') && s.digits > 0:
-				s.state = chunkExt
-			default:
-				v, ok := unhex(ch)
-				if !ok || s.digits == 15 {
-					return n, false, errBadChunk
-				}
-				s.size = s.size<<4 | int64(v)
-				s.digits++
-			}
-		case chunkExt:
-			s.ext++
-			if ch == '\r' {
-				s.state = chunkSizeLF
-			} else if s.ext > 4096 {
-				return n, false, errBadChunk
-			}
-		case chunkSizeLF:
-			if ch != '\n' {
-				return n, false, errBadChunk
-			}
-			if s.size == 0 {
-				s.state = chunkTrailerStart
-			} else {
-				s.state = chunkData
-			}
-		case chunkData:
-			take := min(int64(len(p)-n), s.size)
-			s.size -= take
-			n += int(take)
-			if s.size == 0 {
-				s.state = chunkDataCR
-			}
-			continue
-		case chunkDataCR:
-			if ch != '\r' {
-				return n, false, errBadChunk
-			}
-			s.state = chunkDataLF
-		case chunkDataLF:
-			if ch != '\n' {
-				return n, false, errBadChunk
-			}
-			s.state, s.size, s.digits, s.ext = chunkSize, 0, 0, 0
-		case chunkTrailerStart:
-			if ch == '\r' {
-				s.state = chunkEndLF
-			} else {
-				s.state = chunkTrailerLine
-			}
-		case chunkTrailerLine:
-			if ch == '\n' {
-				s.state = chunkTrailerStart
-			}
-		case chunkEndLF:
-			if ch != '\n' {
-				return n, false, errBadChunk
-			}
-			return n + 1, true, nil
-		}
-		n++
-	}
-	return n, false, nil
-}
-
-func unhex(c byte) (byte, bool) {
-	switch {
-	case '0' <= c && c <= '9':
-		return c - '0', true
-	case 'a' <= c && c <= 'f':
-		return c - 'a' + 10, true
-	case 'A' <= c && c <= 'F':
-		return c - 'A' + 10, true
-	}
-	return 0, false
+	return http1.AppendHeadEnd(b, hasDate, date, closeAfter)
 }
 
 // editsResponse reports whether the response's head is changed on its way: response
 // header filters, CORS, a session cookie.
 func (st *reqState) editsResponse() bool {
 	return len(st.respHdr) > 0 || st.origin != "" || st.rule.rule.Session != nil
-}
-
-// plainHead is what scanPlainHead learned of a response head.
-type plainHead struct {
-	code    int
-	framing bodyFraming
-	length  int64
-	close   bool // the backend closes the connection after it
-	date    bool // it has a Date
-}
-
-// scanPlainHead reads a response head that can be relayed line by line: HTTP/1.x,
-// well-formed, no header the gateway must act on beyond framing and hop-by-hop ones
-// (no Trailer, Pragma, or Connection option other than close and keep-alive). It
-// finds what parseUpstreamHead would, without building a header map; ok is false for
-// any other head, which then takes parseUpstreamHead.
-func scanPlainHead(head []byte, isHEAD bool) (h plainHead, ok bool) {
-	eol := bytes.Index(head, crlf)
-	if eol < len("HTTP/1.1 200") {
-		return h, false
-	}
-	line := head[:eol]
-	minor := 1
-	switch string(line[:9]) {
-	case "HTTP/1.1 ":
-	case "HTTP/1.0 ":
-		minor = 0
-	default:
-		return h, false
-	}
-	status := line[9:]
-	if len(status) > 3 && status[3] != ' ' {
-		return h, false
-	}
-	for _, d := range status[:3] {
-		if d < '0' || d > '9' {
-			return h, false
-		}
-		h.code = h.code*10 + int(d-'0')
-	}
-	if h.code < 100 {
-		return h, false
-	}
-	h.length = -1
-	chunked, hasClose, keepAlive := false, false, false
-	for rest := head[eol+2:]; ; {
-		e := bytes.Index(rest, crlf)
-		if e < 0 {
-			return h, false
-		}
-		line := rest[:e]
-		rest = rest[e+2:]
-		if len(line) == 0 {
-			break
-		}
-		colon := bytes.IndexByte(line, ':')
-		if colon <= 0 {
-			return h, false
-		}
-		name, value := line[:colon], trimOWSBytes(line[colon+1:])
-		if !validToken(name) || !validValue(value) {
-			return h, false
-		}
-		switch {
-		case asciiEqualFold(name, "Content-Length"):
-			n, err := strconv.ParseInt(string(value), 10, 64)
-			if err != nil || n < 0 || value[0] == '+' || (h.length >= 0 && n != h.length) {
-				return h, false
-			}
-			h.length = n
-		case asciiEqualFold(name, "Transfer-Encoding"):
-			if chunked || !asciiEqualFold(value, "chunked") || minor == 0 {
-				return h, false
-			}
-			chunked = true
-		case asciiEqualFold(name, "Connection"):
-			for _, tok := range bytes.Split(value, []byte(",")) {
-				switch tok = trimOWSBytes(tok); {
-				case asciiEqualFold(tok, "close"):
-					hasClose = true
-				case asciiEqualFold(tok, "keep-alive"):
-					keepAlive = true
-				case len(tok) > 0:
-					return h, false // it names a header to drop
-				}
-			}
-		case asciiEqualFold(name, "Date"):
-			h.date = true
-		case asciiEqualFold(name, "Trailer"), asciiEqualFold(name, "Pragma"):
-			return h, false
-		}
-	}
-	h.close = hasClose || (minor == 0 && !keepAlive)
-	switch {
-	case isHEAD || h.code < 200 || h.code == http.StatusNoContent || h.code == http.StatusNotModified:
-		h.framing = bodyNone
-	case chunked:
-		h.framing = bodyChunked // a Content-Length beside it is ignored, as net/http does
-	case h.length >= 0:
-		h.framing = bodyLength
-	default:
-		h.framing, h.close = bodyUntilClose, true
-	}
-	return h, true
-}
-
-var crlf = []byte("\r\n")
-
-// appendPlainHead relays a head scanPlainHead took: the status line in net/http's
-// form, each header line with its name in canonical form and its value trimmed, less
-// the hop-by-hop headers (and Content-Length where no body may follow, and the
-// backend's framing, which is set anew), then Date when the backend gave none and
-// Connection: close when the client's connection ends after the response.
-func appendPlainHead(b, head []byte, h plainHead, closeAfter bool, date []byte) []byte {
-	b = appendStatusLine(b, h.code)
-	rest := head[bytes.Index(head, crlf)+2:]
-	for {
-		e := bytes.Index(rest, crlf)
-		line := rest[:e]
-		rest = rest[e+2:]
-		if len(line) == 0 {
-			break
-		}
-		colon := bytes.IndexByte(line, ':')
-		name := line[:colon]
-		switch {
-		case asciiEqualFold(name, "Connection"), asciiEqualFold(name, "Keep-Alive"), asciiEqualFold(name, "Proxy-Connection"),
-			asciiEqualFold(name, "Proxy-Authenticate"), asciiEqualFold(name, "Proxy-Authorization"), asciiEqualFold(name, "Te"),
-			asciiEqualFold(name, "Transfer-Encoding"), asciiEqualFold(name, "Upgrade"):
-			continue
-		case asciiEqualFold(name, "Content-Length") && (h.framing == bodyChunked || h.code == http.StatusNoContent || h.code == http.StatusNotModified):
-			continue
-		case asciiEqualFold(name, "Content-Type") && h.code == http.StatusNotModified:
-			continue // as net/http's server
-		}
-		start := len(b)
-		b = append(b, name...)
-		canonicalKey(b[start:])
-		b = append(b, ": "...)
-		b = append(b, trimOWSBytes(line[colon+1:])...)
-		b = append(b, "\r\n"...)
-	}
-	if h.framing == bodyChunked {
-		b = append(b, "Transfer-Encoding: chunked\r\n"...)
-	}
-	return appendHeadEnd(b, h.date, date, closeAfter)
-}
-
-// canonicalKey puts a valid header name in canonical form in place, as
-// textproto.CanonicalMIMEHeaderKey does.
-func canonicalKey(k []byte) {
-	upper := true
-	for i, c := range k {
-		if upper && 'a' <= c && c <= 'z' {
-			k[i] = c - ('a' - 'A')
-		} else if !upper && 'A' <= c && c <= 'Z' {
-			k[i] = c + ('a' - 'A')
-		}
-		upper = c == '-'
-	}
-}
-
-func trimOWSBytes(v []byte) []byte {
-	for len(v) > 0 && (v[0] == ' ' || v[0] == '\t') {
-		v = v[1:]
-	}
-	for len(v) > 0 && (v[len(v)-1] == ' ' || v[len(v)-1] == '\t') {
-		v = v[:len(v)-1]
-	}
-	return v
-}
-
-// validToken reports whether a header name is a token (RFC 9110) that
-// textproto.CanonicalMIMEHeaderKey would canonicalize.
-func validToken(k []byte) bool {
-	for _, c := range k {
-		if !httpguts.IsTokenRune(rune(c)) {
-			return false
-		}
-	}
-	return len(k) > 0
-}
-
-// validValue reports whether a header value has no control characters but tab.
-func validValue(v []byte) bool {
-	for _, c := range v {
-		if (c < ' ' && c != '\t') || c == 0x7f {
-			return false
-		}
-	}
-	return true
-}
-
-func asciiEqualFold(b []byte, s string) bool {
-	if len(b) != len(s) {
-		return false
-	}
-	for i := range len(b) {
-		c, d := b[i], s[i]
-		if c == d {
-			continue
-		}
-		if lc := c | 0x20; lc != d|0x20 || lc < 'a' || lc > 'z' {
-			return false
-		}
-	}
-	return true
 }

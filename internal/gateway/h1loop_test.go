@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"weir.dev/weir/internal/http1"
 	"weir.dev/weir/internal/model"
 )
 
@@ -242,11 +243,11 @@ func TestChunkScanner(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			in := tc.body + "NEXT"
 			for split := 0; split <= len(in); split++ {
-				var s chunkScanner
-				n1, end, err := s.scan([]byte(in[:split]))
+				var s http1.ChunkScanner
+				n1, end, err := s.Scan([]byte(in[:split]))
 				n2 := 0
 				if err == nil && !end {
-					n2, end, err = s.scan([]byte(in[split:]))
+					n2, end, err = s.Scan([]byte(in[split:]))
 				}
 				if tc.bad {
 					if err == nil {
@@ -263,27 +264,27 @@ func TestChunkScanner(t *testing.T) {
 }
 
 // responseHeads are backend response heads for the head parsers' tests: the framing
-// readUpstreamHead finds, and whether scanPlainHead relays it line by line.
+// http1.ParseResponse finds, and whether http1.ScanResponse relays it line by line.
 var responseHeads = []struct {
 	name, in string
 	head     bool // the answer to a HEAD request
-	framing  bodyFraming
+	framing  http1.Framing
 	plain    bool
 }{
-	{"length", "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nContent-Length: 5\r\nX-A: 1\r\nx-a:  2 \r\n\r\n", false, bodyLength, true},
-	{"odd reason, HTTP/1.0 keep-alive", "HTTP/1.0 201 Made\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nContent-Length: 0\r\n\r\n", false, bodyLength, true},
-	{"chunked", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nDate: x\r\n\r\n", false, bodyChunked, true},
-	{"chunked with trailers", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum, x-other\r\n\r\n", false, bodyChunked, false},
-	{"chunked and length", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n", false, bodyChunked, true},
-	{"until close", "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n", false, bodyUntilClose, true},
-	{"HTTP/1.0 until close", "HTTP/1.0 200 OK\r\n\r\n", false, bodyUntilClose, true},
-	{"HEAD", "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n", true, bodyNone, true},
-	{"204", "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nX-Y: z\r\n\r\n", false, bodyNone, true},
-	{"304 with length", "HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\nEtag: x\r\n\r\n", false, bodyNone, true},
-	{"103", "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n", false, bodyNone, true},
-	{"close and hop-by-hop", "HTTP/1.1 200 OK\r\nConnection: close\r\nProxy-Authenticate: x\r\nUpgrade: y\r\nContent-Length: 0\r\n\r\n", false, bodyLength, true},
-	{"pragma", "HTTP/1.1 200 OK\r\nPragma: no-cache\r\nContent-Length: 0\r\n\r\n", false, bodyLength, false},
-	{"connection option", "HTTP/1.1 200 OK\r\nConnection: X-Hop\r\nX-Hop: 1\r\nContent-Length: 0\r\n\r\n", false, bodyLength, false},
+	{"length", "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nContent-Length: 5\r\nX-A: 1\r\nx-a:  2 \r\n\r\n", false, http1.BodyLength, true},
+	{"odd reason, HTTP/1.0 keep-alive", "HTTP/1.0 201 Made\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nContent-Length: 0\r\n\r\n", false, http1.BodyLength, true},
+	{"chunked", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nDate: x\r\n\r\n", false, http1.BodyChunked, true},
+	{"chunked with trailers", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum, x-other\r\n\r\n", false, http1.BodyChunked, false},
+	{"chunked and length", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n", false, http1.BodyChunked, true},
+	{"until close", "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n", false, http1.BodyUntilClose, true},
+	{"HTTP/1.0 until close", "HTTP/1.0 200 OK\r\n\r\n", false, http1.BodyUntilClose, true},
+	{"HEAD", "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n", true, http1.BodyNone, true},
+	{"204", "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nX-Y: z\r\n\r\n", false, http1.BodyNone, true},
+	{"304 with length", "HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\nEtag: x\r\n\r\n", false, http1.BodyNone, true},
+	{"103", "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n", false, http1.BodyNone, true},
+	{"close and hop-by-hop", "HTTP/1.1 200 OK\r\nConnection: close\r\nProxy-Authenticate: x\r\nUpgrade: y\r\nContent-Length: 0\r\n\r\n", false, http1.BodyLength, true},
+	{"pragma", "HTTP/1.1 200 OK\r\nPragma: no-cache\r\nContent-Length: 0\r\n\r\n", false, http1.BodyLength, false},
+	{"connection option", "HTTP/1.1 200 OK\r\nConnection: X-Hop\r\nX-Hop: 1\r\nContent-Length: 0\r\n\r\n", false, http1.BodyLength, false},
 }
 
 // describe is what a client reads of a response head.
@@ -308,7 +309,7 @@ func methodOf(head bool) string {
 func TestParseUpstreamHeadMatchesReadResponse(t *testing.T) {
 	for _, tc := range responseHeads {
 		t.Run(tc.name, func(t *testing.T) {
-			resp, framing, _, ok := readUpstreamHead([]byte(tc.in), tc.head)
+			resp, framing, _, ok := http1.ParseResponse([]byte(tc.in), tc.head)
 			if !ok || framing != tc.framing {
 				t.Fatalf("ok %v, framing %d, want %d", ok, framing, tc.framing)
 			}
@@ -323,15 +324,15 @@ func TestParseUpstreamHeadMatchesReadResponse(t *testing.T) {
 		})
 	}
 	for _, bad := range []string{"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", "HTTP/2 200\r\n\r\n"} {
-		if _, _, _, ok := readUpstreamHead([]byte(bad), false); ok {
+		if _, _, _, ok := http1.ParseResponse([]byte(bad), false); ok {
 			t.Errorf("%q accepted", bad)
 		}
 	}
 }
 
-// TestPlainHeadMatchesRebuiltHead: a head relayed line by line (scanPlainHead,
-// appendPlainHead) reads, to a client, as the same head rebuilt from a header map
-// (readUpstreamHead, removeHopByHop, appendResponseHead); heads it must not relay
+// TestPlainHeadMatchesRebuiltHead: a head relayed line by line (http1.ScanResponse,
+// http1.AppendRelayedHead) reads, to a client, as the same head rebuilt from a header map
+// (http1.ParseResponse, removeHopByHop, appendResponseHead); heads it must not relay
 // are refused.
 func TestPlainHeadMatchesRebuiltHead(t *testing.T) {
 	date := []byte("Mon, 23 Nov 2026 15:00:00 GMT")
@@ -339,33 +340,33 @@ func TestPlainHeadMatchesRebuiltHead(t *testing.T) {
 		struct {
 			name, in string
 			head     bool
-			framing  bodyFraming
+			framing  http1.Framing
 			plain    bool
-		}{"obs-fold", "HTTP/1.1 200 OK\r\nX: a\r\n b\r\nContent-Length: 0\r\n\r\n", false, bodyLength, false},
+		}{"obs-fold", "HTTP/1.1 200 OK\r\nX: a\r\n b\r\nContent-Length: 0\r\n\r\n", false, http1.BodyLength, false},
 		struct {
 			name, in string
 			head     bool
-			framing  bodyFraming
+			framing  http1.Framing
 			plain    bool
-		}{"control character", "HTTP/1.1 200 OK\r\nX: a\x01b\r\nContent-Length: 0\r\n\r\n", false, bodyLength, false})
+		}{"control character", "HTTP/1.1 200 OK\r\nX: a\x01b\r\nContent-Length: 0\r\n\r\n", false, http1.BodyLength, false})
 	for _, tc := range heads {
 		t.Run(tc.name, func(t *testing.T) {
-			h, ok := scanPlainHead([]byte(tc.in), tc.head)
+			h, ok := http1.ScanResponse([]byte(tc.in), tc.head)
 			if ok != tc.plain {
 				t.Fatalf("plain = %v, want %v", ok, tc.plain)
 			}
-			if !ok || h.code < 200 {
+			if !ok || h.Code < 200 {
 				return
 			}
-			resp, framing, n, ok := readUpstreamHead([]byte(tc.in), tc.head)
-			if !ok || framing != h.framing || (framing == bodyLength && n != h.length) || resp.StatusCode != h.code || resp.Close != h.close {
+			resp, framing, n, ok := http1.ParseResponse([]byte(tc.in), tc.head)
+			if !ok || framing != h.Framing || (framing == http1.BodyLength && n != h.Length) || resp.StatusCode != h.Code || resp.Close != h.Close {
 				t.Fatalf("scan %+v, parse %v %d %d close=%v", h, framing, n, resp.StatusCode, resp.Close)
 			}
 			removeHopByHop(resp.Header)
-			closeAfter := framing == bodyUntilClose
+			closeAfter := framing == http1.BodyUntilClose
 			var got [2]string
 			for i, out := range [][]byte{
-				appendPlainHead(nil, []byte(tc.in), h, closeAfter, date),
+				http1.AppendRelayedHead(nil, []byte(tc.in), h, closeAfter, date),
 				appendResponseHead(nil, resp, framing, closeAfter, date),
 			} {
 				r, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(out)), &http.Request{Method: methodOf(tc.head)})
