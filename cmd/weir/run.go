@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -149,12 +150,14 @@ func run(ctx context.Context, f runFlags, logger *slog.Logger, ready func(adminA
 	node := model.Node{Name: f.nodeName, Zone: f.zone}
 	var nodeFrom func() model.Node
 	var sourceSynced func() bool
+	var configError func() error
 	switch {
 	case len(f.configPaths) > 0:
-		src := file.New(file.Options{Paths: f.configPaths, Store: st, Logger: logger, Registerer: reg})
+		src := file.New(file.Options{Paths: f.configPaths, Store: st, Logger: logger, Registerer: reg, Own: ownListeners(f)})
 		if err := src.Load(); err != nil {
 			return fmt.Errorf("configuration rejected:\n%w", err)
 		}
+		configError = func() error { _, err := src.LastResult(); return err }
 		g.Go(func() error { return src.Run(ctx) })
 		g.Go(func() error { reloadOnHangup(ctx, src.Reload); return nil })
 		sourceSynced = func() bool { return true }
@@ -269,9 +272,10 @@ func run(ctx context.Context, f runFlags, logger *slog.Logger, ready func(adminA
 	if f.adminAddr != "" {
 		adm, err := admin.Listen(admin.Options{
 			Addr: f.adminAddr, Gatherer: reg, Snapshot: rn.Snapshot,
-			Ready:    func() bool { return sourceSynced() && rn.Synced() },
-			Sections: sections,
-			Logger:   logger,
+			Ready:       func() bool { return sourceSynced() && rn.Synced() },
+			Sections:    sections,
+			ConfigError: configError,
+			Logger:      logger,
 		})
 		if err != nil {
 			return err
@@ -340,6 +344,57 @@ func reloadOnHangup(ctx context.Context, reload func()) {
 			reload()
 		}
 	}
+}
+
+// ownListeners describes weir's own fixed listeners, so that the file source refuses
+// an endpoint at one of them: a route to the admin address would serve the admin API.
+// A listener on an unspecified address owns its port on every local address.
+func ownListeners(f runFlags) func(netip.AddrPort) string {
+	type own struct {
+		ap   netip.AddrPort
+		what string
+	}
+	var owns []own
+	for _, l := range []struct{ addr, what string }{
+		{f.adminAddr, "admin API (--admin-addr)"},
+		{f.dnsAddr, "cluster DNS (--dns-addr)"},
+		{f.ingressHTTPAddr, "Ingress HTTP listener (--ingress-http-addr)"},
+		{f.ingressHTTPSAddr, "Ingress HTTPS listener (--ingress-https-addr)"},
+	} {
+		if ap, err := netip.ParseAddrPort(l.addr); err == nil && ap.Port() != 0 {
+			owns = append(owns, own{netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), l.what})
+		}
+	}
+	return func(ap netip.AddrPort) string {
+		for _, o := range owns {
+			if o.ap.Port() != ap.Port() {
+				continue
+			}
+			if o.ap.Addr() == ap.Addr() || (o.ap.Addr().IsUnspecified() && isLocalAddr(ap.Addr())) {
+				return o.what
+			}
+		}
+		return ""
+	}
+}
+
+// isLocalAddr reports whether a is an address of this host.
+func isLocalAddr(a netip.Addr) bool {
+	if a.IsLoopback() {
+		return true
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return false
+	}
+	for _, ia := range addrs {
+		if ipn, ok := ia.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(ipn.IP); ok && ip.Unmap() == a {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func parsePrefixes(flag string, values []string) ([]netip.Prefix, error) {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -120,6 +121,23 @@ func get(client *http.Client, url string) (string, error) {
 	return r.Name, nil
 }
 
+// configErrors reads the configuration errors /api/snapshot reports.
+func configErrors(t *testing.T, admin string) []string {
+	t.Helper()
+	resp, err := http.Get("http://" + admin + "/api/snapshot")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var v struct {
+		ConfigErrors []string `json:"configErrors"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
+		t.Fatal(err)
+	}
+	return v.ConfigErrors
+}
+
 func metric(t *testing.T, admin, name string) string {
 	t.Helper()
 	resp, err := http.Get("http://" + admin + "/metrics")
@@ -226,8 +244,21 @@ func TestReloadUnderTraffic(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	// The admin API shows the error, with file and line, beside the old configuration.
+	if errs := configErrors(t, admin); len(errs) != 1 || !strings.Contains(errs[0], "service.yaml:7: Service default/web: spec.ports[0].port") {
+		t.Errorf("configErrors after the invalid edit: %q", errs)
+	}
 	resetSeen()
 	waitSeen("traffic after invalid edit", func(s map[string]int) bool { return s["b"] > 10 && s["c"] > 10 })
+	// Fixed: the error leaves the admin API.
+	writeAtomically(t, svcFile, fmt.Sprintf(serviceYAML, "127.0.1.10", 8080))
+	deadline = time.Now().Add(10 * time.Second)
+	for len(configErrors(t, admin)) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("configErrors after the fix: %q", configErrors(t, admin))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 
 	close(stop)
 	wg.Wait()
@@ -235,4 +266,20 @@ func TestReloadUnderTraffic(t *testing.T) {
 		t.Fatalf("%d of %d requests failed during reloads", n, total.Load())
 	}
 	t.Logf("%d requests, none failed", total.Load())
+}
+
+func TestOwnListeners(t *testing.T) {
+	own := ownListeners(runFlags{adminAddr: "0.0.0.0:9901", dnsAddr: "127.0.0.1:5353", ingressHTTPAddr: "127.0.0.1:8080"})
+	for ap, want := range map[string]string{
+		"127.0.0.5:9901":  "admin API (--admin-addr)", // a listener on 0.0.0.0 owns its port on every local address
+		"127.0.0.1:5353":  "cluster DNS (--dns-addr)",
+		"127.0.0.1:8080":  "Ingress HTTP listener (--ingress-http-addr)",
+		"127.0.0.2:8080":  "",
+		"127.0.0.5:9902":  "",
+		"192.0.2.10:9901": "", // not an address of this host
+	} {
+		if got := own(netip.MustParseAddrPort(ap)); got != want {
+			t.Errorf("%s: %q, want %q", ap, got, want)
+		}
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -39,7 +40,10 @@ type Options struct {
 	// opened to the node's network (as kube-proxy's 10256) while the admin API stays on
 	// loopback.
 	HealthOnly bool
-	Logger     *slog.Logger
+	// ConfigError is the error of the latest configuration load, nil when it was valid
+	// (the configuration in force is then older than the files). Nil means none.
+	ConfigError func() error
+	Logger      *slog.Logger
 }
 
 // Server is a running admin server.
@@ -123,7 +127,7 @@ func (s *Server) ready() bool {
 }
 
 func (s *Server) serveSnapshot(w http.ResponseWriter, _ *http.Request) {
-	view := map[string]any{"snapshot": s.opts.Snapshot()}
+	view := map[string]any{"snapshot": s.opts.Snapshot(), "configErrors": s.configErrors()}
 	for name, f := range s.opts.Sections {
 		view[name] = f()
 	}
@@ -133,4 +137,17 @@ func (s *Server) serveSnapshot(w http.ResponseWriter, _ *http.Request) {
 	if err := enc.Encode(view); err != nil {
 		s.opts.Logger.Warn("admin: encode snapshot", "err", err)
 	}
+}
+
+// configErrors are the lines of the latest configuration load's error (one problem a
+// line, "file:line: object: field: message"), or nil.
+func (s *Server) configErrors() []string {
+	if s.opts.ConfigError == nil {
+		return nil
+	}
+	err := s.opts.ConfigError()
+	if err == nil {
+		return nil
+	}
+	return strings.Split(err.Error(), "\n")
 }

@@ -5,6 +5,7 @@ package manifest
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"regexp"
 	"strings"
 
@@ -53,6 +54,7 @@ type loader struct {
 	errs   Errors
 	report *Report
 	objs   []*object
+	own    func(netip.AddrPort) string // Options.Own
 }
 
 // object is one decoded object (in the version weir uses) and the document it came from.

@@ -82,6 +82,7 @@ func (l *loader) finish() *model.Objects {
 	}
 	l.crossCheck(services, slices)
 	l.routeBackends(services)
+	l.ownEndpoints(slices)
 	l.clusterIPsUnique()
 	for _, o := range services {
 		s := o.obj.(*corev1.Service)

@@ -28,7 +28,13 @@ import (
 // weir acts on. Kinds weir does not use are skipped and counted in the Report. When any
 // manifest is invalid, Load returns no objects and an Errors listing every problem.
 func Load(paths ...string) (*model.Objects, *Report, error) {
+	return LoadWith(Options{}, paths...)
+}
+
+// LoadWith is Load with options.
+func LoadWith(opts Options, paths ...string) (*model.Objects, *Report, error) {
 	l := newLoader()
+	l.own = opts.Own
 	files, errs := collectFiles(paths)
 	l.errs = append(l.errs, errs...)
 	for _, f := range files {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -41,6 +42,8 @@ type Options struct {
 	// Debounce is the quiet time after a change before a reload (default 200 ms). A
 	// burst of changes longer than ten times Debounce still reloads every 10×Debounce.
 	Debounce time.Duration
+	// Own describes weir's own listeners; an endpoint at one is refused (manifest.Options).
+	Own func(netip.AddrPort) string
 }
 
 // Source loads manifests into a Store and keeps them up to date.
@@ -50,6 +53,7 @@ type Source struct {
 	log      *slog.Logger
 	debounce time.Duration
 	reload   chan struct{}
+	own      func(netip.AddrPort) string
 
 	mu      sync.Mutex // serializes loads
 	lastErr error
@@ -77,6 +81,7 @@ func New(opts Options) *Source {
 		log:      log.With("source", "file"),
 		debounce: debounce,
 		reload:   make(chan struct{}, 1),
+		own:      opts.Own,
 		reloads: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "weir_config_reloads_total",
 			Help: "Configuration loads from manifest files, by result (ok, failed).",
@@ -103,7 +108,8 @@ func (s *Source) Load() error { return s.load(true) }
 func (s *Source) load(countUnchanged bool) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	objs, report, err := manifest.Load(s.paths...)
+	objs, report, err := manifest.LoadWith(manifest.Options{Own: s.own}, s.paths...)
+	wasInvalid := s.lastErr != nil
 	s.report, s.lastErr = report, err
 	if err != nil {
 		s.reloads.WithLabelValues("failed").Inc()
@@ -124,16 +130,29 @@ func (s *Source) load(countUnchanged bool) error {
 	for kind, n := range countObjects(objs) {
 		s.objects.WithLabelValues(kind).Set(float64(n))
 	}
-	if cur, _ := s.store.Current(); cur != nil && equality.Semantic.DeepEqual(cur, objs) {
+	cur, _ := s.store.Current()
+	if cur != nil && equality.Semantic.DeepEqual(cur, objs) {
 		if countUnchanged {
 			s.reloads.WithLabelValues("ok").Inc()
 		}
-		s.log.Debug("configuration unchanged", "summary", report.Summary())
+		if wasInvalid {
+			s.log.Info("configuration valid again; it equals the configuration in force", "summary", report.Summary())
+		} else {
+			s.log.Debug("configuration unchanged", "summary", report.Summary())
+		}
 		return nil
 	}
 	s.reloads.WithLabelValues("ok").Inc()
 	s.store.Update(objs)
-	s.log.Info("configuration loaded", "summary", report.Summary())
+	msg := "configuration loaded"
+	if wasInvalid {
+		msg = "configuration valid again, loaded"
+	}
+	if cur == nil {
+		s.log.Info(msg, "summary", report.Summary())
+	} else {
+		s.log.Info(msg, "changes", describeChanges(cur, objs), "summary", report.Summary())
+	}
 	for _, w := range report.Warnings {
 		s.log.Warn("manifest warning", "warning", w.Error())
 	}
