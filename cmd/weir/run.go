@@ -357,6 +357,7 @@ func ownListeners(f runFlags) func(netip.AddrPort) string {
 	var owns []own
 	for _, l := range []struct{ addr, what string }{
 		{f.adminAddr, "admin API (--admin-addr)"},
+		{f.healthAddr, "health port (--health-addr)"},
 		{f.dnsAddr, "cluster DNS (--dns-addr)"},
 		{f.ingressHTTPAddr, "Ingress HTTP listener (--ingress-http-addr)"},
 		{f.ingressHTTPSAddr, "Ingress HTTPS listener (--ingress-https-addr)"},
