@@ -52,12 +52,14 @@ type Options struct {
 	// H2C accepts cleartext HTTP/2 (prior knowledge) on HTTP listeners.
 	H2C bool
 
-	// Limits and timeouts of downstream connections. Defaults: 64 KiB of headers, no
-	// body limit, 10 s to read headers, 120 s idle, no read or write timeout (streams
-	// and WebSockets may last). ReadHeaderTimeout makes slowloris harmless.
+	// Limits and timeouts of downstream connections. Defaults, as nginx's: 64 KiB of
+	// headers, no body limit, 60 s to read headers (client_header_timeout) and 60 s
+	// between two reads of a request body (client_body_timeout; 408), 120 s idle, no
+	// read or write timeout (streams and WebSockets may last).
 	MaxHeaderBytes    int
 	MaxBodyBytes      int64
 	ReadHeaderTimeout time.Duration
+	BodyTimeout       time.Duration
 	ReadTimeout       time.Duration
 	WriteTimeout      time.Duration
 	IdleTimeout       time.Duration
@@ -120,7 +122,10 @@ func New(opts Options) (*Gateway, error) {
 		opts.MaxHeaderBytes = 64 << 10
 	}
 	if opts.ReadHeaderTimeout <= 0 {
-		opts.ReadHeaderTimeout = 10 * time.Second
+		opts.ReadHeaderTimeout = 60 * time.Second
+	}
+	if opts.BodyTimeout <= 0 {
+		opts.BodyTimeout = 60 * time.Second
 	}
 	if opts.IdleTimeout <= 0 {
 		opts.IdleTimeout = 120 * time.Second

@@ -1274,12 +1274,15 @@ func (u *upConn) send() {
 }
 
 // failed ends a try on a connection error. A kept-alive connection that fails
-// before any answer was closed by the backend while idle: the request goes again on
-// a new connection, not counted as a try (as http.Transport does).
+// before any answer may have been closed by the backend while idle: the request goes
+// again on a new connection, outside the retry policy but counted as a try, when it
+// may safely run twice (replayable: nothing of it was written, or it is idempotent),
+// as http.Transport does.
 func (u *upConn) failed(err error) {
 	x := u.x
-	if u.reused && len(u.in) == 0 && !x.headSent {
+	if u.reused && len(u.in) == 0 && !x.headSent && (u.sent == 0 || replayable(x.r)) {
 		x.detachUp(false)
+		x.a.replayed()
 		nu, derr := u.hl.upstream(x.a.ep, x.br.cl)
 		if derr == nil {
 			x.attach(nu)

@@ -177,6 +177,7 @@ type reqState struct {
 	clientIP string // client as text, for the forwarding headers
 	respHdr  []*model.HeaderModifier
 	origin   string // CORS origin allowed for this request
+	body     *clientBody
 }
 
 type stateKey struct{}
@@ -397,8 +398,13 @@ func (g *Gateway) admit(w *statusWriter, r *http.Request, m *model.RouteMatch, s
 			return nil
 		}
 	}
-	if g.opts.MaxBodyBytes > 0 && r.Body != nil {
-		r.Body = http.MaxBytesReader(w, r.Body, g.opts.MaxBodyBytes)
+	if r.Body != nil && r.Body != http.NoBody {
+		if g.opts.MaxBodyBytes > 0 {
+			r.Body = http.MaxBytesReader(w, r.Body, g.opts.MaxBodyBytes)
+		}
+		st.body = &clientBody{rc: r.Body, timeout: g.opts.BodyTimeout,
+			deadline: http.NewResponseController(w.ResponseWriter).SetReadDeadline}
+		r.Body = st.body
 	}
 	if rr.cors != nil {
 		if origin := r.Header.Get("Origin"); origin != "" && corsAllowed(rr.cors, origin) {
@@ -428,8 +434,11 @@ func (g *Gateway) admit(w *statusWriter, r *http.Request, m *model.RouteMatch, s
 	if done := g.applyFilters(w, r, m, st, br.b.Filters); done {
 		return nil
 	}
-	if rr.retry.policy.Attempts > 0 && (idempotent(r.Method) || rr.retry.policy.RetryNonIdempotent) {
-		bufferForRetry(r)
+	// The body (up to 64 KiB) is read before the request takes a breaker slot: a client
+	// that sends it slowly holds no slot meanwhile.
+	if err := bufferBody(r); err != nil {
+		w.WriteHeader(errorStatus(err))
+		return nil
 	}
 	if len(br.cl.state.Load().eps) == 0 {
 		http.Error(w, "no healthy upstream", http.StatusServiceUnavailable)
@@ -453,23 +462,105 @@ func (g *Gateway) admit(w *statusWriter, r *http.Request, m *model.RouteMatch, s
 	return br
 }
 
-// maxRetryBody is the largest request body kept for replay on retry (Linkerd's limit).
-const maxRetryBody = 64 << 10
+// maxBufferedBody is the most of a request body of known length read before the
+// request is sent, and the largest body kept for replay on retry (Linkerd's limit).
+const maxBufferedBody = 64 << 10
 
-// bufferForRetry reads a small request body of known length into memory so that a
-// retry can send it again (GetBody). Larger or chunked bodies are not retried.
-func bufferForRetry(r *http.Request) {
-	if r.Body == nil || r.Body == http.NoBody || r.ContentLength <= 0 || r.ContentLength > maxRetryBody || r.GetBody != nil {
-		return
+// bufferBody reads a request body of known length, up to maxBufferedBody, before the
+// request goes upstream (nginx reads bodies first too): a whole body can be sent again
+// (GetBody); of a larger one the rest follows what was read. A body of unknown length
+// (chunked, an HTTP/2 stream) may be a stream the client feeds as answers come, so it
+// is not waited for. The error is the client's (clientError).
+func bufferBody(r *http.Request) error {
+	if r.Body == nil || r.Body == http.NoBody || r.ContentLength <= 0 || r.GetBody != nil {
+		return nil
 	}
-	b, err := io.ReadAll(io.LimitReader(r.Body, r.ContentLength))
-	if err != nil || int64(len(b)) != r.ContentLength {
-		r.Body = io.NopCloser(io.MultiReader(bytes.NewReader(b), r.Body))
-		return
+	n := min(r.ContentLength, maxBufferedBody)
+	b := make([]byte, n)
+	if _, err := io.ReadFull(r.Body, b); err != nil {
+		return clientFault(err)
+	}
+	if n < r.ContentLength {
+		r.Body = struct {
+			io.Reader
+			io.Closer
+		}{io.MultiReader(bytes.NewReader(b), r.Body), r.Body}
+		return nil
 	}
 	_ = r.Body.Close()
 	r.Body = io.NopCloser(bytes.NewReader(b))
 	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
+	return nil
+}
+
+// clientBody is a downstream request body. It bounds the wait for each read
+// (Options.BodyTimeout, as nginx's client_body_timeout) and remembers a failed read,
+// so that the request is answered as the client's fault (400, 408, 413) and the
+// endpoint is not blamed.
+type clientBody struct {
+	rc       io.ReadCloser
+	timeout  time.Duration
+	deadline func(time.Time) error // the downstream connection's read deadline, if settable
+	err      atomic.Pointer[clientError]
+}
+
+func (b *clientBody) Read(p []byte) (int, error) {
+	if b.timeout > 0 && b.deadline != nil {
+		_ = b.deadline(time.Now().Add(b.timeout))
+	}
+	n, err := b.rc.Read(p)
+	switch {
+	case err == io.EOF:
+		if b.timeout > 0 && b.deadline != nil {
+			_ = b.deadline(time.Time{}) // the server's own read after the body has none
+		}
+	case err != nil:
+		ce := clientFault(err)
+		b.err.CompareAndSwap(nil, ce)
+		return n, ce
+	}
+	return n, err
+}
+
+func (b *clientBody) Close() error { return b.rc.Close() }
+
+// failed returns the client's error if reading the body failed.
+func (b *clientBody) failed() error {
+	if b == nil {
+		return nil
+	}
+	if ce := b.err.Load(); ce != nil {
+		return ce
+	}
+	return nil
+}
+
+// clientError is a request that failed by the client's doing: its status is the answer,
+// and no endpoint is blamed.
+type clientError struct {
+	code int
+	err  error
+}
+
+func (e *clientError) Error() string { return "client request body: " + e.err.Error() }
+func (e *clientError) Unwrap() error { return e.err }
+
+// clientFault classifies a failed read of a request body: 413 over MaxBodyBytes, 408
+// when the client was too slow, else 400 (malformed chunked framing, a body cut short).
+func clientFault(err error) *clientError {
+	var ce *clientError
+	if errors.As(err, &ce) {
+		return ce
+	}
+	var mbe *http.MaxBytesError
+	var ne net.Error
+	switch {
+	case errors.As(err, &mbe):
+		return &clientError{http.StatusRequestEntityTooLarge, err}
+	case errors.As(err, &ne) && ne.Timeout():
+		return &clientError{http.StatusRequestTimeout, err}
+	}
+	return &clientError{http.StatusBadRequest, err}
 }
 
 func hashKey(r *http.Request, h model.HashOn, client netip.Addr) uint64 {
@@ -766,7 +857,10 @@ func grpcTrailersOnly(resp *http.Response) {
 // limit, 504 after a timeout, else 502.
 func errorStatus(err error) int {
 	var mbe *http.MaxBytesError
+	var ce *clientError
 	switch {
+	case errors.As(err, &ce):
+		return ce.code
 	case errors.Is(err, errNoEndpoint), errors.Is(err, errOverflow):
 		return http.StatusServiceUnavailable
 	case errors.As(err, &mbe):

@@ -27,14 +27,13 @@ type endpoint struct {
 	id    uint64 // balance.KeyOf(ap)
 	load  *balance.Load
 	since time.Time // first seen, for slow start
-	// weight from the EndpointSlice (weir.dev/weight).
-	weight uint32
 }
 
 // clusterState is an immutable view of a cluster's endpoints and their picker.
 type clusterState struct {
 	portID    string // model.ServicePort.ID: the health key
 	eps       []*endpoint
+	weights   []uint32 // each endpoint's weight from the EndpointSlice (weir.dev/weight)
 	picker    balance.Picker
 	rampUntil time.Time // slow start still ramps some endpoint until then
 	builtAt   time.Time
@@ -75,6 +74,7 @@ func (c *cluster) update(b *model.Backend, now time.Time) {
 	c.policy.Store(pol)
 	seen := make(map[netip.AddrPort]*endpoint, len(b.Endpoints))
 	eps := make([]*endpoint, 0, len(b.Endpoints))
+	weights := make([]uint32, 0, len(b.Endpoints))
 	for _, e := range b.Endpoints {
 		ap := e.AddrPort()
 		if _, dup := seen[ap]; dup {
@@ -84,19 +84,21 @@ func (c *cluster) update(b *model.Backend, now time.Time) {
 		if ep == nil {
 			ep = &endpoint{ap: ap, host: ap.String(), id: balance.KeyOf(ap), load: &balance.Load{}, since: now}
 		}
-		ep.weight = e.Weight
 		seen[ap] = ep
 		eps = append(eps, ep)
+		weights = append(weights, e.Weight)
 	}
 	c.eps = seen
-	c.state.Store(c.build(b.PortID, eps, pol, now))
+	c.state.Store(c.build(b.PortID, eps, weights, pol, now))
 }
 
-func (c *cluster) build(portID string, eps []*endpoint, pol *model.Policy, now time.Time) *clusterState {
-	st := &clusterState{portID: portID, eps: eps, builtAt: now}
+// build makes the state of eps with their weights. The state is immutable: a weight
+// changes by a new state, never in place (the pickers read them without a lock).
+func (c *cluster) build(portID string, eps []*endpoint, weights []uint32, pol *model.Policy, now time.Time) *clusterState {
+	st := &clusterState{portID: portID, eps: eps, weights: weights, builtAt: now}
 	bs := make([]balance.Backend, len(eps))
 	for i, ep := range eps {
-		w := ep.weight
+		w := weights[i]
 		if w == 0 {
 			w = 1
 		}
@@ -148,7 +150,7 @@ func (c *cluster) current(now time.Time) *clusterState {
 	}
 	defer c.rebuild.Unlock()
 	if cur := c.state.Load(); cur == st {
-		st = c.build(st.portID, st.eps, c.policy.Load(), now)
+		st = c.build(st.portID, st.eps, st.weights, c.policy.Load(), now)
 		c.state.Store(st)
 	}
 	return c.state.Load()
@@ -361,6 +363,20 @@ func idempotent(method string) bool {
 	return false
 }
 
+// replayable reports whether a request that may have reached the backend can be sent
+// again on a new connection outside the retry policy: its method is idempotent
+// (RFC 9110 §9.2.2, less PUT and DELETE: http.Transport's rule) or it carries an
+// idempotency key.
+func replayable(r *http.Request) bool {
+	switch r.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return true
+	}
+	_, key := r.Header["Idempotency-Key"]
+	_, xkey := r.Header["X-Idempotency-Key"]
+	return key || xkey
+}
+
 // failure classifies a transport error for health reporting and retry-on.
 func failure(err error) (kind health.FailureKind, connect, refused bool) {
 	var op *net.OpError
@@ -459,7 +475,11 @@ func (a *attempts) failed(err error, timedOut, done bool) bool {
 	a.cl.pending.Add(-1)
 	a.ep.load.End()
 	kind, connect, refused := failure(err)
-	a.u.g.health.ReportFailure(a.cs.portID, a.ep.ap, kind)
+	if !done {
+		// A request that ended (the client went away, its own deadline passed) says
+		// nothing of the endpoint, as on the loops (clientGone, requestTimeout).
+		a.u.g.health.ReportFailure(a.cs.portID, a.ep.ap, kind)
+	}
 	a.st.lastErr = err
 	var retry bool
 	switch {
@@ -473,6 +493,13 @@ func (a *attempts) failed(err error, timedOut, done bool) bool {
 		retry = a.pol.on.reset
 	}
 	return a.mayRetry(retry, done)
+}
+
+// abandoned ends a try that failed by the client's doing (its body could not be
+// read): no health report, no retry.
+func (a *attempts) abandoned() {
+	a.cl.pending.Add(-1)
+	a.ep.load.End()
 }
 
 // answered records a try's response status (the load record goes on until the body
@@ -490,6 +517,10 @@ func (a *attempts) answered(code int, done bool) bool {
 	}
 	return a.mayRetry(a.pol.on.status(code), done)
 }
+
+// replayed counts a request sent again on a new connection after its kept-alive one
+// failed (upConn.failed) as a try.
+func (a *attempts) replayed() { a.n++ }
 
 // end closes the current try's load record once its response is done (for
 // peak-EWMA, with the try's latency).
@@ -564,6 +595,10 @@ func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 		if err != nil {
 			if cancel != nil {
 				cancel()
+			}
+			if cerr := st.body.failed(); cerr != nil {
+				a.abandoned() // the client's fault, not the endpoint's
+				return nil, cerr
 			}
 			timedOut := errors.Is(err, context.DeadlineExceeded) && req.Context().Err() == nil
 			retry = a.failed(err, timedOut, req.Context().Err() != nil)

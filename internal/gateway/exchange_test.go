@@ -1,0 +1,148 @@
+package gateway
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"weir.dev/weir/internal/model"
+)
+
+// Tests of the exchange flow every transport shares: each runs over both transports
+// (helpers_test.go's transports) against raw loopback backends.
+
+// TestReplayOnlyWhenSafe: a POST without a body, sent on a kept-alive upstream
+// connection that the backend reads and then closes, reaches the backend exactly once
+// (http.Transport's rule: only idempotent requests, or those with an Idempotency-Key,
+// or those of which nothing was written, go again on a new connection). A GET in the
+// same spot is replayed, and answered.
+func TestReplayOnlyWhenSafe(t *testing.T) {
+	for _, tr := range transports {
+		t.Run(tr.name, func(t *testing.T) {
+			var posts, gets atomic.Int64
+			// Every connection: the first request is answered and the connection kept;
+			// the second is read and the connection closed without an answer.
+			ep := serveConns(t, func(c net.Conn) {
+				br := bufio.NewReader(c)
+				for i := 0; ; i++ {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					_, _ = io.Copy(io.Discard, req.Body)
+					switch req.Method {
+					case http.MethodPost:
+						posts.Add(1)
+					case http.MethodGet:
+						gets.Add(1)
+					}
+					if i > 0 {
+						return
+					}
+					_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				}
+			})
+			be := backend("b", 1)
+			be.Endpoints = []model.Endpoint{ep}
+			be.Policy.Outlier.ConsecutiveFailures = 1000
+			tg := startGateway(t, tr.opts, httpConfig(freeAddr(t), prefixRule("r", "/", be)))
+
+			c, err := net.Dial("tcp", tg.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			br := bufio.NewReader(c)
+			roundTrip := func(raw string) int {
+				t.Helper()
+				if _, err := io.WriteString(c, raw); err != nil {
+					t.Fatal(err)
+				}
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				return resp.StatusCode
+			}
+			if code := roundTrip("GET /first HTTP/1.1\r\nHost: h\r\n\r\n"); code != 200 {
+				t.Fatalf("first GET: %d", code)
+			}
+			// The POST goes on the kept-alive connection, which the backend then drops.
+			if code := roundTrip("POST /pay HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n"); code != http.StatusBadGateway {
+				t.Fatalf("POST: %d, want 502", code)
+			}
+			if n := posts.Load(); n != 1 {
+				t.Fatalf("the backend saw the POST %d times, want once", n)
+			}
+			// A GET in the same spot goes again on a new connection, where it is the
+			// first request and answered.
+			if code := roundTrip("GET /first HTTP/1.1\r\nHost: h\r\n\r\n"); code != 200 {
+				t.Fatalf("second GET: %d", code)
+			}
+			if code := roundTrip("GET /again HTTP/1.1\r\nHost: h\r\n\r\n"); code != 200 {
+				t.Fatalf("GET on a dropped connection: %d, want 200 after a replay", code)
+			}
+			if n := gets.Load(); n < 3 {
+				t.Fatalf("the backend saw %d GETs, want the replay too", n)
+			}
+		})
+	}
+}
+
+// TestClientFaultsDoNotEject: requests that fail by the client's doing — a malformed
+// chunked body (answered 400, not 502) and a client that goes away before its answer
+// (499) — are not the endpoint's failures: ten of each leave a healthy endpoint in
+// rotation, where three endpoint failures would eject it.
+func TestClientFaultsDoNotEject(t *testing.T) {
+	for _, tr := range transports {
+		t.Run(tr.name, func(t *testing.T) {
+			a := startEcho(t, "a")
+			be := backend("b", 1, a)
+			be.Policy.Outlier.ConsecutiveFailures = 3
+			be.Policy.Outlier.ConsecutiveGatewayErrors = 3
+			tg := startGateway(t, tr.opts, httpConfig(freeAddr(t), prefixRule("r", "/", be)))
+			for i := range 10 {
+				resp, _ := rawResponse(t, tg.addr, "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n\r\n")
+				if resp.StatusCode != http.StatusBadRequest {
+					t.Fatalf("malformed chunked body %d: %d, want 400", i, resp.StatusCode)
+				}
+			}
+			for range 10 {
+				c, err := net.Dial("tcp", tg.addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				before := a.hits.Load()
+				_, _ = io.WriteString(c, "GET /delay/5s HTTP/1.1\r\nHost: h\r\n\r\n")
+				eventually(t, 5*time.Second, func() bool { return a.hits.Load() > before }, "request did not reach the backend")
+				_ = c.Close()
+			}
+			eventually(t, 5*time.Second, func() bool {
+				tg.mu.Lock()
+				defer tg.mu.Unlock()
+				for _, cl := range tg.clusters {
+					if cl.active.Load() != 0 {
+						return false
+					}
+				}
+				return true
+			}, "abandoned requests still in flight")
+			if !tg.health.Healthy(be.PortID, a.addr) {
+				t.Fatal("the endpoint was ejected for the clients' faults")
+			}
+		})
+	}
+}
+
+// rawResponse sends one raw request on a new connection and reads its response.
+func rawResponse(t *testing.T, addr, raw string) (*http.Response, string) {
+	t.Helper()
+	resps, bodies, _ := rawExchange(t, addr, raw, 1, http.MethodPost)
+	return resps[0], string(bodies[0])
+}
