@@ -181,6 +181,11 @@ type Timeouts struct {
 	// Request timeout at L7 when the route sets none. Default none.
 	// +optional
 	Request *metav1.Duration `json:"request,omitempty"`
+	// Response timeout at L7: how long a try waits for the response head after sending
+	// the request (nginx's proxy_read_timeout); past it the try fails (504, or a retry).
+	// Default 60s.
+	// +optional
+	Response *metav1.Duration `json:"response,omitempty"`
 }
 
 // Retry is L7 retry policy.

@@ -146,3 +146,74 @@ func rawResponse(t *testing.T, addr, raw string) (*http.Response, string) {
 	resps, bodies, _ := rawExchange(t, addr, raw, 1, http.MethodPost)
 	return resps[0], string(bodies[0])
 }
+
+// TestResponseTimeout: a backend that takes the request and never answers is given up
+// after the rule's ResponseTimeout (the model's default is 60 s), answered 504.
+func TestResponseTimeout(t *testing.T) {
+	for _, tr := range transports {
+		t.Run(tr.name, func(t *testing.T) {
+			be := backend("slow", 1)
+			be.Endpoints = []model.Endpoint{slowBackend(t, time.Minute)}
+			be.Policy.Outlier.ConsecutiveFailures = 1000
+			rm := prefixRule("t", "/", be)
+			rm.Rule.ResponseTimeout = 150 * time.Millisecond
+			tg := startGateway(t, tr.opts, httpConfig(freeAddr(t), rm))
+			for _, raw := range []string{
+				"GET / HTTP/1.1\r\nHost: h\r\n\r\n",
+				"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nok",
+			} {
+				start := time.Now()
+				resp, _ := rawResponse(t, tg.addr, raw)
+				if resp.StatusCode != http.StatusGatewayTimeout || time.Since(start) > 5*time.Second {
+					t.Fatalf("%q: %d after %v, want 504 soon after 150ms", raw, resp.StatusCode, time.Since(start))
+				}
+			}
+		})
+	}
+	if d := model.DefaultPolicy().ResponseTimeout; d != 60*time.Second {
+		t.Fatalf("default response timeout %v, want 60s", d)
+	}
+}
+
+// TestSlowBodies: clients that send their bodies slowly hold no breaker slot (the body
+// is read before the request takes one), and are answered 408 once the body timeout
+// passes between two reads.
+func TestSlowBodies(t *testing.T) {
+	for _, tr := range transports {
+		t.Run(tr.name, func(t *testing.T) {
+			a := startEcho(t, "a")
+			be := backend("b", 1, a)
+			be.Policy.CircuitBreaker.MaxRequests = 2
+			opts := tr.opts
+			opts.BodyTimeout = 300 * time.Millisecond
+			tg := startGateway(t, opts, httpConfig(freeAddr(t), prefixRule("r", "/", be)))
+			var slow []net.Conn
+			for range 5 {
+				c, err := net.Dial("tcp", tg.addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				_, _ = io.WriteString(c, "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nx")
+				slow = append(slow, c)
+			}
+			// Meanwhile ordinary requests pass the breaker.
+			for i := range 3 {
+				resp, _ := rawResponse(t, tg.addr, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+				if resp.StatusCode != 200 {
+					t.Fatalf("GET %d beside slow bodies: %d", i, resp.StatusCode)
+				}
+			}
+			for i, c := range slow {
+				_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+				resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+				if err != nil {
+					t.Fatalf("slow body %d: %v", i, err)
+				}
+				if resp.StatusCode != http.StatusRequestTimeout {
+					t.Fatalf("slow body %d: %d, want 408", i, resp.StatusCode)
+				}
+			}
+		})
+	}
+}

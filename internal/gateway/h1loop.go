@@ -282,6 +282,7 @@ func (hl *h1Loop) adopt(ll *loopListener, fd int, peer netip.AddrPort) {
 	c.timer = eventloop.NewTimer(c.timeout)
 	x := &c.xs
 	x.tryTimer = eventloop.NewTimer(x.tryTimeout)
+	x.headTimer = eventloop.NewTimer(x.headTimeout)
 	x.reqTimer = eventloop.NewTimer(x.requestTimeout)
 	x.backoff = eventloop.NewTimer(x.backoffDone)
 	if err := hl.lp.Register(fd, c, eventloop.EdgeEvents); err != nil {
@@ -541,7 +542,7 @@ func (c *loopConn) serve(sr http1.Request, end int) bool {
 	}
 	x := &c.xs // the connection's one exchange, made anew (its timers and buffer kept)
 	*x = exchange{c: c, r: r, st: st, br: br, start: start, isHEAD: isHEAD, req: x.req[:0],
-		tryTimer: x.tryTimer, reqTimer: x.reqTimer, backoff: x.backoff}
+		tryTimer: x.tryTimer, reqTimer: x.reqTimer, backoff: x.backoff, headTimer: x.headTimer}
 	c.x = x
 	x.startRequest()
 	return true
@@ -720,6 +721,7 @@ type exchange struct {
 	up     *upConn
 
 	tryTimer, reqTimer, backoff eventloop.Timer
+	headTimer                   eventloop.Timer // the rule's ResponseTimeout, from the request written to the response head
 
 	headSent bool // the response head went downstream
 	outStart int  // where in c.out this response starts (earlier answers before it)
@@ -845,6 +847,7 @@ func (x *exchange) respond(u *upConn, end int, h http1.ResponseHead, resp *http.
 		x.retry()
 		return
 	}
+	hl.lp.Cancel(&x.headTimer)
 	x.code = h.Code
 	x.framing, x.left = h.Framing, h.Length
 	if h.Close || x.r.Close {
@@ -946,6 +949,7 @@ func (x *exchange) detachUp(keep bool) {
 		return
 	}
 	x.up, u.x = nil, nil
+	x.c.hl.lp.Cancel(&x.headTimer)
 	if keep && !u.eof {
 		x.c.hl.putIdle(u)
 	} else {
@@ -1061,6 +1065,14 @@ func (x *exchange) tryTimeout(*eventloop.Loop) {
 		return
 	}
 	x.tryFailed(context.DeadlineExceeded, true)
+}
+
+// headTimeout: the response head did not come within the rule's ResponseTimeout of
+// the request being written: the try failed (504, or a retry).
+func (x *exchange) headTimeout(*eventloop.Loop) {
+	if x.up != nil && !x.headSent {
+		x.tryFailed(context.DeadlineExceeded, true)
+	}
 }
 
 // requestTimeout: the rule's request timeout passed.
@@ -1269,6 +1281,9 @@ func (u *upConn) send() {
 			return
 		}
 		u.sent += n
+	}
+	if d := x.st.rule.rule.ResponseTimeout; d > 0 && !x.headTimer.Scheduled() {
+		u.hl.lp.Schedule(&x.headTimer, u.hl.lp.Now()+d)
 	}
 	u.pump()
 }

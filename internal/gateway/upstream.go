@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -582,7 +583,24 @@ func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 			cancel = c // called when the attempt fails or its body is finished
 			areq = req.WithContext(ctx)
 		}
+		var hw *headWatch
+		if d := st.rule.rule.ResponseTimeout; d > 0 {
+			if cancel == nil {
+				ctx, c := context.WithCancel(req.Context())
+				cancel = c
+				areq = req.WithContext(ctx)
+			}
+			hw = &headWatch{d: d, cancel: cancel}
+			areq = areq.WithContext(httptrace.WithClientTrace(areq.Context(), &httptrace.ClientTrace{WroteRequest: hw.wrote}))
+		}
 		resp, err := rt.RoundTrip(areq)
+		if hw != nil && hw.stop() {
+			if err == nil {
+				drain(resp.Body)
+				resp = nil
+			}
+			err = context.DeadlineExceeded // the try's own timeout: 504, or a retry
+		}
 		if errors.Is(err, errOverflow) { // the connection breaker, when dialing
 			cl.pending.Add(-1)
 			ep.load.End()
@@ -635,6 +653,49 @@ func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 		resp.Body = &trackedBody{ReadCloser: resp.Body, a: &a, cancel: cancel}
 		return resp, nil
 	}
+}
+
+// headWatch fails a try whose response head has not come within the rule's
+// ResponseTimeout of its request being written (net/http's side of the loops'
+// headTimer).
+type headWatch struct {
+	d      time.Duration
+	cancel context.CancelFunc
+	mu     sync.Mutex
+	t      *time.Timer
+	done   bool // the try is over (stop)
+	late   bool // the timeout passed first
+}
+
+func (h *headWatch) wrote(httptrace.WroteRequestInfo) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.done {
+		h.t = time.AfterFunc(h.d, h.expire)
+	}
+}
+
+func (h *headWatch) expire() {
+	h.mu.Lock()
+	if h.done {
+		h.mu.Unlock()
+		return
+	}
+	h.late = true
+	h.mu.Unlock()
+	h.cancel()
+}
+
+// stop ends the watch once the try has a response or an error, and reports whether
+// the timeout passed first.
+func (h *headWatch) stop() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.done = true
+	if h.t != nil {
+		h.t.Stop()
+	}
+	return h.late
 }
 
 // budget admits a retry when retries in flight stay under BudgetPercent of the

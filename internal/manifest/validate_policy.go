@@ -111,6 +111,7 @@ func (c checker) trafficPolicy(p *weirv1alpha1.TrafficPolicy) {
 		c.positive("spec.timeouts.connect", t.Connect)
 		c.positive("spec.timeouts.idle", t.Idle)
 		c.positive("spec.timeouts.request", t.Request)
+		c.positive("spec.timeouts.response", t.Response)
 	}
 	if r := spec.Retry; r != nil {
 		if r.Attempts != nil {

@@ -159,9 +159,12 @@ type Rule struct {
 	// redirect): it answers 500.
 	Invalid bool
 
-	// RequestTimeout bounds the whole request (0: none); BackendTimeout one attempt.
-	RequestTimeout time.Duration
-	BackendTimeout time.Duration
+	// RequestTimeout bounds the whole request (0: none); BackendTimeout one attempt;
+	// ResponseTimeout the wait for a try's response head (0: none; the TrafficPolicy's,
+	// default DefaultResponseTimeout).
+	RequestTimeout  time.Duration
+	BackendTimeout  time.Duration
+	ResponseTimeout time.Duration
 	// Retry comes from the rule's retry field when set, else from the TrafficPolicy.
 	Retry RetryPolicy
 	// Session is cookie session persistence; nil when off.

@@ -288,6 +288,8 @@ type Policy struct {
 	IdleTimeout    time.Duration // TCP connections
 	UDPIdleTimeout time.Duration
 	RequestTimeout time.Duration // zero: none
+	// ResponseTimeout bounds the wait for a response head after a try's request is sent.
+	ResponseTimeout time.Duration
 
 	Retry          RetryPolicy
 	CircuitBreaker CircuitBreaker

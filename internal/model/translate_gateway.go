@@ -858,6 +858,7 @@ func (t *gwTranslator) newRule(ref RouteRef, i int, name *gatewayv1.SectionName,
 	rule.Policy = t.rulePolicy(ref, rule.Name)
 	rule.Retry = rule.Policy.Retry
 	rule.RequestTimeout = rule.Policy.RequestTimeout
+	rule.ResponseTimeout = rule.Policy.ResponseTimeout
 	_ = ns
 	return rule
 }

@@ -28,8 +28,11 @@ const (
 	DefaultPanicThresholdPercent = 50
 
 	DefaultConnectTimeout = 5 * time.Second
-	DefaultIdleTimeout    = time.Hour
-	DefaultUDPIdleTimeout = 30 * time.Second
+	// DefaultResponseTimeout bounds the wait for a response head at L7 (nginx's
+	// proxy_read_timeout).
+	DefaultResponseTimeout = 60 * time.Second
+	DefaultIdleTimeout     = time.Hour
+	DefaultUDPIdleTimeout  = 30 * time.Second
 
 	DefaultRetryAttempts       = 2
 	DefaultRetryBackoffBase    = 25 * time.Millisecond
@@ -80,9 +83,10 @@ func ResolvePolicy(spec *weirv1alpha1.TrafficPolicySpec, source string) *Policy 
 			MaxEjectionPercent:    DefaultMaxEjectionPercent,
 			PanicThresholdPercent: DefaultPanicThresholdPercent,
 		},
-		ConnectTimeout: DefaultConnectTimeout,
-		IdleTimeout:    DefaultIdleTimeout,
-		UDPIdleTimeout: DefaultUDPIdleTimeout,
+		ConnectTimeout:  DefaultConnectTimeout,
+		ResponseTimeout: DefaultResponseTimeout,
+		IdleTimeout:     DefaultIdleTimeout,
+		UDPIdleTimeout:  DefaultUDPIdleTimeout,
 		Retry: RetryPolicy{
 			Attempts:            DefaultRetryAttempts,
 			RetryOn:             DefaultRetryOn(),
@@ -159,6 +163,7 @@ func ResolvePolicy(spec *weirv1alpha1.TrafficPolicySpec, source string) *Policy 
 			p.UDPIdleTimeout = t.Idle.Duration
 		}
 		p.RequestTimeout = duration(t.Request, 0)
+		p.ResponseTimeout = duration(t.Response, DefaultResponseTimeout)
 	}
 
 	if r := spec.Retry; r != nil {

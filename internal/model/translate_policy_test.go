@@ -24,9 +24,10 @@ func TestDefaultPolicy(t *testing.T) {
 			MaxEjectionPercent:    50,
 			PanicThresholdPercent: 50,
 		},
-		ConnectTimeout: 5 * time.Second,
-		IdleTimeout:    time.Hour,
-		UDPIdleTimeout: 30 * time.Second,
+		ConnectTimeout:  5 * time.Second,
+		ResponseTimeout: 60 * time.Second,
+		IdleTimeout:     time.Hour,
+		UDPIdleTimeout:  30 * time.Second,
 		Retry: RetryPolicy{
 			Attempts:            2,
 			RetryOn:             []string{"connect-failure", "refused-stream", "503"},
