@@ -4,8 +4,11 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
+	"net/textproto"
 	"strconv"
 	"strings"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // rewrite prepares the upstream request for httputil.ReverseProxy (which has removed
@@ -18,15 +21,125 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 	g.forwardHeaders(pr.Out.Header, pr.In.Header, pr.In.Host, pr.In.TLS != nil, st)
 }
 
-// forwardHeaders sets the forwarding headers of an upstream request: the client's
-// X-Forwarded-For, X-Forwarded-Proto, X-Forwarded-Host and Forwarded are kept (in is
-// the downstream request's header) and appended to when the client is a trusted
-// proxy, and replaced otherwise. out and in may be the same map (the HTTP/1.1 fast
-// path edits the downstream header in place).
+// The headers policy of an upstream request, in two steps:
+//
+//  1. inboundHeaders, as soon as a request has its rule and before any filter: a
+//     client that is not a trusted proxy loses every forwarding header it sent
+//     (untrustedForwarding); the headers its Connection header names are removed
+//     (and Connection keeps only the tokens the transports act on), so that a
+//     Connection token can never remove a header a route filter sets later; an
+//     "Upgrade: h2c" is dropped with its HTTP2-Settings (weir does not switch a
+//     connection to HTTP/2 on a client's say-so, and never tunnels one to a backend:
+//     the request is served as if no upgrade had been asked, as Envoy does).
+//  2. forwardHeaders, when the upstream request is built (after the filters): weir's
+//     own forwarding headers (X-Forwarded-For, -Proto, -Host, Forwarded) are set or
+//     appended to. The other forwarding headers (X-Real-IP, X-Forwarded-Port,
+//     X-Original-URL …) reach a backend only from a trusted proxy or a route filter.
+
+// untrustedForwarding reports whether a client that is not a trusted proxy may not
+// send header k (canonical form): the forwarding headers weir sets itself, and those
+// that proxies use to tell an origin the client's address, scheme or original URL
+// (which applications such as Symfony and IIS's URL rewrite obey: X-Original-URL
+// and X-Rewrite-URL route around the path the gateway matched).
+func untrustedForwarding(k string) bool {
+	switch k {
+	case "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Forwarded-Port", "Forwarded", "X-Real-Ip",
+		"X-Forwarded-Scheme", "X-Forwarded-Ssl", "X-Forwarded-Prefix", "X-Forwarded-Uri", "X-Forwarded-Path",
+		"X-Forwarded-Server", "X-Original-Url", "X-Original-Uri", "X-Rewrite-Url", "X-Original-Host",
+		"X-Original-Forwarded-For", "X-Client-Ip", "True-Client-Ip", "X-Cluster-Client-Ip", "X-Host":
+		return true
+	}
+	return false
+}
+
+// inboundHeaders is step 1 of the policy above, on the downstream request's header
+// (r.Header, edited in place).
+func (g *Gateway) inboundHeaders(r *http.Request, st *reqState) {
+	h := r.Header
+	if !g.trusted(st.client) {
+		for k := range h {
+			if untrustedForwarding(k) {
+				delete(h, k)
+			}
+		}
+	}
+	if up := h["Upgrade"]; len(up) > 0 && httpguts.HeaderValuesContainsToken(up, "h2c") {
+		dropH2CUpgrade(h)
+	}
+	conn := h["Connection"]
+	if len(conn) == 0 {
+		return
+	}
+	var buf [4]string
+	keep, dropped := buf[:0], false
+	for _, v := range conn {
+		for tok := range strings.SplitSeq(v, ",") {
+			tok = textproto.TrimString(tok)
+			switch {
+			case tok == "":
+			case strings.EqualFold(tok, "close"), strings.EqualFold(tok, "keep-alive"),
+				strings.EqualFold(tok, "upgrade"), strings.EqualFold(tok, "te"):
+				keep = append(keep, tok)
+			default:
+				delete(h, textproto.CanonicalMIMEHeaderKey(tok))
+				dropped = true
+			}
+		}
+	}
+	switch {
+	case !dropped: // "keep-alive", "close", "Upgrade": left as sent
+	case len(keep) == 0:
+		delete(h, "Connection")
+	default:
+		h["Connection"] = []string{strings.Join(keep, ", ")}
+	}
+}
+
+// dropH2CUpgrade removes the h2c protocol from an Upgrade header (and the header when
+// nothing else is offered), and HTTP2-Settings.
+func dropH2CUpgrade(h http.Header) {
+	var rest []string
+	for _, v := range h["Upgrade"] {
+		for p := range strings.SplitSeq(v, ",") {
+			if p = textproto.TrimString(p); p != "" && !strings.EqualFold(p, "h2c") {
+				rest = append(rest, p)
+			}
+		}
+	}
+	delete(h, "Http2-Settings")
+	if len(rest) > 0 {
+		h["Upgrade"] = []string{strings.Join(rest, ", ")}
+		return
+	}
+	delete(h, "Upgrade")
+	if conn := h["Connection"]; len(conn) > 0 {
+		var keep []string
+		for _, v := range conn {
+			for tok := range strings.SplitSeq(v, ",") {
+				if tok = textproto.TrimString(tok); tok != "" && !strings.EqualFold(tok, "upgrade") && !strings.EqualFold(tok, "http2-settings") {
+					keep = append(keep, tok)
+				}
+			}
+		}
+		if len(keep) == 0 {
+			delete(h, "Connection")
+		} else {
+			h["Connection"] = []string{strings.Join(keep, ", ")}
+		}
+	}
+}
+
+// forwardHeaders is step 2: it sets the forwarding headers weir owns on an upstream
+// request. in is the downstream request's header after inboundHeaders and the
+// filters: what it still holds of X-Forwarded-For, X-Forwarded-Proto, X-Forwarded-Host
+// and Forwarded came from a trusted proxy or a route filter, and is kept: the client's
+// address is appended to X-Forwarded-For and an element to Forwarded, and
+// X-Forwarded-Proto and X-Forwarded-Host are set when absent. out and in may be the
+// same map (the event loops edit the downstream header in place); otherwise out lacks
+// the four headers, which httputil.ReverseProxy removes before its Rewrite.
 func (g *Gateway) forwardHeaders(out, in http.Header, host string, tls bool, st *reqState) {
-	trusted := st != nil && g.trusted(st.client)
 	for _, k := range [...]string{"X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "Forwarded"} {
-		if v, ok := in[k]; ok && trusted {
+		if v, ok := in[k]; ok {
 			out[k] = v
 		} else {
 			delete(out, k)
@@ -55,10 +168,10 @@ func (g *Gateway) forwardHeaders(out, in http.Header, host string, tls bool, st 
 			set(0, "X-Forwarded-For", client)
 		}
 	}
-	if !trusted || h.Get("X-Forwarded-Proto") == "" {
+	if h.Get("X-Forwarded-Proto") == "" {
 		set(1, "X-Forwarded-Proto", proto)
 	}
-	if !trusted || h.Get("X-Forwarded-Host") == "" {
+	if h.Get("X-Forwarded-Host") == "" {
 		set(2, "X-Forwarded-Host", host)
 	}
 	var fwd string

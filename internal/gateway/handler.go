@@ -390,6 +390,7 @@ func (g *Gateway) admit(w *statusWriter, r *http.Request, m *model.RouteMatch, s
 		http.Error(w, "route rule is invalid", http.StatusInternalServerError)
 		return nil
 	}
+	g.inboundHeaders(r, st)
 	if rr.limiter != nil {
 		if ok, wait := rr.limiter.allow(g.limiterKey(rr.limiter, r, st)); !ok {
 			g.metrics.rateLimited.WithLabelValues(rule.ID).Inc()
