@@ -5,6 +5,8 @@
 package model
 
 import (
+	"net/netip"
+
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -43,4 +45,22 @@ type Objects struct {
 type Node struct {
 	Name string
 	Zone string
+	// IPs are the node's primary IPv4 (IPs[0]) and IPv6 (IPs[1]) addresses, kube-proxy's
+	// nodeIPs: from the Node object's addresses, overridden by --bind-address. A zero
+	// address is unknown and counts as the family's loopback address, as in kube-proxy.
+	IPs [2]netip.Addr
+}
+
+// IP is the node's primary address of one family, loopback when unknown.
+func (n Node) IP(ipv6 bool) netip.Addr {
+	if ipv6 {
+		if n.IPs[1].IsValid() {
+			return n.IPs[1]
+		}
+		return netip.IPv6Loopback()
+	}
+	if n.IPs[0].IsValid() {
+		return n.IPs[0]
+	}
+	return netip.AddrFrom4([4]byte{127, 0, 0, 1})
 }

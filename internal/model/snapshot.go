@@ -110,6 +110,11 @@ type Service struct {
 	ClusterIPs               []netip.Addr // empty when headless or ExternalName
 	ExternalIPs              []netip.Addr
 	LoadBalancerIPs          []netip.Addr // from status.loadBalancer.ingress
+	// LoadBalancerSourceRanges are the sources allowed to reach the LoadBalancer IPs, as
+	// kube-proxy enforces them: spec.loadBalancerSourceRanges (or the annotation), and,
+	// in a family where a range holds the node's IP, the family's LoadBalancer IPs too
+	// (traffic from the node to a VIP bound locally comes from the VIP). A family with
+	// no range here, or whose ranges held a /0, is not restricted: see SourceRanges.
 	LoadBalancerSourceRanges []netip.Prefix
 
 	// AffinityTimeout is the ClientIP session affinity timeout; zero means no affinity.
@@ -137,6 +142,19 @@ type Service struct {
 // Proxied reports whether data planes forward traffic for the Service.
 func (s *Service) Proxied() bool { return !s.Headless && s.Type != ExternalName }
 
+// SourceRanges returns the sources allowed to reach the Service's LoadBalancer IPs of
+// one family; nil means the family is not restricted. kube-proxy runs one proxier per
+// family, so ranges of one family never restrict the other.
+func (s *Service) SourceRanges(ipv6 bool) []netip.Prefix {
+	var out []netip.Prefix
+	for _, p := range s.LoadBalancerSourceRanges {
+		if p.Addr().Is6() == ipv6 {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
 // ServicePort is one port of a Service with its endpoints already chosen.
 type ServicePort struct {
 	Name        string
@@ -154,11 +172,40 @@ type ServicePort struct {
 	// External is where traffic to node ports, external IPs and LoadBalancer IPs goes
 	// (externalTrafficPolicy applied).
 	External EndpointSet
+	// ShortCircuit is where traffic to node ports, external IPs and LoadBalancer IPs
+	// goes when it comes from this node, or from a pod that --detect-local-mode
+	// recognises, and externalTrafficPolicy is Local: the endpoints that policy Cluster
+	// chooses, whatever the policies say. kube-proxy short-circuits such traffic as if
+	// it had gone out to the load balancer and come back in. It is the same set as
+	// External when the external policy is Cluster. ProxyConfig.External says which set
+	// a source gets.
+	ShortCircuit EndpointSet
 
 	// Policy is the TrafficPolicy in force for this port: one that targets the port by
 	// sectionName, else the Service's. Never nil; the same pointer as Service.Policy
 	// when no policy narrows to this port.
 	Policy *Policy
+}
+
+// SetKind names one of a ServicePort's endpoint sets.
+type SetKind uint8
+
+// The endpoint sets of a ServicePort.
+const (
+	ClusterSet      SetKind = iota // ServicePort.Cluster
+	ExternalSet                    // ServicePort.External
+	ShortCircuitSet                // ServicePort.ShortCircuit
+)
+
+// Set returns the endpoint set of that kind.
+func (p *ServicePort) Set(k SetKind) EndpointSet {
+	switch k {
+	case ExternalSet:
+		return p.External
+	case ShortCircuitSet:
+		return p.ShortCircuit
+	}
+	return p.Cluster
 }
 
 // ID is "namespace/name:port" with the port's name, or its number when unnamed.

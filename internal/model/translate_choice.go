@@ -39,7 +39,10 @@ func wantedTopology(in *corev1.Service) topologyMode {
 // chooseEndpoints is kube-proxy's CategorizeEndpoints (pkg/proxy/topology.go) and its
 // use by the proxiers, run for each IP family: the Cluster set honours
 // internalTrafficPolicy, the External set externalTrafficPolicy.
-func chooseEndpoints(pe portEndpoints, svc *Service, topo topologyMode, node Node) (cluster, external EndpointSet) {
+//
+// shortCircuit is the set of policy Cluster, for the traffic from the node and its pods
+// to external addresses that kube-proxy sends there whatever the policies say.
+func chooseEndpoints(pe portEndpoints, svc *Service, topo topologyMode, node Node) (cluster, external, shortCircuit EndpointSet) {
 	// Endpoints are sorted by address; IPv4 comes first.
 	split := len(pe.eps)
 	for i := range pe.eps {
@@ -75,7 +78,16 @@ func chooseEndpoints(pe portEndpoints, svc *Service, topo topologyMode, node Nod
 		IPv6Verdict: fam[1].verdict(fam[1].external),
 	}
 	external.Verdict = combinedVerdict(external)
-	return cluster, external
+	if !svc.ExternalTrafficLocal {
+		return cluster, external, external
+	}
+	shortCircuit = EndpointSet{
+		Endpoints:   concat(fam[0].clusterEps, fam[1].clusterEps),
+		IPv4Verdict: fam[0].verdict(fam[0].clusterEps),
+		IPv6Verdict: fam[1].verdict(fam[1].clusterEps),
+	}
+	shortCircuit.Verdict = combinedVerdict(shortCircuit)
+	return cluster, external, shortCircuit
 }
 
 // familyChoice is the endpoint choice for one IP family.

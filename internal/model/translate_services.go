@@ -48,7 +48,8 @@ func translateService(in *corev1.Service, eps []*discoveryv1.EndpointSlice, node
 		svc.ExternalIPs = parseAddrs(spec.ExternalIPs, fams)
 		if svc.Type == LoadBalancer {
 			svc.LoadBalancerIPs = loadBalancerIPs(in.Status.LoadBalancer.Ingress, fams)
-			svc.LoadBalancerSourceRanges = sourceRanges(spec.LoadBalancerSourceRanges, in.Annotations[corev1.AnnotationLoadBalancerSourceRangesKey])
+			ranges := sourceRanges(spec.LoadBalancerSourceRanges, in.Annotations[corev1.AnnotationLoadBalancerSourceRangesKey])
+			svc.LoadBalancerSourceRanges = enforcedSourceRanges(ranges, svc.LoadBalancerIPs, node)
 		}
 		if spec.SessionAffinity == corev1.ServiceAffinityClientIP {
 			svc.AffinityTimeout = DefaultAffinityTimeout
@@ -57,9 +58,12 @@ func translateService(in *corev1.Service, eps []*discoveryv1.EndpointSlice, node
 			}
 		}
 		svc.InternalTrafficLocal = spec.InternalTrafficPolicy != nil && *spec.InternalTrafficPolicy == corev1.ServiceInternalTrafficPolicyLocal
-		// apiservice.ExternalPolicyLocal: only NodePort and LoadBalancer Services
-		// have an external traffic policy.
-		svc.ExternalTrafficLocal = nodePorts && spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal
+		// apiservice.ExternalPolicyLocal: the policy applies to every Service that is
+		// reachable from outside: NodePort, LoadBalancer, and a ClusterIP Service with
+		// externalIPs (the API server keeps the field there, and kube-proxy honours it
+		// for the external IPs).
+		externallyAccessible := nodePorts || (svc.Type == ClusterIP && len(spec.ExternalIPs) > 0)
+		svc.ExternalTrafficLocal = externallyAccessible && spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal
 		if svc.Type == LoadBalancer && svc.ExternalTrafficLocal {
 			svc.HealthCheckNodePort = spec.HealthCheckNodePort
 		}
@@ -91,7 +95,7 @@ func translateService(in *corev1.Service, eps []*discoveryv1.EndpointSlice, node
 		}
 		pe := gatherEndpoints(eps, p.Name, corev1.Protocol(p.Protocol), fams, node, topo != topologyNone)
 		p.Endpoints = pe.eps
-		p.Cluster, p.External = chooseEndpoints(pe, svc, topo, node)
+		p.Cluster, p.External, p.ShortCircuit = chooseEndpoints(pe, svc, topo, node)
 		for _, e := range p.Endpoints {
 			if e.Local && e.Ready {
 				localReady = append(localReady, e.Addr)
@@ -226,6 +230,43 @@ func sourceRanges(spec []string, annotation string) []netip.Prefix {
 		p = p.Masked()
 		if !slices.Contains(out, p) {
 			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// enforcedSourceRanges is what kube-proxy makes of loadBalancerSourceRanges, family by
+// family (newBaseServiceInfo and the firewall chains of its proxiers): a family whose
+// ranges include a /0 is not restricted, so its ranges are left out; and when a range
+// holds the node's IP of the family, the family's LoadBalancer IPs are allowed as
+// sources too, since a node reaching a VIP bound to itself sends from the VIP.
+func enforcedSourceRanges(ranges []netip.Prefix, lbIPs []netip.Addr, node Node) []netip.Prefix {
+	var out []netip.Prefix
+	for _, ipv6 := range []bool{false, true} {
+		var fam []netip.Prefix
+		open, hasNode := false, false
+		for _, p := range ranges {
+			if p.Addr().Is6() != ipv6 {
+				continue
+			}
+			open = open || p.Bits() == 0
+			hasNode = hasNode || p.Contains(node.IP(ipv6))
+			fam = append(fam, p)
+		}
+		if open {
+			continue
+		}
+		out = append(out, fam...)
+		if !hasNode {
+			continue
+		}
+		for _, a := range lbIPs {
+			if a.Is6() != ipv6 {
+				continue
+			}
+			if p := netip.PrefixFrom(a, a.BitLen()); !slices.Contains(out, p) {
+				out = append(out, p)
+			}
 		}
 	}
 	return out

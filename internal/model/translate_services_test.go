@@ -353,7 +353,7 @@ func TestEndpointChoice(t *testing.T) {
 			external: []string{e2},
 		},
 		{
-			name:     "eTP Local is ignored on a ClusterIP Service",
+			name:     "eTP Local is ignored on a ClusterIP Service without externalIPs",
 			svc:      opts(externalLocal),
 			eps:      []discoveryv1.Endpoint{ep("10.0.0.0"), ep("10.0.0.1", local)},
 			cluster:  []string{e0, e1},

@@ -74,6 +74,7 @@ func Append(b []byte, svc *model.Service) []byte {
 		num(uint64(sp.NodePort))
 		eps(sp.Cluster)
 		eps(sp.External)
+		eps(sp.ShortCircuit)
 	}
 	return b
 }
