@@ -107,9 +107,9 @@ type Service struct {
 	Headless     bool
 	ExternalName string
 
-	ClusterIPs               []netip.Addr // empty when headless or ExternalName
-	ExternalIPs              []netip.Addr
-	LoadBalancerIPs          []netip.Addr // from status.loadBalancer.ingress
+	ClusterIPs      []netip.Addr // empty when headless or ExternalName
+	ExternalIPs     []netip.Addr
+	LoadBalancerIPs []netip.Addr // from status.loadBalancer.ingress
 	// LoadBalancerSourceRanges are the sources allowed to reach the LoadBalancer IPs, as
 	// kube-proxy enforces them: spec.loadBalancerSourceRanges (or the annotation), and,
 	// in a family where a range holds the node's IP, the family's LoadBalancer IPs too
