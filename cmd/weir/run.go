@@ -40,6 +40,14 @@ type runFlags struct {
 	nodeName          string
 	zone              string
 	nodePortAddresses []string
+	// kube-proxy's settings, under its flag names.
+	bindAddress                string
+	masqueradeAll              bool
+	clusterCIDRs               []string
+	detectLocalMode            string
+	podBridgeInterface         string
+	podInterfaceNamePrefix     string
+	iptablesLocalhostNodePorts bool
 	adminAddr         string
 	healthAddr        string
 	apiServer         string
@@ -71,7 +79,14 @@ func (f *runFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.mode, "mode", "userspace", "L4 data plane: userspace, nftables, iptables, or none (gateway and DNS only)")
 	fl.StringVar(&f.nodeName, "node-name", hostname(), "this node's name, for traffic policy Local")
 	fl.StringVar(&f.zone, "zone", "", "this node's zone, for trafficDistribution PreferClose zone hints")
-	fl.StringSliceVar(&f.nodePortAddresses, "nodeport-addresses", nil, "CIDRs whose local addresses serve node ports (default: all local addresses)")
+	fl.StringSliceVar(&f.nodePortAddresses, "nodeport-addresses", nil, "CIDRs whose local addresses serve node ports, per IP family: a family with no CIDR listed serves them on all its addresses (default: all local addresses)")
+	fl.StringVar(&f.bindAddress, "bind-address", "", "this node's primary IP, as kube-proxy's flag (it binds nothing): loadBalancerSourceRanges holding it admit the LoadBalancer IPs as sources (default: from the Node object, else loopback)")
+	fl.BoolVar(&f.masqueradeAll, "masquerade-all", false, "masquerade all traffic sent to ClusterIPs (nftables, iptables)")
+	fl.StringSliceVar(&f.clusterCIDRs, "cluster-cidr", nil, "the pods' CIDR range, one per IP family; with --detect-local-mode ClusterCIDR, traffic from it is from pods (ClusterIP traffic from elsewhere is masqueraded; pods reaching a Local Service's node port or LoadBalancer IP use every endpoint)")
+	fl.StringVar(&f.detectLocalMode, "detect-local-mode", string(model.LocalModeClusterCIDR), "how traffic from pods is recognised: ClusterCIDR, BridgeInterface or InterfaceNamePrefix")
+	fl.StringVar(&f.podBridgeInterface, "pod-bridge-interface", "", "with --detect-local-mode BridgeInterface: traffic in from this bridge is from pods")
+	fl.StringVar(&f.podInterfaceNamePrefix, "pod-interface-name-prefix", "", "with --detect-local-mode InterfaceNamePrefix: traffic in from interfaces named with this prefix is from pods")
+	fl.BoolVar(&f.iptablesLocalhostNodePorts, "iptables-localhost-nodeports", true, "iptables mode: serve node ports on 127.0.0.0/8 (sets net.ipv4.conf.all.route_localnet=1), as kube-proxy")
 	fl.StringVar(&f.adminAddr, "admin-addr", "127.0.0.1:9901", "admin API address (/healthz, /readyz, /metrics, /api/snapshot, dashboard); empty disables it")
 	fl.StringVar(&f.healthAddr, "health-addr", "", "serve only /healthz and /readyz on this address (kube-proxy's is 0.0.0.0:10256), for probes from outside the node; empty disables it")
 	fl.StringVar(&f.dnsAddr, "dns-addr", "", "serve cluster DNS on this address (UDP and TCP), for example 127.0.0.1:5353; off when empty")
@@ -135,9 +150,22 @@ func run(ctx context.Context, f runFlags, logger *slog.Logger, ready func(adminA
 	if len(f.configPaths) == 0 && f.kubeconfig == "" && !f.inCluster {
 		return errors.New("nothing to run: give --config PATH (manifests) or --kubeconfig/--in-cluster")
 	}
-	nodePortPrefixes, err := parsePrefixes("--nodeport-addresses", f.nodePortAddresses)
+	proxyConfig, err := f.proxyConfig()
 	if err != nil {
 		return err
+	}
+	var bindIP netip.Addr
+	if f.bindAddress != "" {
+		if bindIP, err = netip.ParseAddr(f.bindAddress); err != nil {
+			return fmt.Errorf("--bind-address %q: %w", f.bindAddress, err)
+		}
+		bindIP = bindIP.Unmap()
+	}
+	withBindIP := func(n model.Node) model.Node {
+		if bindIP.IsValid() && !bindIP.IsUnspecified() {
+			n.IPs[btoi(bindIP.Is6())] = bindIP
+		}
+		return n
 	}
 
 	reg := prometheus.NewRegistry()
@@ -147,7 +175,7 @@ func run(ctx context.Context, f runFlags, logger *slog.Logger, ready func(adminA
 	g, ctx := errgroup.WithContext(ctx)
 
 	// Source.
-	node := model.Node{Name: f.nodeName, Zone: f.zone}
+	node := withBindIP(model.Node{Name: f.nodeName, Zone: f.zone})
 	var nodeFrom func() model.Node
 	var sourceSynced func() bool
 	var configError func() error
@@ -178,7 +206,7 @@ func run(ctx context.Context, f runFlags, logger *slog.Logger, ready func(adminA
 			if f.zone != "" {
 				n.Zone = f.zone // the flag wins over the Node's topology label
 			}
-			return n
+			return withBindIP(n)
 		}
 	}
 
@@ -197,7 +225,7 @@ func run(ctx context.Context, f runFlags, logger *slog.Logger, ready func(adminA
 	switch f.mode {
 	case "userspace":
 		proxy, err := userspace.New(userspace.Options{
-			Logger: logger, Registerer: reg, NodePortAddresses: nodePortPrefixes,
+			Logger: logger, Registerer: reg, Proxy: proxyConfig,
 			Health: checker, DrainTimeout: f.drainTimeout,
 			MaxUDPFlows: f.udpMaxFlows, MaxUDPFlowsPerSource: f.udpMaxFlowsPerSrc,
 		})
@@ -207,14 +235,17 @@ func run(ctx context.Context, f runFlags, logger *slog.Logger, ready func(adminA
 		planes = append(planes, proxy)
 		shutdowns = append(shutdowns, proxy.Shutdown)
 	case "nftables":
-		proxier, err := nftables.New(nftables.Options{Options: kernel.Options{Logger: logger, Registerer: reg, NodePortAddresses: nodePortPrefixes}})
+		proxier, err := nftables.New(nftables.Options{Options: kernel.Options{Logger: logger, Registerer: reg, Proxy: proxyConfig}})
 		if err != nil {
 			return err
 		}
 		planes = append(planes, proxier)
 		shutdowns = append(shutdowns, func(context.Context) error { proxier.Close(); return nil })
 	case "iptables":
-		proxier, err := iptables.New(iptables.Options{Options: kernel.Options{Logger: logger, Registerer: reg, NodePortAddresses: nodePortPrefixes}})
+		proxier, err := iptables.New(iptables.Options{
+			Options:                   kernel.Options{Logger: logger, Registerer: reg, Proxy: proxyConfig},
+			DisableLocalhostNodePorts: !f.iptablesLocalhostNodePorts,
+		})
 		if err != nil {
 			return err
 		}
@@ -396,6 +427,33 @@ func isLocalAddr(a netip.Addr) bool {
 		}
 	}
 	return false
+}
+
+// proxyConfig collects kube-proxy's settings from their flags.
+func (f *runFlags) proxyConfig() (model.ProxyConfig, error) {
+	var c model.ProxyConfig
+	var err error
+	if c.NodePortAddresses, err = parsePrefixes("--nodeport-addresses", f.nodePortAddresses); err != nil {
+		return c, err
+	}
+	c.MasqueradeAll = f.masqueradeAll
+	c.DetectLocal = model.DetectLocal{
+		Mode: model.LocalMode(f.detectLocalMode), BridgeInterface: f.podBridgeInterface, InterfaceNamePrefix: f.podInterfaceNamePrefix,
+	}
+	if c.DetectLocal.ClusterCIDRs, err = parsePrefixes("--cluster-cidr", f.clusterCIDRs); err != nil {
+		return c, err
+	}
+	if err := c.DetectLocal.Validate(); err != nil {
+		return c, err
+	}
+	return c, nil
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func parsePrefixes(flag string, values []string) ([]netip.Prefix, error) {

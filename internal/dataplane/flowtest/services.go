@@ -62,7 +62,7 @@ func Svc(ns, name string, clusterIPs ...string) *model.Service {
 
 // Port is a Service port forwarding cluster and external traffic to eps.
 func Port(proto model.Protocol, p int32, eps ...model.Endpoint) *model.ServicePort {
-	return &model.ServicePort{Protocol: proto, Port: p, Endpoints: eps, Cluster: Forward(eps...), External: Forward(eps...)}
+	return &model.ServicePort{Protocol: proto, Port: p, Endpoints: eps, Cluster: Forward(eps...), External: Forward(eps...), ShortCircuit: Forward(eps...)}
 }
 
 // Addrs parses addresses.
@@ -151,7 +151,49 @@ func Services() []*model.Service {
 	dns := Svc("kube-system", "dns", "172.30.0.53")
 	dns.Ports = []*model.ServicePort{Port(model.UDP, 53, EP("10.2.0.53:53")), Port(model.TCP, 53, EP("10.2.0.53:53"))}
 
-	return []*model.Service{web, empty, itpLocal, np, npLocal, npLocalNone, lb, ext, sticky, term, dual, weightedSvc, rr, hash, dns}
+	// externalIPs with externalTrafficPolicy Local on a ClusterIP Service: local
+	// endpoints only for outside traffic, every endpoint from the node.
+	extLocal := Svc("shop", "ext-local", "172.30.0.24")
+	extLocal.ExternalIPs = Addrs("192.0.2.24")
+	extLocal.ExternalTrafficLocal = true
+	sp = Port(model.TCP, 80, EP("10.1.0.30:80", Local), EP("10.2.0.30:80"))
+	sp.External = Forward(EP("10.1.0.30:80", Local))
+	extLocal.Ports = []*model.ServicePort{sp}
+
+	extLocalNone := Svc("shop", "ext-local-none", "172.30.0.25")
+	extLocalNone.ExternalIPs = Addrs("192.0.2.25")
+	extLocalNone.ExternalTrafficLocal = true
+	sp = Port(model.TCP, 80, EP("10.2.0.31:80"))
+	sp.External = Dropped()
+	extLocalNone.Ports = []*model.ServicePort{sp}
+
+	// Source ranges of IPv4 only: the IPv6 LoadBalancer IP is open to all.
+	lbV4Ranges := Svc("shop", "lb-v4-ranges", "172.30.0.26", "fd00:30::26")
+	lbV4Ranges.Type = model.LoadBalancer
+	lbV4Ranges.LoadBalancerIPs = Addrs("203.0.113.26", "2001:db8::26")
+	lbV4Ranges.LoadBalancerSourceRanges = []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")}
+	sp = Port(model.TCP, 80, EP("10.2.0.32:80"), EP("[fd00:2::32]:80"))
+	sp.NodePort = 30026
+	lbV4Ranges.Ports = []*model.ServicePort{sp}
+
+	// Source ranges holding the node's IP: Translate admits the LoadBalancer IP too.
+	lbNode := Svc("shop", "lb-node", "172.30.0.27")
+	lbNode.Type = model.LoadBalancer
+	lbNode.LoadBalancerIPs = Addrs("203.0.113.27")
+	lbNode.LoadBalancerSourceRanges = []netip.Prefix{netip.MustParsePrefix("192.168.0.0/24"), netip.MustParsePrefix("203.0.113.27/32")}
+	sp = Port(model.TCP, 80, EP("10.2.0.33:80"))
+	sp.NodePort = 30027
+	lbNode.Ports = []*model.ServicePort{sp}
+
+	// A dual-stack node port, for --nodeport-addresses of one family.
+	npDual := Svc("shop", "np-dual", "172.30.0.28", "fd00:30::28")
+	npDual.Type = model.NodePort
+	sp = Port(model.TCP, 80, EP("10.2.0.34:80"), EP("[fd00:2::34]:80"))
+	sp.NodePort = 30028
+	npDual.Ports = []*model.ServicePort{sp}
+
+	return []*model.Service{web, empty, itpLocal, np, npLocal, npLocalNone, lb, ext, sticky, term, dual, weightedSvc, rr, hash, dns,
+		extLocal, extLocalNone, lbV4Ranges, lbNode, npDual}
 }
 
 // Mutate returns copies of svcs (and of their ports) changed by f.

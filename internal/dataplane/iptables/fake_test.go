@@ -244,6 +244,12 @@ func (tr *tracer) rule(table, rule string) int {
 		case "-s":
 			i++
 			match = inPrefix(f[i], p.Src)
+		case "-i":
+			i++
+			match = p.Iif == f[i]
+			if name, ok := strings.CutSuffix(f[i], "+"); ok {
+				match = p.Iif != "" && strings.HasPrefix(p.Iif, name)
+			}
 		case "-p":
 			i++
 			match = f[i] == p.Proto
@@ -263,7 +269,18 @@ func (tr *tracer) rule(table, rule string) int {
 				match = tr.isLocal(addr)
 				i += 2
 			case "conntrack":
-				i += 2 // --ctstate NEW: every traced packet is new
+				// Every traced packet is NEW, and DNAT once the nat table DNATed it.
+				j := i + 1
+				ctNeg := f[j] == "!"
+				if ctNeg {
+					j++
+				}
+				has := false
+				for _, st := range strings.Split(f[j+1], ",") {
+					has = has || st == "NEW" || (st == "DNAT" && len(tr.endpoints) > 0)
+				}
+				match = has != ctNeg
+				i = j + 1
 			case "comment":
 				i += 2
 				for i+1 < len(f) && !strings.HasPrefix(f[i+1], "-") {

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"os"
 	"slices"
 	"sort"
 	"strings"
@@ -36,6 +37,28 @@ type Options struct {
 	// Runners inject the iptables tools per family (tests use a fake); default the
 	// real iptables/ip6tables binaries.
 	Runners map[kernel.Family]Runner
+	// DisableLocalhostNodePorts stops serving node ports on 127.0.0.0/8, which
+	// iptables mode does by default as kube-proxy's (--iptables-localhost-nodeports,
+	// default true). Serving them sets net.ipv4.conf.all.route_localnet=1 and drops
+	// packets to 127.0.0.0/8 from other sources, as kube-proxy and kubelet do.
+	DisableLocalhostNodePorts bool
+	// SetRouteLocalnet sets net.ipv4.conf.all.route_localnet to 1 in weir's network
+	// namespace; default writes /proc/sys. Tests inject their own.
+	SetRouteLocalnet func() error
+}
+
+// routeLocalnet is the sysctl that lets packets to 127.0.0.0/8 be routed elsewhere,
+// which DNAT of localhost node ports needs.
+const routeLocalnet = "/proc/sys/net/ipv4/conf/all/route_localnet"
+
+func setRouteLocalnet() error {
+	if b, err := os.ReadFile(routeLocalnet); err == nil && strings.TrimSpace(string(b)) == "1" {
+		return nil
+	}
+	if err := os.WriteFile(routeLocalnet, []byte("1"), 0o644); err != nil {
+		return fmt.Errorf("iptables: localhost node ports need net.ipv4.conf.all.route_localnet=1 (or --iptables-localhost-nodeports=false): %w", err)
+	}
+	return nil
 }
 
 // Proxier is the iptables data plane.
@@ -74,6 +97,19 @@ func New(opts Options) (*Proxier, error) {
 		f := familyV4
 		if fam == kernel.IPv6 {
 			f = familyV6
+		}
+		f.proxy, f.pods = opts.Proxy, opts.Proxy.DetectLocal.Pods(f.is6)
+		// kube-proxy serves localhost node ports in IPv4 only, and only when the
+		// node port addresses include loopback.
+		f.localhost = !f.is6 && !opts.DisableLocalhostNodePorts && opts.Proxy.NodePorts(false).Loopback
+		if f.localhost {
+			set := opts.SetRouteLocalnet
+			if set == nil {
+				set = setRouteLocalnet
+			}
+			if err := set(); err != nil {
+				return nil, err
+			}
 		}
 		rn := opts.Runners[fam]
 		if rn == nil {
@@ -217,7 +253,7 @@ func (p *Proxier) sync(ctx context.Context, snap *model.Snapshot) error {
 		}
 		st := &serviceState{svc: svc, spec: slices.Clone(buf)}
 		for _, fs := range p.fams {
-			st.rules = append(st.rules, buildService(fs.f, svc, p.opts.NodePortAddresses))
+			st.rules = append(st.rules, buildService(fs.f, svc))
 		}
 		next[svc.Key] = st
 		changes = append(changes, change{key: svc.Key, old: old, new: st})
@@ -313,6 +349,12 @@ func (p *Proxier) restoreData(fi int, full bool, keys []model.ServiceKey, next m
 		}
 	}
 	fmt.Fprintf(&b, "-A %s -m mark --mark %#x/%#x -j DROP\n", chainFirewall, dropMark, dropMark)
+	if f.localhost {
+		// route_localnet lets packets to 127.0.0.0/8 in from the network; only
+		// DNATed ones (localhost node ports) and replies may pass (kube-proxy's and
+		// kubelet's "block incoming localnet connections").
+		fmt.Fprintf(&b, "-A %s -d 127.0.0.0/8 ! -s 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP\n", chainFirewall)
+	}
 	b.WriteString("COMMIT\n*nat\n")
 	for _, c := range []string{chainServices, chainNodePorts, chainMarkMasq, chainMarkDrop, chainPostrouting} {
 		fmt.Fprintf(&b, ":%s - [0:0]\n", c)
@@ -357,7 +399,7 @@ func (p *Proxier) restoreData(fi int, full bool, keys []model.ServiceKey, next m
 			fmt.Fprintf(&b, "-A %s %s\n", chainServices, r)
 		}
 	}
-	for _, dst := range nodePortDests(f, p.opts.NodePortAddresses) {
+	for _, dst := range nodePortDests(f) {
 		fmt.Fprintf(&b, "-A %s %s-m addrtype --dst-type LOCAL -j %s\n", chainServices, dst, chainNodePorts)
 	}
 	for _, k := range keys {

@@ -18,15 +18,25 @@ import (
 
 type fixture struct {
 	*flowtest.Recorder
-	p  *Proxier
-	v4 *fakeRunner
-	v6 *fakeRunner
+	p             *Proxier
+	v4            *fakeRunner
+	v6            *fakeRunner
+	routeLocalnet int // times route_localnet was set
 }
 
 func newFixture(t *testing.T, opts kernel.Options) *fixture {
 	t.Helper()
+	return newFixtureWith(t, Options{Options: opts})
+}
+
+// newFixtureWith makes a Proxier over fake runners; route_localnet is recorded, not set.
+func newFixtureWith(t *testing.T, o Options) *fixture {
+	t.Helper()
 	fx := &fixture{Recorder: flowtest.NewRecorder(), v4: newFakeRunner(), v6: newFakeRunner()}
-	p, err := New(Options{Options: fx.Options(opts), Runners: map[kernel.Family]Runner{kernel.IPv4: fx.v4, kernel.IPv6: fx.v6}})
+	o.Options = fx.Options(o.Options)
+	o.Runners = map[kernel.Family]Runner{kernel.IPv4: fx.v4, kernel.IPv6: fx.v6}
+	o.SetRouteLocalnet = func() error { fx.routeLocalnet++; return nil }
+	p, err := New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,10 +60,17 @@ func TestPacketFlow(t *testing.T) {
 				r = fx.v6
 			}
 			tr := &tracer{t: t, r: r, nodeIPs: flowtest.NodeIPs(), recent: map[string]string{sticky: flowtest.StickyClient}}
-			if got := tr.trace(tt.Pkt); !got.Matches(tt.Want) {
-				t.Errorf("trace %+v\n got %v\nwant %v", tt.Pkt, got, tt.Want)
+			want := tt.Want
+			if tt.IPTables != nil {
+				want = *tt.IPTables
+			}
+			if got := tr.trace(tt.Pkt); !got.Matches(want) {
+				t.Errorf("trace %+v\n got %v\nwant %v", tt.Pkt, got, want)
 			}
 		})
+	}
+	if fx.routeLocalnet != 1 {
+		t.Errorf("route_localnet set %d times, want once (localhost node ports are on by default)", fx.routeLocalnet)
 	}
 	if !strings.Contains(fx.Logs.String(), "scheduler not supported") {
 		t.Error("no warning for Maglev")
@@ -65,6 +82,81 @@ weir_dataplane_unsupported_scheduler{algorithm="Maglev",service_port="shop/hash:
 `
 	if err := testutil.CollectAndCompare(fx.p.syncs.Unsupported.Collector(), strings.NewReader(want)); err != nil {
 		t.Error(err)
+	}
+}
+
+// TestPacketFlowProxyConfig traces the scenarios that kube-proxy's settings change
+// (--masquerade-all, --detect-local-mode, --nodeport-addresses).
+func TestPacketFlowProxyConfig(t *testing.T) {
+	for _, cs := range flowtest.ProxyConfigScenarios() {
+		t.Run(cs.Name, func(t *testing.T) {
+			fx := newFixture(t, kernel.Options{Proxy: cs.Proxy})
+			fx.sync(t, flowtest.Services()...)
+			for _, tt := range cs.Scenarios {
+				t.Run(tt.Name, func(t *testing.T) {
+					r := fx.v4
+					if tt.IPv6 {
+						r = fx.v6
+					}
+					tr := &tracer{t: t, r: r, nodeIPs: flowtest.NodeIPs()}
+					if got := tr.trace(tt.Pkt); !got.Matches(tt.Want) {
+						t.Errorf("trace %+v\n got %v\nwant %v", tt.Pkt, got, tt.Want)
+					}
+				})
+			}
+		})
+	}
+}
+
+// TestLocalhostNodePorts follows kube-proxy's iptables tests of
+// --iptables-localhost-nodeports: node ports on 127.0.0.1 unless disabled or left
+// out of --nodeport-addresses, never on ::1, and route_localnet set only when served.
+func TestLocalhostNodePorts(t *testing.T) {
+	served := flowtest.Outcome{Verdict: "DNAT", Endpoints: map[string]float64{"10.1.0.3:80": 0.5, "10.2.0.3:80": 0.5}, Masq: true}
+	accept := flowtest.Outcome{Verdict: "ACCEPT"}
+	loopback := flowtest.Packet{Src: "127.0.0.1", Dst: "127.0.0.1", Proto: "tcp", Port: 30080}
+	nodeIP := flowtest.Packet{Src: "198.51.100.7", Dst: "192.168.0.2", Proto: "tcp", Port: 30080}
+	p := func(s string) netip.Prefix { return netip.MustParsePrefix(s) }
+	tests := []struct {
+		name          string
+		opts          Options
+		loopback      flowtest.Outcome
+		nodeIP        flowtest.Outcome
+		routeLocalnet int
+	}{
+		{name: "default: served", loopback: served, nodeIP: served, routeLocalnet: 1},
+		{name: "disabled", opts: Options{DisableLocalhostNodePorts: true}, loopback: accept, nodeIP: served},
+		{name: "--nodeport-addresses without loopback", opts: Options{Options: kernel.Options{Proxy: model.ProxyConfig{NodePortAddresses: []netip.Prefix{p("192.168.0.0/24")}}}},
+			loopback: accept, nodeIP: served},
+		{name: "--nodeport-addresses with loopback", opts: Options{Options: kernel.Options{Proxy: model.ProxyConfig{NodePortAddresses: []netip.Prefix{p("127.0.0.0/8"), p("192.168.0.0/24")}}}},
+			loopback: served, nodeIP: served, routeLocalnet: 1},
+		{name: "--nodeport-addresses with loopback, disabled", opts: Options{DisableLocalhostNodePorts: true, Options: kernel.Options{Proxy: model.ProxyConfig{NodePortAddresses: []netip.Prefix{p("0.0.0.0/1"), p("192.168.0.0/24")}}}},
+			loopback: accept, nodeIP: served},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			fx := newFixtureWith(t, tc.opts)
+			fx.sync(t, flowtest.Services()...)
+			for _, c := range []struct {
+				pkt  flowtest.Packet
+				want flowtest.Outcome
+			}{{loopback, tc.loopback}, {nodeIP, tc.nodeIP}} {
+				tr := &tracer{t: t, r: fx.v4, nodeIPs: flowtest.NodeIPs()}
+				if got := tr.trace(c.pkt); !got.Matches(c.want) {
+					t.Errorf("trace %+v\n got %v\nwant %v", c.pkt, got, c.want)
+				}
+			}
+			if fx.routeLocalnet != tc.routeLocalnet {
+				t.Errorf("route_localnet set %d times, want %d", fx.routeLocalnet, tc.routeLocalnet)
+			}
+			// A packet from the network to 127.0.0.1 that was not DNATed is dropped
+			// when route_localnet is on.
+			tr := &tracer{t: t, r: fx.v4, nodeIPs: flowtest.NodeIPs()}
+			martian := flowtest.Packet{Src: "198.51.100.7", Dst: "127.0.0.1", Proto: "tcp", Port: 22}
+			if got, guarded := tr.trace(martian), tc.routeLocalnet > 0; (got.Verdict == "DROP") != guarded {
+				t.Errorf("outside packet to 127.0.0.1:22: %v, want dropped: %v", got, guarded)
+			}
+		})
 	}
 }
 

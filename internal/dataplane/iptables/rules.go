@@ -33,6 +33,33 @@ type ipFamily struct {
 	hostMask string // "/32" or "/128"
 	loopback string
 	is6      bool
+	// proxy is the data plane's kube-proxy settings; pods its pod detector for this
+	// family; localhost whether node ports are served on 127.0.0.0/8 (IPv4 only,
+	// --iptables-localhost-nodeports).
+	proxy     model.ProxyConfig
+	pods      model.PodMatch
+	localhost bool
+}
+
+// podMatch is the iptables match of traffic from pods (or, with not, of traffic that is
+// not from pods), with a trailing space; "" when pods are not recognised. kube-proxy's
+// IfLocal and IfNotLocal.
+func (f ipFamily) podMatch(not bool) string {
+	neg := ""
+	if not {
+		neg = "! "
+	}
+	switch {
+	case f.pods.CIDR.IsValid():
+		return neg + "-s " + f.pods.CIDR.String() + " "
+	case f.pods.Interface != "":
+		name := f.pods.Interface
+		if f.pods.InterfacePrefix {
+			name += "+"
+		}
+		return neg + "-i " + name + " "
+	}
+	return ""
 }
 
 var (
@@ -97,7 +124,7 @@ func gcd(a, b int) int {
 }
 
 // buildService computes svc's rules for family f.
-func buildService(f ipFamily, svc *model.Service, nodePortAddrs []netip.Prefix) *serviceRules {
+func buildService(f ipFamily, svc *model.Service) *serviceRules {
 	r := &serviceRules{chains: map[string][]string{}}
 	if !svc.Proxied() {
 		return r
@@ -121,10 +148,17 @@ func buildService(f ipFamily, svc *model.Service, nodePortAddrs []netip.Prefix) 
 		}
 	}
 	var ranges []string
-	for _, p := range svc.LoadBalancerSourceRanges {
-		if f.has(p.Addr()) {
-			ranges = append(ranges, p.Masked().String())
-		}
+	for _, p := range svc.SourceRanges(f.is6) {
+		ranges = append(ranges, p.Masked().String())
+	}
+	// ClusterIP traffic to masquerade (model.ProxyConfig.ClusterIP): all of it with
+	// --masquerade-all, else what does not come from a pod when pods are recognised.
+	clusterMasq := ""
+	switch elsewhere := f.proxy.ClusterIP(model.FromElsewhere, f.pods).Masquerade; {
+	case elsewhere && f.proxy.ClusterIP(model.FromPod, f.pods).Masquerade:
+		clusterMasq = " "
+	case elsewhere:
+		clusterMasq = " " + f.podMatch(true)
 	}
 	for _, sp := range svc.Ports {
 		id := portID(svc, sp)
@@ -139,6 +173,7 @@ func buildService(f ipFamily, svc *model.Service, nodePortAddrs []netip.Prefix) 
 		}
 		cluster := sp.Cluster.ForFamily(f.is6).Endpoints
 		external := sp.External.ForFamily(f.is6).Endpoints
+		shortCircuit := sp.ShortCircuit.ForFamily(f.is6).Endpoints
 		seps := map[netip.AddrPort]string{}
 		sep := func(ep model.Endpoint) string {
 			if name, ok := seps[ep.AddrPort()]; ok {
@@ -168,7 +203,13 @@ func buildService(f ipFamily, svc *model.Service, nodePortAddrs []netip.Prefix) 
 		svcChain := ""
 		if len(clusterIPs) > 0 && len(cluster) > 0 {
 			svcChain = chainName("SVC", id)
-			r.chains[svcChain] = picks(nil, cluster)
+			var rules []string
+			if clusterMasq != "" {
+				for _, ip := range clusterIPs {
+					rules = append(rules, "-d "+pick(ip)+" "+match+clusterMasq+"-j "+chainMarkMasq)
+				}
+			}
+			r.chains[svcChain] = picks(rules, cluster)
 		}
 		for _, ip := range clusterIPs {
 			if svcChain != "" {
@@ -181,28 +222,56 @@ func buildService(f ipFamily, svc *model.Service, nodePortAddrs []netip.Prefix) 
 			continue
 		}
 		extChain := ""
-		if len(external) > 0 {
+		switch {
+		case svc.ExternalTrafficLocal && len(shortCircuit) > 0:
+			// Local policy: traffic from the node, and from pods when they are
+			// recognised, goes to every endpoint (model.ProxyConfig.External); the
+			// rest to the local endpoints, or on to the no-endpoint drop when there
+			// are none here.
 			extChain = chainName("EXT", id)
+			scChain := svcChain
+			if scChain == "" || !model.SameEndpoints(cluster, shortCircuit) {
+				scChain = chainName("SC", id)
+				r.chains[scChain] = picks(nil, shortCircuit)
+			}
 			var rules []string
-			if svc.ExternalTrafficLocal {
-				rules = append(rules, "-m addrtype --src-type LOCAL -j "+chainMarkMasq)
-				if svcChain != "" {
-					rules = append(rules, "-m addrtype --src-type LOCAL -j "+svcChain)
+			for _, src := range []model.Source{model.FromPod, model.FromNode} {
+				m := "-m addrtype --src-type LOCAL "
+				if src == model.FromPod {
+					if m = f.podMatch(false); m == "" {
+						continue
+					}
+				}
+				route := f.proxy.External(svc, src, f.pods)
+				if route.Set != model.ShortCircuitSet {
+					continue
+				}
+				if route.Masquerade {
+					rules = append(rules, m+"-j "+chainMarkMasq)
+				}
+				rules = append(rules, m+"-j "+scChain)
+			}
+			if len(external) > 0 {
+				if f.proxy.External(svc, model.FromElsewhere, f.pods).Masquerade {
+					rules = append(rules, "-j "+chainMarkMasq)
 				}
 				rules = picks(rules, external)
+			}
+			r.chains[extChain] = rules
+		case len(external) > 0:
+			// Cluster policy: masqueraded (model.ProxyConfig.External).
+			extChain = chainName("EXT", id)
+			rules := []string{"-j " + chainMarkMasq}
+			if svcChain != "" && model.SameEndpoints(cluster, external) {
+				rules = append(rules, "-j "+svcChain)
 			} else {
-				rules = append(rules, "-j "+chainMarkMasq)
-				if svcChain != "" && model.SameEndpoints(cluster, external) {
-					rules = append(rules, "-j "+svcChain)
-				} else {
-					rules = picks(rules, external)
-				}
+				rules = picks(rules, external)
 			}
 			r.chains[extChain] = rules
 		}
 		externalMiss := missTarget(kernel.FamilyVerdict(sp.External, f.is6), proto)
 		fwChain := ""
-		if extChain != "" && len(svc.LoadBalancerSourceRanges) > 0 && len(lbIPs) > 0 {
+		if extChain != "" && len(ranges) > 0 && len(lbIPs) > 0 {
 			fwChain = chainName("FW", id)
 			var rules []string
 			for _, rg := range ranges {
@@ -210,10 +279,13 @@ func buildService(f ipFamily, svc *model.Service, nodePortAddrs []netip.Prefix) 
 			}
 			r.chains[fwChain] = append(rules, "-j "+chainMarkDrop)
 		}
+		// A frontend with no endpoint for outside traffic goes to the filter's reject
+		// or drop, whatever the EXT chain did not short-circuit.
 		for _, ip := range frontIPs {
 			if extChain != "" {
 				r.natServices = append(r.natServices, "-d "+pick(ip)+" "+match+" -j "+extChain)
-			} else {
+			}
+			if len(external) == 0 {
 				r.filterExternal = append(r.filterExternal, "-d "+pick(ip)+" "+match+" -j "+externalMiss)
 			}
 		}
@@ -223,7 +295,8 @@ func buildService(f ipFamily, svc *model.Service, nodePortAddrs []netip.Prefix) 
 				r.natServices = append(r.natServices, "-d "+pick(ip)+" "+match+" -j "+fwChain)
 			case extChain != "":
 				r.natServices = append(r.natServices, "-d "+pick(ip)+" "+match+" -j "+extChain)
-			default:
+			}
+			if len(external) == 0 {
 				r.filterExternal = append(r.filterExternal, "-d "+pick(ip)+" "+match+" -j "+externalMiss)
 			}
 		}
@@ -231,8 +304,9 @@ func buildService(f ipFamily, svc *model.Service, nodePortAddrs []netip.Prefix) 
 			npMatch := fmt.Sprintf("-p %s -m %s --dport %d", proto, proto, sp.NodePort)
 			if extChain != "" {
 				r.natNodePorts = append(r.natNodePorts, npMatch+" -j "+extChain)
-			} else {
-				for _, dst := range nodePortDests(f, nodePortAddrs) {
+			}
+			if len(external) == 0 {
+				for _, dst := range nodePortDests(f) {
 					r.filterExternal = append(r.filterExternal, dst+"-m addrtype --dst-type LOCAL "+npMatch+" -j "+externalMiss)
 				}
 			}
@@ -241,19 +315,48 @@ func buildService(f ipFamily, svc *model.Service, nodePortAddrs []netip.Prefix) 
 	return r
 }
 
-// nodePortDests are the destination matches for node ports: the configured prefixes,
-// or every local address but loopback.
-func nodePortDests(f ipFamily, prefixes []netip.Prefix) []string {
+// nodePortDests are the destination matches for node ports in family f, each with a
+// trailing space (the rules add -m addrtype --dst-type LOCAL): the family's prefixes of
+// --nodeport-addresses, or every local address of the family when it has none
+// (model.ProxyConfig.NodePorts). Loopback addresses are left out, but for IPv4 with
+// --iptables-localhost-nodeports.
+func nodePortDests(f ipFamily) []string {
+	np := f.proxy.NodePorts(f.is6)
+	if np.All {
+		if f.localhost {
+			return []string{""}
+		}
+		return []string{"! -d " + f.loopback + " "}
+	}
+	loop := netip.MustParsePrefix(f.loopback)
 	var out []string
-	for _, p := range prefixes {
-		if f.has(p.Addr()) {
-			out = append(out, "-d "+p.Masked().String()+" ")
+	for _, p := range np.Prefixes {
+		if f.localhost {
+			out = append(out, "-d "+p.String()+" ")
+			continue
+		}
+		for _, q := range without(p, loop) {
+			out = append(out, "-d "+q.String()+" ")
 		}
 	}
-	if len(prefixes) == 0 {
-		out = append(out, "! -d "+f.loopback+" ")
-	}
 	return out
+}
+
+// without returns the prefixes that cover p but not hole.
+func without(p, hole netip.Prefix) []netip.Prefix {
+	switch {
+	case !p.Overlaps(hole):
+		return []netip.Prefix{p}
+	case p.Bits() >= hole.Bits():
+		return nil // p lies inside hole
+	}
+	// Split p in halves and keep what lies outside hole.
+	lo := netip.PrefixFrom(p.Addr(), p.Bits()+1)
+	b := p.Addr().AsSlice()
+	b[p.Bits()/8] |= 0x80 >> (p.Bits() % 8)
+	hiAddr, _ := netip.AddrFromSlice(b)
+	hi := netip.PrefixFrom(hiAddr, p.Bits()+1)
+	return append(without(lo, hole), without(hi, hole)...)
 }
 
 // pickRules chooses an endpoint as kube-proxy does: rule i of n takes probability

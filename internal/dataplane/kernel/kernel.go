@@ -8,7 +8,6 @@ package kernel
 import (
 	"fmt"
 	"log/slog"
-	"net/netip"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -35,9 +34,10 @@ const (
 type Options struct {
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
-	// NodePortAddresses limits node ports to local addresses in these prefixes; empty
-	// means every local address but loopback.
-	NodePortAddresses []netip.Prefix
+	// Proxy holds kube-proxy's settings that change verdicts: --masquerade-all,
+	// --detect-local-mode and --nodeport-addresses (empty: every local address but
+	// loopback).
+	Proxy model.ProxyConfig
 	// IPFamilies to program; default both.
 	IPFamilies []Family
 	// MasqueradeMark is the mark bit that asks for masquerade; default 0x4000.
@@ -66,6 +66,9 @@ func (o Options) WithDefaults() (Options, error) {
 		if f != IPv4 && f != IPv6 {
 			return o, fmt.Errorf("unknown IP family %q", f)
 		}
+	}
+	if err := o.Proxy.DetectLocal.Validate(); err != nil {
+		return o, err
 	}
 	if o.Conntrack == nil {
 		o.Conntrack = conntrack.Netlink{}

@@ -88,6 +88,7 @@ func New(opts Options) (*Proxier, error) {
 		if fam == kernel.IPv6 {
 			f = familyV6
 		}
+		f.proxy, f.pods = opts.Proxy, opts.Proxy.DetectLocal.Pods(f.is6)
 		nft := opts.NFTables[fam]
 		var bulk bulkRunner
 		if nft == nil {
@@ -379,7 +380,7 @@ func (p *Proxier) syncFull(ctx context.Context, snap *model.Snapshot) (err error
 		tx.Add(&knftables.Table{Comment: ptr("weir service proxy")})
 		tx.Delete(&knftables.Table{})
 		tx.Add(&knftables.Table{Comment: ptr("weir service proxy")})
-		for _, obj := range baseObjects(t.f, p.opts.MasqueradeMark, p.opts.NodePortAddresses) {
+		for _, obj := range baseObjects(t.f, p.opts.MasqueradeMark) {
 			tx.Add(obj)
 		}
 		if t.bulk == nil {

@@ -78,8 +78,31 @@ func TestPacketFlow(t *testing.T) {
 	}
 }
 
+// TestPacketFlowProxyConfig traces the scenarios that kube-proxy's settings change
+// (--masquerade-all, --detect-local-mode, --nodeport-addresses).
+func TestPacketFlowProxyConfig(t *testing.T) {
+	for _, cs := range flowtest.ProxyConfigScenarios() {
+		t.Run(cs.Name, func(t *testing.T) {
+			fx := newFixture(t, kernel.Options{Proxy: cs.Proxy})
+			fx.sync(t, flowtest.Services()...)
+			for _, tt := range cs.Scenarios {
+				t.Run(tt.Name, func(t *testing.T) {
+					fake, fam := fx.v4.Fake, familyV4
+					if tt.IPv6 {
+						fake, fam = fx.v6.Fake, familyV6
+					}
+					tr := newTracer(t, fake, fam, flowtest.NodeIPs())
+					if got := tr.trace(tt.Pkt); !got.Matches(tt.Want) {
+						t.Errorf("trace %+v\n got %v\nwant %v", tt.Pkt, got, tt.Want)
+					}
+				})
+			}
+		})
+	}
+}
+
 func TestNodePortAddresses(t *testing.T) {
-	fx := newFixture(t, kernel.Options{NodePortAddresses: []netip.Prefix{netip.MustParsePrefix("192.168.0.0/24")}})
+	fx := newFixture(t, kernel.Options{Proxy: model.ProxyConfig{NodePortAddresses: []netip.Prefix{netip.MustParsePrefix("192.168.0.0/24")}}})
 	fx.sync(t, flowtest.Services()...)
 	tr := newTracer(t, fx.v4.Fake, familyV4, []string{"192.168.0.2", "10.0.0.2"})
 	if got := tr.trace(flowtest.Packet{Src: "198.51.100.7", Dst: "192.168.0.2", Proto: "tcp", Port: 30080}); got.Verdict != "DNAT" {

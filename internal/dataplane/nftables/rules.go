@@ -53,6 +53,31 @@ type ipFamily struct {
 	addrType string // ipv4_addr or ipv6_addr
 	loopback string
 	is6      bool
+	// proxy is the data plane's kube-proxy settings; pods its pod detector for this
+	// family.
+	proxy model.ProxyConfig
+	pods  model.PodMatch
+}
+
+// podMatch is the nft expression that matches traffic from pods (or, with not, traffic
+// that is not from pods); "" when pods are not recognised. kube-proxy's IfLocalNFT and
+// IfNotLocalNFT.
+func (f ipFamily) podMatch(not bool) string {
+	op := ""
+	if not {
+		op = "!= "
+	}
+	switch {
+	case f.pods.CIDR.IsValid():
+		return f.kw + " saddr " + op + f.pods.CIDR.String()
+	case f.pods.Interface != "":
+		name := f.pods.Interface
+		if f.pods.InterfacePrefix {
+			name += "*"
+		}
+		return "iifname " + op + strconv.Quote(name)
+	}
+	return ""
 }
 
 var (
@@ -64,7 +89,7 @@ func (f ipFamily) has(a netip.Addr) bool { return a.IsValid() && a.Unmap().Is6()
 
 // baseObjects are the tables, base chains, dispatch maps and fixed chains, written once
 // per table on the first sync.
-func baseObjects(f ipFamily, mark uint32, nodePortAddrs []netip.Prefix) []knftables.Object {
+func baseObjects(f ipFamily, mark uint32) []knftables.Object {
 	dispatchType := f.addrType + " . inet_proto . inet_service : verdict"
 	portType := "inet_proto . inet_service : verdict"
 	maskHex := fmt.Sprintf("%#x", mark)
@@ -82,7 +107,8 @@ func baseObjects(f ipFamily, mark uint32, nodePortAddrs []netip.Prefix) []knftab
 			Comment: ptr("node port . slot → endpoint, for random choice")},
 	}
 	nodePortMatch := fmt.Sprintf("fib daddr type local %s daddr != %s", f.kw, f.loopback)
-	if len(nodePortAddrs) > 0 {
+	nodePorts := f.proxy.NodePorts(f.is6)
+	if !nodePorts.All {
 		objs = append(objs, &knftables.Set{Name: setNodePortAddresses, Type: f.addrType, Flags: []knftables.SetFlag{knftables.IntervalFlag}, Comment: ptr("--nodeport-addresses")})
 		nodePortMatch += fmt.Sprintf(" %s daddr @%s", f.kw, setNodePortAddresses)
 	}
@@ -118,6 +144,18 @@ func baseObjects(f ipFamily, mark uint32, nodePortAddrs []netip.Prefix) []knftab
 		rule("nat-postrouting", "jump", chainMasquerading),
 
 		rule(chainFirewallCheck, f.kw, "daddr . meta l4proto . th dport vmap @"+mapFirewallIPs),
+	)
+	// ClusterIP traffic to masquerade (--masquerade-all, or whatever does not come from
+	// a pod when --detect-local-mode recognises pods), before the dispatch sends it on.
+	elsewhere := f.proxy.ClusterIP(model.FromElsewhere, f.pods).Masquerade
+	fromPod := f.proxy.ClusterIP(model.FromPod, f.pods).Masquerade
+	switch {
+	case elsewhere && fromPod:
+		objs = append(objs, rule(chainServices, f.kw, "daddr @"+setClusterIPs, "jump", chainMarkMasq))
+	case elsewhere:
+		objs = append(objs, rule(chainServices, f.kw, "daddr @"+setClusterIPs, f.podMatch(true), "jump", chainMarkMasq))
+	}
+	objs = append(objs,
 		rule(chainServices, f.kw, "daddr . meta l4proto . th dport vmap @"+mapServiceIPs),
 		rule(chainServices, nodePortMatch, "meta l4proto . th dport vmap @"+mapServiceNodePorts),
 		rule(chainEndpointsCheck, f.kw, "daddr . meta l4proto . th dport vmap @"+mapNoEndpointIPs),
@@ -131,10 +169,8 @@ func baseObjects(f ipFamily, mark uint32, nodePortAddrs []netip.Prefix) []knftab
 		rule(chainMasquerading, "meta mark set meta mark xor", maskHex),
 		rule(chainMasquerading, "masquerade fully-random"),
 	)
-	for _, p := range nodePortAddrs {
-		if f.has(p.Addr()) {
-			objs = append(objs, &knftables.Element{Set: setNodePortAddresses, Key: []string{p.Masked().String()}})
-		}
+	for _, p := range nodePorts.Prefixes {
+		objs = append(objs, &knftables.Element{Set: setNodePortAddresses, Key: []string{p.String()}})
 	}
 	return objs
 }
@@ -320,10 +356,8 @@ func (bd *builder) build(f ipFamily, svc *model.Service) *serviceObjects {
 		o.elements = append(o.elements, newElement(setClusterIPs, a.String(), ""))
 	}
 	var ranges []string
-	for _, p := range svc.LoadBalancerSourceRanges {
-		if f.has(p.Addr()) {
-			ranges = append(ranges, p.Masked().String())
-		}
+	for _, p := range svc.SourceRanges(f.is6) {
+		ranges = append(ranges, p.Masked().String())
 	}
 	scratch := bd.scratch
 	defer func() { bd.scratch = scratch }()
@@ -335,8 +369,8 @@ func (bd *builder) build(f ipFamily, svc *model.Service) *serviceObjects {
 		}
 		proto := protoName(sp.Protocol)
 		port := strconv.Itoa(int(sp.Port))
-		cluster, external := ch.cluster, ch.external
-		for _, eps := range [2][]model.Endpoint{cluster, external} {
+		cluster, external, shortCircuit := ch.cluster, ch.external, ch.shortCircuit
+		for _, eps := range [3][]model.Endpoint{cluster, external, shortCircuit} {
 			for _, ep := range eps {
 				if ep.Local || ep.NodeName == "" {
 					k := ep.Addr.Unmap().String()
@@ -395,24 +429,54 @@ func (bd *builder) build(f ipFamily, svc *model.Service) *serviceObjects {
 		if extSlots.ok {
 			extChain = pickChain(o, "ext-pick", extSlots.total)
 			npChain = pickChain(o, "ext-np-pick", extSlots.total)
-		} else if len(external) > 0 {
+		} else if svc.ExternalTrafficLocal && len(shortCircuit) > 0 {
+			// Local policy: traffic from the node, and from pods when they are
+			// recognised, goes to every endpoint (model.ProxyConfig.External); the
+			// rest to the local endpoints, or on to the no-endpoint drop when there
+			// are none here.
 			extChain = chainName("ext", id())
 			npChain = extChain
+			scChain := svcChain
+			if scChain == "" || !model.SameEndpoints(cluster, shortCircuit) {
+				scChain = chainName("sc", id())
+				var rules []string
+				pick.rules(&rules, shortCircuit)
+				o.addChain(scChain, rules)
+			}
 			var rules []string
-			if svc.ExternalTrafficLocal {
-				// Traffic the node itself sends is not external: it may use any endpoint.
-				rules = append(rules, "fib saddr type local jump "+chainMarkMasq)
-				if svcChain != "" {
-					rules = append(rules, "fib saddr type local goto "+svcChain)
+			for _, src := range []model.Source{model.FromPod, model.FromNode} {
+				match := "fib saddr type local"
+				if src == model.FromPod {
+					if match = f.podMatch(false); match == "" {
+						continue
+					}
+				}
+				route := f.proxy.External(svc, src, f.pods)
+				if route.Set != model.ShortCircuitSet {
+					continue
+				}
+				if route.Masquerade {
+					rules = append(rules, match+" jump "+chainMarkMasq)
+				}
+				rules = append(rules, match+" goto "+scChain)
+			}
+			if len(external) > 0 {
+				if f.proxy.External(svc, model.FromElsewhere, f.pods).Masquerade {
+					rules = append(rules, "jump "+chainMarkMasq)
 				}
 				pick.rules(&rules, external)
+			}
+			o.addChain(extChain, rules)
+		} else if len(external) > 0 {
+			// Cluster policy: masqueraded (model.ProxyConfig.External), as the shared
+			// ext-pick chains are.
+			extChain = chainName("ext", id())
+			npChain = extChain
+			rules := []string{"jump " + chainMarkMasq}
+			if svcChain != "" && !clusterSlots.ok && model.SameEndpoints(cluster, external) {
+				rules = append(rules, "goto "+svcChain)
 			} else {
-				rules = append(rules, "jump "+chainMarkMasq)
-				if svcChain != "" && !clusterSlots.ok && model.SameEndpoints(cluster, external) {
-					rules = append(rules, "goto "+svcChain)
-				} else {
-					pick.rules(&rules, external)
-				}
+				pick.rules(&rules, external)
 			}
 			o.addChain(extChain, rules)
 		}
@@ -423,18 +487,15 @@ func (bd *builder) build(f ipFamily, svc *model.Service) *serviceObjects {
 				if extChain != "" {
 					o.elements = append(o.elements, newElement(mapServiceIPs, k, "goto "+extChain))
 					scratch = addSlots(o, scratch, mapEndpointSlots, k, external, extSlots)
-				} else {
+				}
+				if len(external) == 0 {
 					o.elements = append(o.elements, newElement(mapNoEndpointIPs, k, externalMiss))
 				}
 			}
 		}
-		if len(svc.LoadBalancerSourceRanges) > 0 && len(lbIPs) > 0 {
+		if len(ranges) > 0 && len(lbIPs) > 0 {
 			fw := chainName("fw", id())
-			if len(ranges) > 0 {
-				o.addChain(fw, []string{fmt.Sprintf("%s saddr != { %s } drop", f.kw, strings.Join(ranges, ", "))})
-			} else {
-				o.addChain(fw, []string{"drop"})
-			}
+			o.addChain(fw, []string{fmt.Sprintf("%s saddr != { %s } drop", f.kw, strings.Join(ranges, ", "))})
 			for _, ip := range lbIPs {
 				o.elements = append(o.elements, newElement(mapFirewallIPs, frontend(ip), "goto "+fw))
 			}
@@ -444,7 +505,8 @@ func (bd *builder) build(f ipFamily, svc *model.Service) *serviceObjects {
 			if npChain != "" {
 				o.elements = append(o.elements, newElement(mapServiceNodePorts, k, "goto "+npChain))
 				scratch = addSlots(o, scratch, mapNodePortSlots, k, external, extSlots)
-			} else {
+			}
+			if len(external) == 0 {
 				o.elements = append(o.elements, newElement(mapNoEndpointPorts, k, externalMiss))
 			}
 		}
@@ -459,8 +521,8 @@ type portChoice struct {
 	seed        uint64
 	unsupported bool // the policy asks for an algorithm the rules cannot do
 	// cluster and external are the family's endpoints for ClusterIP and for external
-	// traffic.
-	cluster, external []model.Endpoint
+	// traffic, shortCircuit for external traffic from the node and its pods.
+	cluster, external, shortCircuit []model.Endpoint
 	// clusterSlots and extSlots are ok when those frontends pick through the slot
 	// maps and a shared pick chain (random choice, no affinity, external policy
 	// Cluster, few enough slots), and not when a chain of the Service's own picks.
@@ -472,8 +534,9 @@ type portChoice struct {
 // external IP, LoadBalancer IP or node port in it.
 func choosePort(f ipFamily, svc *model.Service, sp *model.ServicePort, clusterFrontends, externalFrontends bool) portChoice {
 	ch := portChoice{algo: balance.Random,
-		cluster:  sp.Cluster.ForFamily(f.is6).Endpoints,
-		external: sp.External.ForFamily(f.is6).Endpoints,
+		cluster:      sp.Cluster.ForFamily(f.is6).Endpoints,
+		external:     sp.External.ForFamily(f.is6).Endpoints,
+		shortCircuit: sp.ShortCircuit.ForFamily(f.is6).Endpoints,
 	}
 	if pol := kernel.PortPolicy(svc, sp); pol != nil {
 		var ok bool

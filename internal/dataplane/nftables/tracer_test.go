@@ -42,13 +42,16 @@ var (
 	reJumpGoto    = regexp.MustCompile(`^(ct state new )?(jump|goto) (\S+)$`)
 	reDispatch    = regexp.MustCompile(`^(ip|ip6) daddr \. meta l4proto \. th dport vmap @(\S+)$`)
 	reNodePort    = regexp.MustCompile(`^fib daddr type local (ip|ip6) daddr != (\S+)( (ip|ip6) daddr @(\S+))? meta l4proto \. th dport vmap @(\S+)$`)
-	reSetGoto     = regexp.MustCompile(`^(ip|ip6) daddr @(\S+) goto (\S+)$`)
-	reFibSaddr    = regexp.MustCompile(`^fib saddr type local (jump|goto) (\S+)$`)
 	reSrcRanges   = regexp.MustCompile(`^(ip|ip6) saddr != \{ (.*) \} drop$`)
 	reMark        = regexp.MustCompile(`^meta mark set meta mark or 0x[0-9a-f]+$`)
 	reAffinityHit = regexp.MustCompile(`^meta l4proto (\w+) (ip|ip6) saddr @(\S+) update @(\S+) \{ (ip|ip6) saddr \} dnat to (\S+)$`)
 	reSlotPick    = regexp.MustCompile(`^meta l4proto (\w+) dnat to ((ip|ip6) daddr \. )?meta l4proto \. th dport \. numgen random mod (\d+) map @(\S+)$`)
-	rePick        = regexp.MustCompile(`^meta l4proto (\w+)( numgen (random|inc) mod (\d+) < (\d+)| jhash (ip|ip6) saddr mod (\d+) seed 0x[0-9a-f]+ < (\d+))?( update @\S+ \{ (ip|ip6) saddr \})? dnat to (\S+)$`)
+	// Conditions a rule may start with; condRule strips and evaluates them.
+	reCondSet   = regexp.MustCompile(`^(ip|ip6) daddr @(\S+) `)
+	reCondSaddr = regexp.MustCompile(`^(ip|ip6) saddr (!= )?([0-9a-fA-F:.]+(/\d+)?) `)
+	reCondIif   = regexp.MustCompile(`^iifname (!= )?"([^"]*)" `)
+	reCondFib   = regexp.MustCompile(`^fib saddr type local `)
+	rePick      = regexp.MustCompile(`^meta l4proto (\w+)( numgen (random|inc) mod (\d+) < (\d+)| jhash (ip|ip6) saddr mod (\d+) seed 0x[0-9a-f]+ < (\d+))?( update @\S+ \{ (ip|ip6) saddr \})? dnat to (\S+)$`)
 )
 
 func newTracer(t *testing.T, fake *knftables.Fake, f ipFamily, nodeIPs []string) *tracer {
@@ -141,7 +144,51 @@ func (tr *tracer) chain(name string) int {
 	return contNext
 }
 
+// condRule evaluates the conditions a rule starts with (set membership of the
+// destination, source prefix, input interface, local source) and, when they all hold,
+// the rest of the rule. ok is false when the rule starts with no condition.
+func (tr *tracer) condRule(rule string) (result int, ok bool) {
+	p := tr.pkt
+	holds, rest := true, rule
+	for {
+		if m := reCondSet.FindStringSubmatch(rest); m != nil {
+			holds = holds && tr.inSet(m[2], p.Dst)
+			rest = rest[len(m[0]):]
+		} else if m := reCondSaddr.FindStringSubmatch(rest); m != nil {
+			pfx, err := netip.ParsePrefix(m[3])
+			if err != nil {
+				a := netip.MustParseAddr(m[3])
+				pfx = netip.PrefixFrom(a, a.BitLen())
+			}
+			holds = holds && pfx.Contains(netip.MustParseAddr(p.Src)) == (m[2] == "")
+			rest = rest[len(m[0]):]
+		} else if m := reCondIif.FindStringSubmatch(rest); m != nil {
+			in := p.Iif == m[2]
+			if name, ok := strings.CutSuffix(m[2], "*"); ok {
+				in = p.Iif != "" && strings.HasPrefix(p.Iif, name)
+			}
+			holds = holds && in == (m[1] == "")
+			rest = rest[len(m[0]):]
+		} else if m := reCondFib.FindString(rest); m != "" {
+			holds = holds && tr.isLocal(p.Src)
+			rest = rest[len(m):]
+		} else {
+			break
+		}
+	}
+	if rest == rule {
+		return 0, false
+	}
+	if !holds {
+		return contNext, true
+	}
+	return tr.rule(rest), true
+}
+
 func (tr *tracer) rule(rule string) int {
+	if r, ok := tr.condRule(rule); ok {
+		return r
+	}
 	p := tr.pkt
 	key := []string{p.Dst, p.Proto, strconv.Itoa(p.Port)}
 	switch {
@@ -173,21 +220,6 @@ func (tr *tracer) rule(rule string) int {
 			return contNext
 		}
 		return tr.verdictValue(tr.lookup(m[6], key[1:]...))
-	case reSetGoto.MatchString(rule):
-		m := reSetGoto.FindStringSubmatch(rule)
-		if tr.inSet(m[2], p.Dst) {
-			return tr.goTo(m[3])
-		}
-		return contNext
-	case reFibSaddr.MatchString(rule):
-		m := reFibSaddr.FindStringSubmatch(rule)
-		if !tr.isLocal(p.Src) {
-			return contNext
-		}
-		if m[1] == "goto" {
-			return tr.goTo(m[2])
-		}
-		return tr.chain(m[2])
 	case reSrcRanges.MatchString(rule):
 		m := reSrcRanges.FindStringSubmatch(rule)
 		src := netip.MustParseAddr(p.Src)

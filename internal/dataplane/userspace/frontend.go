@@ -28,7 +28,7 @@ type frontendSpec struct {
 	key         frontendKey
 	servicePort string
 	set         int            // setCluster or setExternal
-	sourceRange []netip.Prefix // LoadBalancer IP frontends only
+	sourceRange []netip.Prefix // LoadBalancer IP frontends only, of the frontend's family
 }
 
 // allowed reports whether a client may use the frontend (LoadBalancer source ranges).
@@ -62,7 +62,7 @@ func frontendsOf(svc *model.Service, sp *model.ServicePort, id string, nodeAddrs
 		add(a, sp.Port, setExternal, nil)
 	}
 	for _, a := range svc.LoadBalancerIPs {
-		add(a, sp.Port, setExternal, svc.LoadBalancerSourceRanges)
+		add(a, sp.Port, setExternal, svc.SourceRanges(a.Is6()))
 	}
 	if sp.NodePort != 0 {
 		for _, a := range nodeAddrs {
@@ -72,42 +72,97 @@ func frontendsOf(svc *model.Service, sp *model.ServicePort, id string, nodeAddrs
 	return out
 }
 
-// nodePortAddrs are the addresses node ports listen on: the unspecified addresses when
-// no prefix is configured, else the local addresses inside the prefixes (a prefix that
-// is a single address counts as that address, so 127.0.0.5/32 works without setup).
-func (p *Proxy) nodePortAddrs() ([]netip.Addr, error) {
-	if len(p.opts.NodePortAddresses) == 0 {
-		return []netip.Addr{netip.IPv4Unspecified(), netip.IPv6Unspecified()}, nil
-	}
-	ifAddrs, err := net.InterfaceAddrs()
-	if err != nil {
-		return nil, fmt.Errorf("userspace: list local addresses for node ports: %w", err)
-	}
-	seen := map[netip.Addr]bool{}
+// nodePortAddrs are the addresses node ports listen on, family by family
+// (model.ProxyConfig.NodePorts): the family's unspecified address when no prefix of it
+// is configured, else its local addresses inside the prefixes (a prefix that is a
+// single address counts as that address, so 127.0.0.5/32 works without setup). local
+// are the node's addresses.
+func (p *Proxy) nodePortAddrs(local []netip.Addr) []netip.Addr {
 	var out []netip.Addr
-	for _, pfx := range p.opts.NodePortAddresses {
-		if pfx.IsSingleIP() && !seen[pfx.Addr()] {
-			seen[pfx.Addr()] = true
-			out = append(out, pfx.Addr())
+	seen := map[netip.Addr]bool{}
+	for _, ipv6 := range []bool{false, true} {
+		np := p.opts.Proxy.NodePorts(ipv6)
+		if np.All {
+			if ipv6 {
+				out = append(out, netip.IPv6Unspecified())
+			} else {
+				out = append(out, netip.IPv4Unspecified())
+			}
 			continue
 		}
-		for _, ia := range ifAddrs {
-			ipn, ok := ia.(*net.IPNet)
-			if !ok {
+		for _, pfx := range np.Prefixes {
+			if pfx.IsSingleIP() && !seen[pfx.Addr()] {
+				seen[pfx.Addr()] = true
+				out = append(out, pfx.Addr())
 				continue
 			}
-			a, ok := netip.AddrFromSlice(ipn.IP)
-			if !ok {
-				continue
+			for _, a := range local {
+				if pfx.Contains(a) && !seen[a] && !a.IsLinkLocalUnicast() {
+					seen[a] = true
+					out = append(out, a)
+				}
 			}
-			a = a.Unmap()
-			if pfx.Contains(a) && !seen[a] && !a.IsLinkLocalUnicast() {
-				seen[a] = true
-				out = append(out, a)
+		}
+	}
+	return out
+}
+
+// localAddrs lists the node's addresses.
+func localAddrs() ([]netip.Addr, error) {
+	ifAddrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil, fmt.Errorf("userspace: list local addresses: %w", err)
+	}
+	out := make([]netip.Addr, 0, len(ifAddrs))
+	for _, ia := range ifAddrs {
+		if ipn, ok := ia.(*net.IPNet); ok {
+			if a, ok := netip.AddrFromSlice(ipn.IP); ok {
+				out = append(out, a.Unmap())
 			}
 		}
 	}
 	return out, nil
+}
+
+// localSources are the prefixes whose addresses are the node's own (kube-proxy's `fib
+// saddr type local`): each interface address, and the whole IPv4 loopback range, which
+// Linux routes to lo.
+func localSources(addrs []netip.Addr) []netip.Prefix {
+	out := make([]netip.Prefix, 0, len(addrs))
+	for _, a := range addrs {
+		if a.Is4() && a.IsLoopback() {
+			out = append(out, netip.PrefixFrom(a, 8).Masked())
+			continue
+		}
+		out = append(out, netip.PrefixFrom(a, a.BitLen()))
+	}
+	return out
+}
+
+// sourceOf classifies a client as kube-proxy's rules do (model.Source): a pod in the
+// family's --cluster-cidr, an address of this node, or elsewhere. Interface-based pod
+// detection cannot be done here: a userspace socket does not see the interface a
+// connection came in on without extra work per packet.
+func (p *Proxy) sourceOf(client netip.Addr) model.Source {
+	client = client.Unmap()
+	if pods := p.pods[btoi(client.Is6())]; pods.CIDR.IsValid() && pods.CIDR.Contains(client) {
+		return model.FromPod
+	}
+	if local := p.local.Load(); local != nil {
+		for _, pfx := range *local {
+			if pfx.Contains(client) {
+				return model.FromNode
+			}
+		}
+	}
+	return model.FromElsewhere
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // listener serves one frontend.
@@ -124,17 +179,41 @@ type listener struct {
 
 // listenerState is what a listener forwards to; replaced atomically.
 type listenerState struct {
-	spec    frontendSpec
-	target  *target
+	spec frontendSpec
+	// targets are where new connections go, by model.Source of the client: all the
+	// same but for external frontends of externalTrafficPolicy Local Services.
+	targets routes
 	metrics *frontendMetrics
+}
+
+// routes are a frontend's targets by model.Source.
+type routes [3]*target
+
+// target is where a connection from client goes.
+func (l *listener) target(st *listenerState, client netip.Addr) *target {
+	ts := &st.targets
+	if ts[model.FromNode] == ts[model.FromElsewhere] && ts[model.FromPod] == ts[model.FromElsewhere] {
+		return ts[model.FromElsewhere]
+	}
+	return ts[l.p.sourceOf(client)]
+}
+
+// has reports whether addr is a backend of one of the targets.
+func (st *listenerState) has(addr netip.AddrPort) bool {
+	for _, t := range st.targets {
+		if t.has(addr) {
+			return true
+		}
+	}
+	return false
 }
 
 func (l *listener) spec() frontendSpec { return l.state.Load().spec }
 
-// retarget points the listener at a new target. p.mu is held.
-func (l *listener) retarget(spec frontendSpec, t *target) {
+// retarget points the listener at new targets. p.mu is held.
+func (l *listener) retarget(spec frontendSpec, ts routes) {
 	old := l.state.Load()
-	if old.target == t && old.spec.servicePort == spec.servicePort && old.spec.set == spec.set &&
+	if old.targets == ts && old.spec.servicePort == spec.servicePort && old.spec.set == spec.set &&
 		slices.Equal(old.spec.sourceRange, spec.sourceRange) {
 		return
 	}
@@ -143,16 +222,17 @@ func (l *listener) retarget(spec frontendSpec, t *target) {
 		l.p.metrics.forget(old.spec.servicePort, l.label)
 		m = l.p.metrics.frontend(spec.servicePort, l.label)
 	}
-	l.state.Store(&listenerState{spec: spec, target: t, metrics: m})
+	st := &listenerState{spec: spec, targets: ts, metrics: m}
+	l.state.Store(st)
 	if l.udp != nil {
-		l.pruneFlows(t)
+		l.pruneFlows(st)
 	}
 }
 
 // listen binds a frontend and starts serving it. p.mu is held.
-func (p *Proxy) listen(spec frontendSpec, t *target) (*listener, error) {
+func (p *Proxy) listen(spec frontendSpec, ts routes) (*listener, error) {
 	l := &listener{p: p, key: spec.key, label: spec.key.addr.String(), fd: -1}
-	l.state.Store(&listenerState{spec: spec, target: t, metrics: p.metrics.frontend(spec.servicePort, l.label)})
+	l.state.Store(&listenerState{spec: spec, targets: ts, metrics: p.metrics.frontend(spec.servicePort, l.label)})
 	network := "tcp"
 	if spec.key.proto == model.UDP {
 		network = "udp"

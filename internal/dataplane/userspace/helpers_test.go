@@ -138,7 +138,7 @@ func service(name string, proto model.Protocol, clusterIP string, port int32, ep
 		ClusterIPs: []netip.Addr{netip.MustParseAddr(clusterIP)},
 		Policy:     &model.Policy{Algorithm: balance.RoundRobin},
 		Ports: []*model.ServicePort{{
-			Protocol: proto, Port: port, Endpoints: eps, Cluster: set, External: set,
+			Protocol: proto, Port: port, Endpoints: eps, Cluster: set, External: set, ShortCircuit: set,
 		}},
 	}
 }

@@ -31,10 +31,17 @@ type Options struct {
 	Logger *slog.Logger
 	// Registerer receives the weir_l4_* metrics; nil registers nothing.
 	Registerer prometheus.Registerer
-	// NodePortAddresses are the prefixes whose local addresses serve node ports (as
-	// kube-proxy's --nodeport-addresses). Empty means every local address: node ports
-	// listen on 0.0.0.0 and [::].
-	NodePortAddresses []netip.Prefix
+	// Proxy holds kube-proxy's settings. Its NodePortAddresses are the prefixes whose
+	// local addresses serve node ports, per family; a family without any listens on its
+	// unspecified address (0.0.0.0 or [::]). DetectLocal's cluster CIDRs tell pods apart
+	// for the short-circuit of externalTrafficPolicy Local; interface modes cannot be
+	// told in userspace. MasqueradeAll changes nothing: every connection leaves from
+	// the node.
+	Proxy model.ProxyConfig
+	// LocalSources, when set, gives the prefixes whose clients are this node itself
+	// (externalTrafficPolicy Local short-circuits them); default every interface
+	// address and 127.0.0.0/8. Tests set it to tell loopback clients apart.
+	LocalSources func() []netip.Prefix
 	// Health is the health overlay the Proxy syncs, reads and reports to; nil disables
 	// health checking.
 	Health *health.Overlay
@@ -64,6 +71,11 @@ type Proxy struct {
 	sctp      map[string]bool // SCTP ports already warned about
 	closed    bool
 
+	// local holds the node's own source prefixes, refreshed by every Sync, for
+	// sourceOf; pods the pod detector per family.
+	local atomic.Pointer[[]netip.Prefix]
+	pods  [2]model.PodMatch
+
 	stop chan struct{}  // ends the health loop
 	wg   sync.WaitGroup // every goroutine the Proxy started
 
@@ -82,15 +94,17 @@ type portState struct {
 	svc      *model.Service
 	port     *model.ServicePort
 	loads    map[netip.AddrPort]*balance.Load
-	affinity [2]*balance.Affinity // cluster, external
-	targets  [2]*target
+	affinity [3]*balance.Affinity // by set: cluster, external, short-circuit
+	targets  [3]*target
 	// listeners serving this port, refreshed at the end of every Sync.
 	listeners []*listener
 }
 
+// The endpoint sets of a port, in model.SetKind's order.
 const (
-	setCluster  = 0
-	setExternal = 1
+	setCluster      = int(model.ClusterSet)
+	setExternal     = int(model.ExternalSet)
+	setShortCircuit = int(model.ShortCircuitSet)
 )
 
 // New returns a Proxy that listens on nothing until the first Sync.
@@ -114,6 +128,10 @@ func New(opts Options) (*Proxy, error) {
 	p.buffers.New = func() any { return new([copyBufferSize]byte) }
 	p.flows = newFlowTable(opts.MaxUDPFlows, opts.MaxUDPFlowsPerSource, opts.ReservedFDs)
 	p.datagrams.New = func() any { return new(datagramBuf) }
+	if err := opts.Proxy.DetectLocal.Validate(); err != nil {
+		return nil, fmt.Errorf("userspace: %w", err)
+	}
+	p.pods = [2]model.PodMatch{opts.Proxy.DetectLocal.Pods(false), opts.Proxy.DetectLocal.Pods(true)}
 	for range min(runtime.GOMAXPROCS(0), maxLoops) {
 		lp, err := newTCPLoop(p)
 		if err != nil {
@@ -154,10 +172,16 @@ func (p *Proxy) Sync(ctx context.Context, snap *model.Snapshot) error {
 	var errs []error
 	want := make(map[frontendKey]frontendSpec, len(p.listeners))
 	seenPorts := make(map[string]bool, len(p.ports))
-	nodeAddrs, err := p.nodePortAddrs()
+	local, err := localAddrs()
 	if err != nil {
 		errs = append(errs, err)
 	}
+	sources := localSources(local)
+	if p.opts.LocalSources != nil {
+		sources = p.opts.LocalSources()
+	}
+	p.local.Store(&sources)
+	nodeAddrs := p.nodePortAddrs(local)
 	for _, svc := range snap.Services {
 		if !svc.Proxied() {
 			continue
@@ -225,7 +249,7 @@ func (p *Proxy) Sync(ctx context.Context, snap *model.Snapshot) error {
 	// Bind new frontends and retarget kept ones.
 	for key, spec := range want {
 		ps := p.ports[spec.servicePort]
-		t := ps.targets[spec.set]
+		t := p.routes(ps, spec)
 		if l := p.listeners[key]; l != nil {
 			l.retarget(spec, t)
 			ps.listeners = append(ps.listeners, l)
@@ -273,7 +297,12 @@ func (p *Proxy) rebuild(ps *portState) {
 			delete(ps.loads, ap)
 		}
 	}
-	for set, es := range [2]model.EndpointSet{sp.Cluster, sp.External} {
+	for set, es := range [3]model.EndpointSet{sp.Cluster, sp.External, sp.ShortCircuit} {
+		if set == setShortCircuit && !svc.ExternalTrafficLocal {
+			// The same set as External: share its target.
+			ps.affinity[set], ps.targets[set] = nil, ps.targets[setExternal]
+			continue
+		}
 		aff := ps.affinity[set]
 		if svc.AffinityTimeout <= 0 {
 			aff = nil
@@ -295,15 +324,33 @@ func (p *Proxy) rebuild(ps *portState) {
 	// drop UDP flows to endpoints that are gone.
 	for _, l := range ps.listeners {
 		spec := l.spec()
-		l.retarget(spec, ps.targets[spec.set])
+		l.retarget(spec, p.routes(ps, spec))
 	}
+}
+
+// routes are the targets of one of the port's frontends by the client's model.Source:
+// the route model.ProxyConfig gives each source (external frontends of Local Services
+// send the node's and recognised pods' connections to the short-circuit set).
+func (p *Proxy) routes(ps *portState, spec frontendSpec) routes {
+	var out routes
+	for src := range out {
+		set := spec.set
+		if set == setExternal {
+			pods := p.pods[btoi(spec.key.addr.Addr().Is6())]
+			set = int(p.opts.Proxy.External(ps.svc, model.Source(src), pods).Set)
+		}
+		out[src] = ps.targets[set]
+	}
+	return out
 }
 
 // portChanged reports whether a port's targets must be rebuilt: its endpoint sets,
 // scheduling or timeouts changed. Health changes arrive through the subscription.
 func portChanged(oldSvc *model.Service, oldSP *model.ServicePort, svc *model.Service, sp *model.ServicePort) bool {
 	if oldSvc.AffinityTimeout != svc.AffinityTimeout ||
+		oldSvc.ExternalTrafficLocal != svc.ExternalTrafficLocal ||
 		!sameSet(oldSP.Cluster, sp.Cluster) || !sameSet(oldSP.External, sp.External) ||
+		!sameSet(oldSP.ShortCircuit, sp.ShortCircuit) ||
 		!slices.Equal(oldSP.Endpoints, sp.Endpoints) {
 		return true
 	}

@@ -29,7 +29,9 @@ func TestTCPAndUDPToThreeBackends(t *testing.T) {
 		tcpEps = append(tcpEps, endpoint(startTCPBackend(t, n).addr))
 		udpEps = append(udpEps, endpoint(startUDPBackend(t, n).addr))
 	}
-	p := newProxy(t, Options{NodePortAddresses: []netip.Prefix{netip.MustParsePrefix("127.0.1.2/32")}})
+	// The IPv6 prefix holds no local address, so the test binds no IPv6 node port.
+	p := newProxy(t, Options{Proxy: model.ProxyConfig{NodePortAddresses: []netip.Prefix{
+		netip.MustParsePrefix("127.0.1.2/32"), netip.MustParsePrefix("fd00:dead:beef::/64")}}})
 	web := service("web", model.TCP, "127.0.1.1", 8080, tcpEps)
 	web.Type = model.NodePort
 	web.Ports[0].NodePort = 30080
@@ -331,11 +333,21 @@ func TestTerminatingFallback(t *testing.T) {
 	}
 }
 
+// TestTrafficPolicyLocal follows kube-proxy's packet-flow tests of
+// externalTrafficPolicy Local: clients elsewhere reach the local endpoints or are
+// dropped; the node itself, and pods that --cluster-cidr recognises, are short-circuited
+// to every endpoint (model.ProxyConfig.External). Every client here is on loopback, so
+// the test tells the node's own address (127.0.8.250) apart with Options.LocalSources.
 func TestTrafficPolicyLocal(t *testing.T) {
 	t.Parallel()
 	local, remote := startTCPBackend(t, "local"), startTCPBackend(t, "remote")
 	eps := endpoints(local.addr, remote.addr)
 	eps[1].Local = false
+	nodeIP, podIP := netip.MustParseAddr("127.0.8.250"), netip.MustParseAddr("127.0.8.241")
+	opts := Options{
+		LocalSources: func() []netip.Prefix { return []netip.Prefix{netip.PrefixFrom(nodeIP, 32)} },
+		Proxy:        model.ProxyConfig{DetectLocal: model.DetectLocal{ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("127.0.8.240/29")}}},
+	}
 	tests := []struct {
 		name     string
 		external model.EndpointSet
@@ -353,8 +365,22 @@ func TestTrafficPolicyLocal(t *testing.T) {
 			svc.ExternalTrafficLocal = true
 			svc.Ports[0].External = tt.external
 			svc.Policy.ConnectTimeout = 300 * time.Millisecond
-			p := newProxy(t, Options{})
+			p := newProxy(t, opts)
 			mustSync(t, p, snap(svc))
+			// The node and pods reach every endpoint through the external IP.
+			for _, from := range []netip.Addr{nodeIP, podIP} {
+				seen := map[string]bool{}
+				for range 6 {
+					n, err := greet(ext.String()+":80", from)
+					if err != nil {
+						t.Fatalf("from %s: %v", from, err)
+					}
+					seen[n] = true
+				}
+				if len(seen) != 2 {
+					t.Fatalf("external traffic from %s reached %v, want every endpoint", from, seen)
+				}
+			}
 			// ClusterIP traffic is unaffected (Cluster policy).
 			seen := map[string]bool{}
 			for range 4 {

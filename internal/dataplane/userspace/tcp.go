@@ -130,7 +130,7 @@ func (a *acceptor) accept() {
 // endpoint, reset (Reject) or held (Drop, source range).
 func (l *listener) accepted(lp *tcpLoop, fd int, client netip.AddrPort) {
 	st := l.state.Load()
-	t, m := st.target, st.metrics
+	t, m := l.target(st, client.Addr()), st.metrics
 	l.p.open.Add(1)
 	c := &tcpConn{lp: lp, t: t, m: m, client: side{fd: fd}, server: side{fd: -1}, k: -1}
 	c.timer = eventloop.NewTimer(func(*eventloop.Loop) { c.timeout() })

@@ -238,6 +238,65 @@ func TestLoadBalancerSourceRanges(t *testing.T) {
 	}
 }
 
+// TestSourceRangesPerFamily: loadBalancerSourceRanges of one family leave the other
+// family's LoadBalancer IPs open to everyone (kube-proxy's proxiers are per family).
+func TestSourceRangesPerFamily(t *testing.T) {
+	t.Parallel()
+	a := startTCPBackend(t, "a")
+	for i, tc := range []struct {
+		name   string
+		ranges string
+		client netip.Addr
+		lbIP   string
+	}{
+		{"IPv4 ranges leave IPv6 open", "127.0.77.0/24", netip.IPv6Loopback(), "[::1]:18087"},
+		{"IPv6 ranges leave IPv4 open", "2001:db8::/32", netip.MustParseAddr("127.0.78.1"), "127.0.14.8:18088"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			svc := service("lb", model.TCP, fmt.Sprintf("127.0.14.%d", 9+i), int32(18087+i), endpoints(a.addr))
+			svc.Type = model.LoadBalancer
+			svc.LoadBalancerIPs = []netip.Addr{netip.MustParseAddr("127.0.14.8"), netip.IPv6Loopback()}
+			svc.LoadBalancerSourceRanges = []netip.Prefix{netip.MustParsePrefix(tc.ranges)}
+			p := newProxy(t, Options{})
+			mustSync(t, p, snap(svc))
+			if name, err := greet(tc.lbIP, tc.client); err != nil || name != "a" {
+				t.Fatalf("client %s: %q, %v", tc.client, name, err)
+			}
+		})
+	}
+}
+
+// TestNodePortAddrsPerFamily follows kube-proxy's NewNodePortAddresses: a family with no
+// prefix in --nodeport-addresses serves node ports on all its addresses.
+func TestNodePortAddrsPerFamily(t *testing.T) {
+	local := []netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("192.168.0.2"), netip.MustParseAddr("10.0.0.2"),
+		netip.MustParseAddr("::1"), netip.MustParseAddr("fd00::2"), netip.MustParseAddr("fe80::1")}
+	pfx := func(ss ...string) []netip.Prefix {
+		var out []netip.Prefix
+		for _, s := range ss {
+			out = append(out, netip.MustParsePrefix(s))
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name string
+		in   []netip.Prefix
+		want string
+	}{
+		{"unset", nil, "[0.0.0.0 ::]"},
+		{"IPv4 only", pfx("192.168.0.0/24"), "[192.168.0.2 ::]"},
+		{"IPv6 only", pfx("fd00::/64"), "[0.0.0.0 fd00::2]"},
+		{"both", pfx("10.0.0.0/8", "fd00::/8", "fe80::/10"), "[10.0.0.2 fd00::2]"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := &Proxy{opts: Options{Proxy: model.ProxyConfig{NodePortAddresses: tc.in}}}
+			if got := fmt.Sprint(p.nodePortAddrs(local)); got != tc.want {
+				t.Errorf("got %s, want %s", got, tc.want)
+			}
+		})
+	}
+}
+
 // TestNoDelay: both proxied sockets have TCP_NODELAY (the accepted one inherits it
 // from the listener), so small writes are not held back by Nagle's algorithm.
 func TestNoDelay(t *testing.T) {

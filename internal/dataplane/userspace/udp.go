@@ -74,7 +74,7 @@ func (l *listener) flowFor(client netip.AddrPort) *flow {
 		return nil
 	}
 	st := l.state.Load()
-	t, m := st.target, st.metrics
+	t, m := l.target(st, client.Addr()), st.metrics
 	if !st.spec.allowed(client.Addr()) {
 		m.sourceRange.Inc()
 		return nil
@@ -214,10 +214,11 @@ func (l *listener) endFlow(f *flow) {
 	})
 }
 
-// pruneFlows ends the flows whose endpoint is no longer in t, at once: the client's
-// next datagram starts a flow to a live endpoint (kube-proxy's UDP conntrack cleanup).
-func (l *listener) pruneFlows(t *target) {
-	for _, f := range l.p.flows.of(l, func(f *flow) bool { return !t.has(f.backend) }) {
+// pruneFlows ends the flows whose endpoint is no longer in st's targets, at once: the
+// client's next datagram starts a flow to a live endpoint (kube-proxy's UDP conntrack
+// cleanup).
+func (l *listener) pruneFlows(st *listenerState) {
+	for _, f := range l.p.flows.of(l, func(f *flow) bool { return !st.has(f.backend) }) {
 		l.endFlow(f)
 	}
 }
