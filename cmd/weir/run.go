@@ -48,29 +48,29 @@ type runFlags struct {
 	podBridgeInterface         string
 	podInterfaceNamePrefix     string
 	iptablesLocalhostNodePorts bool
-	adminAddr         string
-	healthAddr        string
-	apiServer         string
-	dnsAddr           string
-	clusterDomain     string
-	dnsTTL            time.Duration
-	dnsUpstreams      []string
-	ingressHTTPAddr   string
-	ingressHTTPSAddr  string
-	trustedProxies    []string
-	drainTimeout      time.Duration
-	udpMaxFlows       int
-	udpMaxFlowsPerSrc int
-	minSyncInterval   time.Duration
-	kubeconfig        string
-	inCluster         bool
-	namespace         string
-	labelSelector     string
-	statusAddresses   []string
-	accessLog         bool
-	h2c               bool
-	gatewayLoops      bool
-	log               logFlags
+	adminAddr                  string
+	healthAddr                 string
+	apiServer                  string
+	dnsAddr                    string
+	clusterDomain              string
+	dnsTTL                     time.Duration
+	dnsUpstreams               []string
+	ingressHTTPAddr            string
+	ingressHTTPSAddr           string
+	trustedProxies             []string
+	drainTimeout               time.Duration
+	udpMaxFlows                int
+	udpMaxFlowsPerSrc          int
+	minSyncInterval            time.Duration
+	kubeconfig                 string
+	inCluster                  bool
+	namespace                  string
+	labelSelector              string
+	statusAddresses            []string
+	accessLog                  bool
+	h2c                        bool
+	gatewayLoops               bool
+	log                        logFlags
 }
 
 func (f *runFlags) register(cmd *cobra.Command) {
