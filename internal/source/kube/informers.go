@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -444,15 +445,38 @@ func labelsChanged(old, cur any) bool {
 	return !maps.Equal(o.GetLabels(), c.GetLabels())
 }
 
-// nodeFrom finds this node among the cached Nodes.
+// nodeFrom finds this node among the cached Nodes: its zone, and its primary address
+// of each family as kube-proxy reads them (utilnode.GetNodeHostIPs: InternalIP
+// addresses before ExternalIP ones).
 func nodeFrom(name string, items []any) model.Node {
 	n := model.Node{Name: name}
 	for _, it := range items {
-		if node, ok := it.(*corev1.Node); ok && node.Name == name {
-			n.Zone = node.Labels[ZoneLabel]
+		node, ok := it.(*corev1.Node)
+		if !ok || node.Name != name {
+			continue
+		}
+		n.Zone = node.Labels[ZoneLabel]
+		for _, typ := range []corev1.NodeAddressType{corev1.NodeInternalIP, corev1.NodeExternalIP} {
+			for _, a := range node.Status.Addresses {
+				ip, err := netip.ParseAddr(a.Address)
+				if a.Type != typ || err != nil {
+					continue
+				}
+				ip = ip.Unmap()
+				if i := btoi(ip.Is6()); !n.IPs[i].IsValid() {
+					n.IPs[i] = ip
+				}
+			}
 		}
 	}
 	return n
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // informerFor returns the informer of a kind, or nil when it is not watched.

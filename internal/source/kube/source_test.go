@@ -2,6 +2,7 @@ package kube
 
 import (
 	"context"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -80,7 +81,9 @@ func fakeClients(t *testing.T, gateway, weir bool) (*Clients, *kubefake.Clientse
 			Labels: map[string]string{corev1.LabelMetadataName: "default", "team": "a"}, Annotations: map[string]string{"big": "x"}},
 			Spec: corev1.NamespaceSpec{Finalizers: []corev1.FinalizerName{corev1.FinalizerKubernetes}}},
 		&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-a", Labels: map[string]string{ZoneLabel: "zone-1"}},
-			Status: corev1.NodeStatus{Images: []corev1.ContainerImage{{Names: []string{"big"}}}}},
+			Status: corev1.NodeStatus{Images: []corev1.ContainerImage{{Names: []string{"big"}}}, Addresses: []corev1.NodeAddress{
+				{Type: corev1.NodeHostName, Address: "node-a"}, {Type: corev1.NodeExternalIP, Address: "203.0.113.2"},
+				{Type: corev1.NodeExternalIP, Address: "2001:db8::2"}, {Type: corev1.NodeInternalIP, Address: "192.168.0.2"}}}},
 	)
 	kube.Discovery().(*fakediscovery.FakeDiscovery).Resources = discoveryResources(gateway, weir)
 	kube.PrependReactor("create", "selfsubjectaccessreviews", func(clienttesting.Action) (bool, runtime.Object, error) {
@@ -186,7 +189,9 @@ func TestSourceBuildsObjects(t *testing.T) {
 			if tt.weir && objs.Policies[0].ManagedFields != nil {
 				t.Errorf("policy not stripped")
 			}
-			if n := src.Node(); n.Zone != "zone-1" || n.Name != "node-a" {
+			// The node's IPs as kube-proxy reads them: InternalIP first, then ExternalIP.
+			wantIPs := [2]netip.Addr{netip.MustParseAddr("192.168.0.2"), netip.MustParseAddr("2001:db8::2")}
+			if n := src.Node(); n.Zone != "zone-1" || n.Name != "node-a" || n.IPs != wantIPs {
 				t.Errorf("node = %+v", n)
 			}
 			if got := testutil.ToFloat64(src.m.synced); got != 1 {

@@ -55,8 +55,8 @@ func stripSecret(obj any) (any, error) {
 	return sec, nil
 }
 
-// stripNode keeps the name and labels of a Node: the zone is all weir reads. A Node's
-// status (images, conditions) is by far its largest part.
+// stripNode keeps the name, labels and addresses of a Node: the zone and the node's IPs
+// are all weir reads. A Node's status (images, conditions) is by far its largest part.
 func stripNode(obj any) (any, error) {
 	n, ok := obj.(*corev1.Node)
 	if !ok {
@@ -65,6 +65,7 @@ func stripNode(obj any) (any, error) {
 	return &corev1.Node{
 		TypeMeta:   n.TypeMeta,
 		ObjectMeta: metav1.ObjectMeta{Name: n.Name, UID: n.UID, ResourceVersion: n.ResourceVersion, Labels: n.Labels},
+		Status:     corev1.NodeStatus{Addresses: n.Status.Addresses},
 	}, nil
 }
 
