@@ -49,12 +49,13 @@ var clusterScoped = map[string]bool{"IngressClass": true, "GatewayClass": true, 
 
 // loader holds one Load's state.
 type loader struct {
-	scheme *runtime.Scheme
-	codec  runtime.Decoder
-	errs   Errors
-	report *Report
-	objs   []*object
-	own    func(netip.AddrPort) string // Options.Own
+	maxFileBytes int64
+	scheme       *runtime.Scheme
+	codec        runtime.Decoder
+	errs         Errors
+	report       *Report
+	objs         []*object
+	own          func(netip.AddrPort) string // Options.Own
 }
 
 // object is one decoded object (in the version weir uses) and the document it came from.

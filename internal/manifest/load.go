@@ -6,7 +6,7 @@
 package manifest
 
 import (
-	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -35,6 +35,7 @@ func Load(paths ...string) (*model.Objects, *Report, error) {
 func LoadWith(opts Options, paths ...string) (*model.Objects, *Report, error) {
 	l := newLoader()
 	l.own = opts.Own
+	l.maxFileBytes = cmp.Or(opts.MaxFileBytes, DefaultMaxFileBytes)
 	files, errs := collectFiles(paths)
 	l.errs = append(l.errs, errs...)
 	for _, f := range files {
@@ -139,50 +140,87 @@ func IsManifestName(name string) bool {
 var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 
 func (l *loader) readFile(file string) {
-	data, err := os.ReadFile(file)
+	data, err := readManifest(file, l.maxFileBytes)
 	if err != nil {
-		l.errs = append(l.errs, Error{File: file, Message: fmt.Sprintf("cannot read: %v", unwrapPathError(err))})
+		l.errs = append(l.errs, Error{File: file, Message: err.Error()})
 		return
 	}
-	src := &sourceFile{name: file, data: data}
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	for index := 0; ; index++ {
-		var doc yaml.Node
-		err := dec.Decode(&doc)
-		if errors.Is(err, io.EOF) {
-			return
+	src := &sourceFile{name: file, data: data, chunks: splitChunks(data)}
+	for ci, c := range src.chunks {
+		if apiVersion, kind, ok := sniff(data[c.start:c.end]); ok && l.skippable(apiVersion, kind) {
+			continue // never parsed
+		}
+		roots, err := parseChunk(data, c)
+		for index, root := range roots {
+			if root == nil {
+				continue
+			}
+			if hasAlias(root) {
+				// Let yaml.v3's own decoder refuse alias cycles and alias bombs before any
+				// walk of the node tree follows them.
+				var v any
+				if err := root.Decode(&v); err != nil {
+					msg := strings.TrimPrefix(err.Error(), "yaml: ")
+					l.errs = append(l.errs, Error{File: file, Line: root.Line, Message: msg})
+					continue
+				}
+			}
+			root = resolveAlias(root)
+			if root.Kind == yaml.ScalarNode && root.ShortTag() == "!!null" {
+				continue // an empty document ("---" followed by comments only)
+			}
+			l.readDocument(newDocument(src, ci, index, nil, root), "", "")
 		}
 		if err != nil {
 			e := Error{File: file, Message: err.Error()}
 			if m := yamlLine.FindStringSubmatch(err.Error()); m != nil {
 				e.Line, _ = strconv.Atoi(m[1])
+				e.Line += c.line
 				e.Message = m[2]
 				if strings.HasPrefix(e.Message, "did not find expected") {
 					e.Line++ // yaml.v3 gives the parser's context line zero-based
 				}
 			}
-			l.errs = append(l.errs, e)
-			return // the parser cannot go on after a syntax error
+			l.errs = append(l.errs, e) // the parser cannot go on in this chunk; the next one is read
 		}
-		if len(doc.Content) == 0 {
-			continue
-		}
-		if hasAlias(&doc) {
-			// Let yaml.v3's own decoder refuse alias cycles and alias bombs before any
-			// walk of the node tree follows them.
-			var v any
-			if err := doc.Decode(&v); err != nil {
-				msg := strings.TrimPrefix(err.Error(), "yaml: ")
-				l.errs = append(l.errs, Error{File: file, Line: doc.Content[0].Line, Message: msg})
-				continue
-			}
-		}
-		root := resolveAlias(doc.Content[0])
-		if root.Kind == yaml.ScalarNode && root.ShortTag() == "!!null" {
-			continue // an empty document ("---" followed by comments only)
-		}
-		l.readDocument(newDocument(src, index, nil, root), "", "")
 	}
+}
+
+// DefaultMaxFileBytes is the largest manifest file Load reads.
+const DefaultMaxFileBytes = 16 << 20
+
+// readManifest reads a file of at most limit bytes; a larger one is an error, found
+// without reading it.
+func readManifest(file string, limit int64) ([]byte, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read: %v", unwrapPathError(err))
+	}
+	defer f.Close()
+	tooBig := func(size int64) error {
+		return fmt.Errorf("%d bytes is more than a manifest file may hold (%s); split it into several files", size, byteSize(limit))
+	}
+	if info, err := f.Stat(); err == nil && info.Size() > limit {
+		return nil, tooBig(info.Size())
+	}
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("cannot read: %v", unwrapPathError(err))
+	}
+	if int64(len(data)) > limit {
+		return nil, tooBig(int64(len(data)))
+	}
+	return data, nil
+}
+
+func byteSize(n int64) string {
+	switch {
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%d MiB", n>>20)
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return fmt.Sprintf("%d KiB", n>>10)
+	}
+	return fmt.Sprintf("%d bytes", n)
 }
 
 // readDocument handles one object, or the items of a List. apiVersion and kind default
@@ -215,7 +253,7 @@ func (l *loader) readDocument(d *document, apiVersion, kind string) {
 		}
 		for i, item := range items.Content {
 			path := append(slices.Clone(d.item), i)
-			l.readDocument(newDocument(d.file, d.index, path, resolveAlias(item)), itemVersion, itemKind)
+			l.readDocument(newDocument(d.file, d.chunk, d.index, path, resolveAlias(item)), itemVersion, itemKind)
 		}
 		return
 	}

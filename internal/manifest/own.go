@@ -14,6 +14,9 @@ type Options struct {
 	// otherwise. An endpoint it describes is an error, since traffic proxied to it would
 	// come back into weir (a route to the admin address would serve the admin API).
 	Own func(netip.AddrPort) string
+	// MaxFileBytes is the largest manifest file read (DefaultMaxFileBytes when zero):
+	// a larger one is an error naming the file and the limit.
+	MaxFileBytes int64
 }
 
 // ownEndpoints refuses endpoints that are weir's own listeners.

@@ -1,7 +1,6 @@
 package manifest
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -17,8 +16,9 @@ import (
 // the line of a field is found only when an error needs it, by parsing the file again.
 type document struct {
 	file *sourceFile
-	// index is the document's position in the file; item, for objects inside a List,
-	// the item indices down from that document.
+	// chunk is the file chunk holding the document and index its position in it; item,
+	// for objects inside a List, the item indices down from that document.
+	chunk int
 	index int
 	item  []int
 	line  int
@@ -32,32 +32,27 @@ type document struct {
 	dups []duplicate
 }
 
-// sourceFile is one manifest file's bytes, parsed again when an error needs a line.
+// sourceFile is one manifest file's bytes, cut into chunks (see splitChunks); a chunk is
+// parsed again when an error needs a line.
 type sourceFile struct {
-	name  string
-	data  []byte
-	roots []*yaml.Node
+	name   string
+	data   []byte
+	chunks []chunk
+	roots  map[int][]*yaml.Node
 }
 
-// documents parses the file's documents (again), keeping every root, empty ones too,
+// documents parses the chunk's documents (again), keeping every root, empty ones too,
 // so that indices match the first read.
-func (f *sourceFile) documents() []*yaml.Node {
-	if f.roots != nil {
-		return f.roots
+func (f *sourceFile) documents(ci int) []*yaml.Node {
+	if roots, ok := f.roots[ci]; ok {
+		return roots
 	}
-	dec := yaml.NewDecoder(bytes.NewReader(f.data))
-	for {
-		var doc yaml.Node
-		if err := dec.Decode(&doc); err != nil {
-			break // io.EOF, or the syntax error the first read reported
-		}
-		var root *yaml.Node
-		if len(doc.Content) > 0 {
-			root = resolveAlias(doc.Content[0])
-		}
-		f.roots = append(f.roots, root)
+	if f.roots == nil {
+		f.roots = map[int][]*yaml.Node{}
 	}
-	return f.roots
+	roots, _ := parseChunk(f.data, f.chunks[ci]) // a syntax error was reported by the first read
+	f.roots[ci] = roots
+	return roots
 }
 
 // duplicate is a mapping key given twice, at the second one's line.
@@ -70,8 +65,8 @@ type duplicate struct {
 // a default filled in).
 var presenceQueries = []string{"spec.clusterIPs", "spec.ipFamilies", "data", "stringData"}
 
-func newDocument(file *sourceFile, index int, item []int, node *yaml.Node) *document {
-	d := &document{file: file, index: index, item: item, line: node.Line, node: node, present: map[string]bool{}}
+func newDocument(file *sourceFile, chunk, index int, item []int, node *yaml.Node) *document {
+	d := &document{file: file, chunk: chunk, index: index, item: item, line: node.Line, node: node, present: map[string]bool{}}
 	d.findDuplicates("", node)
 	for _, q := range presenceQueries {
 		if lookup(node, q) != nil {
@@ -123,11 +118,11 @@ func (d *document) root() *yaml.Node {
 	if d.node != nil {
 		return d.node
 	}
-	roots := d.file.documents()
+	roots := d.file.documents(d.chunk)
 	if d.index >= len(roots) || roots[d.index] == nil {
 		return nil
 	}
-	n := roots[d.index]
+	n := resolveAlias(roots[d.index])
 	for _, i := range d.item {
 		items := mapValue(n, "items")
 		if items == nil || i >= len(items.Content) {
