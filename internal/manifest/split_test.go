@@ -60,8 +60,8 @@ func TestSniff(t *testing.T) {
 
 func TestFileSizeLimit(t *testing.T) {
 	inDir(t, map[string]string{
-		"big.yaml":  "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\ndata: {a: " + strings.Repeat("x", 2048) + "}\n",
-		"web.yaml":  "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {clusterIP: 127.0.0.10, ports: [{port: 80}]}\n",
+		"big.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\ndata: {a: " + strings.Repeat("x", 2048) + "}\n",
+		"web.yaml": "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {clusterIP: 127.0.0.10, ports: [{port: 80}]}\n",
 	})
 	_, _, err := LoadWith(Options{MaxFileBytes: 1024}, ".")
 	want := "big.yaml: 2111 bytes is more than a manifest file may hold (1 KiB); split it into several files"
