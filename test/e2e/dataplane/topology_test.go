@@ -206,7 +206,7 @@ func service(name, clusterIPs string, proto model.Protocol, port int32, eps ...m
 		Policy:     &model.Policy{},
 		Ports: []*model.ServicePort{{
 			Protocol: proto, Port: port, Endpoints: eps,
-			Cluster: flowtest.Forward(eps...), External: flowtest.Forward(eps...),
+			Cluster: flowtest.Forward(eps...), External: flowtest.Forward(eps...), ShortCircuit: flowtest.Forward(eps...),
 		}},
 	}
 }
