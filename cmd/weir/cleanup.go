@@ -1,8 +1,11 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"os"
 
 	"github.com/spf13/cobra"
 
@@ -11,6 +14,70 @@ import (
 	"weir.dev/weir/internal/dataplane/nftables"
 )
 
+// kernelModes are the modes whose rules stay in the kernel after weir exits.
+var kernelModes = []string{"nftables", "iptables"}
+
+// kernelRules are one kernel mode's rules, for finding and removing them.
+type kernelRules interface {
+	Leftovers(ctx context.Context) (bool, error)
+	Cleanup(ctx context.Context) error
+	Close()
+}
+
+func kernelRulesOf(mode string) (kernelRules, error) {
+	opts := kernel.Options{DisableHealthCheck: true}
+	switch mode {
+	case "nftables":
+		return nftables.New(nftables.Options{Options: opts})
+	case "iptables":
+		return iptables.New(iptables.Options{Options: opts})
+	}
+	return nil, fmt.Errorf("%q is not a kernel mode", mode)
+}
+
+// removeRules removes one kernel mode's rules.
+func removeRules(ctx context.Context, mode string) error {
+	r, err := kernelRulesOf(mode)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	return r.Cleanup(ctx)
+}
+
+// cleanupOtherModes removes the rules that earlier runs in other kernel modes left, as
+// kube-proxy does at start: after a switch from iptables to nftables (or back) the old
+// mode's rules would otherwise keep catching traffic. It needs root; without it, or
+// without a mode's tools, that mode is not checked.
+func cleanupOtherModes(ctx context.Context, mode string, log *slog.Logger) {
+	if os.Geteuid() != 0 {
+		log.Debug("not root: the rules of other kernel modes are not checked")
+		return
+	}
+	for _, other := range kernelModes {
+		if other == mode {
+			continue
+		}
+		r, err := kernelRulesOf(other)
+		if err != nil {
+			log.Debug("kernel mode not checked for leftover rules", "mode", other, "err", err)
+			continue
+		}
+		found, err := r.Leftovers(ctx)
+		switch {
+		case err != nil:
+			log.Warn("could not check for rules left by another kernel mode", "mode", other, "err", err)
+		case found:
+			if err := r.Cleanup(ctx); err != nil {
+				log.Warn("could not remove the rules an earlier run left", "mode", other, "err", err)
+			} else {
+				log.Info("removed the rules an earlier run left in another kernel mode", "mode", other, "running_mode", mode)
+			}
+		}
+		r.Close()
+	}
+}
+
 func newCleanupCommand() *cobra.Command {
 	var mode string
 	cmd := &cobra.Command{
@@ -18,38 +85,26 @@ func newCleanupCommand() *cobra.Command {
 		Short: "Remove every kernel rule weir made (nftables tables, iptables chains)",
 		Long: `Remove the nftables tables ("ip weir", "ip6 weir") and the iptables chains (WEIR-*)
 that weir run --mode nftables|iptables programmed, leaving the kernel as weir found it.
-Run it after stopping weir, or to switch modes.`,
+Run it after stopping weir: in the kernel modes the rules keep serving after weir exits.
+(weir run removes the rules of the kernel modes it does not use when it starts.)`,
 		Example: `  weir cleanup
   weir cleanup --mode nftables`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var errs []error
-			if mode == "all" || mode == "nftables" {
-				p, err := nftables.New(nftables.Options{Options: kernel.Options{DisableHealthCheck: true}})
-				if err == nil {
-					err = p.Cleanup(cmd.Context())
-					p.Close()
-				}
-				if err != nil {
-					errs = append(errs, fmt.Errorf("nftables: %w", err))
-				} else {
-					fmt.Fprintln(cmd.OutOrStdout(), "nftables: removed weir's tables")
-				}
-			}
-			if mode == "all" || mode == "iptables" {
-				p, err := iptables.New(iptables.Options{Options: kernel.Options{DisableHealthCheck: true}})
-				if err == nil {
-					err = p.Cleanup(cmd.Context())
-					p.Close()
-				}
-				if err != nil {
-					errs = append(errs, fmt.Errorf("iptables: %w", err))
-				} else {
-					fmt.Fprintln(cmd.OutOrStdout(), "iptables: removed weir's chains")
-				}
-			}
 			if mode != "all" && mode != "nftables" && mode != "iptables" {
 				return fmt.Errorf("--mode %q: want all, nftables or iptables", mode)
+			}
+			var errs []error
+			for _, m := range kernelModes {
+				if mode != "all" && mode != m {
+					continue
+				}
+				if err := removeRules(cmd.Context(), m); err != nil {
+					errs = append(errs, fmt.Errorf("%s: %w", m, err))
+					continue
+				}
+				what := map[string]string{"nftables": "tables", "iptables": "chains"}[m]
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: removed weir's %s\n", m, what)
 			}
 			return errors.Join(errs...)
 		},

@@ -37,6 +37,7 @@ Edit the files under examples/quickstart while it runs: weir reloads them.`,
 			if len(f.configPaths) == 0 {
 				f.configPaths = []string{findQuickstart()}
 			}
+			f.cleanupOtherModes = true
 			if !cmd.Flags().Changed("dns-addr") {
 				f.dnsAddr = "127.0.0.1:5353"
 			}

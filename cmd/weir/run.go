@@ -9,6 +9,8 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"slices"
+	"sync"
 	"syscall"
 	"time"
 
@@ -70,7 +72,10 @@ type runFlags struct {
 	accessLog                  bool
 	h2c                        bool
 	gatewayLoops               bool
-	log                        logFlags
+	// cleanupOtherModes removes the rules of the kernel modes not in use at start; set
+	// by the commands, not by a flag (in-process tests leave the host's rules alone).
+	cleanupOtherModes bool
+	log               logFlags
 }
 
 func (f *runFlags) register(cmd *cobra.Command) {
@@ -137,6 +142,7 @@ with file, line, object and field, and the last good configuration stays in forc
 			if err != nil {
 				return err
 			}
+			f.cleanupOtherModes = true
 			return run(cmd.Context(), f, logger, nil)
 		},
 	}
@@ -222,6 +228,10 @@ func run(ctx context.Context, f runFlags, logger *slog.Logger, ready func(adminA
 	}
 	g.Go(func() error { return checker.Run(ctx) })
 	sections["health"] = func() any { return checker.Status() }
+	if f.cleanupOtherModes && f.mode != "none" {
+		// Not with --mode none: the gateway may run beside a node proxy on the same host.
+		cleanupOtherModes(ctx, f.mode, logger)
+	}
 	switch f.mode {
 	case "userspace":
 		proxy, err := userspace.New(userspace.Options{
@@ -341,15 +351,31 @@ func run(ctx context.Context, f runFlags, logger *slog.Logger, ready func(adminA
 	}
 
 	err = g.Wait()
+	shutdown(logger, f, shutdowns)
+	return err
+}
+
+// shutdown drains every data plane at once, within the drain timeout, and says what
+// stays behind: in the kernel modes, the rules keep serving after weir exits.
+func shutdown(logger *slog.Logger, f runFlags, shutdowns []func(context.Context) error) {
 	drainCtx, cancel := context.WithTimeout(context.Background(), f.drainTimeout)
 	defer cancel()
-	logger.Info("shutting down", "drain_timeout", f.drainTimeout)
-	for _, shutdown := range shutdowns {
-		if serr := shutdown(drainCtx); serr != nil {
-			logger.Warn("shutdown", "err", serr)
-		}
+	start := time.Now()
+	logger.Info("shutting down: draining connections (a second SIGINT or SIGTERM exits at once)", "drain_timeout", f.drainTimeout)
+	var wg sync.WaitGroup
+	for _, sd := range shutdowns {
+		wg.Go(func() {
+			if err := sd(drainCtx); err != nil {
+				logger.Warn("shutdown", "err", err)
+			}
+		})
 	}
-	return err
+	wg.Wait()
+	logger.Info("stopped", "drain_took", time.Since(start).Round(time.Millisecond))
+	if slices.Contains(kernelModes, f.mode) {
+		logger.Warn("the "+f.mode+" rules stay in the kernel and keep serving the Services with their last endpoints; remove them with `weir cleanup --mode "+f.mode+"`",
+			"mode", f.mode)
+	}
 }
 
 // dnsPlane hands Snapshots to the DNS server, so DNS answers change with the proxies.

@@ -183,6 +183,23 @@ func existingChains(ctx context.Context, rn Runner, table string) ([]string, err
 	return chains, nil
 }
 
+// Leftovers reports whether weir's chains exist (an earlier run in iptables mode left
+// them), for removing them when weir runs in another mode.
+func (p *Proxier) Leftovers(ctx context.Context) (bool, error) {
+	for _, fs := range p.fams {
+		for _, table := range []string{"filter", "nat"} {
+			chains, err := existingChains(ctx, fs.rn, table)
+			if err != nil {
+				return false, err
+			}
+			if len(chains) > 0 {
+				return true, nil
+			}
+		}
+	}
+	return false, nil
+}
+
 // Cleanup removes every rule and chain weir made.
 func (p *Proxier) Cleanup(ctx context.Context) error {
 	p.mu.Lock()

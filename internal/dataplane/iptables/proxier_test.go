@@ -250,8 +250,14 @@ func TestStartupReplacesAnEarlierRunAndCleanupRemovesAll(t *testing.T) {
 	if n := len(fx.v4.tables["nat"]["PREROUTING"]); n != 1 {
 		t.Errorf("PREROUTING has %d rules", n)
 	}
+	if found, err := fx.p.Leftovers(context.Background()); err != nil || !found {
+		t.Fatalf("Leftovers before Cleanup = %v, %v", found, err)
+	}
 	if err := fx.p.Cleanup(context.Background()); err != nil {
 		t.Fatal(err)
+	}
+	if found, err := fx.p.Leftovers(context.Background()); err != nil || found {
+		t.Fatalf("Leftovers after Cleanup = %v, %v", found, err)
 	}
 	for _, table := range []string{"nat", "filter"} {
 		after, _ := fx.v4.Save(context.Background(), table)

@@ -198,6 +198,19 @@ func (p *Proxier) Name() string { return "nftables" }
 // Close stops the health-check servers. The rules stay in place; Cleanup removes them.
 func (p *Proxier) Close() { p.syncs.Close() }
 
+// Leftovers reports whether weir's tables exist (an earlier run in nftables mode left
+// them), for removing them when weir runs in another mode.
+func (p *Proxier) Leftovers(ctx context.Context) (bool, error) {
+	for _, t := range p.tables {
+		if _, err := t.nft.List(ctx, "chains"); err == nil {
+			return true, nil
+		} else if !knftables.IsNotFound(err) {
+			return false, fmt.Errorf("list table %s %s: %w", t.f.nft, tableName, err)
+		}
+	}
+	return false, nil
+}
+
 // Cleanup deletes weir's tables. It works without a prior Sync, so that `weir cleanup`
 // can remove what an earlier run left.
 func (p *Proxier) Cleanup(ctx context.Context) error {

@@ -271,8 +271,14 @@ func TestStaleUDPConntrack(t *testing.T) {
 func TestCleanupRemovesTables(t *testing.T) {
 	fx := newFixture(t, kernel.Options{})
 	fx.sync(t, flowtest.Services()...)
+	if found, err := fx.p.Leftovers(context.Background()); err != nil || !found {
+		t.Fatalf("Leftovers before Cleanup = %v, %v", found, err)
+	}
 	if err := fx.p.Cleanup(context.Background()); err != nil {
 		t.Fatal(err)
+	}
+	if found, err := fx.p.Leftovers(context.Background()); err != nil || found {
+		t.Fatalf("Leftovers after Cleanup = %v, %v", found, err)
 	}
 	if d := fx.v4.Dump() + fx.v6.Dump(); d != "" {
 		t.Errorf("left behind:\n%s", d)

@@ -86,6 +86,20 @@ func (lp *tcpLoop) exit() {
 	}
 }
 
+// closeIdle closes the established connections that carried no byte for idleFor and
+// hold no bytes in transit, and returns how many.
+func (lp *tcpLoop) closeIdle(idleFor time.Duration) int {
+	n := 0
+	now := lp.now()
+	for c := range lp.conns {
+		if c.state == established && now-c.last >= idleFor && c.up.empty() && c.down.empty() {
+			c.close()
+			n++
+		}
+	}
+	return n
+}
+
 // now is the loop's clock (eventloop.Loop.Now).
 func (lp *tcpLoop) now() time.Duration { return lp.el.Now() }
 

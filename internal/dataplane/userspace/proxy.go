@@ -491,9 +491,18 @@ func (p *Proxy) background(sub *health.Subscription) {
 	}
 }
 
-// Shutdown stops accepting on every frontend, waits for open connections and flows
-// to finish until ctx ends or the drain timeout passes, then closes what is left. It
-// returns once every goroutine of the Proxy has returned.
+// Drain settings: connections idle for drainIdle are closed (checked every
+// drainIdleCheck); the drain logs its progress every drainProgress.
+const (
+	drainIdle      = 2 * time.Second
+	drainIdleCheck = 250 * time.Millisecond
+	drainProgress  = time.Second
+)
+
+// Shutdown stops accepting on every frontend, closes the TCP connections idle for
+// drainIdle (at once, then as others fall idle), waits for the others to finish until
+// ctx ends or the drain timeout passes, logging progress every second, then closes
+// what is left. It returns once every goroutine of the Proxy has returned.
 func (p *Proxy) Shutdown(ctx context.Context) error {
 	p.mu.Lock()
 	if p.closed {
@@ -512,13 +521,26 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, p.opts.DrainTimeout)
 	defer cancel()
+	start := time.Now()
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
+	idle := time.NewTicker(drainIdleCheck)
+	defer idle.Stop()
+	progress := time.NewTicker(drainProgress)
+	defer progress.Stop()
+	if n := p.open.Load(); n > 0 {
+		p.log.Info("draining: closing idle connections, waiting for the others", "open", n, "timeout", p.opts.DrainTimeout)
+		p.closeIdle(drainIdle)
+	}
 	var err error
 	for p.open.Load() > 0 && err == nil {
 		select {
 		case <-ctx.Done():
 			err = fmt.Errorf("userspace: drain: %d connections still open, closed: %w", p.open.Load(), ctx.Err())
+		case <-idle.C:
+			p.closeIdle(drainIdle)
+		case <-progress.C:
+			p.log.Info("draining", "open", p.open.Load(), "elapsed", time.Since(start).Round(time.Second))
 		case <-tick.C:
 		}
 	}
@@ -530,6 +552,24 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	}
 	p.wg.Wait()
 	return err
+}
+
+// closeIdle closes the established TCP connections that carried no byte for idleFor
+// and have nothing buffered, so that an idle connection (a pooled client connection,
+// a forgotten shell) does not hold the drain until its timeout.
+func (p *Proxy) closeIdle(idleFor time.Duration) {
+	var closed atomic.Int64
+	var wg sync.WaitGroup
+	for _, lp := range p.loops {
+		wg.Add(1)
+		if !lp.do(func() { closed.Add(int64(lp.closeIdle(idleFor))); wg.Done() }) {
+			wg.Done()
+		}
+	}
+	wg.Wait()
+	if n := closed.Load(); n > 0 {
+		p.log.Info("draining: closed idle connections", "closed", n, "idle_for", idleFor, "open", p.open.Load())
+	}
 }
 
 // Close shuts down at once, without draining.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"slices"
@@ -666,4 +667,62 @@ func TestHealthCheckedEndpointLeavesRotation(t *testing.T) {
 		}
 		return true
 	})
+}
+
+// TestShutdownClosesIdleFirst: an idle connection does not hold the drain. It is
+// closed once idle for drainIdle, while a busy one is served to its end, and Shutdown
+// returns when that one ends, long before the drain timeout; the drain logs progress.
+func TestShutdownClosesIdleFirst(t *testing.T) {
+	t.Parallel()
+	a := startTCPBackend(t, "a")
+	var logs lockedBuffer
+	p := newProxy(t, Options{DrainTimeout: 30 * time.Second, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	mustSync(t, p, snap(service("web", model.TCP, "127.0.11.9", 80, endpoints(a.addr))))
+	dial := func() (net.Conn, *bufio.Reader) {
+		c, err := net.Dial("tcp", "127.0.11.9:80")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		r := bufio.NewReader(c)
+		if _, err := r.ReadString('\n'); err != nil {
+			t.Fatal(err)
+		}
+		return c, r
+	}
+	idleConn, idleR := dial()
+	busy, busyR := dial()
+
+	start := time.Now()
+	done := make(chan error, 1)
+	go func() { done <- p.Shutdown(context.Background()) }()
+	// The busy connection talks every 100 ms for 3 s (beyond drainIdle), then ends.
+	for time.Since(start) < 3*time.Second {
+		fmt.Fprintf(busy, "busy\n")
+		_ = busy.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if got, err := busyR.ReadString('\n'); err != nil || got != "busy\n" {
+			t.Fatalf("busy connection during the drain, after %v: %q %v", time.Since(start), got, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	_ = idleConn.SetReadDeadline(time.Now().Add(time.Second))
+	if _, err := idleR.ReadString('\n'); err == nil || isTimeout(err) {
+		t.Fatalf("the idle connection is still open after %v: %v", time.Since(start), err)
+	}
+	busy.Close()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("Shutdown did not return after the busy connection ended")
+	}
+	took := time.Since(start)
+	for _, want := range []string{"draining: closing idle connections", "draining: closed idle connections", "msg=draining dataplane=userspace open="} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("no %q in the log:\n%s", want, logs.String())
+		}
+	}
+	t.Logf("drain with one idle and one busy connection took %v (timeout 30 s)", took.Round(10*time.Millisecond))
 }

@@ -218,6 +218,9 @@ type dir struct {
 	bytes    int64
 }
 
+// empty reports whether d holds no bytes read but not yet written.
+func (d *dir) empty() bool { return d.off == d.end && d.inPipe == 0 }
+
 // copyBufferSize is the loop's read buffer: a read that fills it switches its direction
 // to splice.
 const copyBufferSize = 16 << 10
