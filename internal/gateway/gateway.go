@@ -395,12 +395,9 @@ func (g *Gateway) openListener(addr string, proto model.ListenerProtocol, t *tab
 	if proto == model.ProtocolHTTPS {
 		l.certs.Store(certs)
 		srv.Protocols.SetHTTP2(true)
-		srv.TLSConfig = &tls.Config{
-			MinVersion: tls.VersionTLS12,
-			GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
-				return l.certs.Load().get(hello.ServerName)
-			},
-		}
+		srv.TLSConfig = serverTLS(func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+			return l.certs.Load().get(hello.ServerName)
+		})
 	} else if g.opts.H2C {
 		srv.Protocols.SetUnencryptedHTTP2(true)
 	}

@@ -266,7 +266,8 @@ func (g *Gateway) serve(ctx context.Context, w http.ResponseWriter, r *http.Requ
 // route gives a request its ID, normalises its path (router.NormalizeRequestPath: what
 // is matched is what is forwarded) and matches it to a rule of t, and returns the
 // request's state (into, when not nil, else a new one). Without a match it answers 404
-// itself (400 for a malformed path) and returns a nil state.
+// itself (400 for a malformed path, 421 for a Host that another listener than the TLS
+// server name's serves) and returns a nil state.
 func (g *Gateway) route(ctx context.Context, w http.ResponseWriter, r *http.Request, t *table, start time.Time, into *reqState) (*reqState, *model.RouteMatch) {
 	if r.Header.Get("X-Request-Id") == "" {
 		r.Header.Set("X-Request-Id", newRequestID())
@@ -277,7 +278,14 @@ func (g *Gateway) route(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		g.accessLog(r, sw.code, start, "", "", nil)
 		return nil, nil
 	}
-	res, ok := t.router.Match(r, router.Host(r))
+	host := router.Host(r)
+	if t.https && r.TLS != nil && misdirected(t.router, r.TLS.ServerName, host) {
+		sw := &statusWriter{ResponseWriter: w}
+		http.Error(sw, "misdirected request", http.StatusMisdirectedRequest)
+		g.accessLog(r, sw.code, start, "", "", nil)
+		return nil, nil
+	}
+	res, ok := t.router.Match(r, host)
 	var rr *ruleRuntime
 	if ok {
 		rr = t.rules[res.Match.Rule]

@@ -215,12 +215,9 @@ func (g *Gateway) terminateConn(c net.Conn, certs *certTable, hello []byte, r *p
 	if certs == nil {
 		return
 	}
-	tc := tls.Server(replayConn{r: io.MultiReader(bytes.NewReader(hello), c), Conn: c}, &tls.Config{
-		MinVersion: tls.VersionTLS12,
-		GetCertificate: func(h *tls.ClientHelloInfo) (*tls.Certificate, error) {
-			return certs.get(h.ServerName)
-		},
-	})
+	tc := tls.Server(replayConn{r: io.MultiReader(bytes.NewReader(hello), c), Conn: c}, serverTLS(func(h *tls.ClientHelloInfo) (*tls.Certificate, error) {
+		return certs.get(h.ServerName)
+	}))
 	// The read deadline set for the ClientHello bounds the whole handshake.
 	if err := tc.Handshake(); err != nil {
 		g.log.Debug("gateway: TLS handshake failed", "remote", c.RemoteAddr().String(), "err", err)

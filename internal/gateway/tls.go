@@ -7,8 +7,54 @@ import (
 	"fmt"
 	"strings"
 
+	"weir.dev/weir/internal/gateway/router"
 	"weir.dev/weir/internal/model"
 )
+
+// misdirected reports whether an HTTPS request's Host (host, as router.Host gives it)
+// is served by another section (Gateway listener) of its port than the TLS server name
+// it connected with: it is answered 421 Misdirected Request (RFC 9110 §15.5.20), as
+// Gateway API asks (HTTPRouteHTTPSListenerDetectMisdirectedRequests), so that a client
+// reusing a connection for another name (HTTP/2 coalescing) retries on a new one and
+// no request reaches a listener whose certificate and policy it did not negotiate. A
+// connection without a server name is never misdirected.
+func misdirected(t *router.Table, serverName, host string) bool {
+	if serverName == "" {
+		return false
+	}
+	sni := strings.ToLower(strings.TrimSuffix(serverName, "."))
+	if sni == host {
+		return false
+	}
+	return t.Section(sni) != t.Section(host)
+}
+
+// serverTLS is the TLS configuration of every listener that terminates TLS (HTTPS, and
+// TLS in mode Terminate), after Mozilla's "intermediate" profile (server side TLS
+// guidelines 5.7): TLS 1.2 and 1.3; in TLS 1.2 only ECDHE key exchange with AEAD
+// ciphers (AES-GCM, ChaCha20-Poly1305), so no CBC mode, no SHA-1 MAC and no static RSA
+// key exchange (Go's TLS has no finite-field DHE, which the profile also lists); the
+// TLS 1.3 suites are all AEAD and not configurable in Go; groups X25519MLKEM768,
+// X25519, P-256, P-384. get picks the certificate by SNI.
+func serverTLS(get func(*tls.ClientHelloInfo) (*tls.Certificate, error)) *tls.Config {
+	return &tls.Config{
+		MinVersion:       tls.VersionTLS12,
+		CipherSuites:     intermediateSuites,
+		CurvePreferences: []tls.CurveID{tls.X25519MLKEM768, tls.X25519, tls.CurveP256, tls.CurveP384},
+		GetCertificate:   get,
+	}
+}
+
+// intermediateSuites are the TLS 1.2 suites of the intermediate profile that Go
+// implements, in its order. HTTP/2 requires the first two (RFC 9113 §9.2.2).
+var intermediateSuites = []uint16{
+	tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+}
 
 // certTable selects a certificate by SNI (HTTPS listeners, and TLS listeners in mode
 // Terminate): an exact name of a certificate, then a wildcard name, then the
