@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -11,16 +12,23 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	weirv1alpha1 "weir.dev/weir/api/v1alpha1"
+	"weir.dev/weir/internal/model"
 )
 
 // lastAppliedAnnotation is kubectl's copy of the whole last applied object.
 const lastAppliedAnnotation = "kubectl.kubernetes.io/last-applied-configuration"
 
 // stripObject drops what weir never reads and what costs the most memory: managedFields
-// and kubectl's last-applied annotation. Tombstones pass through unchanged.
+// and kubectl's last-applied annotation; EndpointSlices and Services lose more
+// (slimEndpointSlice, slimService). Tombstones pass through unchanged.
 func stripObject(obj any) (any, error) {
-	if _, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+	switch o := obj.(type) {
+	case cache.DeletedFinalStateUnknown:
 		return obj, nil
+	case *discoveryv1.EndpointSlice:
+		return slimEndpointSlice(o), nil
+	case *corev1.Service:
+		return slimService(o), nil
 	}
 	m, err := meta.Accessor(obj)
 	if err != nil {
@@ -34,6 +42,50 @@ func stripObject(obj any) (any, error) {
 		}
 	}
 	return obj, nil
+}
+
+// slimEndpointSlice keeps what model.Translate reads of a slice: its name, the
+// kubernetes.io/service-name label, the weir.dev/weight annotation, the address type,
+// the ports, and per endpoint the addresses, conditions, hostname, node, zone and hints.
+// Endpoints' targetRef (the Pod) and deprecatedTopology go, and so does every other
+// label and annotation: at 100,000 endpoints the Pod references alone are tens of MB.
+func slimEndpointSlice(es *discoveryv1.EndpointSlice) *discoveryv1.EndpointSlice {
+	out := &discoveryv1.EndpointSlice{
+		TypeMeta: es.TypeMeta,
+		ObjectMeta: metav1.ObjectMeta{Namespace: es.Namespace, Name: es.Name, UID: es.UID,
+			ResourceVersion: es.ResourceVersion, Generation: es.Generation},
+		AddressType: es.AddressType,
+		Ports:       es.Ports,
+		Endpoints:   es.Endpoints,
+	}
+	if name, ok := es.Labels[discoveryv1.LabelServiceName]; ok {
+		out.Labels = map[string]string{discoveryv1.LabelServiceName: name}
+	}
+	if w, ok := es.Annotations[model.WeightAnnotation]; ok {
+		out.Annotations = map[string]string{model.WeightAnnotation: w}
+	}
+	for i := range out.Endpoints {
+		out.Endpoints[i].TargetRef = nil
+		out.Endpoints[i].DeprecatedTopology = nil
+	}
+	return out
+}
+
+// slimService drops from a Service what weir never reads: managedFields, the
+// last-applied annotation, its labels, the Pod selector (endpoints come from slices)
+// and the status conditions.
+func slimService(svc *corev1.Service) *corev1.Service {
+	svc.ManagedFields = nil
+	svc.Labels = nil
+	svc.Spec.Selector = nil
+	svc.Status.Conditions = nil
+	if ann := svc.Annotations; ann[lastAppliedAnnotation] != "" {
+		delete(ann, lastAppliedAnnotation)
+		if len(ann) == 0 {
+			svc.Annotations = nil
+		}
+	}
+	return svc
 }
 
 // stripSecret keeps only a TLS Secret's certificate, key and CA bundle.

@@ -1,0 +1,65 @@
+package kube
+
+import (
+	"reflect"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	"weir.dev/weir/internal/model"
+)
+
+// TestSlimObjectsTranslateAlike: the slimmed Service and EndpointSlice give the same
+// Snapshot as the objects the API server sent, and what was dropped is gone.
+func TestSlimObjectsTranslateAlike(t *testing.T) {
+	full := func() (*corev1.Service, *discoveryv1.EndpointSlice) {
+		svc := &corev1.Service{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "web", Labels: map[string]string{"app": "web"},
+				Annotations: map[string]string{corev1.AnnotationTopologyMode: "Auto", lastAppliedAnnotation: "{}",
+					corev1.AnnotationLoadBalancerSourceRangesKey: "10.0.0.0/8"},
+				ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubectl"}}},
+			Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, ClusterIP: "10.96.0.1", ClusterIPs: []string{"10.96.0.1"},
+				Selector: map[string]string{"app": "web"},
+				Ports:    []corev1.ServicePort{{Name: "http", Protocol: corev1.ProtocolTCP, Port: 80, NodePort: 30080}}},
+			Status: corev1.ServiceStatus{LoadBalancer: corev1.LoadBalancerStatus{Ingress: []corev1.LoadBalancerIngress{{IP: "192.0.2.1"}}},
+				Conditions: []metav1.Condition{{Type: "x"}}},
+		}
+		es := &discoveryv1.EndpointSlice{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "web-abc",
+				Labels:      map[string]string{discoveryv1.LabelServiceName: "web", discoveryv1.LabelManagedBy: "endpointslice-controller.k8s.io"},
+				Annotations: map[string]string{model.WeightAnnotation: "3", "endpoints.kubernetes.io/last-change-trigger-time": "2026-01-01T00:00:00Z"}},
+			AddressType: discoveryv1.AddressTypeIPv4,
+			Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("http"), Port: ptr.To[int32](8080), Protocol: ptr.To(corev1.ProtocolTCP)}},
+			Endpoints: []discoveryv1.Endpoint{{Addresses: []string{"10.1.0.1"}, Hostname: ptr.To("web-0"), NodeName: ptr.To("node-a"), Zone: ptr.To("z1"),
+				Conditions:         discoveryv1.EndpointConditions{Ready: ptr.To(true)},
+				Hints:              &discoveryv1.EndpointHints{ForZones: []discoveryv1.ForZone{{Name: "z1"}}},
+				TargetRef:          &corev1.ObjectReference{Kind: "Pod", Namespace: "ns", Name: "web-0", UID: "u"},
+				DeprecatedTopology: map[string]string{"a": "b"}}},
+		}
+		return svc, es
+	}
+	node := model.Node{Name: "node-a", Zone: "z1"}
+	svc, es := full()
+	want := model.Translate(&model.Objects{Services: []*corev1.Service{svc}, EndpointSlices: []*discoveryv1.EndpointSlice{es}}, node)
+	svc, es = full()
+	s, err := stripObject(svc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := stripObject(es)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slimSvc, slimES := s.(*corev1.Service), e.(*discoveryv1.EndpointSlice)
+	got := model.Translate(&model.Objects{Services: []*corev1.Service{slimSvc}, EndpointSlices: []*discoveryv1.EndpointSlice{slimES}}, node)
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("slim objects translate differently:\n got %+v\nwant %+v", got.Services[0], want.Services[0])
+	}
+	if slimES.Endpoints[0].TargetRef != nil || len(slimES.Labels) != 1 || len(slimES.Annotations) != 1 ||
+		slimSvc.Spec.Selector != nil || slimSvc.ManagedFields != nil || slimSvc.Annotations[lastAppliedAnnotation] != "" {
+		t.Fatalf("not slimmed: %+v %+v", slimSvc.ObjectMeta, slimES.ObjectMeta)
+	}
+}
