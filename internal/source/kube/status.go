@@ -11,6 +11,7 @@ import (
 
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -127,6 +128,9 @@ func (s *Source) runStatus(ctx context.Context) {
 		return
 	}
 	for ctx.Err() == nil {
+		if !s.waitLeaseNamespace(ctx) {
+			return
+		}
 		le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
 			Lock:            lock,
 			LeaseDuration:   so.LeaseDuration,
@@ -148,6 +152,39 @@ func (s *Source) runStatus(ctx context.Context) {
 		case <-ctx.Done():
 		case <-time.After(so.RetryPeriod):
 		}
+	}
+}
+
+// waitLeaseNamespace returns once the Lease's namespace exists (true) or ctx ends
+// (false). While it is missing, leader election could only fail every RetryPeriod, so
+// status write-back is off: that is said once, and the namespace is looked for again
+// with a backoff (RetryPeriod doubling up to 5 min). When the namespace cannot be read (no
+// right to get it), the election runs and reports for itself.
+func (s *Source) waitLeaseNamespace(ctx context.Context) bool {
+	ns := s.opts.Status.LeaseNamespace
+	wait, said := s.opts.Status.RetryPeriod, false
+	for {
+		_, err := s.clients.Kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+		if ctx.Err() != nil {
+			return false
+		}
+		if !apierrors.IsNotFound(err) {
+			if said {
+				s.log.Info("status write-back on: the Lease namespace exists", "namespace", ns)
+			}
+			return true
+		}
+		if !said {
+			s.log.Warn("status write-back off until the Lease namespace exists (create it, e.g. with deploy/base); looking again with a backoff",
+				"namespace", ns, "lease", ns+"/"+s.opts.Status.LeaseName)
+			said = true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 5*time.Minute)
 	}
 }
 

@@ -2,6 +2,8 @@ package kube
 
 import (
 	"context"
+	"log/slog"
+	"sync"
 	"testing"
 	"time"
 
@@ -144,6 +146,9 @@ func TestWriteStatusWritesOnlyChanges(t *testing.T) {
 		Spec:       networkingv1.IngressSpec{IngressClassName: ptr.To("weir")}}, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "weir-system"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err) // the Lease's namespace
+	}
 	st := store.New()
 	computed := make(chan struct{}, 100)
 	so := &StatusOptions{Addresses: []string{"192.0.2.1"}}
@@ -272,4 +277,64 @@ func TestModelStatuses(t *testing.T) {
 	if _, ok := st.Ingresses[key("default", "nginx")]; ok {
 		t.Error("another controller's Ingress got a status")
 	}
+}
+
+// TestLeaseNamespaceMissing: without the Lease's namespace, status write-back is off
+// and said so once (not on every retry), and it starts when the namespace appears.
+func TestLeaseNamespaceMissing(t *testing.T) {
+	clients, kube, _ := fakeClients(t, false, false)
+	logs := &countingHandler{}
+	so := &StatusOptions{RetryPeriod: 5 * time.Millisecond}
+	if err := so.setDefaults(); err != nil {
+		t.Fatal(err)
+	}
+	src, err := New(Options{Clients: clients, Store: store.New(), Status: so, Logger: slog.New(logs)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan bool, 1)
+	go func() { done <- src.waitLeaseNamespace(ctx) }()
+	time.Sleep(200 * time.Millisecond) // ≥ 5 tries at 5, 10, 20, 40, 80 ms
+	if n := logs.count(slog.LevelWarn); n != 1 {
+		t.Fatalf("%d warnings while the namespace is missing, want 1", n)
+	}
+	if _, err := kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "weir-system"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case ok := <-done:
+		if !ok {
+			t.Fatal("waitLeaseNamespace gave up")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the namespace appeared but write-back did not start")
+	}
+}
+
+type countingHandler struct {
+	mu     sync.Mutex
+	levels []slog.Level
+}
+
+func (h *countingHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *countingHandler) Handle(_ context.Context, r slog.Record) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.levels = append(h.levels, r.Level)
+	return nil
+}
+func (h *countingHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *countingHandler) WithGroup(string) slog.Handler      { return h }
+func (h *countingHandler) count(l slog.Level) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	for _, v := range h.levels {
+		if v == l {
+			n++
+		}
+	}
+	return n
 }
