@@ -427,7 +427,13 @@ func (p *Proxier) syncFull(ctx context.Context, snap *model.Snapshot) (err error
 		}
 	}
 	for ti, t := range p.tables {
-		t.owners, t.refs = make(map[string]model.ServiceKey, elements), map[string]int{}
+		// Only the first table is sized ahead: most clusters have one family, and a
+		// map sized for 100,000 elements that stays empty still holds ~12 MB.
+		size := 0
+		if ti == 0 {
+			size = elements
+		}
+		t.owners, t.refs = make(map[string]model.ServiceKey, size), map[string]int{}
 		if script := outs[ti].script; script != nil {
 			shared := map[string]bool{}
 			for _, e := range entries {
