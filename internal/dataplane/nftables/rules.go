@@ -349,7 +349,13 @@ func (bd *builder) build(f ipFamily, svc *model.Service) *serviceObjects {
 	frontends := len(clusterIPs) + len(externalIPs) + len(lbIPs)
 	n := len(clusterIPs)
 	for _, sp := range svc.Ports {
-		n += (frontends+1)*(1+max(len(sp.Cluster.Endpoints), len(sp.External.Endpoints))) + len(lbIPs)
+		fe := frontends
+		if sp.NodePort != 0 && frontends > 0 {
+			fe++
+		}
+		if fe > 0 {
+			n += fe*(1+max(len(sp.Cluster.Endpoints), len(sp.External.Endpoints))) + len(lbIPs)
+		}
 	}
 	o.elements = make([]element, 0, n)
 	for _, a := range clusterIPs {
