@@ -9,6 +9,7 @@
 #   sudo bench/scale.sh                          # N = 1000,10000, 3 rounds × 5 changes
 #   N=1000 ROUNDS=1 sudo bench/scale.sh
 #   JSON=/tmp/scale.json sudo bench/scale.sh     # every sample
+#   WORK=/var/tmp/weir-scale sudo bench/scale.sh # keep etcd (the objects) and logs for the next run
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-1000,10000}
@@ -26,10 +27,15 @@ go build -o "$work/kubescale" ./bench/cmd/kubescale
 ip netns add "$ns"
 ip netns exec "$ns" ip link set lo up
 # A node address that is not loopback, for node ports and kube-proxy's node IP.
-ip netns exec "$ns" ip link add weir-dummy type dummy
-ip netns exec "$ns" ip addr add 10.250.0.1/24 dev weir-dummy
-ip netns exec "$ns" ip link set weir-dummy up
+ip netns exec "$ns" ip link add weir0 type veth peer name weir1
+ip netns exec "$ns" ip addr add 10.250.0.1/24 dev weir0
+ip netns exec "$ns" ip link set weir0 up
+ip netns exec "$ns" ip link set weir1 up
 args=(-weir "$work/weir" -n "$N" -rounds "$ROUNDS" -changes "$CHANGES")
+if [[ -n "${WORK:-}" ]]; then
+	mkdir -p "$WORK"
+	args+=(-work "$WORK")
+fi
 [[ -n "${JSON:-}" ]] && args+=(-json "$JSON")
 [[ -n "${KUBE_PROXY:-}" ]] && args+=(-kube-proxy "$KUBE_PROXY")
 WEIR_SCALE_NETNS="$ns" timeout "${TIMEOUT:-3600}" ip netns exec "$ns" "$work/kubescale" "${args[@]}"

@@ -79,7 +79,7 @@ func main() {
 	flag.StringVar(&c.weir, "weir", "", "weir binary (required)")
 	flag.StringVar(&c.kubeProxy, "kube-proxy", filepath.Join(controlplane.BinDir(), "kube-proxy"), "kube-proxy binary; skipped when absent")
 	flag.BoolVar(&c.dns, "dns", true, "run weir with cluster DNS (--dns-addr) as the DaemonSet does; the gateway always runs")
-	flag.StringVar(&c.work, "work", "", "working directory (default: a new temporary one, removed at the end)")
+	flag.StringVar(&c.work, "work", "", "working directory, kept: etcd's data (the objects, reused by the next run), logs (default: a new temporary one, removed at the end)")
 	flag.StringVar(&c.jsonOut, "json", "", "write every sample to this JSON file")
 	flag.Uint64Var(&c.seed, "seed", 1, "seed of the changed Services")
 	flag.DurationVar(&c.timeout, "sync-timeout", 5*time.Minute, "give up on a proxy that is not synced after this long")
@@ -246,6 +246,15 @@ func benchObjects(i int) (*corev1.Service, *discoveryv1.EndpointSlice) {
 
 // createServices creates Services [from, to) with their slices, 32 requests at a time.
 func createServices(ctx context.Context, cs kubernetes.Interface, from, to int) error {
+	// A kept working directory (-work) has the objects of an earlier run in its etcd.
+	have := map[string]bool{}
+	list, err := cs.CoreV1().Services(namespace).List(ctx, metav1.ListOptions{ResourceVersion: "0"})
+	if err != nil {
+		return fmt.Errorf("list Services: %w", err)
+	}
+	for _, svc := range list.Items {
+		have[svc.Name] = true
+	}
 	work := make(chan int)
 	var (
 		mu    sync.Mutex
@@ -274,7 +283,9 @@ func createServices(ctx context.Context, cs kubernetes.Interface, from, to int) 
 		})
 	}
 	for i := from; i < to; i++ {
-		work <- i
+		if !have[fmt.Sprintf("svc-%05d", i)] {
+			work <- i
+		}
 	}
 	close(work)
 	wg.Wait()
