@@ -36,6 +36,8 @@ func TestWithDefaults(t *testing.T) {
 		{name: "set", in: kernel.Options{MasqueradeMark: 0x10, IPFamilies: []kernel.Family{kernel.IPv6}, Conntrack: ct},
 			mark: 0x10, families: []kernel.Family{kernel.IPv6}, ct: ct},
 		{name: "unknown family", in: kernel.Options{IPFamilies: []kernel.Family{kernel.IPv4, "IPv5"}}, err: `unknown IP family "IPv5"`},
+		{name: "detect-local-mode without its interface", in: kernel.Options{Proxy: model.ProxyConfig{DetectLocal: model.DetectLocal{Mode: model.LocalModeBridgeInterface}}},
+			err: "--pod-bridge-interface"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
