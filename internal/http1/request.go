@@ -126,10 +126,11 @@ func ParseRequest(head []byte, remoteAddr string, bufs *RequestBuffers) (sr Requ
 		if colon <= 0 {
 			return sr, false
 		}
-		k, v := line[:colon], textproto.TrimString(line[colon+1:])
-		if !httpguts.ValidHeaderFieldName(k) || !httpguts.ValidHeaderFieldValue(v) {
+		k, v := line[:colon], line[colon+1:]
+		if !httpguts.ValidHeaderFieldName(k) || !httpguts.ValidHeaderFieldValue(v) { // before trimming: a CR is no space here
 			return sr, false
 		}
+		v = textproto.TrimString(v)
 		k = http.CanonicalHeaderKey(k)
 		switch k {
 		case "Host":

@@ -198,3 +198,6 @@ func asciiEqualFold(b []byte, s string) bool {
 	}
 	return true
 }
+
+// validTokenByte reports whether c may be part of a token (RFC 9110, section 5.6.2).
+func validTokenByte(c byte) bool { return httpguts.IsTokenRune(rune(c)) }
