@@ -27,6 +27,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"weir.dev/weir/internal/gateway/router"
+	"weir.dev/weir/internal/http1"
 	"weir.dev/weir/internal/model"
 )
 
@@ -412,6 +413,9 @@ func (g *Gateway) openListener(addr string, proto model.ListenerProtocol, t *tab
 		case ll != nil:
 			l.loops, served = ll, handoff
 		}
+		// weir's framing rules on every request net/http reads (the loops apply
+		// them by handing such requests over).
+		served = http1.GuardListener(served, g.opts.MaxHeaderBytes+4096)
 	}
 	g.wg.Go(func() {
 		var err error

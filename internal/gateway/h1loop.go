@@ -824,7 +824,7 @@ func (x *exchange) onHead(u *upConn, end int) {
 			return
 		}
 		u.informational++
-		if u.informational > 5 {
+		if u.informational > http1.MaxInformational {
 			x.tryFailed(errors.New("too many informational responses"), false)
 			return
 		}
@@ -1359,14 +1359,12 @@ func (u *upConn) pump() {
 // onData looks for a response head in what was read.
 func (u *upConn) onData() {
 	x := u.x
-	end, bad := http1.HeadEnd(u.in)
+	end := http1.LineHeadEnd(u.in) // bare LF taken, as net/http's client does
 	switch {
-	case bad:
-		x.tryFailed(errors.New("malformed HTTP response from backend"), false)
+	case end > http1.MaxResponseHead || (end == 0 && len(u.in) > http1.MaxResponseHead):
+		x.tryFailed(errors.New("backend response head too large"), false)
 	case end > 0:
 		x.onHead(u, end)
-	case len(u.in) > 64<<10:
-		x.tryFailed(errors.New("backend response head too large"), false)
 	}
 }
 

@@ -25,7 +25,6 @@ import (
 // checks a counter after a path has run. The cases that found a bug say which (the
 // `was` fields; line numbers at d76b38d): each failed before its fix.
 
-
 // reviewPattern is the byte at offset i of a large body.
 func reviewPattern(i int) byte { return "0123456789abcdef"[i%16] }
 

@@ -383,7 +383,7 @@ func (g *Gateway) serveRule(w *statusWriter, r *http.Request, m *model.RouteMatc
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	g.proxy.ServeHTTP(w, r.WithContext(ctx))
+	g.proxy.ServeHTTP(w, r.WithContext(limitInformational(ctx)))
 }
 
 // admit takes a request through its rule up to the upstream: rate limit, CORS

@@ -17,6 +17,7 @@ import (
 
 	"weir.dev/weir/internal/balance"
 	"weir.dev/weir/internal/health"
+	"weir.dev/weir/internal/http1"
 	"weir.dev/weir/internal/model"
 )
 
@@ -338,13 +339,16 @@ func newUpstream(g *Gateway) *upstream {
 		ForceAttemptHTTP2:   false,
 		WriteBufferSize:     16 << 10,
 		ReadBufferSize:      16 << 10,
+		// One bound on response heads on every path (the loops: http1.MaxResponseHead).
+		MaxResponseHeaderBytes: http1.MaxResponseHead,
 	}
 	u.h2c = &http.Transport{
-		DialContext:         u.dial,
-		MaxIdleConns:        1024,
-		MaxIdleConnsPerHost: 64,
-		IdleConnTimeout:     90 * time.Second,
-		DisableCompression:  true,
+		DialContext:            u.dial,
+		MaxIdleConns:           1024,
+		MaxIdleConnsPerHost:    64,
+		IdleConnTimeout:        90 * time.Second,
+		DisableCompression:     true,
+		MaxResponseHeaderBytes: http1.MaxResponseHead,
 	}
 	u.h2c.Protocols = new(http.Protocols)
 	u.h2c.Protocols.SetUnencryptedHTTP2(true)

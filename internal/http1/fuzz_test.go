@@ -419,11 +419,9 @@ func chunkException(data []byte) bool {
 	if end < 0 {
 		return false
 	}
-	for line := range bytes.SplitSeq(trailer[:end+2], []byte("\n")) {
-		if len(line) == 0 {
-			continue
-		}
-		if line[len(line)-1] != '\r' || line[0] == ' ' || line[0] == '\t' {
+	lines := bytes.Split(trailer[:end+2], []byte("\n"))
+	for _, line := range lines[:len(lines)-1] { // the last is what follows the last LF
+		if len(line) == 0 || line[len(line)-1] != '\r' || line[0] == ' ' || line[0] == '\t' {
 			return true // bare LF, or folded
 		}
 		k, _, _ := bytes.Cut(line, []byte(":"))

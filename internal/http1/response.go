@@ -9,6 +9,15 @@ import (
 	"golang.org/x/net/http/httpguts"
 )
 
+// MaxResponseHead bounds a response head (informational ones each on their own), as
+// weir's upstream clients read it: the event loops and http.Transport's
+// MaxResponseHeaderBytes.
+const MaxResponseHead = 64 << 10
+
+// MaxInformational is how many informational (1xx) responses may come before the final
+// one; one more fails the exchange.
+const MaxInformational = 5
+
 // Framing is how a response body ends (RFC 9112, section 6.3).
 type Framing uint8
 
@@ -61,6 +70,9 @@ type ResponseHead struct {
 // finds what ParseResponse would, without building a header map; ok is false for
 // any other head, which then takes ParseResponse.
 func ScanResponse(head []byte, isHEAD bool) (h ResponseHead, ok bool) {
+	if end, bad := HeadEnd(head); bad || end != len(head) {
+		return h, false // a bare LF, or not one head
+	}
 	eol := bytes.Index(head, crlf)
 	if eol < len("HTTP/1.1 200") {
 		return h, false

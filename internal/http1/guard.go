@@ -1,0 +1,204 @@
+package http1
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+)
+
+// refusedHead is what a guarded connection gives net/http's server in place of a
+// request head CheckRequestFraming refuses: a request line net/http cannot parse, which
+// it answers "400 Bad Request" with Connection: close, in its turn (after the answers to
+// the requests before it), like any malformed request.
+const refusedHead = "refused-request-framing\r\n\r\n"
+
+// ErrBadRequestBody is the read error of a guarded connection at a chunked request
+// body that ChunkScanner refuses.
+var ErrBadRequestBody = errors.New("malformed chunked request body")
+
+// Guard follows the requests a client sends on a connection net/http's server reads,
+// and applies weir's framing rules (CheckRequestFraming) to each request head before
+// net/http sees it: a refused head reaches net/http as a malformed request, which it
+// answers 400 and closes. It delimits heads and bodies as net/http does — each head is
+// parsed by http.ReadRequest itself, bodies are followed by their Content-Length or by
+// ChunkScanner — so its idea of where a request starts is net/http's. A head it cannot
+// delimit (longer than maxHead, or one net/http refuses) and everything after an
+// upgrade, CONNECT or an HTTP/2 preface is passed through unread.
+type Guard struct {
+	net.Conn
+	maxHead int
+	buf     []byte // read from Conn; buf[:ready] is checked and may be given out
+	ready   int
+	state   uint8
+	left    int64 // guardLength: body bytes still to come
+	chunks  ChunkScanner
+	err     error // returned once buf[:ready] is given out
+}
+
+const (
+	guardHead uint8 = iota
+	guardLength
+	guardChunked
+	guardPass
+	guardRefused
+)
+
+// NewGuard guards c; maxHead bounds the head it waits for (net/http's own bound is
+// Server.MaxHeaderBytes plus 4096).
+func NewGuard(c net.Conn, maxHead int) *Guard {
+	return &Guard{Conn: c, maxHead: maxHead}
+}
+
+// Read gives out what the client sent once it is checked.
+func (g *Guard) Read(p []byte) (int, error) {
+	for {
+		if g.ready > 0 {
+			n := copy(p, g.buf[:g.ready])
+			g.buf = g.buf[:copy(g.buf, g.buf[n:])]
+			g.ready -= n
+			return n, nil
+		}
+		if g.err != nil {
+			return 0, g.err
+		}
+		if len(g.buf) > 0 && g.advance() {
+			continue
+		}
+		if g.state == guardPass && len(g.buf) == 0 {
+			return g.Conn.Read(p) // no copy once nothing is checked
+		}
+		if cap(g.buf)-len(g.buf) < 4096 {
+			g.buf = append(g.buf, make([]byte, 4096)...)[:len(g.buf)]
+		}
+		n, err := g.Conn.Read(g.buf[len(g.buf):cap(g.buf)])
+		g.buf = g.buf[:len(g.buf)+n]
+		var ne net.Error
+		if err != nil && n == 0 && errors.As(err, &ne) && ne.Timeout() {
+			// A deadline: net/http's server sets a past one to stop its background
+			// read, then reads on.
+			return 0, err
+		}
+		if err != nil {
+			// What came before the error goes out as it is: net/http reads it with
+			// the error, as from an unguarded connection.
+			g.ready, g.err = len(g.buf), err
+			if g.state == guardRefused {
+				g.ready = 0
+			}
+		}
+	}
+}
+
+// advance checks what it can of the unchecked bytes; false when it needs more.
+func (g *Guard) advance() bool {
+	start := g.ready
+	for g.ready < len(g.buf) && g.err == nil {
+		rest := g.buf[g.ready:]
+		switch g.state {
+		case guardPass:
+			g.ready = len(g.buf)
+		case guardRefused:
+			g.buf = g.buf[:g.ready] // the client's bytes go nowhere
+		case guardLength:
+			take := min(int64(len(rest)), g.left)
+			g.ready += int(take)
+			if g.left -= take; g.left == 0 {
+				g.state = guardHead
+			}
+		case guardChunked:
+			n, end, err := g.chunks.Scan(rest)
+			g.ready += n
+			switch {
+			case err != nil:
+				g.err = ErrBadRequestBody
+			case end:
+				g.state = guardHead
+			}
+		case guardHead:
+			end := LineHeadEnd(rest)
+			if end == 0 {
+				if len(rest) > g.maxHead {
+					g.state = guardPass // net/http answers 431
+					continue
+				}
+				return g.ready > start
+			}
+			g.head(rest[:end])
+		}
+	}
+	return g.ready > start || g.err != nil
+}
+
+// head checks one complete request head, the first bytes of g.buf[g.ready:].
+func (g *Guard) head(head []byte) {
+	if err := CheckRequestFraming(head); err != nil {
+		g.buf = append(g.buf[:g.ready], refusedHead...)
+		g.ready = len(g.buf)
+		g.state = guardRefused
+		g.err = io.EOF
+		return
+	}
+	g.ready += len(head)
+	req, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(head)))
+	switch {
+	case err != nil, req.ProtoMajor != 1, req.Method == http.MethodConnect, req.Header.Get("Upgrade") != "":
+		// net/http refuses it, or what follows may not be HTTP/1 requests.
+		g.state = guardPass
+	case len(req.TransferEncoding) > 0:
+		g.state, g.chunks = guardChunked, ChunkScanner{}
+	case req.ContentLength > 0:
+		g.state, g.left = guardLength, req.ContentLength
+	default:
+		g.state = guardHead
+	}
+}
+
+// LineHeadEnd finds the end of a head as net/http's line reader finds it: lines end in
+// LF (a CR before it is dropped), the head with the first empty line after the start
+// line. 0: not all of it is there. (HeadEnd is the strict form: CRLF only.)
+func LineHeadEnd(b []byte) int {
+	first := true
+	for i := 0; i < len(b); {
+		j := bytes.IndexByte(b[i:], '\n')
+		if j < 0 {
+			return 0
+		}
+		line := b[i : i+j]
+		i += j + 1
+		if !first && (len(line) == 0 || (len(line) == 1 && line[0] == '\r')) {
+			return i
+		}
+		first = false
+	}
+	return 0
+}
+
+// CloseWrite half-closes the connection when it can, for net/http's server after an
+// error answer, as on a *net.TCPConn.
+func (g *Guard) CloseWrite() error {
+	if cw, ok := g.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
+// GuardListener guards every connection l accepts (NewGuard).
+func GuardListener(l net.Listener, maxHead int) net.Listener {
+	return &guardListener{Listener: l, maxHead: maxHead}
+}
+
+type guardListener struct {
+	net.Listener
+	maxHead int
+}
+
+func (l *guardListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return NewGuard(c, l.maxHead), nil
+}
