@@ -36,6 +36,8 @@ type Guard struct {
 	left    int64 // guardLength: body bytes still to come
 	chunks  ChunkScanner
 	err     error // returned once buf[:ready] is given out
+	rd      bytes.Reader
+	br      *bufio.Reader // reads a head for http.ReadRequest
 }
 
 const (
@@ -142,7 +144,13 @@ func (g *Guard) head(head []byte) {
 		return
 	}
 	g.ready += len(head)
-	req, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(head)))
+	g.rd.Reset(head)
+	if g.br == nil {
+		g.br = bufio.NewReaderSize(&g.rd, 512)
+	} else {
+		g.br.Reset(&g.rd)
+	}
+	req, err := http.ReadRequest(g.br)
 	switch {
 	case err != nil, req.ProtoMajor != 1, req.Method == http.MethodConnect, req.Header.Get("Upgrade") != "":
 		// net/http refuses it, or what follows may not be HTTP/1 requests.
