@@ -301,7 +301,11 @@ type ObjectStatus struct {
 
 // ListenerStatus is the status of one Gateway listener.
 type ListenerStatus struct {
-	Name           string
+	Name string
+	// SupportedKinds are the route kinds the listener serves: the valid ones of
+	// allowedRoutes.kinds, or every kind its protocol serves; empty for an unsupported
+	// protocol.
+	SupportedKinds []gatewayv1.RouteGroupKind
 	AttachedRoutes int32
 	Conditions     []metav1.Condition
 }

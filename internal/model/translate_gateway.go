@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"regexp"
 	"slices"
 	"strconv"
@@ -57,7 +58,11 @@ type gwGateway struct {
 
 type gwListener struct {
 	spec     gatewayv1.Listener
-	section  *Section // nil when the listener is not valid
+	hostname string
+	// accepted: the listener takes routes (and counts them); section is nil when it is
+	// not served (not accepted, a broken reference, or its Gateway not programmed).
+	accepted bool
+	section  *Section
 	protocol ListenerProtocol
 	status   *ListenerStatus
 	// from is allowedRoutes.namespaces.from (default Same); selector is its parsed
@@ -121,21 +126,17 @@ func (t *gwTranslator) gateways() {
 			continue
 		}
 		g := &gwGateway{obj: gw}
-		host := ""
-		for _, a := range gw.Spec.Addresses {
-			if a.Type == nil || *a.Type == gatewayv1.IPAddressType {
-				host = a.Value
-				break
-			}
-		}
+		host, gwProblem := gatewayAddress(gw)
+		// A Gateway that is not accepted, or whose address weir cannot use, serves
+		// nothing; its listeners still get their own status.
+		serve := gwProblem == nil
 		st := ObjectStatus{Kind: "Gateway", Namespace: gw.Namespace, Name: gw.Name}
-		allValid := true
+		listenersNotValid := false
 		for _, l := range gw.Spec.Listeners {
 			gl := &gwListener{spec: l}
 			ls := ListenerStatus{Name: string(l.Name)}
-			hostname := ""
 			if l.Hostname != nil {
-				hostname = string(*l.Hostname)
+				gl.hostname = string(*l.Hostname)
 			}
 			var conds []metav1.Condition
 			fail := func(ct, reason, msg string) {
@@ -158,7 +159,10 @@ func (t *gwTranslator) gateways() {
 				valid = false
 				fail(string(gatewayv1.ListenerConditionAccepted), string(gatewayv1.ListenerReasonUnsupportedProtocol), fmt.Sprintf("protocol %s is not supported", l.Protocol))
 			}
+			ls.SupportedKinds = []gatewayv1.RouteGroupKind{}
+			var invalidKinds []string
 			if valid {
+				ls.SupportedKinds, invalidKinds = supportedKinds(l, gl.protocol)
 				var err error
 				gl.from, gl.selector, err = allowedNamespaces(l)
 				if err != nil {
@@ -167,23 +171,26 @@ func (t *gwTranslator) gateways() {
 				}
 			}
 			addr := net.JoinHostPort(host, strconv.Itoa(int(l.Port)))
-			if valid {
+			if valid && serve {
 				c := claims[addr]
 				switch {
 				case c == nil:
-					claims[addr] = &claim{protocol: gl.protocol, hostnames: map[string]bool{hostname: true}}
+					claims[addr] = &claim{protocol: gl.protocol, hostnames: map[string]bool{gl.hostname: true}}
 				case c.protocol != gl.protocol:
 					valid = false
 					conds = append(conds, cond(string(gatewayv1.ListenerConditionConflicted), true, string(gatewayv1.ListenerReasonProtocolConflict),
 						fmt.Sprintf("port %d already serves %s", l.Port, c.protocol), gw.Generation))
-				case c.hostnames[hostname]:
+				case c.hostnames[gl.hostname]:
 					valid = false
 					conds = append(conds, cond(string(gatewayv1.ListenerConditionConflicted), true, string(gatewayv1.ListenerReasonHostnameConflict),
-						fmt.Sprintf("port %d already serves hostname %q", l.Port, hostname), gw.Generation))
+						fmt.Sprintf("port %d already serves hostname %q", l.Port, gl.hostname), gw.Generation))
 				default:
-					c.hostnames[hostname] = true
+					c.hostnames[gl.hostname] = true
 				}
 			}
+			// An accepted listener takes routes (and counts them in attachedRoutes) even
+			// when a reference is broken; it is served only when every reference resolves
+			// and it has a kind of route to serve.
 			var certs []Certificate
 			refsOK := true
 			if valid && terminate {
@@ -194,14 +201,24 @@ func (t *gwTranslator) gateways() {
 					fail(string(gatewayv1.ListenerConditionResolvedRefs), reason, msg)
 				}
 			}
-			if valid && !t.validKinds(l, gl.protocol) {
-				refsOK = false
-				fail(string(gatewayv1.ListenerConditionResolvedRefs), string(gatewayv1.ListenerReasonInvalidRouteKinds), "allowedRoutes.kinds names no kind this listener can serve")
+			if valid && len(invalidKinds) > 0 {
+				if refsOK {
+					fail(string(gatewayv1.ListenerConditionResolvedRefs), string(gatewayv1.ListenerReasonInvalidRouteKinds),
+						fmt.Sprintf("allowedRoutes.kinds: this listener cannot serve %s", strings.Join(invalidKinds, ", ")))
+				}
+				refsOK = refsOK && len(ls.SupportedKinds) > 0 // serve the valid kinds
 			}
-			if valid && refsOK {
+			gl.accepted = valid
+			if !valid {
+				listenersNotValid = true
+			}
+			switch {
+			case valid && refsOK && serve:
+				conds = append(conds, cond(string(gatewayv1.ListenerConditionAccepted), true, string(gatewayv1.ListenerReasonAccepted), "", gw.Generation))
+				if len(invalidKinds) == 0 {
+					conds = append(conds, cond(string(gatewayv1.ListenerConditionResolvedRefs), true, string(gatewayv1.ListenerReasonResolvedRefs), "", gw.Generation))
+				}
 				conds = append(conds,
-					cond(string(gatewayv1.ListenerConditionAccepted), true, string(gatewayv1.ListenerReasonAccepted), "", gw.Generation),
-					cond(string(gatewayv1.ListenerConditionResolvedRefs), true, string(gatewayv1.ListenerReasonResolvedRefs), "", gw.Generation),
 					cond(string(gatewayv1.ListenerConditionConflicted), false, string(gatewayv1.ListenerReasonNoConflicts), "", gw.Generation),
 					cond(string(gatewayv1.ListenerConditionProgrammed), true, string(gatewayv1.ListenerReasonProgrammed), "", gw.Generation))
 				ln := t.listeners[addr]
@@ -209,13 +226,15 @@ func (t *gwTranslator) gateways() {
 					ln = &Listener{Address: addr, Protocol: gl.protocol}
 					t.listeners[addr] = ln
 				}
-				gl.section = &Section{Name: gw.Namespace + "/" + gw.Name + "/" + string(l.Name), Hostname: hostname, Certificates: certs,
+				gl.section = &Section{Name: gw.Namespace + "/" + gw.Name + "/" + string(l.Name), Hostname: gl.hostname, Certificates: certs,
 					Terminate: terminate && gl.protocol == ProtocolTLS}
 				ln.Sections = append(ln.Sections, gl.section)
-			} else {
-				allValid = false
-				if valid { // accepted but refs broken
+			default:
+				if valid { // accepted, but a reference is broken or the Gateway is not served
 					conds = append(conds, cond(string(gatewayv1.ListenerConditionAccepted), true, string(gatewayv1.ListenerReasonAccepted), "", gw.Generation))
+				}
+				if valid && refsOK {
+					conds = append(conds, cond(string(gatewayv1.ListenerConditionResolvedRefs), true, string(gatewayv1.ListenerReasonResolvedRefs), "", gw.Generation))
 				}
 				conds = append(conds, cond(string(gatewayv1.ListenerConditionProgrammed), false, string(gatewayv1.ListenerReasonInvalid), "listener is not served", gw.Generation))
 			}
@@ -223,21 +242,32 @@ func (t *gwTranslator) gateways() {
 			st.Listeners = append(st.Listeners, ls)
 			g.listeners = append(g.listeners, gl)
 		}
-		st.Conditions = []metav1.Condition{
-			cond(string(gatewayv1.GatewayConditionAccepted), true, string(gatewayv1.GatewayReasonAccepted), "", gw.Generation),
+		anyServed := slices.ContainsFunc(g.listeners, func(l *gwListener) bool { return l.section != nil })
+		allServed := !slices.ContainsFunc(g.listeners, func(l *gwListener) bool { return l.section == nil })
+		anyAccepted := slices.ContainsFunc(g.listeners, func(l *gwListener) bool { return l.accepted })
+		accepted := cond(string(gatewayv1.GatewayConditionAccepted), true, string(gatewayv1.GatewayReasonAccepted), "", gw.Generation)
+		programmed := cond(string(gatewayv1.GatewayConditionProgrammed), true, string(gatewayv1.GatewayReasonProgrammed), "", gw.Generation)
+		switch {
+		case gwProblem != nil && gwProblem.accepted:
+			accepted = cond(accepted.Type, true, string(gatewayv1.GatewayReasonAccepted), "", gw.Generation)
+			programmed = cond(programmed.Type, false, gwProblem.reason, gwProblem.msg, gw.Generation)
+		case gwProblem != nil:
+			accepted = cond(accepted.Type, false, gwProblem.reason, gwProblem.msg, gw.Generation)
+			programmed = cond(programmed.Type, false, string(gatewayv1.GatewayReasonInvalid), "the Gateway is not accepted", gw.Generation)
+		case listenersNotValid && !anyAccepted:
+			accepted = cond(accepted.Type, false, string(gatewayv1.GatewayReasonListenersNotValid), "no listener is valid", gw.Generation)
+			programmed = cond(programmed.Type, false, string(gatewayv1.GatewayReasonInvalid), "no listener is valid", gw.Generation)
+		case listenersNotValid:
+			// Accepted with the valid listeners; the reason says some are not.
+			accepted = cond(accepted.Type, true, string(gatewayv1.GatewayReasonListenersNotValid), "some listeners are not valid; see listener status", gw.Generation)
 		}
-		if allValid {
-			st.Conditions = append(st.Conditions, cond(string(gatewayv1.GatewayConditionProgrammed), true, string(gatewayv1.GatewayReasonProgrammed), "", gw.Generation))
-		} else {
-			anyValid := slices.ContainsFunc(g.listeners, func(l *gwListener) bool { return l.section != nil })
-			if !anyValid {
-				st.Conditions[0] = cond(string(gatewayv1.GatewayConditionAccepted), false, string(gatewayv1.GatewayReasonListenersNotValid), "no listener is valid", gw.Generation)
-			}
-			st.Conditions = append(st.Conditions, cond(string(gatewayv1.GatewayConditionProgrammed), anyValid, string(gatewayv1.GatewayReasonInvalid), "some listeners are invalid; see listener status", gw.Generation))
-			if anyValid {
-				st.Conditions[len(st.Conditions)-1].Reason = string(gatewayv1.GatewayReasonProgrammed)
+		if gwProblem == nil && !allServed {
+			programmed = cond(programmed.Type, anyServed, string(gatewayv1.GatewayReasonProgrammed), "some listeners are not served; see listener status", gw.Generation)
+			if !anyServed {
+				programmed.Reason = string(gatewayv1.GatewayReasonInvalid)
 			}
 		}
+		st.Conditions = []metav1.Condition{accepted, programmed}
 		g.status = &st
 		for j, gl := range g.listeners {
 			gl.status = &st.Listeners[j]
@@ -246,26 +276,74 @@ func (t *gwTranslator) gateways() {
 	}
 }
 
+// gatewayProblem is why a Gateway is not accepted (accepted false) or not programmed.
+type gatewayProblem struct {
+	accepted    bool
+	reason, msg string
+}
+
+// gatewayAddress is the address weir binds a Gateway's listeners on ("" for every
+// address), or the problem that keeps the Gateway from being accepted or programmed:
+// weir defines no infrastructure parameters, binds IP addresses only, and binds a
+// Gateway on one address.
+func gatewayAddress(gw *gatewayv1.Gateway) (string, *gatewayProblem) {
+	if in := gw.Spec.Infrastructure; in != nil && in.ParametersRef != nil {
+		ref := in.ParametersRef
+		return "", &gatewayProblem{reason: string(gatewayv1.GatewayReasonInvalidParameters),
+			msg: fmt.Sprintf("infrastructure.parametersRef %s %s (group %q): weir takes no infrastructure parameters", ref.Kind, ref.Name, ref.Group)}
+	}
+	host := ""
+	for i, a := range gw.Spec.Addresses {
+		if a.Type != nil && *a.Type != gatewayv1.IPAddressType {
+			return "", &gatewayProblem{reason: string(gatewayv1.GatewayReasonUnsupportedAddress),
+				msg: fmt.Sprintf("addresses[%d]: type %s is not supported (weir binds IP addresses)", i, *a.Type)}
+		}
+		ip, err := netip.ParseAddr(a.Value)
+		if err != nil {
+			return "", &gatewayProblem{reason: string(gatewayv1.GatewayReasonUnsupportedAddress),
+				msg: fmt.Sprintf("addresses[%d]: %q is not an IP address", i, a.Value)}
+		}
+		if host != "" {
+			return "", &gatewayProblem{accepted: true, reason: string(gatewayv1.GatewayReasonAddressNotUsable),
+				msg: fmt.Sprintf("addresses[%d]: %s: weir serves a Gateway on one address (%s)", i, a.Value, host)}
+		}
+		host = ip.String()
+	}
+	return host, nil
+}
+
+// supportedKinds are the route kinds a listener of protocol p serves: those
+// allowedRoutes.kinds names that it can serve (every kind it can serve when the list is
+// empty), and the names of those it cannot.
+func supportedKinds(l gatewayv1.Listener, p ListenerProtocol) ([]gatewayv1.RouteGroupKind, []string) {
+	group := gatewayv1.Group(gatewayGroup)
+	kinds := []gatewayv1.RouteGroupKind{}
+	if l.AllowedRoutes == nil || len(l.AllowedRoutes.Kinds) == 0 {
+		for _, k := range routeKinds(p) {
+			kinds = append(kinds, gatewayv1.RouteGroupKind{Group: &group, Kind: gatewayv1.Kind(k)})
+		}
+		return kinds, nil
+	}
+	var invalid []string
+	for _, k := range l.AllowedRoutes.Kinds {
+		if (k.Group == nil || *k.Group == group) && slices.Contains(routeKinds(p), string(k.Kind)) {
+			kinds = append(kinds, gatewayv1.RouteGroupKind{Group: &group, Kind: k.Kind})
+			continue
+		}
+		name := string(k.Kind)
+		if k.Group != nil && *k.Group != group {
+			name += "." + string(*k.Group)
+		}
+		invalid = append(invalid, name)
+	}
+	return kinds, invalid
+}
+
 func routeKinds(p ListenerProtocol) []string {
 	if p == ProtocolTLS {
 		return []string{"TLSRoute"}
 	}
 	return []string{"HTTPRoute", "GRPCRoute"}
-}
-
-func (t *gwTranslator) validKinds(l gatewayv1.Listener, p ListenerProtocol) bool {
-	if l.AllowedRoutes == nil || len(l.AllowedRoutes.Kinds) == 0 {
-		return true
-	}
-	for _, k := range l.AllowedRoutes.Kinds {
-		if k.Group != nil && *k.Group != gatewayGroup {
-			continue
-		}
-		if slices.Contains(routeKinds(p), string(k.Kind)) {
-			return true
-		}
-	}
-	return false
 }
 
 // listenerCerts resolves the certificateRefs of a listener that terminates TLS (HTTPS,
@@ -417,7 +495,7 @@ func (t *gwTranslator) attach(r gwRoute, st *ObjectStatus, extra []metav1.Condit
 			if pr.Port != nil && *pr.Port != gl.spec.Port {
 				continue
 			}
-			if gl.section == nil {
+			if !gl.accepted {
 				continue
 			}
 			if !slices.Contains(routeKinds(gl.protocol), r.kind) || !kindAllowed(gl.spec, r.kind) {
@@ -430,10 +508,10 @@ func (t *gwTranslator) attach(r gwRoute, st *ObjectStatus, extra []metav1.Condit
 			}
 			var hosts []string
 			if len(r.hostnames) == 0 {
-				hosts = []string{gl.section.Hostname}
+				hosts = []string{gl.hostname}
 			}
 			for _, h := range r.hostnames {
-				if ih, ok := hostIntersect(gl.section.Hostname, string(h)); ok && !slices.Contains(hosts, ih) {
+				if ih, ok := hostIntersect(gl.hostname, string(h)); ok && !slices.Contains(hosts, ih) {
 					hosts = append(hosts, ih)
 				}
 			}
@@ -449,7 +527,9 @@ func (t *gwTranslator) attach(r gwRoute, st *ObjectStatus, extra []metav1.Condit
 			}
 			attached++
 			gl.status.AttachedRoutes++
-			out[gl.section] = hosts
+			if gl.section != nil {
+				out[gl.section] = hosts
+			}
 		}
 		gen := r.gen
 		if r.rejected != "" && reason == r.rejected {

@@ -17,12 +17,12 @@ func ModelStatuses(objs *model.Objects, opts StatusOptions) *Statuses {
 	in := *objs
 	in.EndpointSlices = nil
 	snap := model.Translate(&in, model.Node{})
-	return StatusesFromSnapshot(snap, objs, opts)
+	return StatusesFromSnapshot(snap, opts)
 }
 
 // StatusesFromSnapshot turns a Snapshot's computed statuses into what WriteStatus
-// patches. objs supplies the listener protocols for supportedKinds.
-func StatusesFromSnapshot(snap *model.Snapshot, objs *model.Objects, opts StatusOptions) *Statuses {
+// patches.
+func StatusesFromSnapshot(snap *model.Snapshot, opts StatusOptions) *Statuses {
 	st := &Statuses{
 		GatewayClasses: map[string][]metav1.Condition{},
 		Gateways:       map[types.NamespacedName]gatewayv1.GatewayStatus{},
@@ -33,14 +33,6 @@ func StatusesFromSnapshot(snap *model.Snapshot, objs *model.Objects, opts Status
 	}
 	if snap == nil || snap.Gateway == nil {
 		return st
-	}
-	protocols := map[types.NamespacedName]map[gatewayv1.SectionName]gatewayv1.Listener{}
-	for _, gw := range objs.Gateways {
-		m := map[gatewayv1.SectionName]gatewayv1.Listener{}
-		for _, l := range gw.Spec.Listeners {
-			m[l.Name] = l
-		}
-		protocols[types.NamespacedName{Namespace: gw.Namespace, Name: gw.Name}] = m
 	}
 	ctrl := gatewayv1.GatewayController(opts.GatewayControllerName)
 	for _, os := range snap.Gateway.Status {
@@ -58,13 +50,7 @@ func StatusesFromSnapshot(snap *model.Snapshot, objs *model.Objects, opts Status
 		case "Gateway":
 			gs := gatewayv1.GatewayStatus{Addresses: gatewayAddresses(opts.Addresses), Conditions: os.Conditions}
 			for _, l := range os.Listeners {
-				name := gatewayv1.SectionName(l.Name)
-				spec := protocols[key][name]
-				kinds := supportedKinds(spec.Protocol)
-				if spec.AllowedRoutes != nil && len(spec.AllowedRoutes.Kinds) > 0 {
-					kinds = spec.AllowedRoutes.Kinds
-				}
-				gs.Listeners = append(gs.Listeners, gatewayv1.ListenerStatus{Name: name, SupportedKinds: kinds,
+				gs.Listeners = append(gs.Listeners, gatewayv1.ListenerStatus{Name: gatewayv1.SectionName(l.Name), SupportedKinds: l.SupportedKinds,
 					AttachedRoutes: l.AttachedRoutes, Conditions: l.Conditions})
 			}
 			st.Gateways[key] = gs
