@@ -30,7 +30,9 @@ func kernelRulesOf(mode string) (kernelRules, error) {
 	case "nftables":
 		return nftables.New(nftables.Options{Options: opts})
 	case "iptables":
-		return iptables.New(iptables.Options{Options: opts})
+		// Removing rules must not turn route_localnet on, as serving localhost node
+		// ports would.
+		return iptables.New(iptables.Options{Options: opts, DisableLocalhostNodePorts: true})
 	}
 	return nil, fmt.Errorf("%q is not a kernel mode", mode)
 }
