@@ -1,6 +1,7 @@
 package model
 
 import (
+	"strings"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -88,7 +89,26 @@ type Certificate struct {
 // VirtualHost is the set of route matches for one hostname, in precedence order.
 type VirtualHost struct {
 	Hostname string
+	// OneLabel: a wildcard Hostname covers exactly one DNS label (an Ingress rule's
+	// host: "*.foo.com" serves bar.foo.com, not baz.bar.foo.com). Unset, it covers one
+	// or more (the Gateway API's rule).
+	OneLabel bool `json:",omitempty"`
 	Matches  []*RouteMatch
+}
+
+// HostMatches reports whether host (lower case, no port) is covered by pattern: equal,
+// pattern "" (any host), or a "*." wildcard covering one or more DNS labels, exactly one
+// when oneLabel is set. The wildcard never covers its own suffix ("*.foo.com" does not
+// cover foo.com).
+func HostMatches(pattern, host string, oneLabel bool) bool {
+	if pattern == "" || pattern == host {
+		return true
+	}
+	suffix, ok := strings.CutPrefix(pattern, "*")
+	if !ok || len(host) <= len(suffix) || !strings.HasSuffix(host, suffix) {
+		return false
+	}
+	return !oneLabel || !strings.Contains(host[:len(host)-len(suffix)], ".")
 }
 
 // PassthroughRoute sends TLS connections whose SNI matches Hostnames to Backends (a

@@ -428,16 +428,9 @@ func hostIntersect(listener, route string) (string, bool) {
 	return "", false
 }
 
-// hostMatches reports whether host (exact or wildcard) is covered by pattern.
-func hostMatches(pattern, host string) bool {
-	if pattern == "" || pattern == host {
-		return true
-	}
-	if suffix, ok := strings.CutPrefix(pattern, "*"); ok {
-		return strings.HasSuffix(host, suffix) && len(host) > len(suffix)
-	}
-	return false
-}
+// hostMatches reports whether host (exact or wildcard) is covered by pattern, with the
+// Gateway API's rule.
+func hostMatches(pattern, host string) bool { return HostMatches(pattern, host, false) }
 
 // gwRoute is what every route kind has in common for attachment.
 type gwRoute struct {
@@ -1354,7 +1347,7 @@ func (t *gwTranslator) finish() *GatewayConfig {
 			hosts := t.matches[sec]
 			for h, ms := range hosts {
 				slices.SortFunc(ms, matchCompare)
-				vh := &VirtualHost{Hostname: h}
+				vh := &VirtualHost{Hostname: h, OneLabel: ln.Ingress != ""}
 				for _, m := range ms {
 					vh.Matches = append(vh.Matches, m.m)
 				}

@@ -3,6 +3,7 @@ package model
 import (
 	"testing"
 
+	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 )
@@ -164,5 +165,47 @@ func TestGatewayHeadlessBackend(t *testing.T) {
 	m := cfg.Listeners[0].Sections[0].Hosts[0].Matches[0]
 	if b := m.Rule.Backends[0]; b.Invalid || len(b.Endpoints) != 1 || b.Endpoints[0].Port != 8080 {
 		t.Errorf("backend %+v, want the Service's endpoint at 8080", b)
+	}
+}
+
+// Ingress wildcard hosts cover one DNS label; Gateway API ones one or more.
+func TestIngressWildcardOneLabel(t *testing.T) {
+	for _, tc := range []struct {
+		pattern, host  string
+		oneLabel, want bool
+	}{
+		{"*.foo.com", "bar.foo.com", true, true},
+		{"*.foo.com", "baz.bar.foo.com", true, false},
+		{"*.foo.com", "foo.com", true, false},
+		{"*.foo.com", "baz.bar.foo.com", false, true},
+		{"*.foo.com", "xfoo.com", false, false},
+		{"", "any.example", true, true},
+		{"a.foo.com", "a.foo.com", true, true},
+	} {
+		if got := HostMatches(tc.pattern, tc.host, tc.oneLabel); got != tc.want {
+			t.Errorf("HostMatches(%q, %q, %v) = %v", tc.pattern, tc.host, tc.oneLabel, got)
+		}
+	}
+	pt := networkingv1.PathTypePrefix
+	ing := &networkingv1.Ingress{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "wild"},
+		Spec: networkingv1.IngressSpec{IngressClassName: gwPtr(IngressClassName), Rules: []networkingv1.IngressRule{{Host: "*.foo.com",
+			IngressRuleValue: networkingv1.IngressRuleValue{HTTP: &networkingv1.HTTPIngressRuleValue{Paths: []networkingv1.HTTPIngressPath{{
+				Path: "/", PathType: &pt, Backend: networkingv1.IngressBackend{Service: &networkingv1.IngressServiceBackend{Name: "web", Port: networkingv1.ServiceBackendPort{Number: 80}}}}}}}}}}}
+	objs := &Objects{Ingresses: []*networkingv1.Ingress{ing}, IngressClasses: []*networkingv1.IngressClass{{ObjectMeta: metav1.ObjectMeta{Name: IngressClassName}, Spec: networkingv1.IngressClassSpec{Controller: IngressControllerName}}}}
+	cfg := translateForTest(objs, gwSvc("default", "web", 80, ""))
+	if cfg == nil || len(cfg.Listeners) == 0 {
+		t.Fatal("no Ingress listener")
+	}
+	found := false
+	for _, vh := range cfg.Listeners[0].Sections[0].Hosts {
+		if vh.Hostname == "*.foo.com" {
+			found = true
+			if !vh.OneLabel {
+				t.Errorf("Ingress virtual host %s covers more than one label", vh.Hostname)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("no virtual host *.foo.com in %+v", cfg.Listeners[0].Sections[0].Hosts)
 	}
 }

@@ -28,6 +28,7 @@ type section struct {
 
 type vhost struct {
 	hostname string
+	oneLabel bool // model.VirtualHost.OneLabel
 	matches  []*match
 }
 
@@ -62,7 +63,7 @@ func Compile(l *model.Listener) (*Table, error) {
 	for _, sec := range l.Sections {
 		s := &section{sec: sec}
 		for _, vh := range sec.Hosts {
-			h := &vhost{hostname: strings.ToLower(vh.Hostname)}
+			h := &vhost{hostname: strings.ToLower(vh.Hostname), oneLabel: vh.OneLabel}
 			for _, m := range vh.Matches {
 				cm := &match{m: m, path: m.Path.Value}
 				if m.Path.Type != model.PathRegex {
@@ -150,7 +151,7 @@ func (t *Table) Section(host string) *model.Section {
 
 func (t *Table) section(host string) *section {
 	for _, s := range t.sections {
-		if hostMatches(s.sec.Hostname, host) {
+		if model.HostMatches(s.sec.Hostname, host, false) {
 			return s
 		}
 	}
@@ -169,7 +170,7 @@ func (t *Table) Match(r *http.Request, host string) (Result, bool) {
 	var query url.Values // parsed on first use
 	path := RequestPath(r.URL)
 	for _, h := range s.hosts {
-		if !hostMatches(h.hostname, host) {
+		if !model.HostMatches(h.hostname, host, h.oneLabel) {
 			continue
 		}
 		for _, m := range h.matches {
@@ -237,16 +238,4 @@ func PrefixMatches(prefix, path string) bool {
 		return false
 	}
 	return len(path) == len(prefix) || path[len(prefix)] == '/'
-}
-
-// hostMatches reports whether host is covered by pattern: exact, a "*." wildcard that
-// covers one or more labels, or "" (any).
-func hostMatches(pattern, host string) bool {
-	if pattern == "" || pattern == host {
-		return true
-	}
-	if suffix, ok := strings.CutPrefix(pattern, "*"); ok {
-		return len(host) > len(suffix) && strings.HasSuffix(host, suffix)
-	}
-	return false
 }
