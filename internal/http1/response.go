@@ -101,6 +101,7 @@ func ScanResponse(head []byte, isHEAD bool) (h ResponseHead, ok bool) {
 	}
 	h.Length = -1
 	chunked, hasClose, keepAlive := false, false, false
+	var lengthText []byte
 	for rest := head[eol+2:]; ; {
 		e := bytes.Index(rest, crlf)
 		if e < 0 {
@@ -121,11 +122,18 @@ func ScanResponse(head []byte, isHEAD bool) (h ResponseHead, ok bool) {
 		}
 		switch {
 		case asciiEqualFold(name, "Content-Length"):
-			n, err := strconv.ParseInt(string(value), 10, 64)
-			if err != nil || n < 0 || value[0] == '+' || (h.Length >= 0 && n != h.Length) {
+			// As net/http: digits only, and a second one textually the same.
+			if lengthText != nil {
+				if !bytes.Equal(value, lengthText) {
+					return h, false
+				}
+				continue
+			}
+			n, err := strconv.ParseUint(string(value), 10, 63)
+			if err != nil || value[0] < '0' || value[0] > '9' {
 				return h, false
 			}
-			h.Length = n
+			h.Length, lengthText = int64(n), value
 		case asciiEqualFold(name, "Transfer-Encoding"):
 			if chunked || !asciiEqualFold(value, "chunked") || minor == 0 {
 				return h, false
