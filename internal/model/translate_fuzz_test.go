@@ -114,8 +114,16 @@ func checkInvariants(t *testing.T, snap *Snapshot) {
 				name  string
 				set   EndpointSet
 				local bool
-			}{{"cluster", p.Cluster, s.InternalTrafficLocal}, {"external", p.External, s.ExternalTrafficLocal}} {
+			}{{"cluster", p.Cluster, s.InternalTrafficLocal}, {"external", p.External, s.ExternalTrafficLocal}, {"short-circuit", p.ShortCircuit, false}} {
 				checkSet(t, p.ID(s.Key)+" "+set.name, p.Endpoints, set.set, set.local)
+			}
+			// The short-circuit is policy Cluster's choice: External itself unless the
+			// external policy is Local, and never a drop.
+			if !s.ExternalTrafficLocal && !reflect.DeepEqual(p.ShortCircuit, p.External) {
+				t.Fatalf("%s: short-circuit %v differs from external %v under policy Cluster", p.ID(s.Key), p.ShortCircuit, p.External)
+			}
+			if p.ShortCircuit.Verdict == Drop {
+				t.Fatalf("%s: short-circuit drops", p.ID(s.Key))
 			}
 		}
 	}

@@ -138,10 +138,17 @@ func describe(snap *Snapshot) string {
 				}
 				b.WriteString("\n")
 			}
-			for _, set := range []struct {
+			sets := []struct {
 				name string
 				set  EndpointSet
-			}{{"cluster", p.Cluster}, {"external", p.External}} {
+			}{{"cluster", p.Cluster}, {"external", p.External}}
+			if s.ExternalTrafficLocal {
+				sets = append(sets, struct {
+					name string
+					set  EndpointSet
+				}{"short-circuit", p.ShortCircuit})
+			}
+			for _, set := range sets {
 				fmt.Fprintf(&b, "    %s: %s (ipv4 %s, ipv6 %s) %v\n", set.name, set.set.Verdict,
 					set.set.IPv4Verdict, set.set.IPv6Verdict, addrPorts(set.set.Endpoints))
 			}
