@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
 
+	"weir.dev/weir/examples"
 	"weir.dev/weir/internal/echo"
 )
 
@@ -23,11 +25,13 @@ func newDemoCommand() *cobra.Command {
 	var f runFlags
 	cmd := &cobra.Command{
 		Use:   "demo",
-		Short: "Start three echo backends and run weir on examples/quickstart",
+		Short: "Start three echo backends and run weir on the quickstart manifests",
 		Long: `Start three echo backends on loopback (HTTP on :9000 and UDP on :9100 of
 127.0.0.11, .12 and .13) and run weir on examples/quickstart, with cluster DNS on
 127.0.0.1:5353, then print what to try. Every flag of weir run applies.
-Edit the files under examples/quickstart while it runs: weir reloads them.`,
+Inside a weir checkout it runs the checkout's examples/quickstart; elsewhere it writes
+the manifests built into weir to a temporary folder. Edit those files while it runs:
+weir reloads them.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			logger, err := f.log.logger(cmd.ErrOrStderr())
@@ -35,7 +39,11 @@ Edit the files under examples/quickstart while it runs: weir reloads them.`,
 				return err
 			}
 			if len(f.configPaths) == 0 {
-				f.configPaths = []string{findQuickstart()}
+				dir, err := quickstartDir()
+				if err != nil {
+					return err
+				}
+				f.configPaths = []string{dir}
 			}
 			f.cleanupOtherModes = true
 			if !cmd.Flags().Changed("dns-addr") {
@@ -84,21 +92,47 @@ Edit the files in %[1]s while this runs: weir reloads them. Ctrl-C stops.
 	return cmd
 }
 
-// findQuickstart finds examples/quickstart from the working directory or its parents,
-// so that `go run ./cmd/weir demo` works from anywhere in the checkout.
-func findQuickstart() string {
+// quickstartDir is examples/quickstart in the checkout the working directory is in (so
+// that edits to it reload), or else a fresh folder holding the manifests built into
+// weir, so that `weir demo` works from any directory.
+func quickstartDir() (string, error) {
+	if dir, ok := findQuickstart(); ok {
+		return dir, nil
+	}
+	dir, err := os.MkdirTemp("", "weir-demo-")
+	if err != nil {
+		return "", fmt.Errorf("demo: %w", err)
+	}
+	entries, err := fs.ReadDir(examples.Quickstart, "quickstart")
+	if err != nil {
+		return "", fmt.Errorf("demo: %w", err)
+	}
+	for _, e := range entries {
+		b, err := examples.Quickstart.ReadFile("quickstart/" + e.Name())
+		if err != nil {
+			return "", fmt.Errorf("demo: %w", err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, e.Name()), b, 0o644); err != nil {
+			return "", fmt.Errorf("demo: %w", err)
+		}
+	}
+	return dir, nil
+}
+
+// findQuickstart finds examples/quickstart from the working directory or its parents.
+func findQuickstart() (string, bool) {
 	dir, err := os.Getwd()
 	if err != nil {
-		return "examples/quickstart"
+		return "", false
 	}
 	for {
 		p := filepath.Join(dir, "examples", "quickstart")
 		if st, err := os.Stat(p); err == nil && st.IsDir() {
-			return p
+			return p, true
 		}
 		parent := filepath.Dir(dir)
 		if parent == dir {
-			return "examples/quickstart"
+			return "", false
 		}
 		dir = parent
 	}

@@ -316,6 +316,8 @@ func run(ctx context.Context, f runFlags, logger *slog.Logger, ready func(adminA
 			Ready:       func() bool { return sourceSynced() && rn.Synced() },
 			Sections:    sections,
 			ConfigError: configError,
+			Health:      checker.Status,
+			Mode:        f.mode,
 			Logger:      logger,
 		})
 		if err != nil {

@@ -39,7 +39,7 @@ func TestValidateCommand(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			dir := findQuickstart()
+			dir, _ := findQuickstart()
 			if tc.files != nil {
 				dir = t.TempDir()
 				for name, content := range tc.files {

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"weir.dev/weir/internal/health"
 	"weir.dev/weir/internal/model"
 )
 
@@ -43,14 +44,22 @@ type Options struct {
 	// ConfigError is the error of the latest configuration load, nil when it was valid
 	// (the configuration in force is then older than the files). Nil means none.
 	ConfigError func() error
-	Logger      *slog.Logger
+	// Health is the health overlay's status, for endpoint health in /api/summary and
+	// /api/service; nil leaves it out.
+	Health func() []health.EndpointStatus
+	// Mode names the L4 data plane, for the dashboard.
+	Mode string
+	// SampleInterval is how often the counters the dashboard shows are read; zero is 2 s.
+	SampleInterval time.Duration
+	Logger         *slog.Logger
 }
 
 // Server is a running admin server.
 type Server struct {
-	opts Options
-	ln   net.Listener
-	srv  *http.Server
+	opts    Options
+	ln      net.Listener
+	srv     *http.Server
+	sampler *sampler
 }
 
 // Listen binds the admin address. Serve starts answering.
@@ -65,7 +74,10 @@ func Listen(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("admin: listen on %s: %w", opts.Addr, err)
 	}
-	s := &Server{opts: opts, ln: ln}
+	if opts.SampleInterval <= 0 {
+		opts.SampleInterval = 2 * time.Second
+	}
+	s := &Server{opts: opts, ln: ln, sampler: newSampler(opts.Gatherer, opts.SampleInterval)}
 	s.srv = &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 5 * time.Second}
 	return s, nil
 }
@@ -77,6 +89,14 @@ func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 func (s *Server) Serve(ctx context.Context) error {
 	errc := make(chan error, 1)
 	go func() { errc <- s.srv.Serve(s.ln) }()
+	if s.opts.Gatherer != nil && !s.opts.HealthOnly {
+		done := make(chan struct{})
+		defer func() { <-done }()
+		go func() {
+			defer close(done)
+			s.sample(ctx)
+		}()
+	}
 	select {
 	case err := <-errc:
 		if errors.Is(err, http.ErrServerClosed) {
@@ -89,6 +109,22 @@ func (s *Server) Serve(ctx context.Context) error {
 		_ = s.srv.Shutdown(shutdownCtx)
 		<-errc
 		return nil
+	}
+}
+
+// sample reads the counters the dashboard shows every SampleInterval until ctx ends.
+func (s *Server) sample(ctx context.Context) {
+	t := time.NewTicker(s.opts.SampleInterval)
+	defer t.Stop()
+	for {
+		if err := s.sampler.sample(time.Now()); err != nil {
+			s.opts.Logger.Debug("admin: gather metrics", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
 	}
 }
 
@@ -112,6 +148,17 @@ func (s *Server) Handler() http.Handler {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(s.opts.Gatherer, promhttp.HandlerOpts{}))
 	}
 	mux.HandleFunc("GET /api/snapshot", s.serveSnapshot)
+	mux.HandleFunc("GET /api/summary", func(w http.ResponseWriter, r *http.Request) {
+		s.writeJSON(w, r, s.summary())
+	})
+	mux.HandleFunc("GET /api/service", func(w http.ResponseWriter, r *http.Request) {
+		d := s.serviceDetail(r.URL.Query().Get("name"))
+		if d == nil {
+			http.Error(w, "no such Service in the configuration in force", http.StatusNotFound)
+			return
+		}
+		s.writeJSON(w, r, d)
+	})
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		_, _ = w.Write(dashboardHTML)

@@ -118,6 +118,7 @@ type endpointState struct {
 	// Guarded by Overlay.mu.
 	removed      bool
 	activeDown   bool
+	downReason   string // the failed check's error while activeDown
 	ejected      bool
 	ejections    int // the backoff multiplier's exponent; decays while healthy
 	ejectedUntil time.Time
@@ -354,6 +355,7 @@ type EndpointStatus struct {
 	Key          Key
 	Healthy      bool
 	ActiveDown   bool      // failed its active checks
+	Reason       string    // why, while ActiveDown: the last failed check's error
 	Ejected      bool      // ejected by outlier detection
 	Ejections    int       // times ejected so far
 	EjectedUntil time.Time // zero unless Ejected
@@ -366,7 +368,7 @@ func (o *Overlay) Status() []EndpointStatus {
 	for _, ps := range o.ports {
 		for _, st := range ps.endpoints {
 			out = append(out, EndpointStatus{
-				Key: st.key, Healthy: st.healthy(), ActiveDown: st.activeDown,
+				Key: st.key, Healthy: st.healthy(), ActiveDown: st.activeDown, Reason: st.downReason,
 				Ejected: st.ejected, Ejections: st.ejections, EjectedUntil: st.ejectedUntil,
 			})
 		}

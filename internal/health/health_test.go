@@ -2,10 +2,12 @@ package health
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -278,6 +280,14 @@ func TestActiveHTTPCheck(t *testing.T) {
 			eventually(t, 3*time.Second, "health settles", func() bool { return o.Healthy(webPort, e.AddrPort()) == tt.healthy })
 			if got := path.Load().(string); got != "/healthz web.example" {
 				t.Fatalf("probe asked %q", got)
+			}
+			// Status says why an endpoint fails its checks, for the dashboard.
+			st := o.Status()[0]
+			if want := fmt.Sprintf("GET /healthz answered %d", tt.status); !tt.healthy && !strings.Contains(st.Reason, want) {
+				t.Errorf("Reason %q, want it to say %q", st.Reason, want)
+			}
+			if tt.healthy && st.Reason != "" {
+				t.Errorf("Reason %q for a healthy endpoint", st.Reason)
 			}
 		})
 	}

@@ -110,6 +110,10 @@ func (o *Overlay) setActive(st *endpointState, up bool, cause error) {
 		return
 	}
 	st.activeDown = !up
+	st.downReason = ""
+	if cause != nil {
+		st.downReason = cause.Error()
+	}
 	st.gauge.Set(b2f(st.healthy()))
 	if up {
 		o.log.Info("endpoint passes its health check", "service_port", st.key.ServicePort, "endpoint", st.key.Endpoint.String())
