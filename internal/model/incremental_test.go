@@ -26,6 +26,7 @@ type world struct {
 	routes   map[string]*gatewayv1.HTTPRoute
 	node     Node
 	seq      uint64
+	shuffle  bool // hand the slices over in a random order
 }
 
 var worldNamespaces = []string{"a", "b"}
@@ -151,7 +152,7 @@ func sortedValues[V any](m map[string]V) []V {
 	return out
 }
 
-// objects is the world as a source hands it over, in a random order.
+// objects is the world as a source hands it over.
 func (w *world) objects() *Objects {
 	objs := &Objects{
 		Services:       sortedValues(w.services),
@@ -162,6 +163,9 @@ func (w *world) objects() *Objects {
 	}
 	if len(objs.Gateways) > 0 {
 		objs.GatewayClasses = []*gatewayv1.GatewayClass{worldClass}
+	}
+	if !w.shuffle {
+		return objs // a kube source's lists are sorted by namespace and name
 	}
 	w.rng.Shuffle(len(objs.EndpointSlices), func(i, j int) {
 		objs.EndpointSlices[i], objs.EndpointSlices[j] = objs.EndpointSlices[j], objs.EndpointSlices[i]
@@ -178,7 +182,8 @@ func TestTranslatorEqualsTranslate(t *testing.T) {
 	for seed := range uint64(60) {
 		w := &world{rng: rand.New(rand.NewPCG(seed, 7)), services: map[string]*corev1.Service{},
 			slices: map[string]*discoveryv1.EndpointSlice{}, policies: map[string]*weirv1alpha1.TrafficPolicy{},
-			gateways: map[string]*gatewayv1.Gateway{}, routes: map[string]*gatewayv1.HTTPRoute{}, node: thisNode}
+			gateways: map[string]*gatewayv1.Gateway{}, routes: map[string]*gatewayv1.HTTPRoute{}, node: thisNode,
+			shuffle: seed%2 == 1}
 		tr := NewTranslator()
 		var prev *Snapshot
 		reused := 0

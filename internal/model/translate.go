@@ -2,7 +2,6 @@ package model
 
 import (
 	"slices"
-	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -69,20 +68,12 @@ func serviceOrder(in []*corev1.Service) []serviceEntry {
 func indexSlices(in []*discoveryv1.EndpointSlice) map[ServiceKey][]*discoveryv1.EndpointSlice {
 	out := make(map[ServiceKey][]*discoveryv1.EndpointSlice, len(in))
 	for _, s := range in {
-		if s == nil {
-			continue
+		if key, ok := sliceService(s); ok {
+			out[key] = append(out[key], s)
 		}
-		name := s.Labels[discoveryv1.LabelServiceName]
-		if name == "" {
-			continue
-		}
-		key := ServiceKey{Namespace: s.Namespace, Name: name}
-		out[key] = append(out[key], s)
 	}
 	for _, list := range out {
-		if len(list) > 1 {
-			slices.SortFunc(list, func(a, b *discoveryv1.EndpointSlice) int { return strings.Compare(a.Name, b.Name) })
-		}
+		sortSlices(list)
 	}
 	return out
 }
