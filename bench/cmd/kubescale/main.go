@@ -472,8 +472,29 @@ func startMonitor() (*monitor, error) {
 			}
 		}
 	}()
-	time.Sleep(200 * time.Millisecond) // nft subscribes
-	return m, nil
+	// nft loads the ruleset before it subscribes (seconds at 10,000 Services): a table
+	// of our own, added and deleted, shows when it listens.
+	for try := 0; ; try++ {
+		if try == 120 {
+			m.stop()
+			return nil, errors.New("nft monitor did not listen within 2 minutes")
+		}
+		from := len(m.snapshot())
+		if err := exec.Command("nft", "add", "table", "ip", "kubescale-canary").Run(); err != nil {
+			m.stop()
+			return nil, fmt.Errorf("nft add table: %w", err)
+		}
+		_ = exec.Command("nft", "delete", "table", "ip", "kubescale-canary").Run()
+		if _, err := m.waitFor(regexp.MustCompile(`kubescale-canary`), from, time.Second); err == nil {
+			return m, nil
+		}
+	}
+}
+
+func (m *monitor) snapshot() []monLine {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.lines
 }
 
 func (m *monitor) stop() {
