@@ -141,11 +141,11 @@ func Services() []*model.Service {
 	weightedSvc.Ports = []*model.ServicePort{Port(model.TCP, 80, EP("10.2.0.21:80", Weighted(3)), EP("10.2.0.22:80", Weighted(1)))}
 
 	rr := Svc("shop", "rr", "172.30.0.22")
-	rr.Policy = &model.Policy{Algorithm: balance.RoundRobin}
+	rr.Policy = &model.Policy{Algorithm: balance.RoundRobin, Source: "shop/rr"}
 	rr.Ports = []*model.ServicePort{Port(model.TCP, 80, EP("10.2.0.23:80"), EP("10.2.0.24:80"), EP("10.2.0.25:80"))}
 
 	hash := Svc("shop", "hash", "172.30.0.23")
-	hash.Policy = &model.Policy{Algorithm: balance.Maglev, MaglevSeed: 7}
+	hash.Policy = &model.Policy{Algorithm: balance.Maglev, MaglevSeed: 7, Source: "shop/hash"}
 	hash.Ports = []*model.ServicePort{Port(model.TCP, 80, EP("10.2.0.26:80"), EP("10.2.0.27:80"))}
 
 	dns := Svc("kube-system", "dns", "172.30.0.53")

@@ -178,12 +178,19 @@ func (s *Syncs) Close() {
 }
 
 // PortPolicy is the TrafficPolicy in force for a Service port: its own, else the
-// Service's.
+// Service's; nil when no TrafficPolicy applies (Source ""). A Service without one is
+// balanced as kube-proxy balances it, at random: the defaults' algorithm (RoundRobin)
+// is the userspace proxy's and the gateway's, and in the kernel it would cost a chain
+// of rules per Service port where a shared chain and map elements do.
 func PortPolicy(svc *model.Service, sp *model.ServicePort) *model.Policy {
+	pol := svc.Policy
 	if sp.Policy != nil {
-		return sp.Policy
+		pol = sp.Policy
 	}
-	return svc.Policy
+	if pol == nil || pol.Source == "" {
+		return nil
+	}
+	return pol
 }
 
 // FamilyVerdict is the set's verdict for one IP family.

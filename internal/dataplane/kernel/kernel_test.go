@@ -177,18 +177,23 @@ func TestWrittenDeletesStaleUDPFlowsAndReportsSchedulers(t *testing.T) {
 }
 
 func TestPortPolicyAndFamilyVerdict(t *testing.T) {
-	own := &model.Policy{Algorithm: balance.RoundRobin}
+	own := &model.Policy{Algorithm: balance.RoundRobin, Source: "shop/own"}
 	svc := flowtest.Svc("shop", "web", "172.30.0.10")
+	svc.Policy = &model.Policy{Algorithm: balance.Maglev, Source: "shop/svc"}
+	defaults := flowtest.Svc("shop", "plain", "172.30.0.11")
+	defaults.Policy = model.DefaultPolicy()
 	tests := []struct {
 		name string
+		svc  *model.Service
 		sp   *model.ServicePort
 		want *model.Policy
 	}{
-		{"the Service's", &model.ServicePort{}, svc.Policy},
-		{"the port's own", &model.ServicePort{Policy: own}, own},
+		{"the Service's", svc, &model.ServicePort{}, svc.Policy},
+		{"the port's own", svc, &model.ServicePort{Policy: own}, own},
+		{"none: the defaults are not a TrafficPolicy (kube-proxy's random)", defaults, &model.ServicePort{Policy: defaults.Policy}, nil},
 	}
 	for _, tt := range tests {
-		if got := kernel.PortPolicy(svc, tt.sp); got != tt.want {
+		if got := kernel.PortPolicy(tt.svc, tt.sp); got != tt.want {
 			t.Errorf("%s: got %+v", tt.name, got)
 		}
 	}

@@ -181,8 +181,17 @@ func (w *writer) write(tx *knftables.Transaction, f ipFamily, refs map[string]in
 	for _, c := range w.delChains {
 		tx.Delete(c)
 	}
-	// Shared chains go last: the ext- ones go to the plain ones.
-	slices.SortFunc(delShared, func(a, b string) int { return strings.Compare(b, a) })
+	// Shared chains go last, the ext- ones first: they jump to the plain ones.
+	slices.SortFunc(delShared, func(a, b string) int {
+		ea, eb := strings.HasPrefix(a, "ext-"), strings.HasPrefix(b, "ext-")
+		if ea != eb {
+			if ea {
+				return -1
+			}
+			return 1
+		}
+		return strings.Compare(a, b)
+	})
 	for _, name := range delShared {
 		tx.Delete(&knftables.Chain{Name: name})
 	}

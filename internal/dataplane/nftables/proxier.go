@@ -152,8 +152,8 @@ func checkKernel(ctx context.Context, nft knftables.Interface, f ipFamily) error
 		}},
 		{name: "DNAT through typeof maps keyed by numgen (nft >= 1.0)", chain: natPre, objs: func(chain string) []knftables.Object {
 			return []knftables.Object{
-				&knftables.Map{Name: chain, TypeOf: f.kw + " daddr . meta l4proto . th dport . numgen random mod 1 : " + f.kw + " daddr . th dport"},
-				&knftables.Rule{Chain: chain, Rule: "meta l4proto tcp dnat to " + f.kw + " daddr . meta l4proto . th dport . numgen random mod 2 map @" + chain},
+				&knftables.Map{Name: chain, TypeOf: f.kw + " daddr . meta l4proto . tcp dport . numgen random mod 1 : " + f.kw + " daddr . tcp dport"},
+				&knftables.Rule{Chain: chain, Rule: "meta l4proto tcp dnat to " + f.kw + " daddr . meta l4proto . tcp dport . numgen random mod 2 map @" + chain},
 			}
 		}},
 	}

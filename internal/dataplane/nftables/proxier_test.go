@@ -160,7 +160,7 @@ func TestIncrementalEqualsFull(t *testing.T) {
 		}),
 		all,
 		flowtest.Mutate(all, func(s *model.Service) { s.AffinityTimeout = 60 * time.Second }),
-		flowtest.Mutate(all, func(s *model.Service) { s.Policy = &model.Policy{Algorithm: balance.RoundRobin} }),
+		flowtest.Mutate(all, func(s *model.Service) { s.Policy = &model.Policy{Algorithm: balance.RoundRobin, Source: "ns/rr"} }),
 		nil,
 		all,
 	}
@@ -216,7 +216,7 @@ func sortStable(lines []string) {
 func TestUnsupportedSchedulerWarnsOnceAndUsesRandom(t *testing.T) {
 	fx := newFixture(t, kernel.Options{IPFamilies: []kernel.Family{kernel.IPv4}})
 	s := flowtest.Svc("shop", "lc", "172.30.0.40")
-	s.Policy = &model.Policy{Algorithm: balance.LeastConnections}
+	s.Policy = &model.Policy{Algorithm: balance.LeastConnections, Source: "ns/lc"}
 	s.Ports = []*model.ServicePort{flowtest.Port(model.TCP, 80, flowtest.EP("10.2.0.40:80"), flowtest.EP("10.2.0.41:80"))}
 	fx.sync(t, s)
 	s2 := *s

@@ -101,9 +101,9 @@ func baseObjects(f ipFamily, mark uint32) []knftables.Object {
 		&knftables.Map{Name: mapFirewallIPs, Type: dispatchType, Comment: ptr("LoadBalancer IPs with loadBalancerSourceRanges")},
 		&knftables.Set{Name: setClusterIPs, Type: f.addrType, Comment: ptr("every ClusterIP, to reject unserved ports")},
 		&knftables.Set{Name: setHairpin, Type: f.addrType + " . " + f.addrType, Comment: ptr("endpoint . endpoint: hairpin traffic to masquerade")},
-		&knftables.Map{Name: mapEndpointSlots, TypeOf: f.kw + " daddr . meta l4proto . th dport . numgen random mod 1 : " + f.kw + " daddr . th dport",
+		&knftables.Map{Name: mapEndpointSlots, TypeOf: f.kw + " daddr . meta l4proto . tcp dport . numgen random mod 1 : " + f.kw + " daddr . tcp dport",
 			Comment: ptr("frontend . slot → endpoint, for random choice")},
-		&knftables.Map{Name: mapNodePortSlots, TypeOf: "meta l4proto . th dport . numgen random mod 1 : " + f.kw + " daddr . th dport",
+		&knftables.Map{Name: mapNodePortSlots, TypeOf: "meta l4proto . tcp dport . numgen random mod 1 : " + f.kw + " daddr . tcp dport",
 			Comment: ptr("node port . slot → endpoint, for random choice")},
 	}
 	nodePortMatch := fmt.Sprintf("fib daddr type local %s daddr != %s", f.kw, f.loopback)
@@ -660,13 +660,17 @@ func sharedChainRules(f ipFamily, name string) []string {
 	kind, m := name[:i], name[i+1:]
 	switch kind {
 	case "pick", "np-pick":
-		key, set := f.kw+" daddr . meta l4proto . th dport", mapEndpointSlots
+		// The slot maps are typeof ... tcp dport and each rule names its protocol's
+		// dport: nft 1.0.6 cannot add a rule with th dport that binds such a map once
+		// the map exists in the kernel ("conflicting protocols specified: tcp vs. th"),
+		// so a partial sync could never add a pick chain.
+		key, set := f.kw+" daddr . meta l4proto . ", mapEndpointSlots
 		if kind == "np-pick" {
-			key, set = "meta l4proto . th dport", mapNodePortSlots
+			key, set = "meta l4proto . ", mapNodePortSlots
 		}
 		rules := make([]string, 0, 3)
 		for _, proto := range []string{"tcp", "udp", "sctp"} {
-			rules = append(rules, "meta l4proto "+proto+" dnat to "+key+" . numgen random mod "+m+" map @"+set)
+			rules = append(rules, "meta l4proto "+proto+" dnat to "+key+proto+" dport . numgen random mod "+m+" map @"+set)
 		}
 		return rules
 	case "ext-pick", "ext-np-pick":

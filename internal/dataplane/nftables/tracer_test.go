@@ -45,7 +45,7 @@ var (
 	reSrcRanges   = regexp.MustCompile(`^(ip|ip6) saddr != \{ (.*) \} drop$`)
 	reMark        = regexp.MustCompile(`^meta mark set meta mark or 0x[0-9a-f]+$`)
 	reAffinityHit = regexp.MustCompile(`^meta l4proto (\w+) (ip|ip6) saddr @(\S+) update @(\S+) \{ (ip|ip6) saddr \} dnat to (\S+)$`)
-	reSlotPick    = regexp.MustCompile(`^meta l4proto (\w+) dnat to ((ip|ip6) daddr \. )?meta l4proto \. th dport \. numgen random mod (\d+) map @(\S+)$`)
+	reSlotPick    = regexp.MustCompile(`^meta l4proto (\w+) dnat to ((ip|ip6) daddr \. )?meta l4proto \. (\w+) dport \. numgen random mod (\d+) map @(\S+)$`)
 	// Conditions a rule may start with; condRule strips and evaluates them.
 	reCondSet   = regexp.MustCompile(`^(ip|ip6) daddr @(\S+) `)
 	reCondSaddr = regexp.MustCompile(`^(ip|ip6) saddr (!= )?([0-9a-fA-F:.]+(/\d+)?) `)
@@ -242,16 +242,19 @@ func (tr *tracer) rule(rule string) int {
 		if m[1] != p.Proto {
 			return contNext
 		}
-		slots, _ := strconv.Atoi(m[4])
+		if m[4] != m[1] {
+			tr.t.Fatalf("rule matches %s but reads the %s port: %s", m[1], m[4], rule)
+		}
+		slots, _ := strconv.Atoi(m[5])
 		share := tr.mass / float64(slots)
 		for i := 0; i < slots; i++ {
 			k := []string{p.Proto, strconv.Itoa(p.Port), strconv.Itoa(i)}
 			if m[2] != "" {
 				k = append([]string{p.Dst}, k...)
 			}
-			v := tr.lookup(m[5], k...)
+			v := tr.lookup(m[6], k...)
 			if v == "" {
-				tr.t.Fatalf("no slot %v in %s", k, m[5])
+				tr.t.Fatalf("no slot %v in %s", k, m[6])
 			}
 			addr, port, _ := strings.Cut(v, " . ")
 			tr.endpoints[netip.AddrPortFrom(netip.MustParseAddr(addr), uint16(mustAtoi(port))).String()] += share
