@@ -2,10 +2,13 @@ package dns
 
 import (
 	"net"
+	"slices"
 	"strings"
 	"testing"
 
 	mdns "github.com/miekg/dns"
+
+	"weir.dev/weir/internal/model"
 )
 
 // recorder is a ResponseWriter that keeps what the handler writes.
@@ -70,7 +73,15 @@ func FuzzHandler(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Cleanup(func() { s.pc.Close(); s.ln.Close() })
-	s.Update(testSnapshot())
+	snap := testSnapshot()
+	// ExternalNames inside the zone, which answers follow: to the big headless Service
+	// (truncation), to a missing name, and in a loop.
+	for name, target := range map[string]string{"alias-big": "big.other.svc.cluster.local", "alias-missing": "nope.default.svc.cluster.local",
+		"loop-a": "loop-b.default.svc.cluster.local", "loop-b": "loop-a.default.svc.cluster.local"} {
+		snap.Services = append(snap.Services, &model.Service{Key: model.ServiceKey{Namespace: "default", Name: name}, Type: model.ExternalName, ExternalName: target})
+	}
+	slices.SortFunc(snap.Services, func(a, b *model.Service) int { return a.Key.Compare(b.Key) })
+	s.Update(snap)
 
 	for _, q := range []struct {
 		name  string
@@ -79,6 +90,9 @@ func FuzzHandler(f *testing.F) {
 		{"web.default.svc.cluster.local.", mdns.TypeA},
 		{"_http._tcp.web.default.svc.cluster.local.", mdns.TypeSRV},
 		{"big.other.svc.cluster.local.", mdns.TypeA},
+		{"alias-big.default.svc.cluster.local.", mdns.TypeA},
+		{"alias-missing.default.svc.cluster.local.", mdns.TypeAAAA},
+		{"loop-a.default.svc.cluster.local.", mdns.TypeA},
 	} {
 		m := question(q.name, q.qtype)
 		b, err := m.Pack()
