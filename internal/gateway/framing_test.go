@@ -51,6 +51,12 @@ func TestHostileRequestFraming(t *testing.T) {
 			"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0 ;x\r\n\r\n" + smuggled, false},
 		{"bare LF in a chunk line",
 			"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\n\r\n" + smuggled, false},
+		{"after an upgrade the backend refused",
+			"GET / HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n" +
+				"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 41\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + smuggled, false},
+		{"after an h2c upgrade",
+			"GET / HTTP/1.1\r\nHost: h\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n" +
+				"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 41\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + smuggled, false},
 		{"chunk data longer than its size",
 			"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nab\r\n0\r\n\r\n" + smuggled, false},
 	}

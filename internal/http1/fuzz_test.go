@@ -76,6 +76,10 @@ func FuzzRequest(f *testing.F) {
 					t.Fatalf("ParseRequest took %q; net/http: %v", data[:end], nerr)
 				}
 				compareRequest(t, data[:end], sr, nr)
+				// What the loops serve themselves, the guard never refuses.
+				if err := CheckRequestFraming(data[:end]); err != nil {
+					t.Fatalf("ParseRequest took %q, CheckRequestFraming refuses it: %v", data[:end], err)
+				}
 			}
 		}
 		if nerr != nil {

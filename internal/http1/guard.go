@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sync/atomic"
 )
 
 // refusedHead is what a guarded connection gives net/http's server in place of a
@@ -26,7 +27,8 @@ var ErrBadRequestBody = errors.New("malformed chunked request body")
 // parsed by http.ReadRequest itself, bodies are followed by their Content-Length or by
 // ChunkScanner — so its idea of where a request starts is net/http's. A head it cannot
 // delimit (longer than maxHead, or one net/http refuses) and everything after an
-// upgrade, CONNECT or an HTTP/2 preface is passed through unread.
+// HTTP/2 preface, or after the server agreed to an upgrade or a CONNECT (a 101, or a
+// 2xx to CONNECT, written through the guard), is passed through unread.
 type Guard struct {
 	net.Conn
 	maxHead int
@@ -38,6 +40,9 @@ type Guard struct {
 	err     error // returned once buf[:ready] is given out
 	rd      bytes.Reader
 	br      *bufio.Reader // reads a head for http.ReadRequest
+	// upgrade: a request asked to switch protocols (or CONNECT); switched: the server
+	// answered 101 (or 2xx to CONNECT), and what follows is no longer HTTP/1.
+	upgrade, connect, switched atomic.Bool
 }
 
 const (
@@ -57,6 +62,9 @@ func NewGuard(c net.Conn, maxHead int) *Guard {
 // Read gives out what the client sent once it is checked.
 func (g *Guard) Read(p []byte) (int, error) {
 	for {
+		if g.switched.Load() && g.state != guardPass && g.state != guardRefused {
+			g.state, g.ready = guardPass, len(g.buf)
+		}
 		if g.ready > 0 {
 			n := copy(p, g.buf[:g.ready])
 			g.buf = g.buf[:copy(g.buf, g.buf[n:])]
@@ -151,9 +159,15 @@ func (g *Guard) head(head []byte) {
 		g.br.Reset(&g.rd)
 	}
 	req, err := http.ReadRequest(g.br)
+	if err == nil && (req.Method == http.MethodConnect || req.Header.Get("Upgrade") != "") {
+		// What follows is a tunnel if the server agrees (Write sees it), and the
+		// next request otherwise.
+		g.upgrade.Store(true)
+		g.connect.Store(req.Method == http.MethodConnect)
+	}
 	switch {
-	case err != nil, req.ProtoMajor != 1, req.Method == http.MethodConnect, req.Header.Get("Upgrade") != "":
-		// net/http refuses it, or what follows may not be HTTP/1 requests.
+	case err != nil, req.ProtoMajor != 1:
+		// net/http refuses it, or what follows is HTTP/2.
 		g.state = guardPass
 	case len(req.TransferEncoding) > 0:
 		g.state, g.chunks = guardChunked, ChunkScanner{}
@@ -182,6 +196,16 @@ func LineHeadEnd(b []byte) int {
 		first = false
 	}
 	return 0
+}
+
+// Write writes p, noting a switch of protocols the server answers to an upgrade or a
+// CONNECT: what the client sends after it is passed through unread.
+func (g *Guard) Write(p []byte) (int, error) {
+	if g.upgrade.Load() && !g.switched.Load() &&
+		(bytes.HasPrefix(p, []byte("HTTP/1.1 101 ")) || (g.connect.Load() && bytes.HasPrefix(p, []byte("HTTP/1.1 2")))) {
+		g.switched.Store(true)
+	}
+	return g.Conn.Write(p)
 }
 
 // CloseWrite half-closes the connection when it can, for net/http's server after an

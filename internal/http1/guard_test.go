@@ -48,7 +48,6 @@ func TestGuardPassesWellFramedStreams(t *testing.T) {
 		"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhelloGET / HTTP/1.1\r\nHost: h\r\n\r\n",
 		"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n0\r\nX-Sum: 1\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n",
 		"GET / HTTP/1.1\nHost: h\n\nPOST / HTTP/1.0\r\nContent-Length: 2\r\n\r\nok",
-		"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n\x00\x01 Transfer-Encoding: chunked\r\nContent-Length: 1\r\n\r\n",
 		"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x12\x04",
 	}
 	for _, in := range streams {
@@ -85,6 +84,32 @@ func TestGuardRefuses(t *testing.T) {
 	out, err := guardRead(t, in+ok, 4096, 4096)
 	if out != in[:len(in)-2] || !errors.Is(err, ErrBadRequestBody) {
 		t.Fatalf("bad chunk: got %q, %v", out, err)
+	}
+}
+
+func (c *pieceConn) Write(p []byte) (int, error) { return len(p), nil }
+
+// TestGuardUpgrade: after an upgrade request, what follows is a tunnel once the server
+// writes 101, and requests checked as any others when it does not.
+func TestGuardUpgrade(t *testing.T) {
+	up := "GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+	hostile := "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+	for _, answer := range []string{"HTTP/1.1 101 Switching Protocols\r\n\r\n", "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"} {
+		g := NewGuard(&pieceConn{src: up + hostile, n: len(up)}, 64<<10)
+		buf := make([]byte, 4096)
+		n, err := g.Read(buf)
+		if string(buf[:n]) != up || err != nil {
+			t.Fatalf("upgrade head: %q, %v", buf[:n], err)
+		}
+		_, _ = g.Write([]byte(answer))
+		rest, err := io.ReadAll(g)
+		want := hostile // tunnelled
+		if answer[9:12] != "101" {
+			want = refusedHead
+		}
+		if string(rest) != want || err != nil {
+			t.Fatalf("after %q: %q, %v; want %q", answer, rest, err, want)
+		}
 	}
 }
 
