@@ -415,14 +415,8 @@ func (g *Gateway) admit(w *statusWriter, r *http.Request, m *model.RouteMatch, s
 			deadline: http.NewResponseController(w.ResponseWriter).SetReadDeadline}
 		r.Body = st.body
 	}
-	if rr.cors != nil {
-		if origin := r.Header.Get("Origin"); origin != "" && corsAllowed(rr.cors, origin) {
-			st.origin = origin
-			if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
-				corsPreflight(w, rr.cors, origin)
-				return nil
-			}
-		}
+	if rr.cors != nil && corsRequest(w, r, rr.cors, st) {
+		return nil
 	}
 	if done := g.applyFilters(w, r, m, st, rule.Filters); done {
 		return nil
@@ -758,45 +752,6 @@ func redirect(w http.ResponseWriter, r *http.Request, m *model.RouteMatch, rd *m
 	w.WriteHeader(code)
 }
 
-func corsAllowed(c *model.CORS, origin string) bool {
-	for _, o := range c.AllowOrigins {
-		if o == "*" || o == origin {
-			return true
-		}
-		if i := strings.Index(o, "://*."); i > 0 {
-			scheme, suffix := o[:i+3], o[i+4:]
-			if strings.HasPrefix(origin, scheme) && strings.HasSuffix(origin, suffix) && len(origin) > len(scheme)+len(suffix) {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-func corsOrigin(c *model.CORS, origin string) string {
-	if !c.AllowCredentials && len(c.AllowOrigins) == 1 && c.AllowOrigins[0] == "*" {
-		return "*"
-	}
-	return origin
-}
-
-func corsPreflight(w http.ResponseWriter, c *model.CORS, origin string) {
-	h := w.Header()
-	h.Set("Access-Control-Allow-Origin", corsOrigin(c, origin))
-	h.Add("Vary", "Origin")
-	if len(c.AllowMethods) > 0 {
-		h.Set("Access-Control-Allow-Methods", strings.Join(c.AllowMethods, ", "))
-	}
-	if len(c.AllowHeaders) > 0 {
-		h.Set("Access-Control-Allow-Headers", strings.Join(c.AllowHeaders, ", "))
-	}
-	if c.AllowCredentials {
-		h.Set("Access-Control-Allow-Credentials", "true")
-	}
-	h.Set("Access-Control-Max-Age", strconv.Itoa(int(c.MaxAge)))
-	w.WriteHeader(http.StatusNoContent)
-}
-
 // modifyResponse applies response header filters, CORS and session cookies.
 func (g *Gateway) modifyResponse(resp *http.Response) error {
 	st, _ := resp.Request.Context().Value(stateKey{}).(*reqState)
@@ -816,14 +771,7 @@ func (g *Gateway) applyResponse(resp *http.Response, st *reqState) {
 		modifyHeaders(resp.Header, hm, nil)
 	}
 	if c := st.rule.cors; c != nil && st.origin != "" {
-		resp.Header.Set("Access-Control-Allow-Origin", corsOrigin(c, st.origin))
-		resp.Header.Add("Vary", "Origin")
-		if c.AllowCredentials {
-			resp.Header.Set("Access-Control-Allow-Credentials", "true")
-		}
-		if len(c.ExposeHeaders) > 0 {
-			resp.Header.Set("Access-Control-Expose-Headers", strings.Join(c.ExposeHeaders, ", "))
-		}
+		corsResponse(resp.Header, c, st.origin)
 	}
 	if s := st.rule.rule.Session; s != nil && st.endpoint != nil && st.backend != nil {
 		bi := 0
