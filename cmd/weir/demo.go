@@ -89,6 +89,7 @@ Edit the files in %[1]s while this runs: weir reloads them. Ctrl-C stops.
 		},
 	}
 	f.register(cmd)
+	groupFlags(cmd)
 	return cmd
 }
 

@@ -46,7 +46,9 @@ is standard Kubernetes manifests (a folder, hot-reloaded) or a live API server.
 Start with:  weir demo`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       version,
 	}
+	root.SetVersionTemplate(versionLine() + "\n")
 	root.AddCommand(
 		newRunCommand(),
 		newDemoCommand(),

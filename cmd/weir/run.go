@@ -147,6 +147,7 @@ with file, line, object and field, and the last good configuration stays in forc
 		},
 	}
 	f.register(cmd)
+	groupFlags(cmd)
 	return cmd
 }
 
@@ -155,6 +156,9 @@ with file, line, object and field, and the last good configuration stays in forc
 func run(ctx context.Context, f runFlags, logger *slog.Logger, ready func(adminAddr string)) error {
 	if len(f.configPaths) == 0 && f.kubeconfig == "" && !f.inCluster {
 		return errors.New("nothing to run: give --config PATH (manifests) or --kubeconfig/--in-cluster")
+	}
+	if len(f.configPaths) > 0 && (f.kubeconfig != "" || f.inCluster) {
+		return errors.New("--config and --kubeconfig/--in-cluster are two sources: give one (weir reads either manifest files or an API server)")
 	}
 	proxyConfig, err := f.proxyConfig()
 	if err != nil {
