@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bufio"
+	"crypto/x509"
 	"io"
 	"net"
 	"net/http"
@@ -216,4 +217,36 @@ func TestSlowBodies(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestPassthroughCountsAgainstBreaker: TLS connections sent on to a backend count
+// against its maxConnections, as HTTP's upstream connections do: past the limit a new
+// connection is closed without reaching the backend, and one that ends gives its slot
+// back.
+func TestPassthroughCountsAgainstBreaker(t *testing.T) {
+	crt, key := certPEM(t, "a.example.com")
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(crt)
+	be := tcpBackend("a", 1, startTCPEcho(t, "a"))
+	be.Policy.CircuitBreaker.MaxConnections = 1
+	addr := freeAddr(t)
+	startGateway(t, Options{}, &model.GatewayConfig{Listeners: []*model.Listener{{Address: addr, Protocol: model.ProtocolTLS,
+		Sections: []*model.Section{{Name: "default/gw/a", Terminate: true, Certificates: []model.Certificate{{Source: "default/a", CertPEM: crt, KeyPEM: key}},
+			Passthrough: []*model.PassthroughRoute{tlsRoute("a", []string{""}, be)}}}}}})
+	first, _, _, err := terminateDial(t, addr, "a.example.com", pool)
+	if err != nil {
+		t.Fatalf("first connection: %v", err)
+	}
+	if c, _, _, err := terminateDial(t, addr, "a.example.com", pool); err == nil {
+		c.Close()
+		t.Fatal("a second connection reached the backend past maxConnections 1")
+	}
+	first.Close()
+	eventually(t, 5*time.Second, func() bool {
+		c, _, _, err := terminateDial(t, addr, "a.example.com", pool)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	}, "the slot of a closed connection was not given back")
 }

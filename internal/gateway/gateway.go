@@ -27,6 +27,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"weir.dev/weir/internal/gateway/router"
+	"weir.dev/weir/internal/health"
 	"weir.dev/weir/internal/http1"
 	"weir.dev/weir/internal/model"
 )
@@ -47,8 +48,8 @@ type Options struct {
 	TrustedProxies []netip.Prefix
 	// AccessLog writes one structured record per request to Logger.
 	AccessLog bool
-	// Health is the shared endpoint health (internal/health's Overlay). nil: the
-	// gateway keeps its own passive outlier detection from each backend's policy.
+	// Health is the shared endpoint health (internal/health's Overlay), synced from
+	// the gateway's Sync. nil: the gateway makes an Overlay of its own.
 	Health Health
 	// H2C accepts cleartext HTTP/2 (prior knowledge) on HTTP listeners.
 	H2C bool
@@ -80,7 +81,7 @@ type Gateway struct {
 	log     *slog.Logger
 	metrics *metrics
 	health  Health
-	ejector *ejector // nil when Options.Health is set
+	own     *health.Overlay // the overlay New made when Options.Health was nil
 	up      *upstream
 	proxy   *httputil.ReverseProxy
 	bufs    sync.Pool
@@ -149,11 +150,12 @@ func New(opts Options) (*Gateway, error) {
 		limiters: map[string]*limiter{}, canaries: map[string]*canary{},
 	}
 	if g.health == nil {
-		g.ejector = newEjector(func(port string, ep netip.AddrPort) {
-			m.ejections.WithLabelValues(port).Inc()
-			g.log.Warn("gateway: endpoint ejected", "backend", port, "endpoint", ep.String())
-		})
-		g.health = g.ejector
+		o, err := health.New(health.Options{Logger: opts.Logger, Registerer: opts.Registerer})
+		if err != nil {
+			cancel()
+			return nil, fmt.Errorf("gateway: %w", err)
+		}
+		g.own, g.health = o, o
 	}
 	g.bufs.New = func() any { return new([copyBufferSize]byte) }
 	g.up = newUpstream(g)
@@ -259,7 +261,7 @@ func (g *Gateway) Sync(ctx context.Context, snap *model.Snapshot) error {
 	}
 	now := time.Now()
 	b := &builder{g: g, now: now, rules: map[*model.Rule]*ruleRuntime{}, clusters: map[string]*cluster{},
-		limiters: map[string]*limiter{}, canaries: map[string]*canary{}, ports: map[string]portConfig{},
+		limiters: map[string]*limiter{}, canaries: map[string]*canary{},
 		series: map[[2]string]bool{}}
 
 	var errs []error
@@ -313,9 +315,6 @@ func (g *Gateway) Sync(ctx context.Context, snap *model.Snapshot) error {
 		}
 		desired[addr] = ml
 		tables[addr] = t
-	}
-	if g.ejector != nil {
-		g.ejector.configure(b.ports)
 	}
 	g.clusters, g.limiters, g.canaries = b.clusters, b.limiters, b.canaries
 	for pair := range g.series {
@@ -536,5 +535,8 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 		errs = append(errs, ctx.Err())
 	}
 	g.up.close()
+	if g.own != nil {
+		g.own.Close()
+	}
 	return errors.Join(errs...)
 }

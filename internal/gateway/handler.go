@@ -66,7 +66,6 @@ type builder struct {
 	clusters map[string]*cluster
 	limiters map[string]*limiter
 	canaries map[string]*canary
-	ports    map[string]portConfig
 	series   map[[2]string]bool // (route, backend) label pairs in use
 }
 
@@ -87,13 +86,6 @@ func (b *builder) cluster(be *model.Backend) *cluster {
 	}
 	c.update(be, b.now)
 	b.clusters[key] = c
-	if be.PortID != "" {
-		od := model.OutlierDetection{}
-		if be.Policy != nil {
-			od = be.Policy.Outlier
-		}
-		b.ports[be.PortID] = portConfig{outlier: od, endpoints: len(be.Endpoints)}
-	}
 	return c
 }
 

@@ -207,7 +207,7 @@ func startGateway(t *testing.T, opts Options, cfg *model.GatewayConfig) *testGat
 		defer cancel()
 		_ = g.Shutdown(ctx)
 	})
-	if err := g.Sync(context.Background(), &model.Snapshot{Gateway: cfg}); err != nil {
+	if err := g.Sync(context.Background(), snapshotOf(cfg)); err != nil {
 		t.Fatal(err)
 	}
 	tg := &testGateway{Gateway: g}
@@ -220,7 +220,7 @@ func startGateway(t *testing.T, opts Options, cfg *model.GatewayConfig) *testGat
 
 func (tg *testGateway) sync(t *testing.T, cfg *model.GatewayConfig) {
 	t.Helper()
-	if err := tg.Sync(context.Background(), &model.Snapshot{Gateway: cfg}); err != nil {
+	if err := tg.Sync(context.Background(), snapshotOf(cfg)); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -297,4 +297,55 @@ var transports = []struct {
 }{
 	{"event loops", true, Options{}},
 	{"net/http", false, Options{DisableEventLoops: true}},
+}
+
+// snapshotOf is a Snapshot serving cfg, with a Service for each backend port, so that
+// the health overlay tracks their endpoints as it does in production.
+func snapshotOf(cfg *model.GatewayConfig) *model.Snapshot {
+	snap := &model.Snapshot{Gateway: cfg}
+	svcs := map[model.ServiceKey]*model.Service{}
+	ports := map[string]bool{}
+	add := func(b *model.Backend) {
+		if b == nil || b.PortID == "" || ports[b.PortID] {
+			return
+		}
+		ports[b.PortID] = true
+		svc := svcs[b.Service]
+		if svc == nil {
+			svc = &model.Service{Key: b.Service, Policy: model.DefaultPolicy()}
+			svcs[b.Service] = svc
+			snap.Services = append(snap.Services, svc)
+		}
+		pol := b.Policy
+		if pol == nil {
+			pol = svc.Policy
+		}
+		_, name, _ := strings.Cut(strings.TrimPrefix(b.PortID, b.Service.String()), ":")
+		svc.Ports = append(svc.Ports, &model.ServicePort{Name: name, Port: b.Port, Endpoints: b.Endpoints, Policy: pol})
+	}
+	if cfg == nil {
+		return snap
+	}
+	for _, l := range cfg.Listeners {
+		for _, sec := range l.Sections {
+			for _, pr := range sec.Passthrough {
+				for _, b := range pr.Backends {
+					add(b)
+				}
+			}
+			for _, vh := range sec.Hosts {
+				for _, m := range vh.Matches {
+					for _, b := range m.Rule.Backends {
+						add(b)
+					}
+					for _, f := range m.Rule.Filters {
+						if f.Mirror != nil {
+							add(f.Mirror.Backend)
+						}
+					}
+				}
+			}
+		}
+	}
+	return snap
 }

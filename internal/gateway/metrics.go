@@ -13,7 +13,6 @@ type metrics struct {
 	requests     *prometheus.CounterVec
 	duration     *prometheus.HistogramVec
 	retries      *prometheus.CounterVec
-	ejections    *prometheus.CounterVec
 	rateLimited  *prometheus.CounterVec
 	overflows    *prometheus.CounterVec
 	rollbacks    *prometheus.CounterVec
@@ -31,8 +30,6 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}}, []string{"route", "backend"}),
 		retries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weir_gateway_retries_total",
 			Help: "Upstream attempts retried, by route rule and backend."}, []string{"route", "backend"}),
-		ejections: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weir_gateway_ejections_total",
-			Help: "Endpoints ejected by the gateway's own outlier detection, by backend."}, []string{"backend"}),
 		rateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weir_gateway_rate_limited_total",
 			Help: "Requests answered 429 by a local rate limit, by route rule."}, []string{"route"}),
 		overflows: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weir_gateway_breaker_overflows_total",
@@ -51,7 +48,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.retries, m.ejections, m.rateLimited, m.overflows, m.rollbacks, m.mirrorDrops, m.listenerErrs, m.handoffs} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.retries, m.rateLimited, m.overflows, m.rollbacks, m.mirrorDrops, m.listenerErrs, m.handoffs} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("gateway: register metrics: %w", err)
 		}

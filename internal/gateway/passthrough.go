@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"weir.dev/weir/internal/balance"
+	"weir.dev/weir/internal/health"
 	"weir.dev/weir/internal/model"
 )
 
@@ -285,24 +286,30 @@ func (g *Gateway) dialRoute(c net.Conn, r *ptRoute) (up net.Conn, done func()) {
 	if ap, err := netipAddrPort(c.RemoteAddr()); err == nil {
 		key = balance.HashAddr(ap.Addr())
 	}
-	healthy := func(ep *endpoint) bool { return g.health.Healthy(cs.portID, ep.ap) }
 	var tried []*endpoint
 	for range 3 {
-		ep := br.cl.pick(cs, key, 0, tried, healthy)
+		ep := br.cl.pick(cs, key, 0, tried, g.health)
 		if ep == nil {
 			return nil, nil
 		}
 		tried = append(tried, ep)
+		// The connection counts against the backend's maxConnections, as HTTP's do.
+		if !br.cl.takeConn() {
+			g.metrics.overflows.WithLabelValues(br.b.ID).Inc()
+			return nil, nil
+		}
 		up, err := g.up.dialer.DialContext(g.ctx, "tcp", ep.host)
 		if err == nil {
 			g.health.ReportSuccess(cs.portID, ep.ap)
 			ep.load.Begin()
+			up = &countedConn{Conn: up, n: &br.cl.conns}
 			return up, func() {
 				ep.load.End()
 				_ = up.Close()
 			}
 		}
-		g.health.ReportFailure(cs.portID, ep.ap, 0)
+		br.cl.conns.Add(-1)
+		g.health.ReportFailure(cs.portID, ep.ap, health.ConnectFailure)
 	}
 	return nil, nil
 }

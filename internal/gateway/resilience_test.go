@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"weir.dev/weir/internal/health"
 	"weir.dev/weir/internal/model"
 )
 
@@ -80,8 +81,8 @@ func TestOutlierEjectionAndRecovery(t *testing.T) {
 	for range 8 {
 		get(t, http.DefaultClient, "GET", tg.url+"/", nil)
 	}
-	if n := testutil.ToFloat64(tg.metrics.ejections.WithLabelValues("default/svc:http")); n != 1 {
-		t.Fatalf("ejections = %v", n)
+	if n, err := testutil.GatherAndCount(reg, "weir_endpoint_ejections_total"); err != nil || n != 1 || tg.health.Healthy(be.PortID, bad.addr) {
+		t.Fatalf("ejections: %d series (%v); bad endpoint healthy: %v", n, err, tg.health.Healthy(be.PortID, bad.addr))
 	}
 	before := bad.hits.Load()
 	for range 20 {
@@ -314,14 +315,10 @@ func TestRetryReplaysSmallBodies(t *testing.T) {
 
 func TestPanicModeSpreadsOverAll(t *testing.T) {
 	eps := []*echoBackend{startEcho(t, "a"), startEcho(t, "b"), startEcho(t, "c"), startEcho(t, "d")}
-	be := backend("svc", 1, eps...)
-	c := newCluster("svc", false)
-	c.update(be, time.Now())
-	st := c.state.Load()
 	tests := []struct {
 		name      string
 		panicPct  int
-		unhealthy int // the first n endpoints are unhealthy
+		unhealthy int // the first n endpoints are ejected
 		wantBad   bool
 	}{
 		{"one of four down: avoid it", 50, 1, false},
@@ -330,21 +327,28 @@ func TestPanicModeSpreadsOverAll(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			pol := *be.Policy
-			pol.Outlier.PanicThresholdPercent = tc.panicPct
-			c.policy.Store(&pol)
-			healthy := func(ep *endpoint) bool {
-				for i := range tc.unhealthy {
-					if ep == st.eps[i] {
-						return false
-					}
-				}
-				return true
+			be := backend("svc", 1, eps...)
+			be.Policy.Outlier = model.OutlierDetection{ConsecutiveFailures: 1, BaseEjectionTime: time.Minute,
+				MaxEjectionPercent: 100, PanicThresholdPercent: tc.panicPct}
+			overlay, err := health.New(health.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(overlay.Close)
+			overlay.Sync(t.Context(), snapshotOf(httpConfig("127.0.0.1:1", prefixRule("r", "/", be))))
+			c := newCluster("svc", false)
+			c.update(be, time.Now())
+			st := c.state.Load()
+			for _, ep := range st.eps[:tc.unhealthy] {
+				overlay.ReportFailure(be.PortID, ep.ap, health.GatewayError)
 			}
 			bad := 0
 			for range 400 {
-				ep := c.pick(st, 0, 0, nil, healthy)
-				if !healthy(ep) {
+				ep := c.pick(st, 0, 0, nil, overlay)
+				if ep == nil {
+					t.Fatal("no endpoint picked")
+				}
+				if !overlay.Healthy(be.PortID, ep.ap) {
 					bad++
 				}
 			}

@@ -35,7 +35,8 @@ type endpoint struct {
 type clusterState struct {
 	portID    string // model.ServicePort.ID: the health key
 	eps       []*endpoint
-	weights   []uint32 // each endpoint's weight from the EndpointSlice (weir.dev/weight)
+	endpoints []model.Endpoint // eps as the model has them, for health.Eligible
+	weights   []uint32         // each endpoint's weight from the EndpointSlice (weir.dev/weight)
 	picker    balance.Picker
 	rampUntil time.Time // slow start still ramps some endpoint until then
 	builtAt   time.Time
@@ -77,6 +78,7 @@ func (c *cluster) update(b *model.Backend, now time.Time) {
 	seen := make(map[netip.AddrPort]*endpoint, len(b.Endpoints))
 	eps := make([]*endpoint, 0, len(b.Endpoints))
 	weights := make([]uint32, 0, len(b.Endpoints))
+	mEps := make([]model.Endpoint, 0, len(b.Endpoints))
 	for _, e := range b.Endpoints {
 		ap := e.AddrPort()
 		if _, dup := seen[ap]; dup {
@@ -89,9 +91,12 @@ func (c *cluster) update(b *model.Backend, now time.Time) {
 		seen[ap] = ep
 		eps = append(eps, ep)
 		weights = append(weights, e.Weight)
+		mEps = append(mEps, e)
 	}
 	c.eps = seen
-	c.state.Store(c.build(b.PortID, eps, weights, pol, now))
+	st := c.build(b.PortID, eps, weights, pol, now)
+	st.endpoints = mEps
+	c.state.Store(st)
 }
 
 // build makes the state of eps with their weights. The state is immutable: a weight
@@ -152,31 +157,40 @@ func (c *cluster) current(now time.Time) *clusterState {
 	}
 	defer c.rebuild.Unlock()
 	if cur := c.state.Load(); cur == st {
+		mEps := st.endpoints
 		st = c.build(st.portID, st.eps, st.weights, c.policy.Load(), now)
+		st.endpoints = mEps
 		c.state.Store(st)
 	}
 	return c.state.Load()
 }
 
-// pick chooses an endpoint: the session endpoint when it is usable, else the
-// scheduler's choice, skipping endpoints already tried and unhealthy ones. When every
-// untried endpoint is unhealthy it ignores health (panic mode).
-func (c *cluster) pick(st *clusterState, key uint64, session uint64, tried []*endpoint, healthy func(*endpoint) bool) *endpoint {
+// pick chooses an endpoint among those not tried yet that health makes eligible
+// (health.Eligible's rule, as the userspace proxy applies it: the healthy ones, or all
+// in panic mode): the session endpoint when it is one, else the scheduler's choice. h
+// nil: every endpoint is eligible. nil when none is left.
+func (c *cluster) pick(st *clusterState, key uint64, session uint64, tried []*endpoint, h Health) *endpoint {
 	n := len(st.eps)
 	if n == 0 {
 		return nil
 	}
-	usable := func(ep *endpoint) bool {
-		for _, t := range tried {
-			if t == ep {
-				return false
-			}
+	var elig []bool // by index into st.eps, once an unhealthy endpoint was met
+	usable := func(i int) bool {
+		ep := st.eps[i]
+		if contains(tried, ep) {
+			return false
 		}
-		return healthy == nil || healthy(ep)
+		if h == nil || (elig == nil && h.Healthy(st.portID, ep.ap)) {
+			return true // a healthy endpoint is always eligible
+		}
+		if elig == nil {
+			elig = st.eligible(h)
+		}
+		return elig[i]
 	}
 	if session != 0 {
-		for _, ep := range st.eps {
-			if ep.id == session && usable(ep) {
+		for i, ep := range st.eps {
+			if ep.id == session && usable(i) {
 				return ep
 			}
 		}
@@ -186,47 +200,31 @@ func (c *cluster) pick(st *clusterState, key uint64, session uint64, tried []*en
 		if idx < 0 || idx >= n {
 			break
 		}
-		ep := st.eps[idx]
-		if usable(ep) {
-			return ep
-		}
-		if i == 0 && healthy != nil && !contains(tried, ep) && c.panicking(st, healthy) {
-			// Too few endpoints are healthy: spread over all of them (Envoy's panic
-			// mode) rather than pile onto the survivors.
-			return ep
+		if usable(idx) {
+			return st.eps[idx]
 		}
 	}
 	start := rand.IntN(n)
 	for j := range n {
-		if ep := st.eps[(start+j)%n]; usable(ep) {
-			return ep
-		}
-	}
-	// Panic mode: every untried endpoint is unhealthy; use them anyway.
-	for j := range n {
-		ep := st.eps[(start+j)%n]
-		if !contains(tried, ep) {
-			return ep
+		if i := (start + j) % n; usable(i) {
+			return st.eps[i]
 		}
 	}
 	return nil
 }
 
-// panicking reports whether fewer than PanicThresholdPercent of the endpoints are
-// healthy. It is only asked when the scheduler's first choice is unhealthy. (When every
-// untried endpoint is unhealthy, pick uses them anyway whatever the threshold.)
-func (c *cluster) panicking(st *clusterState, healthy func(*endpoint) bool) bool {
-	pct := model.DefaultPanicThresholdPercent
-	if p := c.policy.Load(); p != nil {
-		pct = p.Outlier.PanicThresholdPercent // 0 turns panic mode off, as in Envoy
-	}
-	ok := 0
-	for _, ep := range st.eps {
-		if healthy(ep) {
-			ok++
+// eligible marks the endpoints that take new traffic, by health's rule.
+func (st *clusterState) eligible(h Health) []bool {
+	out := make([]bool, len(st.eps))
+	es := h.Eligible(st.portID, st.endpoints)
+	j := 0
+	for i, ep := range st.eps {
+		if j < len(es) && es[j].AddrPort() == ep.ap {
+			out[i] = true
+			j++
 		}
 	}
-	return ok*100 < pct*len(st.eps)
+	return out
 }
 
 func contains(eps []*endpoint, ep *endpoint) bool {
@@ -318,6 +316,14 @@ type countedConn struct {
 func (c *countedConn) Close() error {
 	c.once.Do(func() { c.n.Add(-1) })
 	return c.Conn.Close()
+}
+
+// CloseWrite half-closes the connection (TLS passthrough passes half-closes on).
+func (c *countedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(closeWriter); ok {
+		return cw.CloseWrite()
+	}
+	return nil
 }
 
 // upstream is the RoundTripper the reverse proxy uses: it picks an endpoint for each
@@ -424,10 +430,6 @@ func (a *attempts) init(u *upstream, st *reqState, method string, replayable, up
 	a.canRetry = replayable && !upgrade && (idempotent(method) || a.pol.policy.RetryNonIdempotent)
 }
 
-// healthy reports whether the endpoint is in rotation (not ejected, not failing its
-// active checks).
-func (a *attempts) healthy(ep *endpoint) bool { return a.u.g.health.Healthy(a.cs.portID, ep.ap) }
-
 // perTry is the timeout of one try: the rule's backendRequest timeout or the retry
 // policy's per-try timeout, whichever is shorter (0: none).
 func (a *attempts) perTry() time.Duration {
@@ -444,7 +446,7 @@ func (a *attempts) perTry() time.Duration {
 func (a *attempts) begin() (*endpoint, error) {
 	ep := a.next
 	if ep == nil {
-		ep = a.cl.pick(a.cs, a.st.hashKey, a.st.session, a.tried, a.healthy)
+		ep = a.cl.pick(a.cs, a.st.hashKey, a.st.session, a.tried, a.u.g.health)
 	}
 	a.next = nil
 	if ep == nil {
@@ -537,7 +539,7 @@ func (a *attempts) mayRetry(retry, done bool) bool {
 	if !retry || !a.canRetry || a.n > a.pol.policy.Attempts || done {
 		return false
 	}
-	if a.next = a.cl.pick(a.cs, a.st.hashKey, a.st.session, a.tried, a.healthy); a.next == nil {
+	if a.next = a.cl.pick(a.cs, a.st.hashKey, a.st.session, a.tried, a.u.g.health); a.next == nil {
 		return false // without a fresh endpoint the last answer (or error) stands
 	}
 	if !a.u.budget(a.cl, a.pol.policy) {
