@@ -72,6 +72,9 @@ tools_root() {
 	rm -rf "$root/usr/share/doc" "$root/usr/share/man" "$root/usr/share/info" "$root/usr/share/locale"
 	ln -sf mawk "$root/usr/bin/awk"
 	ln -sf nc.openbsd "$root/bin/nc"
+	# sh is bash, not busybox: Debian's busybox sh runs its own applets before PATH (its nc
+	# lacks -v and -z, which the e2e suite passes).
+	ln -sf bash "$root/bin/sh"
 	# busybox applets where Debian gave no command of that name.
 	local a
 	for a in $("$root/bin/busybox" --list-full); do
