@@ -316,7 +316,7 @@ func run(ctx context.Context, f runFlags, logger *slog.Logger, ready func(adminA
 	adminAddr := ""
 	if f.adminAddr != "" {
 		adm, err := admin.Listen(admin.Options{
-			Addr: f.adminAddr, Gatherer: reg, Snapshot: rn.Snapshot,
+			Addr: f.adminAddr, Gatherer: reg, Snapshot: func() *model.Snapshot { return gw.Served(rn.Snapshot()) },
 			Ready:       func() bool { return sourceSynced() && rn.Synced() },
 			Sections:    sections,
 			ConfigError: configError,

@@ -99,6 +99,7 @@ type Gateway struct {
 	closed    bool
 	loops     *loopServer // started with the first plaintext listener that uses them
 	listeners map[string]*listener
+	bindErrs  map[string]string // configured address → why it could not be bound (status.go)
 	clusters  map[string]*cluster
 	limiters  map[string]*limiter
 	canaries  map[string]*canary
@@ -332,6 +333,11 @@ func (g *Gateway) Sync(ctx context.Context, snap *model.Snapshot) error {
 			delete(g.listeners, addr)
 		}
 	}
+	for addr := range g.bindErrs {
+		if _, ok := desired[addr]; !ok {
+			delete(g.bindErrs, addr)
+		}
+	}
 	addrs := make([]string, 0, len(desired))
 	for addr := range desired {
 		addrs = append(addrs, addr)
@@ -343,6 +349,7 @@ func (g *Gateway) Sync(ctx context.Context, snap *model.Snapshot) error {
 		if l == nil {
 			var err error
 			l, err = g.openListener(addr, ml.Protocol, tables[addr], certs[addr], pts[addr])
+			g.bound(addr, err)
 			if err != nil {
 				g.metrics.listenerErrs.WithLabelValues(addr).Inc()
 				errs = append(errs, err)
