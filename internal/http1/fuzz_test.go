@@ -437,3 +437,63 @@ func chunkException(data []byte) bool {
 	}
 	return false
 }
+
+// FuzzGuard compares Guard with net/http's server reading the same stream: it follows
+// requests where http.ReadRequest and net/http's body readers delimit them. Reading
+// the stream with net/http, request after request: the guard gives out every byte
+// unchanged up to the first head CheckRequestFraming refuses, and then only
+// refusedHead; up to a body net/http fails to read, it gives out a prefix of the
+// stream; after a head net/http refuses, an HTTP/2 preface or an upgrade request,
+// everything.
+func FuzzGuard(f *testing.F) {
+	for _, s := range requestSeeds {
+		f.Add([]byte(s+"GET /next HTTP/1.1\r\nHost: h\r\n\r\n"), uint8(7))
+	}
+	f.Add([]byte("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5;x\r\nhello\r\n0\r\nX: y\r\n\r\nPOST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabcGET / HTTP/1.1\r\nHost: h\r\n\r\n"), uint8(1))
+	f.Fuzz(func(t *testing.T, data []byte, piece uint8) {
+		g := NewGuard(&pieceConn{src: string(data), n: int(piece%16) + 1}, 1<<20)
+		out, gerr := io.ReadAll(g)
+		// net/http, request after request.
+		rd := bytes.NewReader(data)
+		br := bufio.NewReader(rd)
+		at := func() int { return len(data) - rd.Len() - br.Buffered() }
+		for {
+			off := at()
+			rest := data[off:]
+			if len(rest) == 0 {
+				break
+			}
+			end := LineHeadEnd(rest)
+			if end == 0 {
+				break // an incomplete head: given out as it is
+			}
+			if CheckRequestFraming(rest[:end]) != nil {
+				want := string(data[:off]) + refusedHead
+				if string(out) != want {
+					t.Fatalf("%q: guard gave %q, want %q", data, out, want)
+				}
+				return
+			}
+			req, err := http.ReadRequest(br)
+			if err != nil || req.ProtoMajor != 1 {
+				break // net/http refuses it, or HTTP/2 follows: passed through
+			}
+			// An upgrade the server does not answer with 101 (nothing is written
+			// here: TestGuardUpgrade has the other case) is followed like any request.
+			if _, err := io.Copy(io.Discard, req.Body); err != nil {
+				goto prefix
+			}
+		}
+		if errors.Is(gerr, ErrBadRequestBody) {
+			goto prefix // a chunked body it refuses and net/http takes: FuzzChunked's exceptions
+		}
+		if string(out) != string(data) || gerr != nil {
+			t.Fatalf("%q: guard gave %q (%v), want it all", data, out, gerr)
+		}
+		return
+	prefix: // net/http fails the body; the guard stops at or before the same byte
+		if !bytes.HasPrefix(data, out) {
+			t.Fatalf("%q: guard gave %q, not a prefix", data, out)
+		}
+	})
+}
