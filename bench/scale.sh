@@ -8,6 +8,7 @@
 #
 #   sudo bench/scale.sh                          # N = 1000,10000, 3 rounds × 5 changes
 #   N=1000 ROUNDS=1 sudo bench/scale.sh
+#   PROXIES=weir N=10000 sudo bench/scale.sh     # weir alone
 #   JSON=/tmp/scale.json sudo bench/scale.sh     # every sample
 #   WORK=/var/tmp/weir-scale sudo bench/scale.sh # keep etcd (the objects) and logs for the next run
 set -euo pipefail
@@ -38,4 +39,5 @@ if [[ -n "${WORK:-}" ]]; then
 fi
 [[ -n "${JSON:-}" ]] && args+=(-json "$JSON")
 [[ -n "${KUBE_PROXY:-}" ]] && args+=(-kube-proxy "$KUBE_PROXY")
+[[ -n "${PROXIES:-}" ]] && args+=(-proxies "$PROXIES")
 WEIR_SCALE_NETNS="$ns" timeout "${TIMEOUT:-3600}" ip netns exec "$ns" "$work/kubescale" "${args[@]}"

@@ -68,6 +68,7 @@ type config struct {
 	jsonOut   string
 	seed      uint64
 	timeout   time.Duration
+	proxies   string
 }
 
 func main() {
@@ -83,6 +84,7 @@ func main() {
 	flag.StringVar(&c.jsonOut, "json", "", "write every sample to this JSON file")
 	flag.Uint64Var(&c.seed, "seed", 1, "seed of the changed Services")
 	flag.DurationVar(&c.timeout, "sync-timeout", 5*time.Minute, "give up on a proxy that is not synced after this long")
+	flag.StringVar(&c.proxies, "proxies", "weir,kube-proxy", "proxies to measure, in turns (kube-proxy only when its binary is there)")
 	flag.Parse()
 	for _, s := range strings.Split(sizes, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
@@ -132,11 +134,20 @@ func run(c config) error {
 		defer os.RemoveAll(dir)
 		c.work = dir
 	}
-	proxies := []string{"weir"}
-	if st, err := os.Stat(c.kubeProxy); err == nil && st.Mode()&0o111 != 0 {
-		proxies = append(proxies, "kube-proxy")
-	} else {
-		log.Printf("no kube-proxy at %s: measuring weir alone", c.kubeProxy)
+	var proxies []string
+	for _, p := range strings.Split(c.proxies, ",") {
+		switch p = strings.TrimSpace(p); p {
+		case "weir":
+			proxies = append(proxies, p)
+		case "kube-proxy":
+			if st, err := os.Stat(c.kubeProxy); err == nil && st.Mode()&0o111 != 0 {
+				proxies = append(proxies, p)
+			} else {
+				log.Printf("no kube-proxy at %s: not measured", c.kubeProxy)
+			}
+		default:
+			return fmt.Errorf("-proxies: unknown proxy %q (weir, kube-proxy)", p)
+		}
 	}
 
 	cl, err := controlplane.Start(c.work, bin, "10.0.0.0/16")
