@@ -8,7 +8,8 @@
 //   - full sync: the proxy's own figure for its first sync
 //     (weir_nftables_sync_duration_seconds, kubeproxy_sync_full_proxy_rules_duration_seconds);
 //   - one change: one EndpointSlice update (an endpoint's address replaced), from the
-//     start of the API write until `nft monitor` prints the new address;
+//     start of the API write until the kernel's nf_tables notification (what `nft
+//     monitor` prints) carries the new address;
 //   - RSS (VmRSS, and VmHWM, the peak) of the proxy process after the changes;
 //   - lines of `nft list table` for the proxy's tables (ip and ip6).
 //
@@ -18,7 +19,7 @@
 package main
 
 import (
-	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -32,14 +33,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -447,35 +449,56 @@ func measure(ctx context.Context, c config, cs kubernetes.Interface, kubeconfig,
 	return s
 }
 
-// monitor is `nft monitor` with every line it printed, timestamped.
+// monitor listens to the kernel's nf_tables notifications (the netlink multicast group
+// that `nft monitor` reads, without nft's cost of loading the whole ruleset first) and
+// keeps every message with the time it arrived. The kernel sends them when a
+// transaction commits, so a message holding an address means the rule is in force.
 type monitor struct {
-	cmd   *exec.Cmd
-	mu    sync.Mutex
-	lines []monLine
-	seen  chan struct{} // pulsed on each line
+	fd      int
+	stopped atomic.Bool
+	mu      sync.Mutex
+	msgs    []monMsg
+	seen    chan struct{} // pulsed on each message
+	done    chan struct{}
 }
 
-type monLine struct {
+type monMsg struct {
 	at   time.Time
-	text string
+	data []byte
 }
+
+const nfnlgrpNFTables = 7 // NFNLGRP_NFTABLES
 
 func startMonitor() (*monitor, error) {
-	m := &monitor{cmd: exec.Command("nft", "monitor"), seen: make(chan struct{}, 1)}
-	out, err := m.cmd.StdoutPipe()
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_NETFILTER)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("netlink socket: %w", err)
 	}
-	if err := m.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("nft monitor: %w", err)
+	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 64<<20)
+	tv := unix.NsecToTimeval((200 * time.Millisecond).Nanoseconds())
+	_ = unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv) // stop is noticed
+	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Groups: 1 << (nfnlgrpNFTables - 1)}); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("netlink bind: %w", err)
 	}
+	m := &monitor{fd: fd, seen: make(chan struct{}, 1), done: make(chan struct{})}
 	go func() {
-		sc := bufio.NewScanner(out)
-		sc.Buffer(make([]byte, 1<<20), 1<<26)
-		for sc.Scan() {
-			l := monLine{at: time.Now(), text: sc.Text()}
+		defer close(m.done)
+		buf := make([]byte, 1<<20)
+		for {
+			n, _, err := unix.Recvfrom(fd, buf, 0)
+			if m.stopped.Load() {
+				return
+			}
+			if errors.Is(err, unix.ENOBUFS) || errors.Is(err, unix.EINTR) || errors.Is(err, unix.EAGAIN) {
+				continue // messages were dropped; later ones still count
+			}
+			if err != nil {
+				return
+			}
+			msg := monMsg{at: time.Now(), data: slices.Clone(buf[:n])}
 			m.mu.Lock()
-			m.lines = append(m.lines, l)
+			m.msgs = append(m.msgs, msg)
 			m.mu.Unlock()
 			select {
 			case m.seen <- struct{}{}:
@@ -483,60 +506,46 @@ func startMonitor() (*monitor, error) {
 			}
 		}
 	}()
-	// nft loads the ruleset before it subscribes (seconds at 10,000 Services): a table
-	// of our own, added and deleted, shows when it listens.
-	for try := 0; ; try++ {
-		if try == 120 {
-			m.stop()
-			return nil, errors.New("nft monitor did not listen within 2 minutes")
-		}
-		from := len(m.snapshot())
-		if err := exec.Command("nft", "add", "table", "ip", "kubescale-canary").Run(); err != nil {
-			m.stop()
-			return nil, fmt.Errorf("nft add table: %w", err)
-		}
-		_ = exec.Command("nft", "delete", "table", "ip", "kubescale-canary").Run()
-		if _, err := m.waitFor(regexp.MustCompile(`kubescale-canary`), from, time.Second); err == nil {
-			return m, nil
-		}
-	}
-}
-
-func (m *monitor) snapshot() []monLine {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.lines
+	return m, nil
 }
 
 func (m *monitor) stop() {
-	_ = m.cmd.Process.Kill()
-	_ = m.cmd.Wait()
+	m.stopped.Store(true)
+	<-m.done
+	_ = unix.Close(m.fd)
 }
 
-// waitFor returns when a line after index from matches re.
-func (m *monitor) waitFor(re *regexp.Regexp, from int, timeout time.Duration) (time.Time, error) {
+func (m *monitor) count() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.msgs)
+}
+
+// waitFor returns the arrival of the first message after index from that holds the
+// bytes want.
+func (m *monitor) waitFor(want []byte, from int, timeout time.Duration) (time.Time, error) {
 	deadline := time.After(timeout)
 	for {
 		m.mu.Lock()
-		for i := from; i < len(m.lines); i++ {
-			if re.MatchString(m.lines[i].text) {
-				at := m.lines[i].at
+		for i := from; i < len(m.msgs); i++ {
+			if bytes.Contains(m.msgs[i].data, want) {
+				at := m.msgs[i].at
 				m.mu.Unlock()
 				return at, nil
 			}
 		}
-		from = len(m.lines)
+		from = len(m.msgs)
 		m.mu.Unlock()
 		select {
 		case <-m.seen:
 		case <-deadline:
-			return time.Time{}, fmt.Errorf("nft monitor: no rule with %s within %v", re, timeout)
+			return time.Time{}, fmt.Errorf("no nf_tables notification holding %v within %v", net.IP(want), timeout)
 		}
 	}
 }
 
 // change replaces the first endpoint of Service i's slice with addr and times the API
-// write until nft monitor shows addr.
+// write until the kernel notifies a change holding addr.
 func change(ctx context.Context, cs kubernetes.Interface, mon *monitor, i int, addr string) (time.Duration, error) {
 	name := fmt.Sprintf("svc-%05d-1", i)
 	es, err := cs.DiscoveryV1().EndpointSlices(namespace).Get(ctx, name, metav1.GetOptions{})
@@ -544,15 +553,13 @@ func change(ctx context.Context, cs kubernetes.Interface, mon *monitor, i int, a
 		return 0, err
 	}
 	es.Endpoints[0].Addresses = []string{addr}
-	re := regexp.MustCompile(`\b` + regexp.QuoteMeta(addr) + `\b`)
-	mon.mu.Lock()
-	from := len(mon.lines)
-	mon.mu.Unlock()
+	want := net.ParseIP(addr).To4() // as the kernel holds it: 4 bytes in network order
+	from := mon.count()
 	start := time.Now()
 	if _, err := cs.DiscoveryV1().EndpointSlices(namespace).Update(ctx, es, metav1.UpdateOptions{}); err != nil {
 		return 0, err
 	}
-	at, err := mon.waitFor(re, from, 60*time.Second)
+	at, err := mon.waitFor(want, from, 60*time.Second)
 	if err != nil {
 		return 0, err
 	}
