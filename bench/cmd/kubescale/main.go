@@ -439,6 +439,9 @@ func measure(ctx context.Context, c config, cs kubernetes.Interface, kubeconfig,
 		d, err := change(ctx, cs, mon, rng.IntN(n), addr)
 		if err != nil {
 			s.Err = err.Error()
+			if name == "weir" {
+				_ = p.cmd.Process.Signal(syscall.SIGQUIT) // its goroutines, into its log
+			}
 			break
 		}
 		s.Changes = append(s.Changes, float64(d.Microseconds())/1000)
