@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/h2c"
+	"golang.org/x/net/http2/h2c" //lint:ignore SA1019 the one server that agrees to an h2c upgrade (net/http's does not)
 
 	"weir.dev/weir/internal/model"
 )
@@ -183,12 +183,15 @@ func TestH2CUpgradeNotForwarded(t *testing.T) {
 		}
 		var mu sync.Mutex
 		var seen []http.Header
-		srv := &http.Server{Handler: h2c.NewHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		inner := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			mu.Lock()
 			seen = append(seen, r.Header.Clone())
 			mu.Unlock()
 			_, _ = io.WriteString(w, r.Proto)
-		}), &http2.Server{}), ReadHeaderTimeout: 5 * time.Second}
+		})
+		//lint:ignore SA1019 a backend that agrees to h2c upgrades, which net/http's server never does
+		upgrading := h2c.NewHandler(inner, &http2.Server{})
+		srv := &http.Server{Handler: upgrading, ReadHeaderTimeout: 5 * time.Second}
 		go func() { _ = srv.Serve(ln) }()
 		t.Cleanup(func() { _ = srv.Close() })
 		ap := netip.MustParseAddrPort(ln.Addr().String())
