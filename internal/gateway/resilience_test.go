@@ -18,7 +18,39 @@ import (
 	"weir.dev/weir/internal/model"
 )
 
-func TestRetriesHideBadEndpoint(t *testing.T) {
+// TestResilience runs every resilience case over both transports: the same routes,
+// backends and requests, served by the event loops and by net/http alone.
+func TestResilience(t *testing.T) {
+	cases := []struct {
+		name string
+		run  func(t *testing.T, tr Options)
+	}{
+		{"RetriesHideBadEndpoint", resilienceRetriesHideBadEndpoint},
+		{"OutlierEjectionAndRecovery", resilienceOutlierEjectionAndRecovery},
+		{"BreakerOverflow", resilienceBreakerOverflow},
+		{"RateLimit", resilienceRateLimit},
+		{"MirrorNeverSlowsPrimary", resilienceMirrorNeverSlowsPrimary},
+		{"CanaryRollback", resilienceCanaryRollback},
+		{"SessionPersistence", resilienceSessionPersistence},
+		{"HashOnHeaderIsSticky", resilienceHashOnHeaderIsSticky},
+		{"RetryReplaysSmallBodies", resilienceRetryReplaysSmallBodies},
+	}
+	for _, tr := range transports {
+		t.Run(tr.name, func(t *testing.T) {
+			for _, tc := range cases {
+				t.Run(tc.name, func(t *testing.T) { tc.run(t, tr.opts) })
+			}
+		})
+	}
+}
+
+// onTransport is a test's Options on the transport tr selects.
+func onTransport(tr, o Options) Options {
+	o.DisableEventLoops = tr.DisableEventLoops
+	return o
+}
+
+func resilienceRetriesHideBadEndpoint(t *testing.T, tr Options) {
 	closed := func() model.Endpoint {
 		ap := netip.MustParseAddrPort(freeAddr(t)) // nothing listens there
 		return model.Endpoint{Addr: ap.Addr(), Port: int32(ap.Port()), Ready: true, Serving: true, Weight: 1}
@@ -45,7 +77,7 @@ func TestRetriesHideBadEndpoint(t *testing.T) {
 			if tc.retryOn != nil {
 				rm.Rule.Retry.RetryOn = tc.retryOn
 			}
-			tg := startGateway(t, Options{}, httpConfig(freeAddr(t), rm))
+			tg := startGateway(t, onTransport(tr, Options{}), httpConfig(freeAddr(t), rm))
 			failed := 0
 			for range 40 {
 				req, _ := http.NewRequest(tc.method, tg.url+"/x", nil)
@@ -68,7 +100,7 @@ func TestRetriesHideBadEndpoint(t *testing.T) {
 	}
 }
 
-func TestOutlierEjectionAndRecovery(t *testing.T) {
+func resilienceOutlierEjectionAndRecovery(t *testing.T, tr Options) {
 	good, bad := startEcho(t, "good"), startEcho(t, "bad")
 	bad.failAll.Store(true)
 	be := backend("svc", 1, good, bad)
@@ -76,7 +108,7 @@ func TestOutlierEjectionAndRecovery(t *testing.T) {
 	rm := prefixRule("eject", "/", be)
 	rm.Rule.Retry.Attempts = 0
 	reg := prometheus.NewRegistry()
-	tg := startGateway(t, Options{Registerer: reg}, httpConfig(freeAddr(t), rm))
+	tg := startGateway(t, onTransport(tr, Options{Registerer: reg}), httpConfig(freeAddr(t), rm))
 	// Round robin alternates; three 503s from bad eject it.
 	for range 8 {
 		get(t, http.DefaultClient, "GET", tg.url+"/", nil)
@@ -100,7 +132,7 @@ func TestOutlierEjectionAndRecovery(t *testing.T) {
 	}, "endpoint never came back after its ejection time")
 }
 
-func TestBreakerOverflow(t *testing.T) {
+func resilienceBreakerOverflow(t *testing.T, tr Options) {
 	tests := []struct {
 		name string
 		set  func(cb *model.CircuitBreaker)
@@ -110,18 +142,18 @@ func TestBreakerOverflow(t *testing.T) {
 		{"maxConnections", func(cb *model.CircuitBreaker) { cb.MaxConnections = 1 }},
 	}
 	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) { testBreakerOverflow(t, tc.set) })
+		t.Run(tc.name, func(t *testing.T) { testBreakerOverflow(t, tr, tc.set) })
 	}
 }
 
-func testBreakerOverflow(t *testing.T, set func(*model.CircuitBreaker)) {
+func testBreakerOverflow(t *testing.T, tr Options, set func(*model.CircuitBreaker)) {
 	slow := startEcho(t, "slow")
 	be := backend("svc", 1, slow)
 	pol := *be.Policy
 	be.Policy = &pol
 	set(&be.Policy.CircuitBreaker)
 	reg := prometheus.NewRegistry()
-	tg := startGateway(t, Options{Registerer: reg}, httpConfig(freeAddr(t), prefixRule("cb", "/", be)))
+	tg := startGateway(t, onTransport(tr, Options{Registerer: reg}), httpConfig(freeAddr(t), prefixRule("cb", "/", be)))
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -154,7 +186,7 @@ func testBreakerOverflow(t *testing.T, set func(*model.CircuitBreaker)) {
 	}
 }
 
-func TestRateLimit(t *testing.T) {
+func resilienceRateLimit(t *testing.T, tr Options) {
 	a := startEcho(t, "a")
 	tests := []struct {
 		name string
@@ -169,7 +201,7 @@ func TestRateLimit(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			rm := prefixRule("rl", "/", backend("a", 1, a))
 			rm.Rule.Policy.RateLimit = &model.RateLimit{Requests: 2, Period: 10 * time.Second, Burst: 2, Key: tc.key}
-			tg := startGateway(t, Options{Registerer: prometheus.NewRegistry()}, httpConfig(freeAddr(t), rm))
+			tg := startGateway(t, onTransport(tr, Options{Registerer: prometheus.NewRegistry()}), httpConfig(freeAddr(t), rm))
 			for i, want := range tc.want {
 				resp, _ := get(t, http.DefaultClient, "GET", tg.url+"/", tc.hdr(i))
 				if resp.StatusCode != want {
@@ -185,12 +217,12 @@ func TestRateLimit(t *testing.T) {
 	}
 }
 
-func TestMirrorNeverSlowsPrimary(t *testing.T) {
+func resilienceMirrorNeverSlowsPrimary(t *testing.T, tr Options) {
 	a, hang := startEcho(t, "a"), startEcho(t, "hang")
 	hang.hangAll.Store(true)
 	rm := prefixRule("m", "/", backend("a", 1, a))
 	rm.Rule.Filters = []model.Filter{{Type: model.FilterMirror, Mirror: &model.Mirror{Backend: backend("hang", 1, hang), Percent: 100}}}
-	tg := startGateway(t, Options{MaxMirrorsInFlight: 8}, httpConfig(freeAddr(t), rm))
+	tg := startGateway(t, onTransport(tr, Options{MaxMirrorsInFlight: 8}), httpConfig(freeAddr(t), rm))
 	start := time.Now()
 	for range 30 {
 		if resp, rep := get(t, http.DefaultClient, "GET", tg.url+"/", nil); resp.StatusCode != 200 || rep.Name != "a" {
@@ -203,7 +235,7 @@ func TestMirrorNeverSlowsPrimary(t *testing.T) {
 	eventually(t, 5*time.Second, func() bool { return hang.hits.Load() >= 8 }, "mirror got no copies")
 }
 
-func TestCanaryRollback(t *testing.T) {
+func resilienceCanaryRollback(t *testing.T, tr Options) {
 	stable, canaryEcho := startEcho(t, "stable"), startEcho(t, "canary")
 	canaryEcho.failAll.Store(true)
 	cb := backend("canary", 50, canaryEcho)
@@ -214,7 +246,7 @@ func TestCanaryRollback(t *testing.T) {
 		Window: 10 * time.Second, MinRequests: 10, MaxErrorPercent: 5}
 	reg := prometheus.NewRegistry()
 	cfg := httpConfig(freeAddr(t), rm)
-	tg := startGateway(t, Options{Registerer: reg}, cfg)
+	tg := startGateway(t, onTransport(tr, Options{Registerer: reg}), cfg)
 	eventually(t, 10*time.Second, func() bool {
 		get(t, http.DefaultClient, "GET", tg.url+"/", nil)
 		return len(tg.CanaryRollbacks()) == 1
@@ -236,11 +268,11 @@ func TestCanaryRollback(t *testing.T) {
 	}
 }
 
-func TestSessionPersistence(t *testing.T) {
+func resilienceSessionPersistence(t *testing.T, tr Options) {
 	a, b := startEcho(t, "a"), startEcho(t, "b")
 	rm := prefixRule("s", "/", backend("svc", 1, a, b))
 	rm.Rule.Session = &model.SessionPersistence{CookieName: "sid"}
-	tg := startGateway(t, Options{}, httpConfig(freeAddr(t), rm))
+	tg := startGateway(t, onTransport(tr, Options{}), httpConfig(freeAddr(t), rm))
 	resp, first := get(t, http.DefaultClient, "GET", tg.url+"/", nil)
 	var cookie *http.Cookie
 	for _, c := range resp.Cookies() {
@@ -259,12 +291,12 @@ func TestSessionPersistence(t *testing.T) {
 	}
 }
 
-func TestHashOnHeaderIsSticky(t *testing.T) {
+func resilienceHashOnHeaderIsSticky(t *testing.T, tr Options) {
 	a, b, c := startEcho(t, "a"), startEcho(t, "b"), startEcho(t, "c")
 	be := backend("svc", 1, a, b, c)
 	be.Policy.Algorithm = "Maglev"
 	be.Policy.HashOn = model.HashOn{Header: "X-User"}
-	tg := startGateway(t, Options{}, httpConfig(freeAddr(t), prefixRule("h", "/", be)))
+	tg := startGateway(t, onTransport(tr, Options{}), httpConfig(freeAddr(t), prefixRule("h", "/", be)))
 	seen := map[string]bool{}
 	for user := range 12 {
 		hdr := map[string]string{"X-User": "user-" + strconv.Itoa(user)}
@@ -281,7 +313,7 @@ func TestHashOnHeaderIsSticky(t *testing.T) {
 	}
 }
 
-func TestRetryReplaysSmallBodies(t *testing.T) {
+func resilienceRetryReplaysSmallBodies(t *testing.T, tr Options) {
 	tests := []struct {
 		method        string
 		nonIdempotent bool
@@ -294,7 +326,7 @@ func TestRetryReplaysSmallBodies(t *testing.T) {
 			be.Policy.Outlier.ConsecutiveFailures = 1000
 			rm := prefixRule("r", "/", be)
 			rm.Rule.Retry.RetryNonIdempotent = tc.nonIdempotent
-			tg := startGateway(t, Options{}, httpConfig(freeAddr(t), rm))
+			tg := startGateway(t, onTransport(tr, Options{}), httpConfig(freeAddr(t), rm))
 			for i := range 20 {
 				body := "payload-" + strconv.Itoa(i)
 				req, _ := http.NewRequest(tc.method, tg.url+"/", strings.NewReader(body))
