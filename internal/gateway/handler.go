@@ -33,7 +33,7 @@ type ruleRuntime struct {
 	canary   *canary
 	canaryAt int // index of the canary backend
 	hasResp  bool
-	spread   atomic.Uint64 // the weighted split's sequence
+	spread   balance.Split // the weighted choice of a backend
 	loopable bool          // the event loops may serve it: HTTP/1.1 backends
 	cors     *model.CORS
 	mirrors  []*mirrorRuntime
@@ -591,31 +591,16 @@ func (g *Gateway) chooseBackend(r *http.Request, st *reqState) *backendRuntime {
 		}
 		return rr.backends[0]
 	}
-	var total int64
-	for i, br := range rr.backends {
+	i := rr.spread.Pick(len(rr.backends), func(i int) int64 {
 		if i == rr.canaryAt && rr.canary.rolledBack.Load() {
-			continue
+			return 0
 		}
-		total += int64(max(br.b.Weight, 0))
-	}
-	if total <= 0 {
+		return int64(rr.backends[i].b.Weight)
+	})
+	if i < 0 {
 		return nil
 	}
-	// A Weyl sequence (k × the golden ratio, mod 1) rather than a random draw: as
-	// evenly spread, but any run of requests splits within a request or two of the
-	// weights (nginx's smooth weighted round robin has the same property).
-	x := rr.spread.Add(0x9e3779b97f4a7c15)
-	n := int64(float64(x>>11) / (1 << 53) * float64(total))
-	for i, br := range rr.backends {
-		if i == rr.canaryAt && rr.canary.rolledBack.Load() {
-			continue
-		}
-		n -= int64(max(br.b.Weight, 0))
-		if n < 0 {
-			return br
-		}
-	}
-	return nil
+	return rr.backends[i]
 }
 
 func sessionValue(backend int, ep uint64) string {

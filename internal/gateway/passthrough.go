@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/netip"
 	"strings"
@@ -30,6 +29,7 @@ type ptTable struct {
 type ptRoute struct {
 	hostname  string // exact, "*.suffix" or "" (any)
 	backends  []*backendRuntime
+	split     balance.Split
 	terminate bool
 }
 
@@ -260,27 +260,16 @@ func (c replayConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 // hashed on the client address), and connects, trying up to three endpoints. done
 // ends the endpoint's load count and closes the connection; up is nil on failure.
 func (g *Gateway) dialRoute(c net.Conn, r *ptRoute) (up net.Conn, done func()) {
-	var total int64
-	for _, br := range r.backends {
-		if br.cl != nil {
-			total += int64(max(br.b.Weight, 0))
+	i := r.split.Pick(len(r.backends), func(i int) int64 {
+		if r.backends[i].cl == nil {
+			return 0
 		}
-	}
-	if total == 0 {
+		return int64(r.backends[i].b.Weight)
+	})
+	if i < 0 {
 		return nil, nil
 	}
-	n := rand.Int64N(total)
-	var br *backendRuntime
-	for _, x := range r.backends {
-		if x.cl == nil {
-			continue
-		}
-		n -= int64(max(x.b.Weight, 0))
-		if n < 0 {
-			br = x
-			break
-		}
-	}
+	br := r.backends[i]
 	cs := br.cl.current(time.Now())
 	var key uint64
 	if ap, err := netipAddrPort(c.RemoteAddr()); err == nil {
