@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -138,6 +139,19 @@ func configErrors(t *testing.T, admin string) []string {
 	return v.ConfigErrors
 }
 
+// snapshotHasAddr reports whether the live Snapshot in the admin API names addr as an
+// address (not as the prefix of a longer one).
+func snapshotHasAddr(t *testing.T, admin, addr string) bool {
+	t.Helper()
+	resp, err := http.Get("http://" + admin + "/api/snapshot")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return regexp.MustCompile(regexp.QuoteMeta(addr) + `([^0-9.]|$)`).Match(b)
+}
+
 func metric(t *testing.T, admin, name string) string {
 	t.Helper()
 	resp, err := http.Get("http://" + admin + "/metrics")
@@ -224,9 +238,24 @@ func TestReloadUnderTraffic(t *testing.T) {
 	writeAtomically(t, sliceFile, sliceYAML("127.0.1.1", "127.0.1.2", "127.0.1.3"))
 	waitSeen("c added", func(s map[string]int) bool { return s["c"] > 0 })
 
-	// Remove a: after the reload, a gets nothing new.
+	// Remove a: once the reload is applied, a gets nothing new. Wait for the Snapshot to
+	// drop a, then for every worker to start a request after that, so that a request
+	// dispatched before the reload is not counted against it (a fixed sleep flaked on a
+	// loaded machine).
 	writeAtomically(t, sliceFile, sliceYAML("127.0.1.2", "127.0.1.3"))
-	time.Sleep(300 * time.Millisecond)
+	deadline := time.Now().Add(10 * time.Second)
+	for snapshotHasAddr(t, admin, "127.0.1.1") {
+		if time.Now().After(deadline) {
+			t.Fatal("the Snapshot still has endpoint a 10 s after its removal")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for want := total.Load() + 8; total.Load() < want; {
+		if time.Now().After(deadline) {
+			t.Fatal("no traffic after the reload")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	resetSeen()
 	waitSeen("b and c serve", func(s map[string]int) bool { return s["b"] > 20 && s["c"] > 20 })
 	seenMu.Lock()
@@ -237,7 +266,7 @@ func TestReloadUnderTraffic(t *testing.T) {
 
 	// An invalid edit: rejected, reported in a metric, traffic keeps flowing to b and c.
 	writeAtomically(t, svcFile, fmt.Sprintf(serviceYAML, "127.0.1.10", 70000))
-	deadline := time.Now().Add(10 * time.Second)
+	deadline = time.Now().Add(10 * time.Second)
 	for metric(t, admin, `weir_config_reloads_total{result="failed"}`) != "1" {
 		if time.Now().After(deadline) {
 			t.Fatal("invalid edit not counted in weir_config_reloads_total")
