@@ -6,7 +6,7 @@
 #   registry.k8s.io/gateway-api/echo-basic:<every tag the conformance manifests use>
 #                                                        sigs.k8s.io/gateway-api/conformance/echo-basic
 #   registry.k8s.io/e2e-test-images/agnhost:2.63.0       k8s.io/kubernetes/test/images/agnhost
-#                                                        + sh, curl, nc, dig, ip (Debian)
+#                                                        + sh, curl, wget, nc, dig, ip (Debian)
 #   registry.k8s.io/e2e-test-images/busybox:1.37.0-1     Debian busybox-static (+ the same tools)
 #   registry.k8s.io/e2e-test-images/glibc-dns-testing:2.0.0   dig and getent (Debian)
 # into $WEIR_CACHE/images (default $HOME/.cache/weir/images); prints that folder.
@@ -58,7 +58,7 @@ tools_root() {
 	# Depends and Pre-Depends, recursively; not the packaging tools and alternatives
 	# (debconf, dpkg, the other awks) a plain root does not run.
 	pkgs="$(apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts --no-breaks --no-replaces --no-enhances \
-		bash curl netcat-openbsd iproute2 bind9-dnsutils busybox-static libc-bin mawk 2>/dev/null |
+		bash curl wget netcat-openbsd iproute2 bind9-dnsutils busybox-static libc-bin mawk 2>/dev/null |
 		grep -v '^[ <]' | sort -u |
 		grep -vxE 'debconf|cdebconf|dpkg|install-info|gawk|original-awk|libnewt0.52|libslang2|libtextwrap1|libdebian-installer4|libsigsegv2|libmpfr6|tar')"
 	[[ -n "$pkgs" ]] || { apt-get update -qq; tools_root "$@"; return; }
@@ -72,6 +72,8 @@ tools_root() {
 	rm -rf "$root/usr/share/doc" "$root/usr/share/man" "$root/usr/share/info" "$root/usr/share/locale"
 	ln -sf mawk "$root/usr/bin/awk"
 	ln -sf nc.openbsd "$root/bin/nc"
+	# GNU wget, not busybox's: Debian's busybox 1.35 wget crashes with -T (the e2e suite's
+	# "wget -q -O - -T 1 URL").
 	# sh is bash, not busybox: Debian's busybox sh runs its own applets before PATH (its nc
 	# lacks -v and -z, which the e2e suite passes).
 	ln -sf bash "$root/bin/sh"
