@@ -250,3 +250,35 @@ func TestPassthroughCountsAgainstBreaker(t *testing.T) {
 		return err == nil
 	}, "the slot of a closed connection was not given back")
 }
+
+// TestRetrySameEndpointWhenAlone: attempts counts tries, not endpoints: a backend
+// with one endpoint that answers 503 once is retried on it, on both transports.
+func TestRetrySameEndpointWhenAlone(t *testing.T) {
+	for _, tr := range transports {
+		t.Run(tr.name, func(t *testing.T) {
+			var n atomic.Int64
+			ep := serveConns(t, func(c net.Conn) {
+				br := bufio.NewReader(c)
+				for {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					_, _ = io.Copy(io.Discard, req.Body)
+					if n.Add(1) == 1 {
+						_, _ = io.WriteString(c, "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")
+						continue
+					}
+					_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				}
+			})
+			be := backend("one", 1)
+			be.Endpoints = []model.Endpoint{ep}
+			be.Policy.Outlier.ConsecutiveFailures = 1000
+			tg := startGateway(t, tr.opts, httpConfig(freeAddr(t), prefixRule("r", "/", be)))
+			if resp, _ := rawResponse(t, tg.addr, "GET / HTTP/1.1\r\nHost: h\r\n\r\n"); resp.StatusCode != 200 || n.Load() != 2 {
+				t.Fatalf("%d after %d tries, want 200 after 2", resp.StatusCode, n.Load())
+			}
+		})
+	}
+}

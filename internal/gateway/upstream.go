@@ -534,13 +534,17 @@ func (a *attempts) replayed() { a.n++ }
 func (a *attempts) end() { a.ep.load.EndWithLatency(time.Since(a.t0)) }
 
 // mayRetry admits a retry: allowed by retry-on and the method, attempts left, an
-// endpoint not tried yet, and room in the retry budget.
+// eligible endpoint (preferably one not tried yet), and room in the retry budget.
 func (a *attempts) mayRetry(retry, done bool) bool {
 	if !retry || !a.canRetry || a.n > a.pol.policy.Attempts || done {
 		return false
 	}
+	// An eligible endpoint not tried yet, else one tried before: attempts counts tries,
+	// not distinct endpoints (a backend with one endpoint is retried on it).
 	if a.next = a.cl.pick(a.cs, a.st.hashKey, a.st.session, a.tried, a.u.g.health); a.next == nil {
-		return false // without a fresh endpoint the last answer (or error) stands
+		if a.next = a.cl.pick(a.cs, a.st.hashKey, a.st.session, nil, a.u.g.health); a.next == nil {
+			return false
+		}
 	}
 	if !a.u.budget(a.cl, a.pol.policy) {
 		a.next = nil
