@@ -1,0 +1,274 @@
+// Package ebpf is the eBPF data plane's socket load balancer: cgroup/connect4 and
+// cgroup/connect6 programs (bpf/socklb.c) rewrite a connect() to a Service's ClusterIP
+// and port to one of the endpoints the model chose, at random, before any packet
+// exists. The Proxier writes the programs' maps from each Snapshot, changing only the
+// frontends whose endpoints changed.
+package ebpf
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+
+	"weir.dev/weir/internal/dataplane"
+	"weir.dev/weir/internal/model"
+)
+
+var _ dataplane.Dataplane = (*Proxier)(nil)
+
+// Options configure a Proxier.
+type Options struct {
+	// Cgroup is the cgroup v2 directory the programs attach to: every socket of a
+	// process in it or below it is balanced. Empty means the cgroup2 mount's root
+	// (CgroupMount).
+	Cgroup string
+}
+
+// Proxier programs socket load balancing from Snapshots.
+type Proxier struct {
+	mu      sync.Mutex
+	objs    socklbObjects
+	links   []link.Link
+	slots   slotAllocator
+	applied map[socklbSvcKey]frontend // what the maps hold, by frontend
+	writes  int                       // map elements written or deleted, for tests
+}
+
+// frontend is what the maps hold for one frontend.
+type frontend struct {
+	verdict  model.Verdict
+	backends []socklbBackend // one per slot (an endpoint of weight w has w slots)
+	offset   uint32
+}
+
+// New loads the programs and attaches them to opts.Cgroup. Close detaches them.
+func New(opts Options) (*Proxier, error) {
+	cg := opts.Cgroup
+	if cg == "" {
+		m, err := CgroupMount()
+		if err != nil {
+			return nil, err
+		}
+		cg = m
+	}
+	p := &Proxier{applied: map[socklbSvcKey]frontend{}}
+	if err := loadSocklbObjects(&p.objs, nil); err != nil {
+		return nil, fmt.Errorf("ebpf mode unavailable: load socket load-balancing programs: %w", err)
+	}
+	p.slots.free = []slotRange{{0, p.objs.Backends.MaxEntries()}}
+	for _, a := range []struct {
+		prog *ebpf.Program
+		typ  ebpf.AttachType
+	}{
+		{p.objs.WeirConnect4, ebpf.AttachCGroupInet4Connect},
+		{p.objs.WeirConnect6, ebpf.AttachCGroupInet6Connect},
+	} {
+		l, err := link.AttachCgroup(link.CgroupOptions{Path: cg, Attach: a.typ, Program: a.prog})
+		if err != nil {
+			p.Close()
+			return nil, fmt.Errorf("ebpf mode unavailable: attach %s to cgroup %s: %w", a.prog, cg, err)
+		}
+		p.links = append(p.links, l)
+	}
+	return p, nil
+}
+
+func (p *Proxier) capacity() uint32 {
+	if p.objs.Backends == nil {
+		return 0
+	}
+	return p.objs.Backends.MaxEntries()
+}
+
+// Name is "ebpf".
+func (p *Proxier) Name() string { return "ebpf" }
+
+// Close detaches the programs and releases the maps.
+func (p *Proxier) Close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var errs []error
+	for _, l := range p.links {
+		errs = append(errs, l.Close())
+	}
+	p.links = nil
+	errs = append(errs, p.objs.Close())
+	return errors.Join(errs...)
+}
+
+// Sync writes the frontends of snap: every ClusterIP, port and protocol (TCP, UDP)
+// with the Cluster endpoints of the address's family. Frontends whose endpoints and
+// verdict did not change are not written. A changed frontend gets a fresh range of
+// backend slots, filled before the frontend points at it, so a concurrent connect sees
+// the old endpoints or the new ones, never a mix.
+func (p *Proxier) Sync(ctx context.Context, snap *model.Snapshot) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	want := desired(snap)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+
+	var errs []error
+	var freed []slotRange
+	for key, old := range p.applied {
+		if _, ok := want[key]; ok {
+			continue
+		}
+		if err := p.objs.Services.Delete(key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			errs = append(errs, fmt.Errorf("delete frontend %s: %w", keyString(key), err))
+			continue
+		}
+		p.writes++
+		delete(p.applied, key)
+		freed = append(freed, slotRange{old.offset, uint32(len(old.backends))})
+	}
+	for _, key := range sortedKeys(want) {
+		fe := want[key]
+		old, had := p.applied[key]
+		if had && old.verdict == fe.verdict && slices.Equal(old.backends, fe.backends) {
+			continue
+		}
+		if err := p.write(key, &fe); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		p.applied[key] = fe
+		if had {
+			freed = append(freed, slotRange{old.offset, uint32(len(old.backends))})
+		}
+	}
+	// Slots are given back only after every frontend moved off them.
+	for _, r := range freed {
+		p.slots.release(r)
+	}
+	return errors.Join(errs...)
+}
+
+// write fills a fresh slot range with fe's backends and points the frontend at it.
+func (p *Proxier) write(key socklbSvcKey, fe *frontend) error {
+	n := uint32(len(fe.backends))
+	if n > 0 {
+		off, ok := p.slots.alloc(n)
+		if !ok {
+			return fmt.Errorf("frontend %s: no room for %d backend slots (capacity %d)", keyString(key), n, p.capacity())
+		}
+		idx := make([]uint32, n)
+		for i := range idx {
+			idx[i] = off + uint32(i)
+		}
+		if _, err := p.objs.Backends.BatchUpdate(idx, fe.backends, nil); err != nil {
+			p.slots.release(slotRange{off, n})
+			return fmt.Errorf("frontend %s: write backends: %w", keyString(key), err)
+		}
+		p.writes += int(n)
+		fe.offset = off
+	}
+	val := socklbSvcValue{Count: n, Offset: fe.offset, Verdict: uint32(fe.verdict)}
+	if err := p.objs.Services.Put(key, val); err != nil {
+		if n > 0 {
+			p.slots.release(slotRange{fe.offset, n})
+		}
+		return fmt.Errorf("frontend %s: write: %w", keyString(key), err)
+	}
+	p.writes++
+	return nil
+}
+
+// desired is every frontend of snap with its verdict and backend slots.
+func desired(snap *model.Snapshot) map[socklbSvcKey]frontend {
+	out := map[socklbSvcKey]frontend{}
+	if snap == nil {
+		return out
+	}
+	for _, svc := range snap.Services {
+		for _, sp := range svc.Ports {
+			var proto uint8
+			switch sp.Protocol {
+			case model.TCP:
+				proto = 6
+			case model.UDP:
+				proto = 17
+			default:
+				continue // SCTP is not balanced at the socket level
+			}
+			for _, ip := range svc.ClusterIPs {
+				set := sp.Cluster.ForFamily(ip.Is6())
+				key := socklbSvcKey{Addr: ip.As16(), Port: htons(uint16(sp.Port)), Proto: proto}
+				fe := frontend{verdict: set.Verdict}
+				if set.Verdict == model.Forward {
+					for _, ep := range set.Endpoints {
+						be := socklbBackend{Addr: ep.Addr.As16(), Port: htons(uint16(ep.Port))}
+						for range ep.EffectiveWeight() {
+							fe.backends = append(fe.backends, be)
+						}
+					}
+				}
+				out[key] = fe
+			}
+		}
+	}
+	return out
+}
+
+func sortedKeys(m map[socklbSvcKey]frontend) []socklbSvcKey {
+	keys := make([]socklbSvcKey, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b socklbSvcKey) int {
+		if c := bytes.Compare(a.Addr[:], b.Addr[:]); c != 0 {
+			return c
+		}
+		return cmp.Or(cmp.Compare(htons(a.Port), htons(b.Port)), cmp.Compare(a.Proto, b.Proto))
+	})
+	return keys
+}
+
+func htons(v uint16) uint16 {
+	var b [2]byte
+	binary.BigEndian.PutUint16(b[:], v)
+	return binary.NativeEndian.Uint16(b[:])
+}
+
+func keyString(k socklbSvcKey) string {
+	proto := "tcp"
+	if k.Proto == 17 {
+		proto = "udp"
+	}
+	return fmt.Sprintf("%s/%s", netip.AddrPortFrom(netip.AddrFrom16(k.Addr).Unmap(), htons(k.Port)), proto)
+}
+
+// CgroupMount returns the mount point of the cgroup v2 hierarchy, read from
+// /proc/self/mountinfo: /sys/fs/cgroup on a unified layout, /sys/fs/cgroup/unified on a
+// hybrid one.
+func CgroupMount() (string, error) {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return "", fmt.Errorf("find the cgroup2 mount: %w", err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		// "id parent major:minor root mountpoint options... - fstype source superoptions"
+		pre, post, ok := strings.Cut(line, " - ")
+		if !ok {
+			continue
+		}
+		fields, fs := strings.Fields(pre), strings.Fields(post)
+		if len(fields) >= 5 && len(fs) >= 1 && fs[0] == "cgroup2" {
+			return filepath.Clean(fields[4]), nil
+		}
+	}
+	return "", errors.New("find the cgroup2 mount: no cgroup2 file system in /proc/self/mountinfo")
+}

@@ -1,0 +1,330 @@
+package ebpf
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"weir.dev/weir/internal/model"
+)
+
+// clientEnv makes the test binary a client: "network,address,count". The parent runs it
+// inside the test cgroup, so its connects go through the programs.
+const clientEnv = "WEIR_EBPF_TEST_CLIENT"
+
+// TestMain turns the test binary into the client process when clientEnv is set: it
+// connects count times and prints "RESULT <backend name or error>" for each.
+func TestMain(m *testing.M) {
+	spec := os.Getenv(clientEnv)
+	if spec == "" {
+		os.Exit(m.Run())
+	}
+	parts := strings.Split(spec, ",")
+	n, _ := strconv.Atoi(parts[2])
+	w := bufio.NewWriter(os.Stdout)
+	for range n {
+		fmt.Fprintf(w, "RESULT %s\n", exchange(parts[0], parts[1]))
+	}
+	w.Flush()
+	os.Exit(0)
+}
+
+// exchange connects, sends a byte and returns the name the backend answers, or the
+// error.
+func exchange(network, addr string) string {
+	c, err := net.DialTimeout(network, addr, 2*time.Second)
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := c.Write([]byte{'?'}); err != nil {
+		return "error: " + err.Error()
+	}
+	b := make([]byte, 64)
+	k, err := c.Read(b)
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	return string(b[:k])
+}
+
+// testCgroup makes a cgroup under the cgroup2 mount for one test (never the root) and
+// returns its path; it is removed when the test ends.
+func testCgroup(t *testing.T) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("attaching cgroup programs needs root")
+	}
+	mount, err := CgroupMount()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	dir := filepath.Join(mount, "weir-ebpf-test-"+hex.EncodeToString(b))
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatalf("make test cgroup: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := os.Remove(dir); err != nil {
+			t.Errorf("remove test cgroup: %v", err)
+		}
+	})
+	return dir
+}
+
+// clients runs the client process in cgroup and returns what each of n exchanges got.
+func clients(t *testing.T, cgroup, network, addr string, n int) []string {
+	t.Helper()
+	fd, err := os.Open(cgroup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fd.Close()
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s,%s,%d", clientEnv, network, addr, n))
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(fd.Fd())}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("client: %v: %s", err, out)
+	}
+	var got []string
+	for _, line := range strings.Split(string(out), "\n") {
+		if r, ok := strings.CutPrefix(line, "RESULT "); ok {
+			got = append(got, r)
+		}
+	}
+	if len(got) != n {
+		t.Fatalf("client printed %d results, want %d: %s", len(got), n, out)
+	}
+	return got
+}
+
+// backend serves on a loopback port of network ("tcp"/"udp", host "127.0.0.1"/"::1")
+// and answers every exchange with its name.
+func backend(t *testing.T, network, host, name string) model.Endpoint {
+	t.Helper()
+	var addr net.Addr
+	switch network {
+	case "tcp":
+		l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close() })
+		go func() { // ends when the listener is closed
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				_, _ = c.Write([]byte(name))
+				c.Close()
+			}
+		}()
+		addr = l.Addr()
+	case "udp":
+		c, err := net.ListenPacket("udp", net.JoinHostPort(host, "0"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		go func() { // ends when the socket is closed
+			b := make([]byte, 64)
+			for {
+				_, from, err := c.ReadFrom(b)
+				if err != nil {
+					return
+				}
+				_, _ = c.WriteTo([]byte(name), from)
+			}
+		}()
+		addr = c.LocalAddr()
+	}
+	ap := netip.MustParseAddrPort(addr.String())
+	return model.Endpoint{Addr: ap.Addr(), Port: int32(ap.Port()), Ready: true, Serving: true, Weight: 1}
+}
+
+// service is a ClusterIP Service with one port whose Cluster set is eps (Reject when
+// eps is empty), as model.Translate leaves it.
+func service(name string, ip netip.Addr, proto model.Protocol, port int32, eps ...model.Endpoint) *model.Service {
+	set := model.EndpointSet{Verdict: model.Reject, IPv4Verdict: model.Reject, IPv6Verdict: model.Reject, Endpoints: eps}
+	if len(eps) > 0 {
+		set.Verdict = model.Forward
+		if ip.Is4() {
+			set.IPv4Verdict = model.Forward
+		} else {
+			set.IPv6Verdict = model.Forward
+		}
+	}
+	return &model.Service{
+		Key:        model.ServiceKey{Namespace: "test", Name: name},
+		Type:       model.ClusterIP,
+		ClusterIPs: []netip.Addr{ip},
+		Ports:      []*model.ServicePort{{Protocol: proto, Port: port, Endpoints: eps, Cluster: set}},
+	}
+}
+
+func snapshot(svcs ...*model.Service) *model.Snapshot { return &model.Snapshot{Services: svcs} }
+
+func newProxier(t *testing.T, cgroup string) *Proxier {
+	t.Helper()
+	p, err := New(Options{Cgroup: cgroup})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := p.Close(); err != nil {
+			t.Errorf("close: %v", err)
+		}
+	})
+	return p
+}
+
+func count(got []string) map[string]int {
+	m := map[string]int{}
+	for _, g := range got {
+		m[g]++
+	}
+	return m
+}
+
+func testBalance(t *testing.T, network, loopback, clusterIP string) {
+	cg := testCgroup(t)
+	p := newProxier(t, cg)
+	ctx := context.Background()
+	a, b, c := backend(t, network, loopback, "a"), backend(t, network, loopback, "b"), backend(t, network, loopback, "c")
+	proto := model.TCP
+	if network == "udp" {
+		proto = model.UDP
+	}
+	ip := netip.MustParseAddr(clusterIP)
+	front := net.JoinHostPort(clusterIP, "80")
+	if err := p.Sync(ctx, snapshot(service("web", ip, proto, 80, a, b))); err != nil {
+		t.Fatal(err)
+	}
+
+	// Spread: 40 connects to two endpoints at random all miss one of them with
+	// probability 2^-39.
+	got := count(clients(t, cg, network, front, 40))
+	if got["a"] == 0 || got["b"] == 0 || got["a"]+got["b"] != 40 {
+		t.Fatalf("connects to %s reached %v, want both a and b and nothing else", front, got)
+	}
+
+	// New endpoints: new connects go only there.
+	if err := p.Sync(ctx, snapshot(service("web", ip, proto, 80, c))); err != nil {
+		t.Fatal(err)
+	}
+	if got := count(clients(t, cg, network, front, 10)); got["c"] != 10 {
+		t.Fatalf("after the endpoints changed to c, connects reached %v", got)
+	}
+
+	// No endpoints: kube-proxy rejects; the connect fails at once.
+	if err := p.Sync(ctx, snapshot(service("web", ip, proto, 80))); err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range clients(t, cg, network, front, 3) {
+		if !strings.Contains(g, "connection refused") {
+			t.Fatalf("connect to a frontend without endpoints: %q, want connection refused", g)
+		}
+	}
+
+	// A process outside the cgroup is not balanced: its connect to the ClusterIP is
+	// not rewritten (there is no route to answer it).
+	if network == "tcp" {
+		if g := exchange(network, front); g == "a" || g == "b" || g == "c" {
+			t.Fatalf("a process outside the test cgroup reached backend %s", g)
+		}
+	}
+}
+
+func TestTCPv4(t *testing.T) { testBalance(t, "tcp", "127.0.0.1", "203.0.113.1") }
+func TestUDPv4(t *testing.T) { testBalance(t, "udp", "127.0.0.1", "203.0.113.2") }
+func TestTCPv6(t *testing.T) { testBalance(t, "tcp", "::1", "2001:db8:96::1") }
+func TestUDPv6(t *testing.T) { testBalance(t, "udp", "::1", "2001:db8:96::2") }
+
+// TestSyncWritesOnlyChanges checks that a Sync writes only the frontends that changed
+// and that detaching stops the rewriting.
+func TestSyncWritesOnlyChanges(t *testing.T) {
+	cg := testCgroup(t)
+	p, err := New(Options{Cgroup: cg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	a, b := backend(t, "tcp", "127.0.0.1", "a"), backend(t, "tcp", "127.0.0.1", "b")
+	web := service("web", netip.MustParseAddr("203.0.113.3"), model.TCP, 80, a)
+	db := service("db", netip.MustParseAddr("203.0.113.4"), model.TCP, 5432, b)
+	if err := p.Sync(ctx, snapshot(db, web)); err != nil {
+		t.Fatal(err)
+	}
+	if p.writes != 4 { // two frontends, one backend slot each
+		t.Fatalf("first sync wrote %d elements, want 4", p.writes)
+	}
+	if err := p.Sync(ctx, snapshot(db, web)); err != nil {
+		t.Fatal(err)
+	}
+	if p.writes != 4 {
+		t.Fatalf("an unchanged sync wrote %d elements", p.writes-4)
+	}
+	web2 := service("web", netip.MustParseAddr("203.0.113.3"), model.TCP, 80, a, b)
+	if err := p.Sync(ctx, snapshot(db, web2)); err != nil {
+		t.Fatal(err)
+	}
+	if p.writes != 4+3 { // web: two slots and the frontend
+		t.Fatalf("changing one frontend wrote %d elements, want 3", p.writes-4)
+	}
+	if err := p.Sync(ctx, snapshot(web2)); err != nil {
+		t.Fatal(err)
+	}
+	if p.writes != 4+3+1 {
+		t.Fatalf("removing one frontend wrote %d elements, want 1", p.writes-7)
+	}
+	if got := clients(t, cg, "tcp", "203.0.113.4:5432", 1)[0]; got == "a" || got == "b" {
+		t.Fatalf("a removed frontend still reached %q", got)
+	}
+	if got := clients(t, cg, "tcp", "203.0.113.3:80", 1)[0]; got != "a" && got != "b" {
+		t.Fatalf("kept frontend reached %q", got)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := clients(t, cg, "tcp", "203.0.113.3:80", 1)[0]; got == "a" || got == "b" {
+		t.Fatalf("after Close a connect was still rewritten to %q", got)
+	}
+}
+
+func TestSlotAllocator(t *testing.T) {
+	a := slotAllocator{free: []slotRange{{0, 10}}}
+	x, _ := a.alloc(3)
+	y, _ := a.alloc(3)
+	z, _ := a.alloc(4)
+	if x != 0 || y != 3 || z != 6 {
+		t.Fatalf("alloc offsets %d %d %d", x, y, z)
+	}
+	if _, ok := a.alloc(1); ok {
+		t.Fatal("alloc from a full allocator succeeded")
+	}
+	a.release(slotRange{0, 3})
+	a.release(slotRange{6, 4})
+	if _, ok := a.alloc(5); ok {
+		t.Fatal("alloc of 5 from two free runs of 3 and 4 succeeded")
+	}
+	a.release(slotRange{3, 3})
+	if len(a.free) != 1 || a.free[0] != (slotRange{0, 10}) {
+		t.Fatalf("free runs not merged: %v", a.free)
+	}
+}
