@@ -21,7 +21,7 @@ import (
 )
 
 // Review tests of the event-loop HTTP/1.1 path (h1loop.go). Each compares the loops
-// with the goroutine servers (the fast server and net/http) on the same request, or
+// with net/http on the same request, or
 // checks a counter after a path has run. The cases that found a bug say which (the
 // `was` fields; line numbers at d76b38d): each failed before its fix.
 
@@ -122,8 +122,7 @@ func smallSendBuffer(t *testing.T, tg *testGateway) {
 }
 
 // TestReviewLoopSlowClientResponses: large responses to a client that reads slowly,
-// or not at all for a while, compared on the three servers (event loops, fast server,
-// net/http). Each case sends raw requests, waits, then reads every response whole,
+// or not at all for a while, compared on the two transports. Each case sends raw requests, waits, then reads every response whole,
 // slowly when slow is set.
 func TestReviewLoopSlowClientResponses(t *testing.T) {
 	for _, tc := range []struct {
@@ -346,10 +345,8 @@ func renderResponses(t *testing.T, addr, raw string, methods ...string) string {
 }
 
 // TestReviewLoopResponsesMatchNetHTTP: backend responses at the edges of HTTP/1.1
-// framing, relayed by the event loops, by the fast server, by net/http's server with
-// weir's fast upstream client (where the loops and the fast server hand requests
-// off to) and, as the reference, by net/http with ReverseProxy over http.Transport:
-// what the client sees must be the same.
+// framing, relayed by the event loops and, as the reference, by net/http with
+// ReverseProxy over http.Transport: what the client sees must be the same.
 func TestReviewLoopResponsesMatchNetHTTP(t *testing.T) {
 	const ok = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok"
 	canned := map[string]string{

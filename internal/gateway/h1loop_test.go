@@ -23,7 +23,7 @@ import (
 )
 
 // TestEventLoopServesSimpleRequests: simple GETs over keep-alive are served by the
-// event loops (no hand-off); a request with a body is handed to the fast server
+// event loops (no hand-off); a request with a body is handed to net/http
 // (and on to net/http) and answered; a rule with an h2c backend is handed off too.
 func TestEventLoopServesSimpleRequests(t *testing.T) {
 	a := startEcho(t, "a")

@@ -244,7 +244,7 @@ func newRequestID() string {
 }
 
 // serve handles one downstream request. ctx is the request's context (r.Context()
-// for net/http's server; the fast server's requests carry none of their own).
+// for net/http's server; the event loops' requests carry the gateway's).
 func (g *Gateway) serve(ctx context.Context, w http.ResponseWriter, r *http.Request, t *table) {
 	start := time.Now()
 	st, m := g.route(ctx, w, r, t, start, nil)

@@ -165,10 +165,10 @@ func TestMetricsOfRemovedRoutesForgotten(t *testing.T) {
 	}
 }
 
-// TestFastPathConnectionReuse covers the HTTP/1.1 fast path's pool: a connection the
+// TestUpstreamConnectionReuse covers the upstream keep-alive pool: a connection the
 // backend closed while idle is replaced without an error, Connection: close answers
 // are not reused, HEAD and 204 answers keep the connection.
-func TestFastPathConnectionReuse(t *testing.T) {
+func TestUpstreamConnectionReuse(t *testing.T) {
 	var conns atomic.Int64
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -239,7 +239,7 @@ func TestFastPathConnectionReuse(t *testing.T) {
 	}
 }
 
-func TestFastPathSkipsEarlyHints(t *testing.T) {
+func TestUpstreamSkipsEarlyHints(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

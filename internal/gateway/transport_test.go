@@ -110,7 +110,7 @@ func TestTransportPipelinedAndKeepAlive(t *testing.T) {
 	})
 }
 
-// TestTransportHandsOffMidStream: a GET served by the fast server, then a POST
+// TestTransportHandsOffMidStream: a GET served by the event loops, then a POST
 // with a body (net/http from then on), then a GET, on one connection.
 func TestTransportHandsOffMidStream(t *testing.T) {
 	a := startEcho(t, "a")
