@@ -208,3 +208,43 @@ func finalExchange(t *testing.T, addr, req string) (*http.Response, string, int)
 		}
 	}
 }
+
+// TestRequestWithPartOfTheNext: a request followed, in the same write, by the start of
+// the next one is answered at once on every transport (the guard holds back only the
+// unfinished head), and the next one when its head is complete.
+func TestRequestWithPartOfTheNext(t *testing.T) {
+	forEdgeTransport(t, func(t *testing.T, opts Options) {
+		tb := startTargetBackend(t)
+		tg := startGateway(t, opts, httpConfig(freeAddr(t), prefixRule("r", "/", tb.backend("b"))))
+		for _, first := range []string{"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nok", "GET /a HTTP/1.1\r\nHost: h\r\n\r\n"} {
+			partOfTheNext(t, tg.addr, first)
+		}
+	})
+}
+
+func partOfTheNext(t *testing.T, addr, first string) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	for _, w := range []struct{ write, want string }{
+		{first + "GET /b HTTP/1.1\r\nHo", "/a"},
+		{"st: h\r\n\r\n", "/b"},
+	} {
+		if _, err := io.WriteString(c, w.write); err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("answer for %s: %v", w.want, err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		if got := resp.Header.Get("X-Target"); resp.StatusCode != 200 || got != w.want {
+			t.Fatalf("answer %d for %q, want 200 for %s", resp.StatusCode, got, w.want)
+		}
+	}
+}
