@@ -25,7 +25,7 @@ func benchSnapshot(n, shift int) *model.Snapshot {
 			}
 			eps[j] = model.Endpoint{Addr: netip.AddrFrom4([4]byte{10, 1, byte(j), byte(s)}), Port: 8080, Ready: true, Serving: true, Weight: 1}
 		}
-		svcs[i] = service(fmt.Sprintf("s%d", i), ip, model.TCP, 80, eps...)
+		svcs[i] = service(fmt.Sprintf("s%05d", i), ip, model.TCP, 80, eps...)
 	}
 	return snapshot(svcs...)
 }
@@ -79,6 +79,32 @@ func BenchmarkSync(b *testing.B) {
 				if err := p.Sync(ctx, snaps[i%2]); err != nil {
 					b.Fatal(err)
 				}
+				i++
+			}
+		})
+		b.Run(fmt.Sprintf("one-change-delta/services=%d", n), func(b *testing.B) {
+			p, err := New(Options{Cgroup: dir})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer p.Close()
+			first := benchSnapshot(n, 0)
+			first.Version = 1
+			if err := p.Sync(ctx, first); err != nil {
+				b.Fatal(err)
+			}
+			// Alternate Service 0's endpoints with Snapshots that say so in a Delta.
+			snaps := []*model.Snapshot{benchSnapshot(n, 1), benchSnapshot(n, 0)}
+			changed := []model.ServiceKey{snaps[0].Services[0].Key}
+			v := uint64(1)
+			i := 0
+			for b.Loop() {
+				s := snaps[i%2]
+				s.Version, s.Delta = v+1, &model.Delta{Base: v, Services: changed}
+				if err := p.Sync(ctx, s); err != nil {
+					b.Fatal(err)
+				}
+				v++
 				i++
 			}
 		})

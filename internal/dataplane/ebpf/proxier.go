@@ -43,7 +43,10 @@ type Proxier struct {
 	links   []link.Link
 	slots   slotAllocator
 	applied map[socklbSvcKey]frontend // what the maps hold, by frontend
-	writes  int                       // map elements written or deleted, for tests
+	owner   map[socklbSvcKey]model.ServiceKey
+	bySvc   map[model.ServiceKey][]socklbSvcKey
+	version uint64 // the Snapshot applied last without error; 0: none
+	writes  int    // map elements written or deleted, for tests
 }
 
 // frontend is what the maps hold for one frontend.
@@ -63,7 +66,11 @@ func New(opts Options) (*Proxier, error) {
 		}
 		cg = m
 	}
-	p := &Proxier{applied: map[socklbSvcKey]frontend{}}
+	p := &Proxier{
+		applied: map[socklbSvcKey]frontend{},
+		owner:   map[socklbSvcKey]model.ServiceKey{},
+		bySvc:   map[model.ServiceKey][]socklbSvcKey{},
+	}
 	if err := loadSocklbObjects(&p.objs, nil); err != nil {
 		return nil, fmt.Errorf("ebpf mode unavailable: load socket load-balancing programs: %w", err)
 	}
@@ -110,33 +117,83 @@ func (p *Proxier) Close() error {
 
 // Sync writes the frontends of snap: every ClusterIP, port and protocol (TCP, UDP)
 // with the Cluster endpoints of the address's family. Frontends whose endpoints and
-// verdict did not change are not written. A changed frontend gets a fresh range of
-// backend slots, filled before the frontend points at it, so a concurrent connect sees
-// the old endpoints or the new ones, never a mix.
+// verdict did not change are not written; with a Delta against the Snapshot applied
+// last, only the Services it names are looked at. A changed frontend gets a fresh range
+// of backend slots, filled before the frontend points at it, so a concurrent connect
+// sees the old endpoints or the new ones, never a mix.
 func (p *Proxier) Sync(ctx context.Context, snap *model.Snapshot) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	want := desired(snap)
+	if snap == nil {
+		snap = &model.Snapshot{}
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 
+	// The Services to compare: those the Delta names, else all of snap's and all
+	// written before.
+	var scope []model.ServiceKey
+	var svcs []*model.Service
+	if d := snap.DeltaFrom(p.version); d != nil {
+		scope = d.Services
+		for _, k := range scope {
+			if svc := snap.Service(k); svc != nil {
+				svcs = append(svcs, svc)
+			}
+		}
+	} else {
+		svcs = snap.Services
+		seen := make(map[model.ServiceKey]bool, len(svcs))
+		for _, svc := range svcs {
+			scope = append(scope, svc.Key)
+			seen[svc.Key] = true
+		}
+		for k := range p.bySvc {
+			if !seen[k] {
+				scope = append(scope, k)
+			}
+		}
+	}
+	want := map[socklbSvcKey]frontend{}
+	owner := map[socklbSvcKey]model.ServiceKey{}
+	for _, svc := range svcs {
+		if svc.Proxied() {
+			frontends(svc, func(key socklbSvcKey, fe frontend) {
+				want[key], owner[key] = fe, svc.Key
+			})
+		}
+	}
+
 	var errs []error
 	var freed []slotRange
-	for key, old := range p.applied {
-		if _, ok := want[key]; ok {
-			continue
+	for _, k := range scope {
+		var kept []socklbSvcKey // frontends that could not be deleted stay k's
+		for _, key := range p.bySvc[k] {
+			if _, ok := want[key]; ok || p.owner[key] != k {
+				continue
+			}
+			old := p.applied[key]
+			if err := p.objs.Services.Delete(key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+				errs = append(errs, fmt.Errorf("delete frontend %s: %w", keyString(key), err))
+				kept = append(kept, key)
+				continue
+			}
+			p.writes++
+			delete(p.applied, key)
+			delete(p.owner, key)
+			freed = append(freed, slotRange{old.offset, uint32(len(old.backends))})
 		}
-		if err := p.objs.Services.Delete(key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			errs = append(errs, fmt.Errorf("delete frontend %s: %w", keyString(key), err))
-			continue
+		if kept != nil {
+			p.bySvc[k] = kept
+		} else {
+			delete(p.bySvc, k)
 		}
-		p.writes++
-		delete(p.applied, key)
-		freed = append(freed, slotRange{old.offset, uint32(len(old.backends))})
 	}
 	for _, key := range sortedKeys(want) {
 		fe := want[key]
+		p.bySvc[owner[key]] = append(p.bySvc[owner[key]], key)
+		p.owner[key] = owner[key]
 		old, had := p.applied[key]
 		if had && old.verdict == fe.verdict && slices.Equal(old.backends, fe.backends) {
 			continue
@@ -154,7 +211,12 @@ func (p *Proxier) Sync(ctx context.Context, snap *model.Snapshot) error {
 	for _, r := range freed {
 		p.slots.release(r)
 	}
-	return errors.Join(errs...)
+	if len(errs) > 0 {
+		p.version = 0 // the next Sync compares everything
+		return errors.Join(errs...)
+	}
+	p.version = snap.Version
+	return nil
 }
 
 // write fills a fresh slot range with fe's backends and points the frontend at it.
@@ -187,40 +249,33 @@ func (p *Proxier) write(key socklbSvcKey, fe *frontend) error {
 	return nil
 }
 
-// desired is every frontend of snap with its verdict and backend slots.
-func desired(snap *model.Snapshot) map[socklbSvcKey]frontend {
-	out := map[socklbSvcKey]frontend{}
-	if snap == nil {
-		return out
-	}
-	for _, svc := range snap.Services {
-		for _, sp := range svc.Ports {
-			var proto uint8
-			switch sp.Protocol {
-			case model.TCP:
-				proto = 6
-			case model.UDP:
-				proto = 17
-			default:
-				continue // SCTP is not balanced at the socket level
-			}
-			for _, ip := range svc.ClusterIPs {
-				set := sp.Cluster.ForFamily(ip.Is6())
-				key := socklbSvcKey{Addr: ip.As16(), Port: htons(uint16(sp.Port)), Proto: proto}
-				fe := frontend{verdict: set.Verdict}
-				if set.Verdict == model.Forward {
-					for _, ep := range set.Endpoints {
-						be := socklbBackend{Addr: ep.Addr.As16(), Port: htons(uint16(ep.Port))}
-						for range ep.EffectiveWeight() {
-							fe.backends = append(fe.backends, be)
-						}
+// frontends calls f with every frontend of svc and its verdict and backend slots.
+func frontends(svc *model.Service, f func(socklbSvcKey, frontend)) {
+	for _, sp := range svc.Ports {
+		var proto uint8
+		switch sp.Protocol {
+		case model.TCP:
+			proto = 6
+		case model.UDP:
+			proto = 17
+		default:
+			continue // SCTP is not balanced at the socket level
+		}
+		for _, ip := range svc.ClusterIPs {
+			set := sp.Cluster.ForFamily(ip.Is6())
+			key := socklbSvcKey{Addr: ip.As16(), Port: htons(uint16(sp.Port)), Proto: proto}
+			fe := frontend{verdict: set.Verdict}
+			if set.Verdict == model.Forward {
+				for _, ep := range set.Endpoints {
+					be := socklbBackend{Addr: ep.Addr.As16(), Port: htons(uint16(ep.Port))}
+					for range ep.EffectiveWeight() {
+						fe.backends = append(fe.backends, be)
 					}
 				}
-				out[key] = fe
 			}
+			f(key, fe)
 		}
 	}
-	return out
 }
 
 func sortedKeys(m map[socklbSvcKey]frontend) []socklbSvcKey {

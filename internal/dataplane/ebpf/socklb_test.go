@@ -178,6 +178,7 @@ func service(name string, ip netip.Addr, proto model.Protocol, port int32, eps .
 	}
 }
 
+// snapshot is a Snapshot of svcs, which must be sorted by key as Translate sorts them.
 func snapshot(svcs ...*model.Service) *model.Snapshot { return &model.Snapshot{Services: svcs} }
 
 func newProxier(t *testing.T, cgroup string) *Proxier {
@@ -326,5 +327,63 @@ func TestSlotAllocator(t *testing.T) {
 	a.release(slotRange{3, 3})
 	if len(a.free) != 1 || a.free[0] != (slotRange{0, 10}) {
 		t.Fatalf("free runs not merged: %v", a.free)
+	}
+}
+
+// TestSyncDelta checks that a Snapshot with a Delta against the one applied last is
+// applied by comparing only the Services the Delta names, and that any other Snapshot
+// is compared in full.
+func TestSyncDelta(t *testing.T) {
+	cg := testCgroup(t)
+	p := newProxier(t, cg)
+	ctx := context.Background()
+	a, b := backend(t, "tcp", "127.0.0.1", "a"), backend(t, "tcp", "127.0.0.1", "b")
+	webIP, dbIP := netip.MustParseAddr("203.0.113.5"), netip.MustParseAddr("203.0.113.6")
+	v1 := snapshot(service("db", dbIP, model.TCP, 5432, b), service("web", webIP, model.TCP, 80, a))
+	v1.Version = 1
+	if err := p.Sync(ctx, v1); err != nil {
+		t.Fatal(err)
+	}
+	base := p.writes
+
+	// v2 changes web and (without saying so) db: only web is looked at.
+	v2 := snapshot(service("db", dbIP, model.TCP, 5432, a), service("web", webIP, model.TCP, 80, b))
+	v2.Version, v2.Delta = 2, &model.Delta{Base: 1, Services: []model.ServiceKey{{Namespace: "test", Name: "web"}}}
+	if err := p.Sync(ctx, v2); err != nil {
+		t.Fatal(err)
+	}
+	if got := p.writes - base; got != 2 {
+		t.Fatalf("delta sync naming web wrote %d elements, want 2 (web's slot and value)", got)
+	}
+	if got := clients(t, cg, "tcp", "203.0.113.5:80", 1)[0]; got != "b" {
+		t.Fatalf("web after the delta reached %q, want b", got)
+	}
+	if got := clients(t, cg, "tcp", "203.0.113.6:5432", 1)[0]; got != "b" {
+		t.Fatalf("db, not named by the delta, reached %q, want b (unchanged)", got)
+	}
+
+	// v3 removes web, with a Delta naming it.
+	v3 := snapshot(service("db", dbIP, model.TCP, 5432, a))
+	v3.Version, v3.Delta = 3, &model.Delta{Base: 2, Services: []model.ServiceKey{{Namespace: "test", Name: "web"}}}
+	base = p.writes
+	if err := p.Sync(ctx, v3); err != nil {
+		t.Fatal(err)
+	}
+	if got := p.writes - base; got != 1 {
+		t.Fatalf("delta removing web wrote %d elements, want 1", got)
+	}
+	if got := clients(t, cg, "tcp", "203.0.113.5:80", 1)[0]; got == "a" || got == "b" {
+		t.Fatalf("removed web still reached %q", got)
+	}
+
+	// A Delta against another base is not trusted: everything is compared, and db's
+	// change reaches the maps.
+	v5 := snapshot(service("db", dbIP, model.TCP, 5432, a))
+	v5.Version, v5.Delta = 5, &model.Delta{Base: 4}
+	if err := p.Sync(ctx, v5); err != nil {
+		t.Fatal(err)
+	}
+	if got := clients(t, cg, "tcp", "203.0.113.6:5432", 1)[0]; got != "a" {
+		t.Fatalf("db after a full compare reached %q, want a", got)
 	}
 }
