@@ -147,10 +147,12 @@ func (l *loader) validate(o *object) {
 		c.trafficPolicy(obj)
 	case *corev1.Namespace:
 		c.metadata(obj, validation.IsDNS1123Label)
+	case *networkingv1.Ingress:
+		c.ingress(obj)
 	case metav1.Object:
-		// Ingress and Gateway API objects: their semantic problems (bad regex, missing
-		// backend, missing certificate) are status conditions the gateway reports, not
-		// load errors. Only the name formats are checked here.
+		// Gateway API objects: the CRD schemas and CEL rules checked them (schemaCheck);
+		// their semantic problems (a missing backend or certificate) are status
+		// conditions the gateway reports, not load errors. Here, the name formats.
 		c.metadata(obj, validation.IsDNS1123Subdomain)
 	}
 }

@@ -360,6 +360,36 @@ func TestValidationErrors(t *testing.T) {
 			want:  []string{`ns.yaml:4: Namespace apps.example: metadata.name: "apps.example" is not valid: must not contain dots`},
 		},
 		{
+			name:  "Ingress path with a dot-dot segment",
+			files: map[string]string{"i.yaml": "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: i}\nspec:\n  rules:\n  - host: a.example.com\n    http:\n      paths:\n      - path: /public/../admin\n        pathType: Prefix\n        backend: {service: {name: web, port: {number: 80}}}\n"},
+			want:  []string{`i.yaml:9: Ingress default/i: spec.rules[0].http.paths[0].path: "/public/../admin" must not contain '/../'`},
+		},
+		{
+			name:  "Ingress path with an encoded slash",
+			files: map[string]string{"i.yaml": "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: i}\nspec:\n  rules:\n  - host: a.example.com\n    http:\n      paths:\n      - path: /a%2fb\n        pathType: Exact\n        backend: {service: {name: web, port: {number: 80}}}\n"},
+			want:  []string{`i.yaml:9: Ingress default/i: spec.rules[0].http.paths[0].path: "/a%2fb" must not contain '%2f'`},
+		},
+		{
+			name:  "Ingress relative path",
+			files: map[string]string{"i.yaml": "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: i}\nspec:\n  rules:\n  - host: a.example.com\n    http:\n      paths:\n      - path: a\n        pathType: Prefix\n        backend: {service: {name: web, port: {number: 80}}}\n"},
+			want:  []string{`i.yaml:9: Ingress default/i: spec.rules[0].http.paths[0].path: "a" must be an absolute path`},
+		},
+		{
+			name:  "Ingress host that is an IP",
+			files: map[string]string{"i.yaml": "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: i}\nspec:\n  rules:\n  - host: 10.0.0.1\n    http:\n      paths:\n      - path: /\n        pathType: Prefix\n        backend: {service: {name: web, port: {number: 80}}}\n"},
+			want:  []string{`i.yaml:6: Ingress default/i: spec.rules[0].host: "10.0.0.1" must be a DNS name, not an IP address`},
+		},
+		{
+			name:  "Ingress unknown pathType",
+			files: map[string]string{"i.yaml": "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: i}\nspec:\n  rules:\n  - host: a.example.com\n    http:\n      paths:\n      - path: /\n        pathType: Regex\n        backend: {service: {name: web, port: {number: 80}}}\n"},
+			want:  []string{`i.yaml:10: Ingress default/i: spec.rules[0].http.paths[0].pathType: "Regex" is not one of Exact, ImplementationSpecific, Prefix`},
+		},
+		{
+			name:  "Ingress bad wildcard host",
+			files: map[string]string{"i.yaml": "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: i}\nspec:\n  rules:\n  - host: \"*.*.foo.com\"\n    http:\n      paths:\n      - path: /\n        pathType: Prefix\n        backend: {service: {name: web, port: {number: 80}}}\n"},
+			want:  []string{`i.yaml:6: Ingress default/i: spec.rules[0].host: "*.*.foo.com" is not valid: a wildcard DNS-1123 subdomain must start with '*.', followed by a valid DNS subdomain, which must consist of lower case alphanumeric characters, '-' or '.' and end with an alphanumeric character (e.g. '*.example.com', regex used for validation is '\*\.[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')`},
+		},
+		{
 			name:  "Namespace twice",
 			files: map[string]string{"ns.yaml": "apiVersion: v1\nkind: Namespace\nmetadata: {name: apps}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: apps, namespace: ignored}\n"},
 			want:  []string{"ns.yaml:7: Namespace apps: metadata.name: duplicate of the object at ns.yaml:1"},
