@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -184,6 +185,10 @@ func run(ctx context.Context, f runFlags, logger *slog.Logger, ready func(adminA
 	st := store.New()
 	g, ctx := errgroup.WithContext(ctx)
 
+	// The gateway, once made, corrects the statuses written back (listeners it could
+	// not bind are not Programmed); the status loop may run before it exists.
+	var served atomic.Pointer[gateway.Gateway]
+
 	// Source.
 	node := withBindIP(model.Node{Name: f.nodeName, Zone: f.zone})
 	var nodeFrom func() model.Node
@@ -203,7 +208,12 @@ func run(ctx context.Context, f runFlags, logger *slog.Logger, ready func(adminA
 		src, err := kube.New(kube.Options{
 			Kubeconfig: f.kubeconfig, InCluster: f.inCluster, APIServer: f.apiServer, Namespace: f.namespace,
 			LabelSelector: f.labelSelector, NodeName: f.nodeName, Store: st,
-			Status: &kube.StatusOptions{Addresses: f.statusAddresses},
+			Status: &kube.StatusOptions{Addresses: f.statusAddresses, Served: func(snap *model.Snapshot) *model.Snapshot {
+				if gw := served.Load(); gw != nil {
+					return gw.Served(snap)
+				}
+				return snap
+			}},
 			Logger: logger, Registerer: reg,
 		})
 		if err != nil {
@@ -284,6 +294,7 @@ func run(ctx context.Context, f runFlags, logger *slog.Logger, ready func(adminA
 	if err != nil {
 		return err
 	}
+	served.Store(gw)
 	planes = append(planes, gw)
 	shutdowns = append(shutdowns, gw.Shutdown)
 	sections["gateway"] = func() any {

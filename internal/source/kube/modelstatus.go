@@ -13,10 +13,14 @@ import (
 // GatewayConfig.Status (listener conflicts, hostnames, certificate and backend refs,
 // ReferenceGrants, allowedRoutes). EndpointSlices are left out of the translation, since
 // no status depends on them. Gateways get opts.Addresses; so do the Ingresses weir serves.
+// opts.Served, when set, then corrects them with the data plane's view.
 func ModelStatuses(objs *model.Objects, opts StatusOptions) *Statuses {
 	in := *objs
 	in.EndpointSlices = nil
 	snap := model.Translate(&in, model.Node{})
+	if opts.Served != nil {
+		snap = opts.Served(snap)
+	}
 	return StatusesFromSnapshot(snap, opts)
 }
 

@@ -42,6 +42,9 @@ type StatusOptions struct {
 	// gateway's conditions from model.Translate). BasicStatuses is the simpler
 	// alternative that needs no translation.
 	Compute func(objs *model.Objects) *Statuses
+	// Served, when set, corrects ModelStatuses' statuses with what the data plane knows
+	// (gateway.Gateway.Served: listeners it could not bind are not Programmed).
+	Served func(*model.Snapshot) *model.Snapshot
 	// MinInterval between two status rounds (each may translate). Default 1 s.
 	MinInterval time.Duration
 

@@ -3,6 +3,7 @@ package kube
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -276,6 +277,31 @@ func TestModelStatuses(t *testing.T) {
 	}
 	if _, ok := st.Ingresses[key("default", "nginx")]; ok {
 		t.Error("another controller's Ingress got a status")
+	}
+}
+
+// TestModelStatusesServed: the data plane's correction (StatusOptions.Served: a
+// listener it could not bind) reaches the statuses written back.
+func TestModelStatusesServed(t *testing.T) {
+	opts := StatusOptions{Served: func(s *model.Snapshot) *model.Snapshot {
+		c := *s
+		gc := *s.Gateway
+		gc.Status = slices.Clone(gc.Status)
+		for i := range gc.Status {
+			if st := &gc.Status[i]; st.Kind == "Gateway" && st.Name == "gw" {
+				st.Listeners = slices.Clone(st.Listeners)
+				st.Listeners[0].Conditions = []metav1.Condition{{Type: "Programmed", Status: metav1.ConditionFalse, Reason: "Invalid", Message: "address already in use"}}
+			}
+		}
+		c.Gateway = &gc
+		return &c
+	}}
+	if err := opts.setDefaults(); err != nil {
+		t.Fatal(err)
+	}
+	gw := ModelStatuses(basicObjects(), opts).Gateways[types.NamespacedName{Namespace: "default", Name: "gw"}]
+	if len(gw.Listeners) == 0 || condition(gw.Listeners[0].Conditions, "Programmed") != "False/Invalid" {
+		t.Fatalf("listener status = %+v", gw.Listeners)
 	}
 }
 
