@@ -18,9 +18,11 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"weir.dev/weir/internal/dataplane"
 	"weir.dev/weir/internal/model"
@@ -34,6 +36,10 @@ type Options struct {
 	// process in it or below it is balanced. Empty means the cgroup2 mount's root
 	// (CgroupMount).
 	Cgroup string
+	// Registerer, when set, gets the mode's metrics: weir_ebpf_sync_duration_seconds,
+	// weir_ebpf_sync_errors_total, weir_ebpf_frontends, weir_ebpf_backend_slots and
+	// weir_ebpf_programs_attached.
+	Registerer prometheus.Registerer
 }
 
 // Proxier programs socket load balancing from Snapshots.
@@ -47,6 +53,40 @@ type Proxier struct {
 	bySvc   map[model.ServiceKey][]socklbSvcKey
 	version uint64 // the Snapshot applied last without error; 0: none
 	writes  int    // map elements written or deleted, for tests
+	m       metrics
+}
+
+type metrics struct {
+	syncDuration prometheus.Histogram
+	syncErrors   prometheus.Counter
+	frontends    prometheus.Gauge
+	slots        prometheus.Gauge
+	programs     prometheus.Gauge
+}
+
+func newMetrics() metrics {
+	return metrics{
+		syncDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "weir_ebpf_sync_duration_seconds", Help: "Time to compute and write one ebpf sync.",
+			Buckets: prometheus.ExponentialBuckets(0.00001, 4, 12),
+		}),
+		syncErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "weir_ebpf_sync_errors_total", Help: "ebpf syncs that failed.",
+		}),
+		frontends: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "weir_ebpf_frontends", Help: "Service frontends (address, port, protocol) in the services map.",
+		}),
+		slots: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "weir_ebpf_backend_slots", Help: "Backend slots in use in the backends map.",
+		}),
+		programs: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "weir_ebpf_programs_attached", Help: "Socket load-balancing programs attached to the cgroup.",
+		}),
+	}
+}
+
+func (m metrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.syncDuration, m.syncErrors, m.frontends, m.slots, m.programs}
 }
 
 // frontend is what the maps hold for one frontend.
@@ -70,6 +110,14 @@ func New(opts Options) (*Proxier, error) {
 		applied: map[socklbSvcKey]frontend{},
 		owner:   map[socklbSvcKey]model.ServiceKey{},
 		bySvc:   map[model.ServiceKey][]socklbSvcKey{},
+		m:       newMetrics(),
+	}
+	if opts.Registerer != nil {
+		for _, c := range p.m.collectors() {
+			if err := opts.Registerer.Register(c); err != nil {
+				return nil, fmt.Errorf("ebpf: register metrics: %w", err)
+			}
+		}
 	}
 	if err := loadSocklbObjects(&p.objs, nil); err != nil {
 		return nil, fmt.Errorf("ebpf mode unavailable: load socket load-balancing programs: %w", err)
@@ -88,6 +136,7 @@ func New(opts Options) (*Proxier, error) {
 			return nil, fmt.Errorf("ebpf mode unavailable: attach %s to cgroup %s: %w", a.prog, cg, err)
 		}
 		p.links = append(p.links, l)
+		p.m.programs.Inc()
 	}
 	return p, nil
 }
@@ -111,6 +160,7 @@ func (p *Proxier) Close() error {
 		errs = append(errs, l.Close())
 	}
 	p.links = nil
+	p.m.programs.Set(0)
 	errs = append(errs, p.objs.Close())
 	return errors.Join(errs...)
 }
@@ -130,7 +180,18 @@ func (p *Proxier) Sync(ctx context.Context, snap *model.Snapshot) error {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	start := time.Now()
+	err := p.sync(snap)
+	p.m.syncDuration.Observe(time.Since(start).Seconds())
+	if err != nil {
+		p.m.syncErrors.Inc()
+	}
+	p.m.frontends.Set(float64(len(p.applied)))
+	p.m.slots.Set(float64(p.slots.used))
+	return err
+}
 
+func (p *Proxier) sync(snap *model.Snapshot) error {
 	// The Services to compare: those the Delta names, else all of snap's and all
 	// written before.
 	var scope []model.ServiceKey

@@ -9,6 +9,7 @@ type slotRange struct{ off, n uint32 }
 // runs given back with their free neighbours.
 type slotAllocator struct {
 	free []slotRange // sorted by off, never adjacent
+	used uint32
 }
 
 func (a *slotAllocator) alloc(n uint32) (uint32, bool) {
@@ -21,6 +22,7 @@ func (a *slotAllocator) alloc(n uint32) (uint32, bool) {
 		} else {
 			a.free[i] = slotRange{r.off + n, r.n - n}
 		}
+		a.used += n
 		return r.off, true
 	}
 	return 0, false
@@ -30,6 +32,7 @@ func (a *slotAllocator) release(r slotRange) {
 	if r.n == 0 {
 		return
 	}
+	a.used -= r.n
 	i, _ := slices.BinarySearchFunc(a.free, r.off, func(f slotRange, off uint32) int {
 		switch {
 		case f.off < off:

@@ -17,6 +17,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"weir.dev/weir/internal/model"
 )
 
@@ -261,7 +264,8 @@ func TestUDPv6(t *testing.T) { testBalance(t, "udp", "::1", "2001:db8:96::2") }
 // and that detaching stops the rewriting.
 func TestSyncWritesOnlyChanges(t *testing.T) {
 	cg := testCgroup(t)
-	p, err := New(Options{Cgroup: cg})
+	reg := prometheus.NewRegistry()
+	p, err := New(Options{Cgroup: cg, Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -274,6 +278,19 @@ func TestSyncWritesOnlyChanges(t *testing.T) {
 	}
 	if p.writes != 4 { // two frontends, one backend slot each
 		t.Fatalf("first sync wrote %d elements, want 4", p.writes)
+	}
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(`
+# HELP weir_ebpf_backend_slots Backend slots in use in the backends map.
+# TYPE weir_ebpf_backend_slots gauge
+weir_ebpf_backend_slots 2
+# HELP weir_ebpf_frontends Service frontends (address, port, protocol) in the services map.
+# TYPE weir_ebpf_frontends gauge
+weir_ebpf_frontends 2
+# HELP weir_ebpf_programs_attached Socket load-balancing programs attached to the cgroup.
+# TYPE weir_ebpf_programs_attached gauge
+weir_ebpf_programs_attached 2
+`), "weir_ebpf_backend_slots", "weir_ebpf_frontends", "weir_ebpf_programs_attached"); err != nil {
+		t.Fatal(err)
 	}
 	if err := p.Sync(ctx, snapshot(db, web)); err != nil {
 		t.Fatal(err)
@@ -302,6 +319,9 @@ func TestSyncWritesOnlyChanges(t *testing.T) {
 	}
 	if err := p.Close(); err != nil {
 		t.Fatal(err)
+	}
+	if got := testutil.ToFloat64(p.m.programs); got != 0 {
+		t.Fatalf("weir_ebpf_programs_attached after Close: %v", got)
 	}
 	if got := clients(t, cg, "tcp", "203.0.113.3:80", 1)[0]; got == "a" || got == "b" {
 		t.Fatalf("after Close a connect was still rewritten to %q", got)
