@@ -129,6 +129,8 @@ func New(opts Options) (*Proxier, error) {
 	}{
 		{p.objs.WeirConnect4, ebpf.AttachCGroupInet4Connect},
 		{p.objs.WeirConnect6, ebpf.AttachCGroupInet6Connect},
+		{p.objs.WeirGetpeername4, ebpf.AttachCgroupInet4GetPeername},
+		{p.objs.WeirGetpeername6, ebpf.AttachCgroupInet6GetPeername},
 	} {
 		l, err := link.AttachCgroup(link.CgroupOptions{Path: cg, Attach: a.typ, Program: a.prog})
 		if err != nil {

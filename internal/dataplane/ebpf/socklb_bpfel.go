@@ -20,6 +20,12 @@ type socklbBackend struct {
 	Pad  uint16
 }
 
+type socklbPeer struct {
+	_        structs.HostLayout
+	Frontend socklbBackend
+	Endpoint socklbBackend
+}
+
 type socklbSvcKey struct {
 	_     structs.HostLayout
 	Addr  [16]uint8
@@ -39,10 +45,13 @@ type socklbSvcValue struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	socklbMapBackends      = "backends"
-	socklbMapServices      = "services"
-	socklbProgWeirConnect4 = "weir_connect4"
-	socklbProgWeirConnect6 = "weir_connect6"
+	socklbMapBackends          = "backends"
+	socklbMapPeers             = "peers"
+	socklbMapServices          = "services"
+	socklbProgWeirConnect4     = "weir_connect4"
+	socklbProgWeirConnect6     = "weir_connect6"
+	socklbProgWeirGetpeername4 = "weir_getpeername4"
+	socklbProgWeirGetpeername6 = "weir_getpeername6"
 )
 
 // loadSocklb returns the embedded CollectionSpec for socklb.
@@ -87,8 +96,10 @@ type socklbSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type socklbProgramSpecs struct {
-	WeirConnect4 *ebpf.ProgramSpec `ebpf:"weir_connect4"`
-	WeirConnect6 *ebpf.ProgramSpec `ebpf:"weir_connect6"`
+	WeirConnect4     *ebpf.ProgramSpec `ebpf:"weir_connect4"`
+	WeirConnect6     *ebpf.ProgramSpec `ebpf:"weir_connect6"`
+	WeirGetpeername4 *ebpf.ProgramSpec `ebpf:"weir_getpeername4"`
+	WeirGetpeername6 *ebpf.ProgramSpec `ebpf:"weir_getpeername6"`
 }
 
 // socklbMapSpecs contains maps before they are loaded into the kernel.
@@ -96,6 +107,7 @@ type socklbProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type socklbMapSpecs struct {
 	Backends *ebpf.MapSpec `ebpf:"backends"`
+	Peers    *ebpf.MapSpec `ebpf:"peers"`
 	Services *ebpf.MapSpec `ebpf:"services"`
 }
 
@@ -126,12 +138,14 @@ func (o *socklbObjects) Close() error {
 // It can be passed to loadSocklbObjects or ebpf.CollectionSpec.LoadAndAssign.
 type socklbMaps struct {
 	Backends *ebpf.Map `ebpf:"backends"`
+	Peers    *ebpf.Map `ebpf:"peers"`
 	Services *ebpf.Map `ebpf:"services"`
 }
 
 func (m *socklbMaps) Close() error {
 	return _SocklbClose(
 		m.Backends,
+		m.Peers,
 		m.Services,
 	)
 }
@@ -146,14 +160,18 @@ type socklbVariables struct {
 //
 // It can be passed to loadSocklbObjects or ebpf.CollectionSpec.LoadAndAssign.
 type socklbPrograms struct {
-	WeirConnect4 *ebpf.Program `ebpf:"weir_connect4"`
-	WeirConnect6 *ebpf.Program `ebpf:"weir_connect6"`
+	WeirConnect4     *ebpf.Program `ebpf:"weir_connect4"`
+	WeirConnect6     *ebpf.Program `ebpf:"weir_connect6"`
+	WeirGetpeername4 *ebpf.Program `ebpf:"weir_getpeername4"`
+	WeirGetpeername6 *ebpf.Program `ebpf:"weir_getpeername6"`
 }
 
 func (p *socklbPrograms) Close() error {
 	return _SocklbClose(
 		p.WeirConnect4,
 		p.WeirConnect6,
+		p.WeirGetpeername4,
+		p.WeirGetpeername6,
 	)
 }
 

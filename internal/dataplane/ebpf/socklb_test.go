@@ -38,10 +38,24 @@ func TestMain(m *testing.M) {
 	n, _ := strconv.Atoi(parts[2])
 	w := bufio.NewWriter(os.Stdout)
 	for range n {
+		if len(parts) > 3 && parts[3] == "peer" {
+			fmt.Fprintf(w, "RESULT %s\n", peer(parts[0], parts[1]))
+			continue
+		}
 		fmt.Fprintf(w, "RESULT %s\n", exchange(parts[0], parts[1]))
 	}
 	w.Flush()
 	os.Exit(0)
+}
+
+// peer connects and returns the peer address getpeername() reports.
+func peer(network, addr string) string {
+	c, err := net.DialTimeout(network, addr, 2*time.Second)
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	defer c.Close()
+	return c.RemoteAddr().String()
 }
 
 // exchange connects, sends a byte and returns the name the backend answers, or the
@@ -92,13 +106,20 @@ func testCgroup(t *testing.T) string {
 // clients runs the client process in cgroup and returns what each of n exchanges got.
 func clients(t *testing.T, cgroup, network, addr string, n int) []string {
 	t.Helper()
+	return clientsDo(t, cgroup, network, addr, n, "exchange")
+}
+
+// clientsDo is clients with what each connect does: "exchange", or "peer" to report
+// the connected socket's peer address.
+func clientsDo(t *testing.T, cgroup, network, addr string, n int, what string) []string {
+	t.Helper()
 	fd, err := os.Open(cgroup)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer fd.Close()
 	cmd := exec.Command(os.Args[0])
-	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s,%s,%d", clientEnv, network, addr, n))
+	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s,%s,%d,%s", clientEnv, network, addr, n, what))
 	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(fd.Fd())}
 	out, err := cmd.CombinedOutput()
 	if err != nil {
@@ -228,6 +249,13 @@ func testBalance(t *testing.T, network, loopback, clusterIP string) {
 		t.Fatalf("connects to %s reached %v, want both a and b and nothing else", front, got)
 	}
 
+	// getpeername() reports the Service address the application connected to.
+	for _, g := range clientsDo(t, cg, network, front, 3, "peer") {
+		if g != front {
+			t.Fatalf("peer address of a connect to %s: %s", front, g)
+		}
+	}
+
 	// New endpoints: new connects go only there.
 	if err := p.Sync(ctx, snapshot(service("web", ip, proto, 80, c))); err != nil {
 		t.Fatal(err)
@@ -288,7 +316,7 @@ weir_ebpf_backend_slots 2
 weir_ebpf_frontends 2
 # HELP weir_ebpf_programs_attached Socket load-balancing programs attached to the cgroup.
 # TYPE weir_ebpf_programs_attached gauge
-weir_ebpf_programs_attached 2
+weir_ebpf_programs_attached 4
 `), "weir_ebpf_backend_slots", "weir_ebpf_frontends", "weir_ebpf_programs_attached"); err != nil {
 		t.Fatal(err)
 	}

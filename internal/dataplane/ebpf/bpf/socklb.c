@@ -55,6 +55,34 @@ struct {
 	__type(value, struct backend);
 } backends SEC(".maps");
 
+// A rewritten connect: the frontend the application asked for and the endpoint it got.
+struct peer {
+	struct backend frontend;
+	struct backend endpoint;
+};
+
+// The rewritten connects by socket cookie, so that getpeername() reports the Service
+// address the application connected to. LRU: entries of closed sockets are evicted
+// when room is needed; cookies are never reused.
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 262144);
+	__type(key, __u64);
+	__type(value, struct peer);
+} peers SEC(".maps");
+
+static __always_inline void remember(void *ctx, struct svc_key *key, struct backend *be)
+{
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+	struct peer p = {};
+
+	__builtin_memcpy(p.frontend.addr, key->addr, 16);
+	p.frontend.port = key->port;
+	__builtin_memcpy(p.endpoint.addr, be->addr, 16);
+	p.endpoint.port = be->port;
+	bpf_map_update_elem(&peers, &cookie, &p, BPF_ANY);
+}
+
 // pick looks the frontend up and returns the endpoint to connect to; NULL with *reject
 // set to the errno when the frontend has no endpoint, NULL with *reject 0 when the
 // address is not a frontend.
@@ -108,6 +136,7 @@ int weir_connect4(struct bpf_sock_addr *ctx)
 	__builtin_memcpy(&addr, &be->addr[12], 4);
 	ctx->user_ip4 = addr;
 	ctx->user_port = (__u32)be->port;
+	remember(ctx, &key, be);
 	return 1;
 }
 
@@ -146,6 +175,49 @@ int weir_connect6(struct bpf_sock_addr *ctx)
 	ctx->user_ip6[2] = w[2];
 	ctx->user_ip6[3] = w[3];
 	ctx->user_port = (__u32)be->port;
+	remember(ctx, &key, be);
+	return 1;
+}
+
+// getpeername() of a socket connect4/6 rewrote reports the frontend, as long as the
+// socket is still connected to the endpoint it was given.
+SEC("cgroup/getpeername4")
+int weir_getpeername4(struct bpf_sock_addr *ctx)
+{
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+	struct peer *p = bpf_map_lookup_elem(&peers, &cookie);
+	__u32 addr;
+
+	if (!p)
+		return 1;
+	__builtin_memcpy(&addr, &p->endpoint.addr[12], 4);
+	if (ctx->user_ip4 != addr || (__u16)ctx->user_port != p->endpoint.port)
+		return 1;
+	__builtin_memcpy(&addr, &p->frontend.addr[12], 4);
+	ctx->user_ip4 = addr;
+	ctx->user_port = (__u32)p->frontend.port;
+	return 1;
+}
+
+SEC("cgroup/getpeername6")
+int weir_getpeername6(struct bpf_sock_addr *ctx)
+{
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+	struct peer *p = bpf_map_lookup_elem(&peers, &cookie);
+	__u32 w[4];
+
+	if (!p)
+		return 1;
+	__builtin_memcpy(w, p->endpoint.addr, 16);
+	if (ctx->user_ip6[0] != w[0] || ctx->user_ip6[1] != w[1] || ctx->user_ip6[2] != w[2] ||
+	    ctx->user_ip6[3] != w[3] || (__u16)ctx->user_port != p->endpoint.port)
+		return 1;
+	__builtin_memcpy(w, p->frontend.addr, 16);
+	ctx->user_ip6[0] = w[0];
+	ctx->user_ip6[1] = w[1];
+	ctx->user_ip6[2] = w[2];
+	ctx->user_ip6[3] = w[3];
+	ctx->user_port = (__u32)p->frontend.port;
 	return 1;
 }
 
