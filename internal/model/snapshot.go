@@ -106,6 +106,10 @@ type Service struct {
 	// they are kept for DNS.
 	Headless     bool
 	ExternalName string
+	// ProxiedElsewhere: the Service carries the label service.kubernetes.io/service-proxy-name
+	// (LabelServiceProxyName), so another proxy serves it and, as kube-proxy, no weir
+	// data plane programs it; it is kept for DNS and the gateway.
+	ProxiedElsewhere bool
 
 	ClusterIPs      []netip.Addr // empty when headless or ExternalName
 	ExternalIPs     []netip.Addr
@@ -140,7 +144,7 @@ type Service struct {
 }
 
 // Proxied reports whether data planes forward traffic for the Service.
-func (s *Service) Proxied() bool { return !s.Headless && s.Type != ExternalName }
+func (s *Service) Proxied() bool { return !s.Headless && s.Type != ExternalName && !s.ProxiedElsewhere }
 
 // SourceRanges returns the sources allowed to reach the Service's LoadBalancer IPs of
 // one family; nil means the family is not restricted. kube-proxy runs one proxier per

@@ -15,6 +15,10 @@ import (
 // none (the API server's default, 3 hours).
 const DefaultAffinityTimeout = 10800 * time.Second
 
+// LabelServiceProxyName on a Service names the proxy that serves it; the default
+// proxy (kube-proxy, and weir) leaves such Services alone.
+const LabelServiceProxyName = "service.kubernetes.io/service-proxy-name"
+
 // translateService builds one Service with its ports and chosen endpoints. eps are
 // the EndpointSlices labelled for it, sorted by name.
 func translateService(in *corev1.Service, eps []*discoveryv1.EndpointSlice, node Node, pols servicePolicies) *Service {
@@ -43,6 +47,7 @@ func translateService(in *corev1.Service, eps []*discoveryv1.EndpointSlice, node
 		}
 	}
 	fams := serviceFamilies(svc.ClusterIPs, spec.IPFamilies)
+	_, svc.ProxiedElsewhere = in.Labels[LabelServiceProxyName]
 
 	if svc.Proxied() {
 		svc.ExternalIPs = parseAddrs(spec.ExternalIPs, fams)

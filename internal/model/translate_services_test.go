@@ -422,6 +422,19 @@ func TestServiceFields(t *testing.T) {
 			},
 		},
 		{
+			// kube-proxy's rule (e2e "should implement service.kubernetes.io/service-proxy-name"):
+			// a Service another proxy serves is not programmed, but keeps its ClusterIP for DNS.
+			name: "service-proxy-name label",
+			svc: service("other", func(s *corev1.Service) {
+				s.Labels = map[string]string{LabelServiceProxyName: "foo-bar"}
+			}),
+			check: func(t *testing.T, s *Service) {
+				if !s.ProxiedElsewhere || s.Proxied() || len(s.ClusterIPs) != 1 {
+					t.Errorf("proxiedElsewhere=%v proxied=%v clusterIPs=%v", s.ProxiedElsewhere, s.Proxied(), s.ClusterIPs)
+				}
+			},
+		},
+		{
 			name: "headless",
 			svc:  service("db", withClusterIPs("None")),
 			check: func(t *testing.T, s *Service) {

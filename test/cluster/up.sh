@@ -165,16 +165,23 @@ done
 
 # --- guard: pod traffic stays on this machine -------------------------------------------
 # Packets from the pod bridge may reach pods (back into the bridge) and this host (input);
-# anything the host would forward elsewhere is dropped.
+# anything the host would forward elsewhere is dropped, and so is anything for the pod or
+# Service ranges that would leave by another interface. The chains run after the
+# filter-priority chains, so weir's own verdicts (a Service without endpoints is rejected)
+# come first.
 sysctl -qw net.ipv4.ip_forward=1
 modprobe br_netfilter 2>/dev/null || true
 sysctl -qw net.bridge.bridge-nf-call-iptables=1 2>/dev/null || true
 nft -f - <<EOF
 table inet $GUARD_TABLE {
   chain forward {
-    type filter hook forward priority -200; policy accept;
+    type filter hook forward priority 100; policy accept;
     iifname "$BRIDGE" oifname != "$BRIDGE" counter drop
     ip saddr $POD_CIDR oifname != "$BRIDGE" counter drop
+  }
+  chain output {
+    type filter hook output priority 100; policy accept;
+    ip daddr { $CLUSTER_CIDR, $SERVICE_CIDR } oifname != "$BRIDGE" counter drop
   }
 }
 EOF
