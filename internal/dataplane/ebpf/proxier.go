@@ -131,6 +131,10 @@ func New(opts Options) (*Proxier, error) {
 		{p.objs.WeirConnect6, ebpf.AttachCGroupInet6Connect},
 		{p.objs.WeirGetpeername4, ebpf.AttachCgroupInet4GetPeername},
 		{p.objs.WeirGetpeername6, ebpf.AttachCgroupInet6GetPeername},
+		{p.objs.WeirSendmsg4, ebpf.AttachCGroupUDP4Sendmsg},
+		{p.objs.WeirSendmsg6, ebpf.AttachCGroupUDP6Sendmsg},
+		{p.objs.WeirRecvmsg4, ebpf.AttachCGroupUDP4Recvmsg},
+		{p.objs.WeirRecvmsg6, ebpf.AttachCGroupUDP6Recvmsg},
 	} {
 		l, err := link.AttachCgroup(link.CgroupOptions{Path: cg, Attach: a.typ, Program: a.prog})
 		if err != nil {

@@ -26,6 +26,13 @@ type socklbPeer struct {
 	Endpoint socklbBackend
 }
 
+type socklbReplyKey struct {
+	_        structs.HostLayout
+	Cookie   uint64
+	Endpoint socklbBackend
+	_        [4]byte
+}
+
 type socklbSvcKey struct {
 	_     structs.HostLayout
 	Addr  [16]uint8
@@ -47,11 +54,16 @@ type socklbSvcValue struct {
 const (
 	socklbMapBackends          = "backends"
 	socklbMapPeers             = "peers"
+	socklbMapReplies           = "replies"
 	socklbMapServices          = "services"
 	socklbProgWeirConnect4     = "weir_connect4"
 	socklbProgWeirConnect6     = "weir_connect6"
 	socklbProgWeirGetpeername4 = "weir_getpeername4"
 	socklbProgWeirGetpeername6 = "weir_getpeername6"
+	socklbProgWeirRecvmsg4     = "weir_recvmsg4"
+	socklbProgWeirRecvmsg6     = "weir_recvmsg6"
+	socklbProgWeirSendmsg4     = "weir_sendmsg4"
+	socklbProgWeirSendmsg6     = "weir_sendmsg6"
 )
 
 // loadSocklb returns the embedded CollectionSpec for socklb.
@@ -100,6 +112,10 @@ type socklbProgramSpecs struct {
 	WeirConnect6     *ebpf.ProgramSpec `ebpf:"weir_connect6"`
 	WeirGetpeername4 *ebpf.ProgramSpec `ebpf:"weir_getpeername4"`
 	WeirGetpeername6 *ebpf.ProgramSpec `ebpf:"weir_getpeername6"`
+	WeirRecvmsg4     *ebpf.ProgramSpec `ebpf:"weir_recvmsg4"`
+	WeirRecvmsg6     *ebpf.ProgramSpec `ebpf:"weir_recvmsg6"`
+	WeirSendmsg4     *ebpf.ProgramSpec `ebpf:"weir_sendmsg4"`
+	WeirSendmsg6     *ebpf.ProgramSpec `ebpf:"weir_sendmsg6"`
 }
 
 // socklbMapSpecs contains maps before they are loaded into the kernel.
@@ -108,6 +124,7 @@ type socklbProgramSpecs struct {
 type socklbMapSpecs struct {
 	Backends *ebpf.MapSpec `ebpf:"backends"`
 	Peers    *ebpf.MapSpec `ebpf:"peers"`
+	Replies  *ebpf.MapSpec `ebpf:"replies"`
 	Services *ebpf.MapSpec `ebpf:"services"`
 }
 
@@ -139,6 +156,7 @@ func (o *socklbObjects) Close() error {
 type socklbMaps struct {
 	Backends *ebpf.Map `ebpf:"backends"`
 	Peers    *ebpf.Map `ebpf:"peers"`
+	Replies  *ebpf.Map `ebpf:"replies"`
 	Services *ebpf.Map `ebpf:"services"`
 }
 
@@ -146,6 +164,7 @@ func (m *socklbMaps) Close() error {
 	return _SocklbClose(
 		m.Backends,
 		m.Peers,
+		m.Replies,
 		m.Services,
 	)
 }
@@ -164,6 +183,10 @@ type socklbPrograms struct {
 	WeirConnect6     *ebpf.Program `ebpf:"weir_connect6"`
 	WeirGetpeername4 *ebpf.Program `ebpf:"weir_getpeername4"`
 	WeirGetpeername6 *ebpf.Program `ebpf:"weir_getpeername6"`
+	WeirRecvmsg4     *ebpf.Program `ebpf:"weir_recvmsg4"`
+	WeirRecvmsg6     *ebpf.Program `ebpf:"weir_recvmsg6"`
+	WeirSendmsg4     *ebpf.Program `ebpf:"weir_sendmsg4"`
+	WeirSendmsg6     *ebpf.Program `ebpf:"weir_sendmsg6"`
 }
 
 func (p *socklbPrograms) Close() error {
@@ -172,6 +195,10 @@ func (p *socklbPrograms) Close() error {
 		p.WeirConnect6,
 		p.WeirGetpeername4,
 		p.WeirGetpeername6,
+		p.WeirRecvmsg4,
+		p.WeirRecvmsg6,
+		p.WeirSendmsg4,
+		p.WeirSendmsg6,
 	)
 }
 

@@ -42,6 +42,10 @@ func TestMain(m *testing.M) {
 			fmt.Fprintf(w, "RESULT %s\n", peer(parts[0], parts[1]))
 			continue
 		}
+		if len(parts) > 3 && parts[3] == "sendto" {
+			fmt.Fprintf(w, "RESULT %s\n", sendto(parts[1]))
+			continue
+		}
 		fmt.Fprintf(w, "RESULT %s\n", exchange(parts[0], parts[1]))
 	}
 	w.Flush()
@@ -56,6 +60,31 @@ func peer(network, addr string) string {
 	}
 	defer c.Close()
 	return c.RemoteAddr().String()
+}
+
+// sendto sends one datagram from an unconnected UDP socket and returns the answer and
+// the address recvfrom() reports it came from: "name from address".
+func sendto(addr string) string {
+	to := net.UDPAddrFromAddrPort(netip.MustParseAddrPort(addr))
+	network, local := "udp4", "127.0.0.1:0"
+	if to.IP.To4() == nil {
+		network, local = "udp6", "[::1]:0"
+	}
+	c, err := net.ListenPacket(network, local)
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := c.WriteTo([]byte{'?'}, to); err != nil {
+		return "error: " + err.Error()
+	}
+	b := make([]byte, 64)
+	k, from, err := c.ReadFrom(b)
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	return string(b[:k]) + " from " + from.String()
 }
 
 // exchange connects, sends a byte and returns the name the backend answers, or the
@@ -249,6 +278,22 @@ func testBalance(t *testing.T, network, loopback, clusterIP string) {
 		t.Fatalf("connects to %s reached %v, want both a and b and nothing else", front, got)
 	}
 
+	// Unconnected UDP: sendto() a ClusterIP reaches an endpoint, and the reply's source
+	// is the ClusterIP.
+	if network == "udp" {
+		seen := map[string]bool{}
+		for _, g := range clientsDo(t, cg, network, front, 20, "sendto") {
+			name, from, _ := strings.Cut(g, " from ")
+			if (name != "a" && name != "b") || from != front {
+				t.Fatalf("sendto %s: %q, want a or b from %s", front, g, front)
+			}
+			seen[name] = true
+		}
+		if len(seen) != 2 {
+			t.Fatalf("20 datagrams to %s reached only %v", front, seen)
+		}
+	}
+
 	// getpeername() reports the Service address the application connected to.
 	for _, g := range clientsDo(t, cg, network, front, 3, "peer") {
 		if g != front {
@@ -316,7 +361,7 @@ weir_ebpf_backend_slots 2
 weir_ebpf_frontends 2
 # HELP weir_ebpf_programs_attached Socket load-balancing programs attached to the cgroup.
 # TYPE weir_ebpf_programs_attached gauge
-weir_ebpf_programs_attached 4
+weir_ebpf_programs_attached 8
 `), "weir_ebpf_backend_slots", "weir_ebpf_frontends", "weir_ebpf_programs_attached"); err != nil {
 		t.Fatal(err)
 	}

@@ -221,4 +221,147 @@ int weir_getpeername6(struct bpf_sock_addr *ctx)
 	return 1;
 }
 
+// Unconnected UDP: sendmsg4/6 rewrite each datagram to a frontend like connect4/6 and
+// remember (socket cookie, endpoint) -> frontend in replies; recvmsg4/6 rewrite the
+// source of a datagram from that endpoint back to the frontend.
+struct reply_key {
+	__u64 cookie;
+	struct backend endpoint;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 262144);
+	__type(key, struct reply_key);
+	__type(value, struct backend);
+} replies SEC(".maps");
+
+static __always_inline void remember_reply(void *ctx, struct svc_key *key, struct backend *be)
+{
+	struct reply_key rk = {};
+	struct backend fe = {};
+
+	rk.cookie = bpf_get_socket_cookie(ctx);
+	__builtin_memcpy(rk.endpoint.addr, be->addr, 16);
+	rk.endpoint.port = be->port;
+	__builtin_memcpy(fe.addr, key->addr, 16);
+	fe.port = key->port;
+	bpf_map_update_elem(&replies, &rk, &fe, BPF_ANY);
+}
+
+SEC("cgroup/sendmsg4")
+int weir_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	struct svc_key key = {};
+	struct backend *be;
+	__u32 addr;
+	int reject;
+
+	if (ctx->protocol != IPPROTO_UDP)
+		return 1;
+	addr = ctx->user_ip4;
+	key.addr[10] = 0xff;
+	key.addr[11] = 0xff;
+	__builtin_memcpy(&key.addr[12], &addr, 4);
+	key.port = (__u16)ctx->user_port;
+	key.proto = IPPROTO_UDP;
+
+	be = pick(&key, &reject);
+	if (!be) {
+		if (reject) {
+			bpf_set_retval(-reject);
+			return 0;
+		}
+		return 1;
+	}
+	__builtin_memcpy(&addr, &be->addr[12], 4);
+	ctx->user_ip4 = addr;
+	ctx->user_port = (__u32)be->port;
+	remember_reply(ctx, &key, be);
+	return 1;
+}
+
+SEC("cgroup/sendmsg6")
+int weir_sendmsg6(struct bpf_sock_addr *ctx)
+{
+	struct svc_key key = {};
+	struct backend *be;
+	__u32 w[4];
+	int reject;
+
+	if (ctx->protocol != IPPROTO_UDP)
+		return 1;
+	w[0] = ctx->user_ip6[0];
+	w[1] = ctx->user_ip6[1];
+	w[2] = ctx->user_ip6[2];
+	w[3] = ctx->user_ip6[3];
+	__builtin_memcpy(key.addr, w, 16);
+	key.port = (__u16)ctx->user_port;
+	key.proto = IPPROTO_UDP;
+
+	be = pick(&key, &reject);
+	if (!be) {
+		if (reject) {
+			bpf_set_retval(-reject);
+			return 0;
+		}
+		return 1;
+	}
+	__builtin_memcpy(w, be->addr, 16);
+	ctx->user_ip6[0] = w[0];
+	ctx->user_ip6[1] = w[1];
+	ctx->user_ip6[2] = w[2];
+	ctx->user_ip6[3] = w[3];
+	ctx->user_port = (__u32)be->port;
+	remember_reply(ctx, &key, be);
+	return 1;
+}
+
+SEC("cgroup/recvmsg4")
+int weir_recvmsg4(struct bpf_sock_addr *ctx)
+{
+	struct reply_key rk = {};
+	struct backend *fe;
+	__u32 addr = ctx->user_ip4;
+
+	rk.cookie = bpf_get_socket_cookie(ctx);
+	rk.endpoint.addr[10] = 0xff;
+	rk.endpoint.addr[11] = 0xff;
+	__builtin_memcpy(&rk.endpoint.addr[12], &addr, 4);
+	rk.endpoint.port = (__u16)ctx->user_port;
+	fe = bpf_map_lookup_elem(&replies, &rk);
+	if (!fe)
+		return 1;
+	__builtin_memcpy(&addr, &fe->addr[12], 4);
+	ctx->user_ip4 = addr;
+	ctx->user_port = (__u32)fe->port;
+	return 1;
+}
+
+SEC("cgroup/recvmsg6")
+int weir_recvmsg6(struct bpf_sock_addr *ctx)
+{
+	struct reply_key rk = {};
+	struct backend *fe;
+	__u32 w[4];
+
+	rk.cookie = bpf_get_socket_cookie(ctx);
+	w[0] = ctx->user_ip6[0];
+	w[1] = ctx->user_ip6[1];
+	w[2] = ctx->user_ip6[2];
+	w[3] = ctx->user_ip6[3];
+	__builtin_memcpy(rk.endpoint.addr, w, 16);
+	rk.endpoint.port = (__u16)ctx->user_port;
+	fe = bpf_map_lookup_elem(&replies, &rk);
+	if (!fe)
+		return 1;
+	__builtin_memcpy(w, fe->addr, 16);
+	ctx->user_ip6[0] = w[0];
+	ctx->user_ip6[1] = w[1];
+	ctx->user_ip6[2] = w[2];
+	ctx->user_ip6[3] = w[3];
+	ctx->user_port = (__u32)fe->port;
+	return 1;
+}
+
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
