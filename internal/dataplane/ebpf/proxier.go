@@ -89,8 +89,13 @@ func (m metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.syncDuration, m.syncErrors, m.frontends, m.slots, m.programs}
 }
 
+// maxFrontendSlots bounds the backend slots of one frontend (the sum of its endpoints'
+// weights): a frontend that needs more is not written and the Sync fails.
+const maxFrontendSlots = 65536
+
 // frontend is what the maps hold for one frontend.
 type frontend struct {
+	needed   uint64 // slots its endpoints' weights ask for
 	verdict  model.Verdict
 	backends []socklbBackend // one per slot (an endpoint of weight w has w slots)
 	offset   uint32
@@ -261,6 +266,10 @@ func (p *Proxier) sync(snap *model.Snapshot) error {
 		fe := want[key]
 		p.bySvc[owner[key]] = append(p.bySvc[owner[key]], key)
 		p.owner[key] = owner[key]
+		if fe.needed > maxFrontendSlots {
+			errs = append(errs, fmt.Errorf("frontend %s: endpoint weights need %d backend slots, more than %d; left as it was", keyString(key), fe.needed, maxFrontendSlots))
+			continue
+		}
 		old, had := p.applied[key]
 		if had && old.verdict == fe.verdict && slices.Equal(old.backends, fe.backends) {
 			continue
@@ -332,7 +341,10 @@ func frontends(svc *model.Service, f func(socklbSvcKey, frontend)) {
 			set := sp.Cluster.ForFamily(ip.Is6())
 			key := socklbSvcKey{Addr: ip.As16(), Port: htons(uint16(sp.Port)), Proto: proto}
 			fe := frontend{verdict: set.Verdict}
-			if set.Verdict == model.Forward {
+			for _, ep := range set.Endpoints {
+				fe.needed += uint64(ep.EffectiveWeight())
+			}
+			if set.Verdict == model.Forward && fe.needed <= maxFrontendSlots {
 				for _, ep := range set.Endpoints {
 					be := socklbBackend{Addr: ep.Addr.As16(), Port: htons(uint16(ep.Port))}
 					for range ep.EffectiveWeight() {

@@ -480,3 +480,29 @@ func TestSyncDelta(t *testing.T) {
 		t.Fatalf("db after a full compare reached %q, want a", got)
 	}
 }
+
+// TestHostileWeights checks that a frontend whose endpoint weights ask for more backend
+// slots than allowed gets a clear error and no memory, and that the other frontends of
+// the Sync are written; a Drop verdict fails the connect with EPERM.
+func TestHostileWeights(t *testing.T) {
+	cg := testCgroup(t)
+	p := newProxier(t, cg)
+	a := backend(t, "tcp", "127.0.0.1", "a")
+	heavy := a
+	heavy.Weight = 1 << 31
+	drop := service("drop", netip.MustParseAddr("203.0.113.9"), model.TCP, 80)
+	drop.Ports[0].Cluster = model.EndpointSet{Verdict: model.Drop, IPv4Verdict: model.Drop, IPv6Verdict: model.Reject}
+	snap := snapshot(drop,
+		service("heavy", netip.MustParseAddr("203.0.113.7"), model.TCP, 80, heavy),
+		service("web", netip.MustParseAddr("203.0.113.8"), model.TCP, 80, a))
+	err := p.Sync(context.Background(), snap)
+	if err == nil || !strings.Contains(err.Error(), "203.0.113.7:80/tcp: endpoint weights need 2147483648 backend slots") {
+		t.Fatalf("Sync with a weight of 2^31: %v", err)
+	}
+	if got := clients(t, cg, "tcp", "203.0.113.8:80", 1)[0]; got != "a" {
+		t.Fatalf("the other frontend reached %q", got)
+	}
+	if got := clients(t, cg, "tcp", "203.0.113.9:80", 1)[0]; !strings.Contains(got, "operation not permitted") {
+		t.Fatalf("a frontend with verdict Drop: %q, want operation not permitted", got)
+	}
+}
