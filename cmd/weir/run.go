@@ -113,7 +113,7 @@ func (f *runFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.labelSelector, "label-selector", "", "with the Kubernetes source: watch only objects with these labels")
 	fl.StringSliceVar(&f.statusAddresses, "status-address", nil, "with the Kubernetes source: addresses written to Ingress and Gateway status")
 	fl.BoolVar(&f.accessLog, "access-log", false, "log every L7 request (JSON with --log-format json)")
-	fl.BoolVar(&f.h2c, "h2c", false, "accept cleartext HTTP/2 (h2c, prior knowledge or upgrade) on the gateway's HTTP listeners")
+	fl.BoolVar(&f.h2c, "h2c", true, "accept cleartext HTTP/2 with prior knowledge on the gateway's HTTP listeners, as gRPC clients of a GRPCRoute speak it (Upgrade: h2c is never accepted)")
 	fl.BoolVar(&f.gatewayLoops, "gateway-event-loops", true, "serve HTTP/1.1 requests without a body on the gateway's plaintext listeners with event loops (false: net/http alone)")
 	f.log.register(cmd)
 }

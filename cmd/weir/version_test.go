@@ -54,6 +54,12 @@ func TestRootFlags(t *testing.T) {
 	if strings.Contains(out, "\nOther:\n") && !strings.Contains(out, "Other:\n  -h, --help   help for run\n") {
 		t.Errorf("flags outside the groups:\n%s", out[strings.Index(out, "\nOther:"):])
 	}
+	// GRPCRoutes on HTTP listeners work out of the box: prior-knowledge h2c is on by default.
+	if run, _, err := newRootCommand().Find([]string{"run"}); err != nil {
+		t.Error(err)
+	} else if f := run.Flags().Lookup("h2c"); f == nil || f.DefValue != "true" {
+		t.Errorf("run --h2c default: %v", f)
+	}
 	if _, err := exec("run", "--config", "x", "--kubeconfig", "y"); err == nil || !strings.Contains(err.Error(), "two sources") {
 		t.Errorf("--config with --kubeconfig: %v", err)
 	}
