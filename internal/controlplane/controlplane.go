@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -52,16 +53,17 @@ func HaveBinaries(dir string) bool {
 
 // Cluster is a running etcd and kube-apiserver.
 type Cluster struct {
-	dir       string
-	bin       string
-	etcdURL   string
-	port      int
-	caPEM     []byte
-	adminTok  string
-	etcd      *exec.Cmd
-	apiserver *exec.Cmd
-	exited    chan error
-	apiLog    *os.File
+	dir         string
+	bin         string
+	serviceCIDR string
+	etcdURL     string
+	port        int
+	caPEM       []byte
+	adminTok    string
+	etcd        *exec.Cmd
+	apiserver   *exec.Cmd
+	exited      chan error
+	apiLog      *os.File
 }
 
 // Start starts etcd and kube-apiserver with their files under dir and waits until the API
@@ -70,7 +72,7 @@ func Start(dir, bin, serviceCIDR string) (*Cluster, error) {
 	if serviceCIDR == "" {
 		serviceCIDR = "10.0.0.0/16"
 	}
-	c := &Cluster{dir: dir, bin: bin, adminTok: "weir-admin-" + strconv.FormatInt(time.Now().UnixNano(), 36)}
+	c := &Cluster{dir: dir, bin: bin, serviceCIDR: serviceCIDR, adminTok: "weir-admin-" + strconv.FormatInt(time.Now().UnixNano(), 36)}
 	if err := c.writeCredentials(); err != nil {
 		return nil, err
 	}
@@ -102,7 +104,7 @@ func Start(dir, bin, serviceCIDR string) (*Cluster, error) {
 	if err := c.etcd.Start(); err != nil {
 		return nil, fmt.Errorf("start etcd: %w", err)
 	}
-	if err := c.startAPIServer(serviceCIDR); err != nil {
+	if err := c.StartAPIServer(); err != nil {
 		c.Stop()
 		return nil, err
 	}
@@ -119,6 +121,13 @@ func freePort() (int, error) {
 }
 
 func (c *Cluster) writeCredentials() error {
+	// The serving certificate also names the first address of the Service range: the
+	// "kubernetes" Service's ClusterIP, which in-cluster clients dial.
+	svc, err := netip.ParsePrefix(c.serviceCIDR)
+	if err != nil {
+		return fmt.Errorf("service CIDR: %w", err)
+	}
+	kubernetesIP := svc.Masked().Addr().Next()
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return err
@@ -146,7 +155,7 @@ func (c *Cluster) writeCredentials() error {
 		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
 		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		DNSNames:    []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"},
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1"), net.IP(kubernetesIP.AsSlice())},
 	}
 	srvDER, err := x509.CreateCertificate(rand.Reader, srvTmpl, caCert, &srvKey.PublicKey, caKey)
 	if err != nil {
@@ -176,7 +185,9 @@ func (c *Cluster) writeCredentials() error {
 	return nil
 }
 
-func (c *Cluster) startAPIServer(serviceCIDR string) error {
+// StartAPIServer starts kube-apiserver (again, after StopAPIServer) with the same flags
+// and port, and waits until /readyz answers.
+func (c *Cluster) StartAPIServer() error {
 	f := func(name string) string { return filepath.Join(c.dir, name) }
 	logFile, err := os.OpenFile(f("kube-apiserver.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
@@ -191,7 +202,7 @@ func (c *Cluster) startAPIServer(serviceCIDR string) error {
 		"--authorization-mode=RBAC",
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
 		"--service-account-key-file="+f("sa.key"), "--service-account-signing-key-file="+f("sa.key"),
-		"--service-cluster-ip-range="+serviceCIDR,
+		"--service-cluster-ip-range="+c.serviceCIDR,
 		"--allow-privileged=true", "--profiling=false", "--v=1",
 		"--max-requests-inflight=2000", "--max-mutating-requests-inflight=1000",
 		"--cert-dir="+f("certs"),
@@ -228,18 +239,26 @@ func (c *Cluster) startAPIServer(serviceCIDR string) error {
 	}
 }
 
+// StopAPIServer stops kube-apiserver and waits for it to exit; etcd keeps running.
+func (c *Cluster) StopAPIServer() error {
+	if c.apiserver == nil || c.apiserver.Process == nil {
+		return errors.New("kube-apiserver not running")
+	}
+	_ = c.apiserver.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-c.exited:
+	case <-time.After(30 * time.Second):
+		_ = c.apiserver.Process.Kill()
+		<-c.exited
+	}
+	c.apiserver = nil
+	return c.apiLog.Close()
+}
+
 // Stop ends both processes and waits for them.
 func (c *Cluster) Stop() {
-	if c.apiserver != nil && c.apiserver.Process != nil {
-		_ = c.apiserver.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-c.exited:
-		case <-time.After(30 * time.Second):
-			_ = c.apiserver.Process.Kill()
-			<-c.exited
-		}
-		c.apiserver = nil
-		_ = c.apiLog.Close()
+	if c.apiserver != nil {
+		_ = c.StopAPIServer()
 	}
 	if c.etcd != nil && c.etcd.Process != nil {
 		_ = c.etcd.Process.Signal(syscall.SIGTERM)
@@ -258,17 +277,23 @@ func (c *Cluster) Stop() {
 // Host is the API server's URL.
 func (c *Cluster) Host() string { return fmt.Sprintf("https://127.0.0.1:%d", c.port) }
 
+// AdminToken is the static bearer token of a system:masters user.
+func (c *Cluster) AdminToken() string { return c.adminTok }
+
 // AdminConfig is a client config with the system:masters token.
-func (c *Cluster) AdminConfig() *rest.Config {
-	return &rest.Config{Host: c.Host(), BearerToken: c.adminTok, QPS: 1000, Burst: 2000,
+func (c *Cluster) AdminConfig() *rest.Config { return c.TokenConfig(c.adminTok) }
+
+// TokenConfig is a client config with a bearer token.
+func (c *Cluster) TokenConfig(token string) *rest.Config {
+	return &rest.Config{Host: c.Host(), BearerToken: token, QPS: 1000, Burst: 2000,
 		TLSClientConfig: rest.TLSClientConfig{CAData: c.caPEM}}
 }
 
-// WriteKubeconfig writes a kubeconfig with the admin token to path.
-func (c *Cluster) WriteKubeconfig(path string) error {
+// WriteKubeconfig writes a kubeconfig with a bearer token to path.
+func (c *Cluster) WriteKubeconfig(path, token string) error {
 	cfg := clientcmdapi.NewConfig()
 	cfg.Clusters["weir"] = &clientcmdapi.Cluster{Server: c.Host(), CertificateAuthorityData: c.caPEM}
-	cfg.AuthInfos["admin"] = &clientcmdapi.AuthInfo{Token: c.adminTok}
+	cfg.AuthInfos["admin"] = &clientcmdapi.AuthInfo{Token: token}
 	cfg.Contexts["weir"] = &clientcmdapi.Context{Cluster: "weir", AuthInfo: "admin"}
 	cfg.CurrentContext = "weir"
 	if err := clientcmd.WriteToFile(*cfg, path); err != nil {

@@ -158,7 +158,7 @@ func run(c config) error {
 	}
 	defer cl.Stop()
 	kubeconfig := filepath.Join(c.work, "kubeconfig")
-	if err := cl.WriteKubeconfig(kubeconfig); err != nil {
+	if err := cl.WriteKubeconfig(kubeconfig, cl.AdminToken()); err != nil {
 		return err
 	}
 	cs, err := kubernetes.NewForConfig(cl.AdminConfig())

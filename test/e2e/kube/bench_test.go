@@ -197,7 +197,7 @@ func TestPropagationAndMemory(t *testing.T) {
 	}
 	st := store.New()
 	// Only the bench namespace, so the other tests' objects do not count.
-	runSource(t, c, c.adminTok, kubesource.Options{Store: st, Namespace: ns, Logger: nil})
+	runSource(t, c, c.AdminToken(), kubesource.Options{Store: st, Namespace: ns, Logger: nil})
 
 	samples := 200
 	if s, err := strconv.Atoi(os.Getenv("WEIR_E2E_KUBE_BENCH_SAMPLES")); err == nil && s > 0 {
@@ -233,7 +233,7 @@ func TestPropagationAndMemory(t *testing.T) {
 // and reads its resident set size.
 func childRSS(t *testing.T, c *cluster, ns string) (rss, hwm int64) {
 	t.Helper()
-	kubeconfig := c.WriteKubeconfig(t, c.adminTok)
+	kubeconfig := writeKubeconfig(t, c, c.AdminToken())
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), childEnv+"="+kubeconfig, "WEIR_E2E_KUBE_CHILD_NAMESPACE="+ns)
 	stdin, err := cmd.StdinPipe()

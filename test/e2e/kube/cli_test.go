@@ -45,7 +45,7 @@ func TestWeirRunAgainstAPIServer(t *testing.T) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	kubeconfig := c.WriteKubeconfig(t, serviceAccountToken(t, admin, "weir-gateway"))
+	kubeconfig := writeKubeconfig(t, c, serviceAccountToken(t, admin, "weir-gateway"))
 	adminAddr, dnsAddr := freeAddr(t), freeAddr(t)
 	logs, err := os.CreateTemp(t.TempDir(), "weir-log")
 	if err != nil {

@@ -15,6 +15,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"weir.dev/weir/internal/controlplane"
 )
 
 // testCluster is the one control plane every test of this package shares; TestMain
@@ -27,8 +29,8 @@ func runMain(m *testing.M) int {
 	if kubeconfig := os.Getenv(childEnv); kubeconfig != "" {
 		return runChild(kubeconfig)
 	}
-	bin := binDir()
-	if !haveBinaries(bin) {
+	bin := controlplane.BinDir()
+	if !controlplane.HaveBinaries(bin) {
 		if os.Getenv("WEIR_E2E_KUBE") != "" {
 			fmt.Fprintf(os.Stderr, "WEIR_E2E_KUBE is set but %s has no kube-apiserver and etcd: run hack/kube-binaries.sh\n", bin)
 			return 1
@@ -41,7 +43,7 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	start := time.Now()
-	c, err := startCluster(dir, bin)
+	c, err := controlplane.Start(dir, bin, serviceCIDR)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "start control plane: %v (logs in %s)\n", err, dir)
 		return 1
@@ -83,7 +85,7 @@ func runMain(m *testing.M) int {
 func requireCluster(t *testing.T) *cluster {
 	t.Helper()
 	if testCluster == nil {
-		t.Skipf("no kube-apiserver and etcd in %s: run hack/kube-binaries.sh (about 8 min the first time)", binDir())
+		t.Skipf("no kube-apiserver and etcd in %s: run hack/kube-binaries.sh (about 8 min the first time)", controlplane.BinDir())
 	}
 	return testCluster
 }

@@ -84,7 +84,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 // runSource starts a Source with a kubeconfig for token and waits for its initial sync.
 func runSource(t *testing.T, c *cluster, token string, opts kubesource.Options) *kubesource.Source {
 	t.Helper()
-	opts.Kubeconfig = c.WriteKubeconfig(t, token)
+	opts.Kubeconfig = writeKubeconfig(t, c, token)
 	if opts.Logger == nil {
 		opts.Logger = testLogger(t)
 	}
