@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"bufio"
 	"io"
 	"net"
 	"net/http"
@@ -28,25 +27,11 @@ func forEdgeTransport(t *testing.T, f func(t *testing.T, opts Options)) {
 }
 
 // edgeExchange sends one raw request (its head written as given, so that the target and
-// headers reach the gateway unchanged) and reads the response whole.
+// headers reach the gateway unchanged) and reads its final response whole.
 func edgeExchange(t *testing.T, addr, req string) (*http.Response, string) {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.WriteString(c, req); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil {
-		t.Fatalf("%q: %v", req, err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	_ = resp.Body.Close()
-	return resp, string(body)
+	resp, body, _ := finalExchange(t, addr, req)
+	return resp, body
 }
 
 // targetBackend is a loopback backend that records the request target and headers of
