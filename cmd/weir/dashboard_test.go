@@ -137,4 +137,14 @@ func TestDashboardInChromium(t *testing.T) {
 	if r := regexp.MustCompile(`default/web/1.*?class="num rate">([^<]*)<`).FindStringSubmatch(dom); r == nil || r[1] == "–" {
 		t.Errorf("route default/web/1 shows no rate after traffic: %v", r)
 	}
+	// default/web's endpoints, opened by the link, show their own rates.
+	dom, console = chromium(t, bin, url+"#open=default/web", "", 4*time.Second)
+	if len(console) > 0 {
+		t.Errorf("console messages:\n%s", strings.Join(console, "\n"))
+	}
+	eps := regexp.MustCompile(`class="ep [a-z]+"[^>]*>([0-9.:]+)<span class="eprate"> · ([0-9.]+)/s`).FindAllStringSubmatch(dom, -1)
+	t.Logf("default/web's endpoints with rates: %v", eps)
+	if len(eps) == 0 {
+		t.Errorf("no endpoint of default/web shows a rate after traffic")
+	}
 }

@@ -332,6 +332,7 @@ func run(ctx context.Context, f runFlags, logger *slog.Logger, ready func(adminA
 			Sections:    sections,
 			ConfigError: configError,
 			Health:      checker.Status,
+			Traffic:     checker.Traffic,
 			Mode:        f.mode,
 			Logger:      logger,
 		})

@@ -47,6 +47,10 @@ type Options struct {
 	// Health is the health overlay's status, for endpoint health in /api/summary and
 	// /api/service; nil leaves it out.
 	Health func() []health.EndpointStatus
+	// Traffic walks the endpoints the data planes reported connections or requests
+	// for (health.Overlay.Traffic), for per-endpoint rates in /api/service; nil leaves
+	// them out.
+	Traffic func(fn func(k health.Key, successes, failures uint64))
 	// Mode names the L4 data plane, for the dashboard.
 	Mode string
 	// SampleInterval is how often the counters the dashboard shows are read; zero is 2 s.
@@ -77,7 +81,7 @@ func Listen(opts Options) (*Server, error) {
 	if opts.SampleInterval <= 0 {
 		opts.SampleInterval = 2 * time.Second
 	}
-	s := &Server{opts: opts, ln: ln, sampler: newSampler(opts.Gatherer, opts.SampleInterval)}
+	s := &Server{opts: opts, ln: ln, sampler: newSampler(opts.Gatherer, opts.Traffic, opts.SampleInterval)}
 	s.srv = &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 5 * time.Second}
 	return s, nil
 }

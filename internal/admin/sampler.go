@@ -9,6 +9,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+
+	"weir.dev/weir/internal/health"
 )
 
 // Sampling of the counters the dashboard shows.
@@ -24,7 +26,13 @@ const (
 	kindService = "service" // a Service, "namespace/name": L4 connections and L7 requests to it
 	kindRoute   = "route"   // a route rule, "namespace/name/rule": L7 requests
 	kindDNS     = "dns"     // cluster DNS: queries
+	// kindEndpoint is one endpoint of a service port, "namespace/name:port ip:port":
+	// the connections or requests the data planes reported to the health overlay.
+	kindEndpoint = "endpoint"
 )
+
+// endpointName names an endpoint of a service port for the sampler.
+func endpointName(k health.Key) string { return k.ServicePort + " " + k.Endpoint.String() }
 
 // entityKey names one entity.
 type entityKey struct{ kind, name string }
@@ -48,6 +56,7 @@ type history struct {
 // history of rates per Service, route rule and for DNS: what the dashboard draws.
 type sampler struct {
 	g        prometheus.Gatherer
+	traffic  func(fn func(k health.Key, successes, failures uint64))
 	interval time.Duration
 
 	mu      sync.Mutex
@@ -55,8 +64,8 @@ type sampler struct {
 	entries map[entityKey]*history
 }
 
-func newSampler(g prometheus.Gatherer, interval time.Duration) *sampler {
-	return &sampler{g: g, interval: interval, entries: map[entityKey]*history{}}
+func newSampler(g prometheus.Gatherer, traffic func(func(health.Key, uint64, uint64)), interval time.Duration) *sampler {
+	return &sampler{g: g, traffic: traffic, interval: interval, entries: map[entityKey]*history{}}
 }
 
 // sample gathers the counters once and appends a rate to every entity's history.
@@ -112,6 +121,12 @@ func (s *sampler) sample(now time.Time) error {
 				}
 			}
 		}
+	}
+	if s.traffic != nil {
+		s.traffic(func(k health.Key, ok, bad uint64) {
+			c := get(kindEndpoint, endpointName(k))
+			c.events, c.errors = float64(ok+bad), float64(bad)
+		})
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -101,6 +101,10 @@ type endpointDetail struct {
 	Healthy     *bool  `json:"healthy,omitempty"` // nil when health does not track it
 	Ejected     bool   `json:"ejected,omitempty"`
 	Reason      string `json:"reason,omitempty"` // why it fails its health check
+	// Connections or requests per second to this endpoint and their error share, as
+	// the userspace proxy and the gateway report them (kernel modes do not count per
+	// endpoint).
+	*stats
 }
 
 // healthByKey indexes the health overlay's status.
@@ -276,7 +280,9 @@ func (s *Server) serviceDetail(name string) *serviceDetail {
 				if ep.Weight > 1 {
 					ed.Weight = ep.Weight
 				}
-				if h, ok := hs[health.Key{ServicePort: id, Endpoint: ep.AddrPort()}]; ok {
+				key := health.Key{ServicePort: id, Endpoint: ep.AddrPort()}
+				ed.stats = s.sampler.stats(kindEndpoint, endpointName(key))
+				if h, ok := hs[key]; ok {
 					ed.Healthy = &h.Healthy
 					ed.Ejected = h.Ejected
 					ed.Reason = h.Reason

@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"weir.dev/weir/internal/health"
 	"weir.dev/weir/internal/model"
 )
 
@@ -137,5 +138,35 @@ func TestQuantile(t *testing.T) {
 	}
 	if got := quantile(0.5, []bucket{{1, 0}, {math.Inf(1), 0}}); got != 0 {
 		t.Errorf("quantile without observations = %v", got)
+	}
+}
+
+// TestEndpointRates: the connections or requests the data planes report per endpoint
+// (health.Overlay.Traffic) become per-endpoint rates and error shares in /api/service.
+func TestEndpointRates(t *testing.T) {
+	snap := bigSnapshot(1, 2)
+	ep := snap.Services[0].Ports[0].Endpoints[0].AddrPort()
+	var ok, bad uint64
+	traffic := func(fn func(k health.Key, successes, failures uint64)) {
+		fn(health.Key{ServicePort: "default/svc-0000:http", Endpoint: ep}, ok, bad)
+	}
+	srv, err := Listen(Options{Addr: "127.0.0.1:0", Gatherer: prometheus.NewRegistry(), Traffic: traffic,
+		Snapshot: func() *model.Snapshot { return snap }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Unix(1000, 0)
+	for i := range 3 {
+		ok, bad = uint64(i)*18, uint64(i)*2 // 10 per second, a tenth failing
+		if err := srv.sampler.sample(t0.Add(time.Duration(i) * 2 * time.Second)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d := httptestGet(t, srv, "/api/service?name=default/svc-0000")
+	if want := `{"address":"10.0.0.1:8080","ready":true,"serving":true,"node":"node-0","zone":"zone-a","rate":[10,10],"errorRate":0.1}`; !strings.Contains(d, want) {
+		t.Errorf("service detail: %s\nwant %s", d, want)
+	}
+	if strings.Count(d, `"rate"`) != 1 {
+		t.Errorf("an endpoint without traffic shows a rate: %s", d)
 	}
 }

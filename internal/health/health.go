@@ -115,6 +115,9 @@ type endpointState struct {
 	consecutive atomic.Int32 // consecutive failures of any kind
 	gateway     atomic.Int32 // consecutive gateway errors and connect failures
 
+	// Outcomes the data planes reported (connections or requests), for the dashboard.
+	successes, failures atomic.Uint64
+
 	// Guarded by Overlay.mu.
 	removed      bool
 	activeDown   bool
@@ -359,6 +362,9 @@ type EndpointStatus struct {
 	Ejected      bool      // ejected by outlier detection
 	Ejections    int       // times ejected so far
 	EjectedUntil time.Time // zero unless Ejected
+	// Successes and Failures count the connections or requests the data planes
+	// reported for the endpoint since it was first tracked.
+	Successes, Failures uint64
 }
 
 // Status lists every tracked endpoint, sorted by service port and endpoint.
@@ -370,6 +376,7 @@ func (o *Overlay) Status() []EndpointStatus {
 			out = append(out, EndpointStatus{
 				Key: st.key, Healthy: st.healthy(), ActiveDown: st.activeDown, Reason: st.downReason,
 				Ejected: st.ejected, Ejections: st.ejections, EjectedUntil: st.ejectedUntil,
+				Successes: st.successes.Load(), Failures: st.failures.Load(),
 			})
 		}
 	}
@@ -382,6 +389,20 @@ func (o *Overlay) Status() []EndpointStatus {
 		return a.Endpoint.Compare(b.Endpoint) < 0
 	})
 	return out
+}
+
+// Traffic calls fn for every tracked endpoint that the data planes have reported on,
+// with its counts so far; unlike Status it does not allocate or sort.
+func (o *Overlay) Traffic(fn func(k Key, successes, failures uint64)) {
+	o.mu.RLock()
+	defer o.mu.RUnlock()
+	for _, ps := range o.ports {
+		for _, st := range ps.endpoints {
+			if ok, bad := st.successes.Load(), st.failures.Load(); ok+bad > 0 {
+				fn(st.key, ok, bad)
+			}
+		}
+	}
 }
 
 // Subscription delivers the service ports whose endpoints changed health. C receives a

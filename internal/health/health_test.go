@@ -309,3 +309,27 @@ func TestCloseStopsProbes(t *testing.T) {
 	}
 	o.ReportFailure(webPort, netip.MustParseAddrPort("127.0.0.1:1"), ConnectFailure) // no panic after Close
 }
+
+// TestTraffic: reported outcomes are counted per endpoint, Traffic walks only the
+// endpoints with traffic, and Status carries the counts.
+func TestTraffic(t *testing.T) {
+	o, _ := newOverlay(t)
+	eps := []model.Endpoint{ep("127.0.0.1:1001"), ep("127.0.0.1:1002")}
+	o.Sync(context.Background(), snapshot(&model.Policy{}, eps...))
+	a := eps[0].AddrPort()
+	for range 5 {
+		o.ReportSuccess(webPort, a)
+	}
+	o.ReportFailure(webPort, a, ServerError)
+	o.ReportSuccess("default/other:80", a) // untracked: ignored
+	var got []string
+	o.Traffic(func(k Key, ok, bad uint64) { got = append(got, fmt.Sprintf("%s %s %d/%d", k.ServicePort, k.Endpoint, ok, bad)) })
+	if want := "default/web:80 127.0.0.1:1001 5/1"; len(got) != 1 || got[0] != want {
+		t.Errorf("Traffic: %q, want [%q]", got, want)
+	}
+	for _, st := range o.Status() {
+		if st.Key.Endpoint == a && (st.Successes != 5 || st.Failures != 1) {
+			t.Errorf("Status of %s: %d successes, %d failures", a, st.Successes, st.Failures)
+		}
+	}
+}

@@ -14,6 +14,7 @@ func (o *Overlay) ReportSuccess(servicePort string, ep netip.AddrPort) {
 	if st == nil {
 		return
 	}
+	st.successes.Add(1)
 	if st.consecutive.Load() != 0 {
 		st.consecutive.Store(0)
 	}
@@ -37,6 +38,7 @@ func (o *Overlay) ReportFailure(servicePort string, ep netip.AddrPort, kind Fail
 	if st == nil {
 		return
 	}
+	st.failures.Add(1)
 	n := st.consecutive.Add(1)
 	g := st.gateway.Load()
 	if kind == ConnectFailure || kind == GatewayError {
