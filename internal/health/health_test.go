@@ -323,7 +323,9 @@ func TestTraffic(t *testing.T) {
 	o.ReportFailure(webPort, a, ServerError)
 	o.ReportSuccess("default/other:80", a) // untracked: ignored
 	var got []string
-	o.Traffic(func(k Key, ok, bad uint64) { got = append(got, fmt.Sprintf("%s %s %d/%d", k.ServicePort, k.Endpoint, ok, bad)) })
+	o.Traffic(func(k Key, ok, bad uint64) {
+		got = append(got, fmt.Sprintf("%s %s %d/%d", k.ServicePort, k.Endpoint, ok, bad))
+	})
 	if want := "default/web:80 127.0.0.1:1001 5/1"; len(got) != 1 || got[0] != want {
 		t.Errorf("Traffic: %q, want [%q]", got, want)
 	}
