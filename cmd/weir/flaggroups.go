@@ -15,7 +15,7 @@ var flagGroups = []struct {
 	flags []string
 }{
 	{"Configuration source (files, or a Kubernetes API server)", []string{
-		"config", "kubeconfig", "in-cluster", "api-server", "namespace", "label-selector", "status-address"}},
+		"config", "max-manifest-size", "kubeconfig", "in-cluster", "api-server", "namespace", "label-selector", "status-address"}},
 	{"L4 data plane", []string{
 		"mode", "node-name", "zone", "nodeport-addresses", "drain-timeout", "min-sync-interval",
 		"udp-max-flows", "udp-max-flows-per-source"}},

@@ -39,6 +39,7 @@ import (
 // runFlags are weir run's settings.
 type runFlags struct {
 	configPaths       []string
+	maxManifestSize   string
 	mode              string
 	nodeName          string
 	zone              string
@@ -82,6 +83,7 @@ type runFlags struct {
 func (f *runFlags) register(cmd *cobra.Command) {
 	fl := cmd.Flags()
 	fl.StringSliceVarP(&f.configPaths, "config", "c", nil, "manifest file or folder (read recursively, hot-reloaded); repeatable")
+	registerMaxManifestSize(fl, &f.maxManifestSize)
 	fl.StringVar(&f.mode, "mode", "userspace", "L4 data plane: userspace, nftables, iptables, or none (gateway and DNS only)")
 	fl.StringVar(&f.nodeName, "node-name", hostname(), "this node's name, for traffic policy Local")
 	fl.StringVar(&f.zone, "zone", "", "this node's zone, for trafficDistribution PreferClose zone hints")
@@ -161,6 +163,10 @@ func run(ctx context.Context, f runFlags, logger *slog.Logger, ready func(adminA
 	if len(f.configPaths) > 0 && (f.kubeconfig != "" || f.inCluster) {
 		return errors.New("--config and --kubeconfig/--in-cluster are two sources: give one (weir reads either manifest files or an API server)")
 	}
+	maxManifestBytes, err := parseMaxManifestSize(f.maxManifestSize)
+	if err != nil {
+		return err
+	}
 	proxyConfig, err := f.proxyConfig()
 	if err != nil {
 		return err
@@ -196,7 +202,7 @@ func run(ctx context.Context, f runFlags, logger *slog.Logger, ready func(adminA
 	var configError func() error
 	switch {
 	case len(f.configPaths) > 0:
-		src := file.New(file.Options{Paths: f.configPaths, Store: st, Logger: logger, Registerer: reg, Own: ownListeners(f)})
+		src := file.New(file.Options{Paths: f.configPaths, Store: st, Logger: logger, Registerer: reg, Own: ownListeners(f), MaxFileBytes: maxManifestBytes})
 		if err := src.Load(); err != nil {
 			return fmt.Errorf("configuration rejected:\n%w", err)
 		}

@@ -9,7 +9,8 @@ import (
 )
 
 func newValidateCommand() *cobra.Command {
-	return &cobra.Command{
+	var maxSize string
+	cmd := &cobra.Command{
 		Use:   "validate PATH...",
 		Short: "Check manifests as weir run would; exit 1 with precise errors",
 		Long: `Decode and validate manifest files or folders exactly as weir run does, and print
@@ -22,7 +23,11 @@ Exit status 0 means weir run would accept the configuration.`,
   weir validate service.yaml endpoints.yaml`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			objs, report, err := manifest.Load(args...)
+			maxBytes, err := parseMaxManifestSize(maxSize)
+			if err != nil {
+				return err
+			}
+			objs, report, err := manifest.LoadWith(manifest.Options{MaxFileBytes: maxBytes}, args...)
 			if err != nil {
 				fmt.Fprintln(cmd.OutOrStdout(), err)
 				return fmt.Errorf("configuration is invalid")
@@ -39,4 +44,6 @@ Exit status 0 means weir run would accept the configuration.`,
 			return nil
 		},
 	}
+	registerMaxManifestSize(cmd.Flags(), &maxSize)
+	return cmd
 }

@@ -13,6 +13,7 @@ func TestValidateCommand(t *testing.T) {
 	tests := []struct {
 		name    string
 		files   map[string]string
+		flags   []string
 		wantErr bool
 		wantOut []string
 	}{
@@ -36,6 +37,19 @@ func TestValidateCommand(t *testing.T) {
 			},
 			wantOut: []string{"ok: 1 Services", "Deployment"},
 		},
+		{
+			name:    "--max-manifest-size bounds a file",
+			files:   map[string]string{"web.yaml": fmt.Sprintf(serviceYAML, "127.0.1.10", 80)},
+			flags:   []string{"--max-manifest-size", "100"},
+			wantErr: true,
+			wantOut: []string{"web.yaml: ", "bytes is more than a manifest file may hold (100 bytes); split it into several files or raise --max-manifest-size"},
+		},
+		{
+			name:    "--max-manifest-size takes quantities",
+			files:   map[string]string{"web.yaml": fmt.Sprintf(serviceYAML, "127.0.1.10", 80)},
+			flags:   []string{"--max-manifest-size", "1Mi"},
+			wantOut: []string{"ok: 1 Services"},
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -52,7 +66,7 @@ func TestValidateCommand(t *testing.T) {
 			var out bytes.Buffer
 			cmd.SetOut(&out)
 			cmd.SetErr(&out)
-			cmd.SetArgs([]string{"validate", dir})
+			cmd.SetArgs(append(append([]string{"validate"}, tc.flags...), dir))
 			err := cmd.Execute()
 			if (err != nil) != tc.wantErr {
 				t.Fatalf("err = %v, wantErr %v; output:\n%s", err, tc.wantErr, out.String())

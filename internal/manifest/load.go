@@ -198,7 +198,7 @@ func readManifest(file string, limit int64) ([]byte, error) {
 	}
 	defer f.Close()
 	tooBig := func(size int64) error {
-		return fmt.Errorf("%d bytes is more than a manifest file may hold (%s); split it into several files", size, byteSize(limit))
+		return fmt.Errorf("%d bytes is more than a manifest file may hold (%s); split it into several files or raise --max-manifest-size", size, byteSize(limit))
 	}
 	if info, err := f.Stat(); err == nil && info.Size() > limit {
 		return nil, tooBig(info.Size())

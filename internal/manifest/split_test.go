@@ -64,7 +64,7 @@ func TestFileSizeLimit(t *testing.T) {
 		"web.yaml": "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {clusterIP: 127.0.0.10, ports: [{port: 80}]}\n",
 	})
 	_, _, err := LoadWith(Options{MaxFileBytes: 1024}, ".")
-	want := "big.yaml: 2111 bytes is more than a manifest file may hold (1 KiB); split it into several files"
+	want := "big.yaml: 2111 bytes is more than a manifest file may hold (1 KiB); split it into several files or raise --max-manifest-size"
 	if err == nil || err.Error() != want {
 		t.Errorf("got %v, want %q", err, want)
 	}

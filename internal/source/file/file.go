@@ -44,6 +44,9 @@ type Options struct {
 	Debounce time.Duration
 	// Own describes weir's own listeners; an endpoint at one is refused (manifest.Options).
 	Own func(netip.AddrPort) string
+	// MaxFileBytes is the largest manifest file read (manifest.DefaultMaxFileBytes when
+	// zero); a larger file is an error, never read into memory.
+	MaxFileBytes int64
 }
 
 // Source loads manifests into a Store and keeps them up to date.
@@ -54,6 +57,7 @@ type Source struct {
 	debounce time.Duration
 	reload   chan struct{}
 	own      func(netip.AddrPort) string
+	maxBytes int64
 
 	mu      sync.Mutex // serializes loads
 	lastErr error
@@ -82,6 +86,7 @@ func New(opts Options) *Source {
 		debounce: debounce,
 		reload:   make(chan struct{}, 1),
 		own:      opts.Own,
+		maxBytes: opts.MaxFileBytes,
 		reloads: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "weir_config_reloads_total",
 			Help: "Configuration loads from manifest files, by result (ok, failed).",
@@ -108,7 +113,7 @@ func (s *Source) Load() error { return s.load(true) }
 func (s *Source) load(countUnchanged bool) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	objs, report, err := manifest.LoadWith(manifest.Options{Own: s.own}, s.paths...)
+	objs, report, err := manifest.LoadWith(manifest.Options{Own: s.own, MaxFileBytes: s.maxBytes}, s.paths...)
 	wasInvalid := s.lastErr != nil
 	s.report, s.lastErr = report, err
 	if err != nil {
