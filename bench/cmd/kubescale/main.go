@@ -360,9 +360,19 @@ func startProxy(c config, kubeconfig, name string, n, round int) (*proc, error) 
 			"--conntrack-max-per-core=0", "--conntrack-tcp-timeout-established=0s", "--conntrack-tcp-timeout-close-wait=0s",
 			"--v=1")
 		p.tables = []string{"ip kube-proxy", "ip6 kube-proxy"}
+		// kube-proxy runs one proxier per IP family, each with its own sync loop and
+		// metrics labelled ip_family: synced when both have synced once.
 		p.synced = func() (bool, error) {
-			v, err := metricValue(metricsURL, "kubeproxy_sync_proxy_rules_last_timestamp_seconds")
-			return err == nil && v > 0, nil
+			v, err := metricSamples(metricsURL, "kubeproxy_sync_proxy_rules_last_timestamp_seconds")
+			if err != nil || len(v) < 2 {
+				return false, nil
+			}
+			for _, x := range v {
+				if x <= 0 {
+					return false, nil
+				}
+			}
+			return true, nil
 		}
 		p.full = func() (float64, error) {
 			return firstObservation(metricsURL, "kubeproxy_sync_full_proxy_rules_duration_seconds")
@@ -638,35 +648,64 @@ func scrape(url string) (string, error) {
 	return string(data), err
 }
 
-// metricValue is the value of an unlabelled sample.
-func metricValue(url, name string) (float64, error) {
+// metricSamples returns the values of the metric's samples by their label set ("" for
+// an unlabelled sample, `ip_family="IPv4"` for a labelled one).
+func metricSamples(url, name string) (map[string]float64, error) {
 	text, err := scrape(url)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
+	out := map[string]float64{}
 	for _, line := range strings.Split(text, "\n") {
-		if rest, ok := strings.CutPrefix(line, name+" "); ok {
-			return strconv.ParseFloat(strings.TrimSpace(rest), 64)
+		rest, ok := strings.CutPrefix(line, name)
+		if !ok {
+			continue
 		}
+		labels := ""
+		switch {
+		case strings.HasPrefix(rest, " "):
+		case strings.HasPrefix(rest, "{"):
+			end := strings.IndexByte(rest, '}')
+			if end < 0 {
+				continue
+			}
+			labels, rest = rest[1:end], rest[end+1:]
+		default:
+			continue // a longer name
+		}
+		v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %s: %w", url, line, err)
+		}
+		out[labels] = v
 	}
-	return 0, fmt.Errorf("%s: no %s", url, name)
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s: no %s", url, name)
+	}
+	return out, nil
 }
 
 // firstObservation is a histogram's sum when it holds one to three observations: the
-// first (full) sync, and the no-op syncs that may follow it before readiness.
+// first (full) sync, and the no-op syncs that may follow it before readiness. A
+// histogram per IP family (kube-proxy's) gives the largest of the families' figures:
+// the families sync at the same time, each in a loop of its own.
 func firstObservation(url, name string) (float64, error) {
-	count, err := metricValue(url, name+"_count")
+	counts, err := metricSamples(url, name+"_count")
 	if err != nil {
 		return 0, err
 	}
-	sum, err := metricValue(url, name+"_sum")
+	sums, err := metricSamples(url, name+"_sum")
 	if err != nil {
 		return 0, err
 	}
-	if count < 1 || count > 3 {
-		return 0, fmt.Errorf("%s has %v observations at synced, not 1 to 3", name, count)
+	longest := 0.0
+	for labels, count := range counts {
+		if count < 1 || count > 3 {
+			return 0, fmt.Errorf("%s{%s} has %v observations at synced, not 1 to 3", name, labels, count)
+		}
+		longest = max(longest, sums[labels])
 	}
-	return sum, nil // the first sync, and at most two quick ones after it
+	return longest, nil
 }
 
 func median(v []float64) float64 {
