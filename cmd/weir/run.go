@@ -337,6 +337,7 @@ func run(ctx context.Context, f runFlags, logger *slog.Logger, ready func(adminA
 			Ready:       func() bool { return sourceSynced() && rn.Synced() },
 			Sections:    sections,
 			ConfigError: configError,
+			SyncError:   rn.SyncError,
 			Health:      checker.Status,
 			Traffic:     checker.Traffic,
 			Mode:        f.mode,

@@ -44,6 +44,9 @@ type Options struct {
 	// ConfigError is the error of the latest configuration load, nil when it was valid
 	// (the configuration in force is then older than the files). Nil means none.
 	ConfigError func() error
+	// SyncError is the error of the latest data plane sync, nil when it applied
+	// cleanly. Nil means none.
+	SyncError func() error
 	// Health is the health overlay's status, for endpoint health in /api/summary and
 	// /api/service; nil leaves it out.
 	Health func() []health.EndpointStatus
@@ -178,7 +181,7 @@ func (s *Server) ready() bool {
 }
 
 func (s *Server) serveSnapshot(w http.ResponseWriter, _ *http.Request) {
-	view := map[string]any{"snapshot": s.opts.Snapshot(), "configErrors": s.configErrors()}
+	view := map[string]any{"snapshot": s.opts.Snapshot(), "configErrors": s.configErrors(), "syncErrors": s.syncErrors()}
 	for name, f := range s.opts.Sections {
 		view[name] = f()
 	}
@@ -192,11 +195,16 @@ func (s *Server) serveSnapshot(w http.ResponseWriter, _ *http.Request) {
 
 // configErrors are the lines of the latest configuration load's error (one problem a
 // line, "file:line: object: field: message"), or nil.
-func (s *Server) configErrors() []string {
-	if s.opts.ConfigError == nil {
+func (s *Server) configErrors() []string { return errorLines(s.opts.ConfigError) }
+
+// syncErrors are the lines of the latest data plane sync's error, or nil.
+func (s *Server) syncErrors() []string { return errorLines(s.opts.SyncError) }
+
+func errorLines(f func() error) []string {
+	if f == nil {
 		return nil
 	}
-	err := s.opts.ConfigError()
+	err := f()
 	if err == nil {
 		return nil
 	}

@@ -20,6 +20,7 @@ type summary struct {
 	Mode         string          `json:"mode,omitempty"`
 	Interval     float64         `json:"interval"` // seconds between samples
 	ConfigErrors []string        `json:"configErrors,omitempty"`
+	SyncErrors   []string        `json:"syncErrors,omitempty"` // the data plane could not apply all of it
 	Totals       totals          `json:"totals"`
 	DNS          *stats          `json:"dns,omitempty"`
 	Services     []serviceLine   `json:"services"`
@@ -122,7 +123,7 @@ func (s *Server) healthByKey() map[health.Key]health.EndpointStatus {
 
 func (s *Server) summary() *summary {
 	snap := s.opts.Snapshot()
-	out := &summary{Mode: s.opts.Mode, Interval: s.sampler.interval.Seconds(), ConfigErrors: s.configErrors(), Services: []serviceLine{}}
+	out := &summary{Mode: s.opts.Mode, Interval: s.sampler.interval.Seconds(), ConfigErrors: s.configErrors(), SyncErrors: s.syncErrors(), Services: []serviceLine{}}
 	out.DNS = s.sampler.stats(kindDNS, "")
 	if snap == nil {
 		return out

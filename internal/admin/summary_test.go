@@ -103,14 +103,15 @@ func TestSummaryJSON(t *testing.T) {
 	srv, err := Listen(Options{Addr: "127.0.0.1:0", Snapshot: func() *model.Snapshot { return snap }, Mode: "nftables",
 		ConfigError: func() error {
 			return fmt.Errorf("web.yaml:3: Service default/web: spec.ports[0].port: 70000 is not in 1..65535")
-		}})
+		},
+		SyncError: func() error { return fmt.Errorf("nftables: add rule: no such file or directory") }})
 	if err != nil {
 		t.Fatal(err)
 	}
 	rec := &strings.Builder{}
 	resp := httptestGet(t, srv, "/api/summary")
 	rec.WriteString(resp)
-	for _, want := range []string{`"version":7`, `"mode":"nftables"`, `"configErrors":["web.yaml:3: Service default/web`,
+	for _, want := range []string{`"version":7`, `"mode":"nftables"`, `"configErrors":["web.yaml:3: Service default/web`, `"syncErrors":["nftables: add rule: no such file or directory"]`,
 		`"totals":{"services":2,"ports":2,"endpoints":4,"readyEndpoints":4`, `{"name":"default/svc-0000","type":"ClusterIP","addresses":["172.30.0.0:80/TCP"],"endpoints":2,"ready":2}`} {
 		if !strings.Contains(rec.String(), want) {
 			t.Errorf("no %s in %s", want, rec.String())

@@ -58,7 +58,8 @@ type Runner struct {
 	metrics  metrics
 	lastGen  uint64
 	haveSync bool
-	synced   atomic.Bool // haveSync, for readers outside Run
+	synced   atomic.Bool           // haveSync, for readers outside Run
+	syncErr  atomic.Pointer[error] // the last sync's error; nil once a sync succeeds
 	// translator keeps the previous Snapshot's inputs; owned by Run.
 	translator *model.Translator
 }
@@ -130,6 +131,15 @@ func (r *Runner) Snapshot() *model.Snapshot { return r.current.Load() }
 
 // Synced reports whether every data plane has applied at least one Snapshot.
 func (r *Runner) Synced() bool { return r.synced.Load() }
+
+// SyncError is the error of the latest sync, nil when it applied cleanly: a data plane
+// that failed (its rules are partly applied and retried) until a later sync succeeds.
+func (r *Runner) SyncError() error {
+	if p := r.syncErr.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
 
 // Run syncs until ctx ends.
 func (r *Runner) Run(ctx context.Context) error {
@@ -225,9 +235,16 @@ func (r *Runner) syncOnce(ctx context.Context, force bool) (bool, error) {
 	r.metrics.services.Set(float64(len(snap.Services)))
 	r.lastGen = gen
 	r.haveSync = true
-	r.synced.Store(true)
+	var err error
 	if len(errs) > 0 {
-		return true, errors.Join(errs...)
+		err = errors.Join(errs...)
+		r.syncErr.Store(&err)
+	} else {
+		r.syncErr.Store(nil)
+	}
+	r.synced.Store(true)
+	if err != nil {
+		return true, err
 	}
 	changed := len(snap.Services)
 	if d := snap.DeltaFrom(snap.Version - 1); d != nil {

@@ -3,6 +3,7 @@ package runner
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -144,6 +145,21 @@ func TestRunnerRetriesFailedSync(t *testing.T) {
 	if r.Snapshot() == nil {
 		t.Fatal("no snapshot after a successful retry")
 	}
+}
+
+// TestRunnerSyncError: the last sync's error is readable (the admin API shows it) until
+// a sync succeeds.
+func TestRunnerSyncError(t *testing.T) {
+	objs := newObjects()
+	objs.set("a")
+	rec := &recorder{fail: 1}
+	r := start(t, Options{Objects: objs, Dataplanes: []dataplane.Dataplane{rec}, MinInterval: 5 * time.Millisecond, RetryInterval: 300 * time.Millisecond})
+	waitFor(t, "applied despite the failure", r.Synced)
+	if err := r.SyncError(); err == nil || !strings.Contains(err.Error(), "injected failure") {
+		t.Errorf("SyncError after a failed sync = %v", err)
+	}
+	waitFor(t, "the retry succeeds", func() bool { return rec.count() == 1 })
+	waitFor(t, "SyncError cleared", func() bool { return r.SyncError() == nil })
 }
 
 func TestRunnerRetryBacksOff(t *testing.T) {
