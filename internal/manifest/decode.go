@@ -31,6 +31,8 @@ var supportedVersions = map[schema.GroupKind][]string{
 	{Group: "", Kind: "Endpoints"}:                                  {"v1"},
 	{Group: "", Kind: "Secret"}:                                     {"v1"},
 	{Group: "", Kind: "Namespace"}:                                  {"v1"},
+	{Group: "", Kind: "Pod"}:                                        {"v1"},
+	{Group: "networking.k8s.io", Kind: "NetworkPolicy"}:             {"v1"},
 	{Group: "discovery.k8s.io", Kind: "EndpointSlice"}:              {"v1"},
 	{Group: "networking.k8s.io", Kind: "Ingress"}:                   {"v1"},
 	{Group: "networking.k8s.io", Kind: "IngressClass"}:              {"v1"},
@@ -241,6 +243,7 @@ func convert(obj runtime.Object) runtime.Object {
 	switch o := obj.(type) {
 	case *corev1.Service, *corev1.Endpoints, *corev1.Secret, *corev1.Namespace, *discoveryv1.EndpointSlice,
 		*networkingv1.Ingress, *networkingv1.IngressClass, *weirv1alpha1.TrafficPolicy,
+		*corev1.Pod, *networkingv1.NetworkPolicy,
 		*gatewayv1.GatewayClass, *gatewayv1.Gateway, *gatewayv1.HTTPRoute, *gatewayv1.GRPCRoute,
 		*gatewayv1.TLSRoute, *gatewayv1.ReferenceGrant, *gatewayv1.BackendTLSPolicy:
 		return obj

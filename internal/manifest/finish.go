@@ -102,6 +102,10 @@ func (l *loader) finish() *model.Objects {
 			out.Secrets = append(out.Secrets, obj)
 		case *corev1.Namespace:
 			out.Namespaces = append(out.Namespaces, obj)
+		case *corev1.Pod:
+			out.Pods = append(out.Pods, obj)
+		case *networkingv1.NetworkPolicy:
+			out.NetworkPolicies = append(out.NetworkPolicies, obj)
 		case *networkingv1.Ingress:
 			out.Ingresses = append(out.Ingresses, obj)
 		case *networkingv1.IngressClass:
@@ -149,6 +153,10 @@ func (l *loader) validate(o *object) {
 		c.metadata(obj, validation.IsDNS1123Label)
 	case *networkingv1.Ingress:
 		c.ingress(obj)
+	case *networkingv1.NetworkPolicy:
+		c.networkPolicy(obj)
+	case *corev1.Pod:
+		c.pod(obj)
 	case metav1.Object:
 		// Gateway API objects: the CRD schemas and CEL rules checked them (schemaCheck);
 		// their semantic problems (a missing backend or certificate) are status
@@ -392,6 +400,8 @@ func sortObjects(o *model.Objects) {
 	sortByName(o.Policies)
 	sortByName(o.BackendTLSPolicies)
 	sortByName(o.Namespaces)
+	sortByName(o.Pods)
+	sortByName(o.NetworkPolicies)
 }
 
 func sortByName[T metav1.Object](list []T) {

@@ -35,6 +35,7 @@ type Translator struct {
 	index    policyIndex
 	defaults *Policy
 	gateway  gatewayInputs
+	netpol   networkPolicyInputs
 
 	// The object lists of the last call, the Services' order and inputs (parallel to
 	// prev.Services), and the slices by Service.
@@ -125,11 +126,18 @@ func (t *Translator) Translate(objs *Objects, node Node) *Snapshot {
 		translateGateways(objs, snap)
 		delta.Gateway = t.prev == nil || snap.Gateway != nil || t.prev.Gateway != nil
 	}
+	np := networkPolicyInputsOf(objs)
+	if t.prev != nil && node == t.node && np.equal(t.netpol) {
+		snap.NetworkPolicy = t.prev.NetworkPolicy
+	} else {
+		snap.NetworkPolicy = translateNetworkPolicies(objs, node)
+		delta.NetworkPolicy = true
+	}
 	if t.prev != nil {
 		delta.Base = t.prev.Version
 	}
 	snap.Delta = delta
-	t.prev, t.node, t.gateway = snap, node, gw
+	t.prev, t.node, t.gateway, t.netpol = snap, node, gw, np
 	t.services, t.slices = objs.Services, objs.EndpointSlices
 	return snap
 }

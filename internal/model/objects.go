@@ -38,6 +38,10 @@ type Objects struct {
 	// selectors. A namespace without an object here has only the label the API server
 	// always sets, kubernetes.io/metadata.name: <name>.
 	Namespaces []*corev1.Namespace
+	// Pods and NetworkPolicies feed network policy: the pods' IPs, labels, node and
+	// named ports, and the policies that select them.
+	Pods            []*corev1.Pod
+	NetworkPolicies []*networkingv1.NetworkPolicy
 }
 
 // Node is what weir knows of the node it runs on. It decides which endpoints are

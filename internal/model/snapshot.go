@@ -19,6 +19,9 @@ type Snapshot struct {
 	Services []*Service
 	// Gateway is the L7 configuration; nil when there is no Gateway or Ingress of weir's.
 	Gateway *GatewayConfig
+	// NetworkPolicy is what the network-policy data plane enforces; nil when there is
+	// no NetworkPolicy.
+	NetworkPolicy *NetworkPolicySet `json:",omitempty"`
 	// Delta, when set, says what differs from the Snapshot of version Delta.Base (a
 	// Translator's previous result); nil means anything may differ. A data plane that
 	// applied version Base may apply only the delta; any other must treat the Snapshot
@@ -35,6 +38,9 @@ type Delta struct {
 	Services []ServiceKey
 	// Gateway is true when Gateway differs from Base's (otherwise it is the same pointer).
 	Gateway bool
+	// NetworkPolicy is true when NetworkPolicy differs from Base's (otherwise it is the
+	// same pointer).
+	NetworkPolicy bool
 }
 
 // DeltaFrom returns the delta of s against version applied, or nil when s has none

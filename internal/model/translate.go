@@ -33,6 +33,7 @@ func Translate(objs *Objects, node Node) *Snapshot {
 	}
 
 	translateGateways(objs, snap)
+	snap.NetworkPolicy = translateNetworkPolicies(objs, node)
 	return snap
 }
 

@@ -46,6 +46,8 @@ const (
 	kindReferenceGrant   = "ReferenceGrant"
 	kindBackendTLSPolicy = "BackendTLSPolicy"
 	kindTrafficPolicy    = "TrafficPolicy"
+	kindPod              = "Pod"
+	kindNetworkPolicy    = "NetworkPolicy"
 )
 
 // ZoneLabel is the Node label that names its zone.
@@ -209,6 +211,15 @@ func (s *Source) ensureInformers(ctx context.Context) error {
 			starters = append(starters, nsf.Start)
 		} else {
 			s.log.Info("not allowed to list and watch Namespaces; allowedRoutes selectors see only the kubernetes.io/metadata.name label")
+		}
+
+		if s.opts.NetworkPolicy {
+			np := informers.NewSharedInformerFactoryWithOptions(s.clients.Kube, 0, informers.WithNamespace(ns), informers.WithTransform(stripPod))
+			addKind(&kind{name: kindPod, informer: np.Core().V1().Pods().Informer(),
+				fill:    fillInto[corev1.Pod](func(o *model.Objects) *[]*corev1.Pod { return &o.Pods }),
+				updated: podChanged})
+			add(kindNetworkPolicy, np.Networking().V1().NetworkPolicies().Informer(), fillInto[networkingv1.NetworkPolicy](func(o *model.Objects) *[]*networkingv1.NetworkPolicy { return &o.NetworkPolicies }))
+			starters = append(starters, np.Start)
 		}
 
 		if s.opts.NodeName != "" {

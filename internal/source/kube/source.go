@@ -57,6 +57,9 @@ type Options struct {
 	LabelSelector string
 	// NodeName is the node weir runs on; its Node object gives the zone. "" skips it.
 	NodeName string
+	// NetworkPolicy watches Pods and NetworkPolicies (and every Namespace's labels), the
+	// inputs of network policy; LabelSelector does not filter them.
+	NetworkPolicy bool
 
 	// Store receives every rebuilt object set.
 	Store *store.Store
