@@ -6,16 +6,18 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 
 	"github.com/spf13/cobra"
 
+	"weir.dev/weir/internal/dataplane/ebpf"
 	"weir.dev/weir/internal/dataplane/iptables"
 	"weir.dev/weir/internal/dataplane/kernel"
 	"weir.dev/weir/internal/dataplane/nftables"
 )
 
 // kernelModes are the modes whose rules stay in the kernel after weir exits.
-var kernelModes = []string{"nftables", "iptables"}
+var kernelModes = []string{"nftables", "iptables", "ebpf"}
 
 // kernelRules are one kernel mode's rules, for finding and removing them.
 type kernelRules interface {
@@ -33,6 +35,8 @@ func kernelRulesOf(mode string) (kernelRules, error) {
 		// Removing rules must not turn route_localnet on, as serving localhost node
 		// ports would.
 		return iptables.New(iptables.Options{Options: opts, DisableLocalhostNodePorts: true})
+	case "ebpf":
+		return ebpf.Pins{Path: ebpf.DefaultPinPath}, nil
 	}
 	return nil, fmt.Errorf("%q is not a kernel mode", mode)
 }
@@ -81,36 +85,42 @@ func cleanupOtherModes(ctx context.Context, mode string, log *slog.Logger) {
 }
 
 func newCleanupCommand() *cobra.Command {
-	var mode string
+	var mode, pinPath string
 	cmd := &cobra.Command{
 		Use:   "cleanup",
-		Short: "Remove every kernel rule weir made (nftables tables, iptables chains)",
-		Long: `Remove the nftables tables ("ip weir", "ip6 weir") and the iptables chains (WEIR-*)
-that weir run --mode nftables|iptables programmed, leaving the kernel as weir found it.
+		Short: "Remove every kernel rule weir made (nftables tables, iptables chains, eBPF pins)",
+		Long: `Remove the nftables tables ("ip weir", "ip6 weir"), the iptables chains (WEIR-*) and
+the eBPF programs and maps pinned under --ebpf-pin-path that weir run
+--mode nftables|iptables|ebpf programmed, leaving the kernel as weir found it.
 Run it after stopping weir: in the kernel modes the rules keep serving after weir exits.
 (weir run removes the rules of the kernel modes it does not use when it starts.)`,
 		Example: `  weir cleanup
   weir cleanup --mode nftables`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if mode != "all" && mode != "nftables" && mode != "iptables" {
-				return fmt.Errorf("--mode %q: want all, nftables or iptables", mode)
+			if mode != "all" && !slices.Contains(kernelModes, mode) {
+				return fmt.Errorf("--mode %q: want all, nftables, iptables or ebpf", mode)
 			}
 			var errs []error
 			for _, m := range kernelModes {
 				if mode != "all" && mode != m {
 					continue
 				}
-				if err := removeRules(cmd.Context(), m); err != nil {
+				err := removeRules(cmd.Context(), m)
+				if m == "ebpf" {
+					err = ebpf.Pins{Path: pinPath}.Cleanup(cmd.Context())
+				}
+				if err != nil {
 					errs = append(errs, fmt.Errorf("%s: %w", m, err))
 					continue
 				}
-				what := map[string]string{"nftables": "tables", "iptables": "chains"}[m]
+				what := map[string]string{"nftables": "tables", "iptables": "chains", "ebpf": "pinned programs and maps"}[m]
 				fmt.Fprintf(cmd.OutOrStdout(), "%s: removed weir's %s\n", m, what)
 			}
 			return errors.Join(errs...)
 		},
 	}
-	cmd.Flags().StringVar(&mode, "mode", "all", "which rules to remove: all, nftables or iptables")
+	cmd.Flags().StringVar(&mode, "mode", "all", "which rules to remove: all, nftables, iptables or ebpf")
+	cmd.Flags().StringVar(&pinPath, "ebpf-pin-path", ebpf.DefaultPinPath, "where weir run --mode ebpf pinned its maps and program links")
 	return cmd
 }

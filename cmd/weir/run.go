@@ -22,6 +22,7 @@ import (
 
 	"weir.dev/weir/internal/admin"
 	"weir.dev/weir/internal/dataplane"
+	"weir.dev/weir/internal/dataplane/ebpf"
 	"weir.dev/weir/internal/dataplane/iptables"
 	"weir.dev/weir/internal/dataplane/kernel"
 	"weir.dev/weir/internal/dataplane/nftables"
@@ -51,6 +52,8 @@ type runFlags struct {
 	detectLocalMode            string
 	podBridgeInterface         string
 	podInterfaceNamePrefix     string
+	ebpfCgroup                 string
+	ebpfPinPath                string
 	iptablesLocalhostNodePorts bool
 	adminAddr                  string
 	healthAddr                 string
@@ -84,7 +87,7 @@ func (f *runFlags) register(cmd *cobra.Command) {
 	fl := cmd.Flags()
 	fl.StringSliceVarP(&f.configPaths, "config", "c", nil, "manifest file or folder (read recursively, hot-reloaded); repeatable")
 	registerMaxManifestSize(fl, &f.maxManifestSize)
-	fl.StringVar(&f.mode, "mode", "userspace", "L4 data plane: userspace, nftables, iptables, or none (gateway and DNS only)")
+	fl.StringVar(&f.mode, "mode", "userspace", "L4 data plane: userspace, nftables, iptables, ebpf, or none (gateway and DNS only)")
 	fl.StringVar(&f.nodeName, "node-name", hostname(), "this node's name, for traffic policy Local")
 	fl.StringVar(&f.zone, "zone", "", "this node's zone, for trafficDistribution PreferClose zone hints")
 	fl.StringSliceVar(&f.nodePortAddresses, "nodeport-addresses", nil, "CIDRs whose local addresses serve node ports, per IP family: a family with no CIDR listed serves them on all its addresses (default: all local addresses)")
@@ -94,6 +97,8 @@ func (f *runFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.detectLocalMode, "detect-local-mode", string(model.LocalModeClusterCIDR), "how traffic from pods is recognised: ClusterCIDR, BridgeInterface or InterfaceNamePrefix")
 	fl.StringVar(&f.podBridgeInterface, "pod-bridge-interface", "", "with --detect-local-mode BridgeInterface: traffic in from this bridge is from pods")
 	fl.StringVar(&f.podInterfaceNamePrefix, "pod-interface-name-prefix", "", "with --detect-local-mode InterfaceNamePrefix: traffic in from interfaces named with this prefix is from pods")
+	fl.StringVar(&f.ebpfCgroup, "ebpf-cgroup", "", "ebpf mode: the cgroup v2 directory whose sockets are balanced (default: the cgroup2 mount's root, found in /proc/self/mountinfo)")
+	fl.StringVar(&f.ebpfPinPath, "ebpf-pin-path", ebpf.DefaultPinPath, "ebpf mode: bpffs directory where the maps and program links are pinned, so they outlive weir (bpffs is mounted on its parent if none is)")
 	fl.BoolVar(&f.iptablesLocalhostNodePorts, "iptables-localhost-nodeports", true, "iptables mode: serve node ports on 127.0.0.0/8 (sets net.ipv4.conf.all.route_localnet=1), as kube-proxy")
 	fl.StringVar(&f.adminAddr, "admin-addr", "127.0.0.1:9901", "admin API address (/healthz, /readyz, /metrics, /api/snapshot, dashboard); empty disables it")
 	fl.StringVar(&f.healthAddr, "health-addr", "", "serve only /healthz and /readyz on this address (kube-proxy's is 0.0.0.0:10256), for probes from outside the node; empty disables it")
@@ -281,10 +286,18 @@ func run(ctx context.Context, f runFlags, logger *slog.Logger, ready func(adminA
 		}
 		planes = append(planes, proxier)
 		shutdowns = append(shutdowns, func(context.Context) error { proxier.Close(); return nil })
+	case "ebpf":
+		proxier, err := ebpf.New(ebpf.Options{Cgroup: f.ebpfCgroup, PinPath: f.ebpfPinPath, Registerer: reg})
+		if err != nil {
+			return err
+		}
+		planes = append(planes, proxier)
+		shutdowns = append(shutdowns, func(context.Context) error { return proxier.Close() })
+		sections["ebpf"] = func() any { return proxier.Status() }
 	case "none":
 		// Gateway mode: no L4 data plane; the gateway picks endpoints itself.
 	default:
-		return fmt.Errorf("--mode %q: want userspace, nftables, iptables or none", f.mode)
+		return fmt.Errorf("--mode %q: want userspace, nftables, iptables, ebpf or none", f.mode)
 	}
 
 	// The L7 gateway opens listeners only for Gateways and Ingresses of weir's class.
@@ -397,7 +410,7 @@ func shutdown(logger *slog.Logger, f runFlags, shutdowns []func(context.Context)
 	}
 	wg.Wait()
 	logger.Info("stopped", "drain_took", time.Since(start).Round(time.Millisecond))
-	if slices.Contains(kernelModes, f.mode) {
+	if slices.Contains(kernelModes, f.mode) && (f.mode != "ebpf" || f.ebpfPinPath != "") {
 		logger.Warn("the "+f.mode+" rules stay in the kernel and keep serving the Services with their last endpoints; remove them with `weir cleanup --mode "+f.mode+"`",
 			"mode", f.mode)
 	}

@@ -36,6 +36,13 @@ type Options struct {
 	// process in it or below it is balanced. Empty means the cgroup2 mount's root
 	// (CgroupMount).
 	Cgroup string
+	// PinPath, when set, is a directory on a bpffs (mounted there when its parent is
+	// not one yet) where the maps and the program links are pinned: the programs stay
+	// attached after Close and after weir exits, and the next New with the same PinPath
+	// replaces the programs in place and adopts what the maps hold, so a restart keeps
+	// balancing connects. Pins{PinPath}.Cleanup removes them. Empty: nothing is pinned
+	// and Close detaches the programs.
+	PinPath string
 	// Registerer, when set, gets the mode's metrics: weir_ebpf_sync_duration_seconds,
 	// weir_ebpf_sync_errors_total, weir_ebpf_frontends, weir_ebpf_backend_slots and
 	// weir_ebpf_programs_attached.
@@ -49,6 +56,9 @@ type Proxier struct {
 	links   []link.Link
 	slots   slotAllocator
 	applied map[socklbSvcKey]frontend // what the maps hold, by frontend
+	orphans map[socklbSvcKey]bool     // adopted from pinned maps, no Service's yet
+	cgroup  string
+	pinPath string
 	owner   map[socklbSvcKey]model.ServiceKey
 	bySvc   map[model.ServiceKey][]socklbSvcKey
 	version uint64 // the Snapshot applied last without error; 0: none
@@ -112,7 +122,10 @@ func New(opts Options) (*Proxier, error) {
 		cg = m
 	}
 	p := &Proxier{
+		cgroup:  cg,
+		pinPath: opts.PinPath,
 		applied: map[socklbSvcKey]frontend{},
+		orphans: map[socklbSvcKey]bool{},
 		owner:   map[socklbSvcKey]model.ServiceKey{},
 		bySvc:   map[model.ServiceKey][]socklbSvcKey{},
 		m:       newMetrics(),
@@ -124,10 +137,16 @@ func New(opts Options) (*Proxier, error) {
 			}
 		}
 	}
-	if err := loadSocklbObjects(&p.objs, nil); err != nil {
-		return nil, fmt.Errorf("ebpf mode unavailable: load socket load-balancing programs: %w", err)
+	if err := p.load(); err != nil {
+		return nil, err
 	}
 	p.slots.free = []slotRange{{0, p.objs.Backends.MaxEntries()}}
+	if p.pinPath != "" {
+		if err := p.adopt(); err != nil {
+			p.objs.Close()
+			return nil, err
+		}
+	}
 	for _, a := range []struct {
 		prog *ebpf.Program
 		typ  ebpf.AttachType
@@ -141,7 +160,13 @@ func New(opts Options) (*Proxier, error) {
 		{p.objs.WeirRecvmsg4, ebpf.AttachCGroupUDP4Recvmsg},
 		{p.objs.WeirRecvmsg6, ebpf.AttachCGroupUDP6Recvmsg},
 	} {
-		l, err := link.AttachCgroup(link.CgroupOptions{Path: cg, Attach: a.typ, Program: a.prog})
+		var l link.Link
+		var err error
+		if p.pinPath != "" {
+			l, err = attachPinned(filepath.Join(p.pinPath, pinLinks, a.prog.String()), cg, a.typ, a.prog)
+		} else {
+			l, err = link.AttachCgroup(link.CgroupOptions{Path: cg, Attach: a.typ, Program: a.prog})
+		}
 		if err != nil {
 			p.Close()
 			return nil, fmt.Errorf("ebpf mode unavailable: attach %s to cgroup %s: %w", a.prog, cg, err)
@@ -152,6 +177,82 @@ func New(opts Options) (*Proxier, error) {
 	return p, nil
 }
 
+// load loads the programs and maps; with a PinPath, maps pinned there by an earlier
+// run are reused (a map whose layout changed is replaced).
+func (p *Proxier) load() error {
+	spec, err := loadSocklb()
+	if err != nil {
+		return fmt.Errorf("ebpf: %w", err)
+	}
+	var opts ebpf.CollectionOptions
+	if p.pinPath != "" {
+		if err := ensureBPFFS(filepath.Dir(p.pinPath)); err != nil {
+			return fmt.Errorf("ebpf mode unavailable: %w", err)
+		}
+		for _, sub := range []string{pinMaps, pinLinks} {
+			if err := os.MkdirAll(filepath.Join(p.pinPath, sub), 0o700); err != nil {
+				return fmt.Errorf("ebpf mode unavailable: %w", err)
+			}
+		}
+		pinnedSpec(spec)
+		opts.Maps.PinPath = filepath.Join(p.pinPath, pinMaps)
+	}
+	err = spec.LoadAndAssign(&p.objs, &opts)
+	if errors.Is(err, ebpf.ErrMapIncompatible) {
+		// An earlier version's maps: start with fresh ones (the old programs keep
+		// theirs until the links are updated below).
+		if rerr := os.RemoveAll(opts.Maps.PinPath); rerr != nil {
+			return fmt.Errorf("ebpf: replace incompatible pinned maps: %w", rerr)
+		}
+		if err = os.MkdirAll(opts.Maps.PinPath, 0o700); err == nil {
+			err = spec.LoadAndAssign(&p.objs, &opts)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("ebpf mode unavailable: load socket load-balancing programs: %w", err)
+	}
+	return nil
+}
+
+// adopt reads the frontends pinned maps hold into p.applied, their slot ranges taken
+// from the allocator, as orphans: the first full Sync keeps those it still wants and
+// deletes the rest. A frontend whose slots make no sense is deleted at once.
+func (p *Proxier) adopt() error {
+	var key socklbSvcKey
+	var val socklbSvcValue
+	var bad []socklbSvcKey
+	it := p.objs.Services.Iterate()
+	for it.Next(&key, &val) {
+		fe := frontend{needed: uint64(val.Count), verdict: model.Verdict(val.Verdict), offset: val.Offset}
+		r := slotRange{val.Offset, val.Count}
+		ok := val.Count <= maxFrontendSlots && p.slots.reserve(r)
+		for i := uint32(0); ok && i < val.Count; i++ {
+			var be socklbBackend
+			if err := p.objs.Backends.Lookup(val.Offset+i, &be); err != nil {
+				p.slots.release(r)
+				ok = false
+				break
+			}
+			fe.backends = append(fe.backends, be)
+		}
+		if !ok {
+			bad = append(bad, key)
+			continue
+		}
+		p.applied[key] = fe
+		p.orphans[key] = true
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("ebpf: read pinned services map: %w", err)
+	}
+	for _, k := range bad {
+		if err := p.objs.Services.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("ebpf: delete pinned frontend %s: %w", keyString(k), err)
+		}
+	}
+	return nil
+}
+
 func (p *Proxier) capacity() uint32 {
 	if p.objs.Backends == nil {
 		return 0
@@ -159,10 +260,27 @@ func (p *Proxier) capacity() uint32 {
 	return p.objs.Backends.MaxEntries()
 }
 
+// Status is what /api/snapshot shows of the mode.
+type Status struct {
+	Cgroup       string `json:"cgroup"`
+	PinPath      string `json:"pinPath,omitempty"`
+	Programs     int    `json:"programsAttached"`
+	Frontends    int    `json:"frontends"`
+	BackendSlots uint32 `json:"backendSlots"`
+}
+
+// Status reports where the programs are attached and what the maps hold.
+func (p *Proxier) Status() Status {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return Status{Cgroup: p.cgroup, PinPath: p.pinPath, Programs: len(p.links), Frontends: len(p.applied), BackendSlots: p.slots.used}
+}
+
 // Name is "ebpf".
 func (p *Proxier) Name() string { return "ebpf" }
 
-// Close detaches the programs and releases the maps.
+// Close releases the programs and maps: without a PinPath it detaches the programs;
+// with one they stay attached and keep balancing with the maps as they are.
 func (p *Proxier) Close() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -207,7 +325,9 @@ func (p *Proxier) sync(snap *model.Snapshot) error {
 	// written before.
 	var scope []model.ServiceKey
 	var svcs []*model.Service
+	full := true
 	if d := snap.DeltaFrom(p.version); d != nil {
+		full = false
 		scope = d.Services
 		for _, k := range scope {
 			if svc := snap.Service(k); svc != nil {
@@ -239,6 +359,24 @@ func (p *Proxier) sync(snap *model.Snapshot) error {
 
 	var errs []error
 	var freed []slotRange
+	if full {
+		// Frontends an earlier run left in pinned maps: kept if wanted, else deleted.
+		for key := range p.orphans {
+			if _, ok := want[key]; ok {
+				delete(p.orphans, key)
+				continue
+			}
+			old := p.applied[key]
+			if err := p.objs.Services.Delete(key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+				errs = append(errs, fmt.Errorf("delete frontend %s: %w", keyString(key), err))
+				continue
+			}
+			p.writes++
+			delete(p.applied, key)
+			delete(p.orphans, key)
+			freed = append(freed, slotRange{old.offset, uint32(len(old.backends))})
+		}
+	}
 	for _, k := range scope {
 		var kept []socklbSvcKey // frontends that could not be deleted stay k's
 		for _, key := range p.bySvc[k] {

@@ -52,3 +52,27 @@ func (a *slotAllocator) release(r slotRange) {
 		a.free = slices.Delete(a.free, i, i+1)
 	}
 }
+
+// reserve marks r used; it must lie inside one free run (slots an earlier run of weir
+// wrote, adopted from pinned maps). It reports false when it does not.
+func (a *slotAllocator) reserve(r slotRange) bool {
+	if r.n == 0 {
+		return true
+	}
+	for i, f := range a.free {
+		if r.off < f.off || r.off+r.n > f.off+f.n {
+			continue
+		}
+		var parts []slotRange
+		if r.off > f.off {
+			parts = append(parts, slotRange{f.off, r.off - f.off})
+		}
+		if end := f.off + f.n; r.off+r.n < end {
+			parts = append(parts, slotRange{r.off + r.n, end - r.off - r.n})
+		}
+		a.free = slices.Replace(a.free, i, i+1, parts...)
+		a.used += r.n
+		return true
+	}
+	return false
+}

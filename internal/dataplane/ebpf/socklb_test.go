@@ -421,6 +421,17 @@ func TestSlotAllocator(t *testing.T) {
 	if len(a.free) != 1 || a.free[0] != (slotRange{0, 10}) {
 		t.Fatalf("free runs not merged: %v", a.free)
 	}
+	// reserve (adopting pinned slots) splits a free run and refuses used slots.
+	if !a.reserve(slotRange{4, 2}) || a.used != 2 || len(a.free) != 2 {
+		t.Fatalf("reserve 4+2: used %d, free %v", a.used, a.free)
+	}
+	if a.reserve(slotRange{5, 2}) {
+		t.Fatal("reserve of a used slot succeeded")
+	}
+	a.release(slotRange{4, 2})
+	if len(a.free) != 1 || a.used != 0 {
+		t.Fatalf("after releasing the reserved run: used %d, free %v", a.used, a.free)
+	}
 }
 
 // TestSyncDelta checks that a Snapshot with a Delta against the one applied last is
