@@ -396,6 +396,7 @@ func (g *Gateway) openListener(addr string, proto model.ListenerProtocol, t *tab
 		IdleTimeout:       g.opts.IdleTimeout,
 		ErrorLog:          slog.NewLogLogger(g.log.Handler(), slog.LevelDebug),
 		BaseContext:       func(net.Listener) context.Context { return g.ctx },
+		ConnContext:       func(ctx context.Context, c net.Conn) context.Context { return context.WithValue(ctx, connKey{}, c) },
 		Protocols:         new(http.Protocols),
 	}
 	srv.Protocols.SetHTTP1(true)

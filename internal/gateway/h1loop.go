@@ -541,7 +541,7 @@ func (c *loopConn) serve(sr http1.Request, end int) bool {
 		return true
 	}
 	x := &c.xs // the connection's one exchange, made anew (its timers and buffer kept)
-	*x = exchange{c: c, r: r, st: st, br: br, start: start, isHEAD: isHEAD, req: x.req[:0],
+	*x = exchange{c: c, r: r, st: st, a: &st.a, cl: br.cl, start: start, isHEAD: isHEAD, req: x.req[:0],
 		tryTimer: x.tryTimer, reqTimer: x.reqTimer, backoff: x.backoff, headTimer: x.headTimer}
 	c.x = x
 	x.startRequest()
@@ -708,15 +708,17 @@ func (c *loopConn) close() {
 	_ = eventloop.Close(c.fd)
 }
 
-// exchange is one request in flight from a loop connection to a backend.
+// exchange is the loops' side of one request in flight from a loop connection to a
+// backend: the bytes, timers and upstream connection. The proxy core's state (st,
+// with its attempts a) holds and gives back every counter.
 type exchange struct {
 	c      *loopConn
 	r      *http.Request
 	st     *reqState
-	br     *backendRuntime
+	a      *attempts // &st.a
+	cl     *cluster
 	start  time.Time
 	isHEAD bool
-	a      attempts
 	req    []byte // the upstream request, for every try
 	up     *upConn
 
@@ -768,24 +770,15 @@ func (x *exchange) try() {
 		hl.lp.Schedule(&x.tryTimer, hl.lp.Now()+d)
 	}
 	x.reusable = true
-	u, err := hl.upstream(ep, x.br.cl)
-	if errors.Is(err, errOverflow) {
-		x.overflow()
-		return
-	}
-	if err != nil {
+	u, err := hl.upstream(ep, x.cl)
+	switch {
+	case errors.Is(err, errOverflow): // the connection breaker: not the endpoint's failure
+		x.fail(err)
+	case err != nil:
 		x.tryFailed(err, false)
-		return
+	default:
+		x.attach(u)
 	}
-	x.attach(u)
-}
-
-// overflow ends a try the connection breaker refused (not the endpoint's failure).
-func (x *exchange) overflow() {
-	x.br.cl.pending.Add(-1)
-	x.a.ep.load.End()
-	x.c.hl.lp.Cancel(&x.tryTimer)
-	x.fail(errOverflow)
 }
 
 // attach sends the request on u.
@@ -842,7 +835,6 @@ func (x *exchange) respond(u *upConn, end int, h http1.ResponseHead, resp *http.
 	if x.a.answered(h.Code, false) {
 		// Retried: this connection is dropped rather than drained.
 		hl.lp.Cancel(&x.tryTimer)
-		x.a.ep.load.End()
 		x.detachUp(false)
 		x.retry()
 		return
@@ -920,10 +912,8 @@ func (x *exchange) body(p []byte) {
 
 // complete ends the exchange once the whole response is on its way.
 func (x *exchange) complete() {
-	c, hl := x.c, x.c.hl
-	x.done = true
-	hl.lp.Cancel(&x.tryTimer)
-	hl.lp.Cancel(&x.reqTimer)
+	c := x.c
+	x.stop()
 	x.a.end()
 	x.detachUp(x.reusable)
 	x.finish()
@@ -935,9 +925,18 @@ func (x *exchange) complete() {
 	}
 }
 
-// finish gives back the breaker slot and records the request.
+// stop ends the exchange's timers: it is over.
+func (x *exchange) stop() {
+	lp := x.c.hl.lp
+	x.done = true
+	lp.Cancel(&x.tryTimer)
+	lp.Cancel(&x.reqTimer)
+	lp.Cancel(&x.backoff)
+	lp.Cancel(&x.headTimer)
+}
+
+// finish hands the exchange to the core's finish, which gives back what it holds.
 func (x *exchange) finish() {
-	x.br.cl.active.Add(-1)
 	x.c.x = nil
 	x.c.hl.s.g.finish(x.r, x.st, x.start)
 }
@@ -972,27 +971,19 @@ func (x *exchange) tryFailed(err error, timedOut bool) {
 // retry waits the backoff and tries the next endpoint.
 func (x *exchange) retry() {
 	hl := x.c.hl
-	x.br.cl.retrying.Add(1)
+	x.a.backoff(true)
 	hl.lp.Schedule(&x.backoff, hl.lp.Now()+x.a.backoffDelay())
 }
 
 // fail answers a request that got no response, as proxyError does.
 func (x *exchange) fail(err error) {
-	c, g := x.c, x.c.hl.s.g
-	hl := c.hl
-	hl.lp.Cancel(&x.tryTimer)
-	hl.lp.Cancel(&x.reqTimer)
-	x.done = true
+	c := x.c
+	x.stop()
+	x.detachUp(false)
 	w := &c.resp
 	w.reset()
-	code := errorStatus(err)
-	if errors.Is(err, errOverflow) {
-		w.Header().Set("X-Weir-Overflow", "circuit-breaker")
-		g.metrics.overflows.WithLabelValues(x.br.b.ID).Inc()
-	}
-	g.log.Debug("gateway: upstream error", "path", x.r.URL.Path, "err", err)
-	w.WriteHeader(code)
-	x.st.sw.code = code
+	c.hl.s.g.answerError(w, x.r, x.st, err)
+	x.st.sw.code = w.status()
 	x.finish()
 	c.writeLocal(w, x.isHEAD)
 	if !c.closed {
@@ -1006,10 +997,7 @@ func (x *exchange) fail(err error) {
 func (x *exchange) abort(err error) {
 	c := x.c
 	c.hl.s.g.log.Debug("gateway: response body copy failed", "path", x.r.URL.Path, "err", err)
-	x.done = true
-	c.hl.lp.Cancel(&x.tryTimer)
-	c.hl.lp.Cancel(&x.reqTimer)
-	x.a.ep.load.End()
+	x.stop()
 	x.detachUp(false)
 	keep := 0
 	if x.headSent {
@@ -1031,21 +1019,8 @@ func (x *exchange) clientGone() {
 	if x.done {
 		return
 	}
-	x.done = true
-	hl := x.c.hl
-	hl.lp.Cancel(&x.tryTimer)
-	hl.lp.Cancel(&x.reqTimer)
-	if x.backoff.Scheduled() {
-		hl.lp.Cancel(&x.backoff)
-		x.br.cl.retrying.Add(-1)
-	}
-	if x.up != nil {
-		if !x.headSent {
-			x.br.cl.pending.Add(-1)
-		}
-		x.a.ep.load.End()
-		x.detachUp(false)
-	}
+	x.stop()
+	x.detachUp(false)
 	if !x.headSent {
 		x.st.sw.code = 499
 	}
@@ -1054,7 +1029,7 @@ func (x *exchange) clientGone() {
 
 // backoffDone: the wait before a retry is over.
 func (x *exchange) backoffDone(*eventloop.Loop) {
-	x.br.cl.retrying.Add(-1)
+	x.a.backoff(false)
 	x.try()
 }
 
@@ -1080,15 +1055,6 @@ func (x *exchange) requestTimeout(*eventloop.Loop) {
 	if x.headSent {
 		x.abort(context.DeadlineExceeded)
 		return
-	}
-	hl := x.c.hl
-	if x.backoff.Scheduled() {
-		hl.lp.Cancel(&x.backoff)
-		x.br.cl.retrying.Add(-1)
-	} else if x.up != nil {
-		x.br.cl.pending.Add(-1)
-		x.a.ep.load.End()
-		x.detachUp(false)
 	}
 	x.fail(context.DeadlineExceeded)
 }
@@ -1298,13 +1264,13 @@ func (u *upConn) failed(err error) {
 	if u.reused && len(u.in) == 0 && !x.headSent && (u.sent == 0 || replayable(x.r)) {
 		x.detachUp(false)
 		x.a.replayed()
-		nu, derr := u.hl.upstream(x.a.ep, x.br.cl)
+		nu, derr := u.hl.upstream(x.a.ep, x.cl)
 		if derr == nil {
 			x.attach(nu)
 			return
 		}
 		if errors.Is(derr, errOverflow) {
-			x.overflow()
+			x.fail(derr)
 			return
 		}
 		err = derr

@@ -152,12 +152,19 @@ func (b *builder) rule(r *model.Rule) *ruleRuntime {
 	return rr
 }
 
-// reqState travels with a request through the reverse proxy. It is itself the
-// request's context (the downstream context plus the state under stateKey), and holds
-// the response's statusWriter, so that one allocation per request carries all three.
+// reqState is one exchange of the proxy core, the same on both transports: route
+// (Gateway.route), admit (Gateway.admit: filters, backend, breaker slot), attempts
+// (st.a: tries, retries, health reports), respond (applyResponse), finish
+// (Gateway.finish: every slot and count the exchange still holds given back, metrics,
+// canary analysis, access log). Transports move the bytes and call these; they never
+// touch a counter themselves. On net/http it is also the request's context (the
+// downstream context plus the state under stateKey) and holds the response's
+// statusWriter, so that one allocation per request carries all three.
 type reqState struct {
 	context.Context
 	sw       statusWriter
+	a        attempts
+	slot     bool // a request slot of backend.cl's breaker (active) is held
 	rule     *ruleRuntime
 	backend  *backendRuntime
 	endpoint *endpoint
@@ -251,8 +258,8 @@ func (g *Gateway) serve(ctx context.Context, w http.ResponseWriter, r *http.Requ
 	if st == nil {
 		return
 	}
+	defer g.finish(r, st, start) // also when ReverseProxy aborts the response (a panic)
 	g.serveRule(&st.sw, r, m, st)
-	g.finish(r, st, start)
 }
 
 // route gives a request its ID, normalises its path (router.NormalizeRequestPath: what
@@ -300,8 +307,15 @@ func (g *Gateway) route(ctx context.Context, w http.ResponseWriter, r *http.Requ
 	return st, res.Match
 }
 
-// finish records a served request: backend metrics, canary analysis, access log.
+// finish ends an exchange, however it ended: what it still holds is given back (its
+// try's pending slot and load record, a retry in backoff, its breaker slot), and it is
+// recorded: backend metrics, canary analysis, access log.
 func (g *Gateway) finish(r *http.Request, st *reqState, start time.Time) {
+	st.a.release()
+	if st.slot {
+		st.slot = false
+		st.backend.cl.active.Add(-1)
+	}
 	rr := st.rule
 	code := st.sw.code
 	if code == 0 {
@@ -358,14 +372,13 @@ func (g *Gateway) serveRule(w *statusWriter, r *http.Request, m *model.RouteMatc
 	if br == nil {
 		return
 	}
-	defer br.cl.active.Add(-1)
-	// The upstream request ends with the client's only until the answer has begun: a
-	// client that half-closes after that still reads its answer whole (a write to a
-	// client that went away fails and ends it), as on the event loops.
+	// The upstream request ends with the client's, except that a client that only
+	// half-closes after its answer has begun still reads it whole, as on the event
+	// loops.
 	ctx, cancel := context.WithCancel(context.WithoutCancel(st))
 	defer cancel()
 	stop := context.AfterFunc(st, func() {
-		if !w.sent.Load() {
+		if !w.sent.Load() || !halfClosed(st) {
 			cancel()
 		}
 	})
@@ -378,11 +391,21 @@ func (g *Gateway) serveRule(w *statusWriter, r *http.Request, m *model.RouteMatc
 	g.proxy.ServeHTTP(w, r.WithContext(limitInformational(ctx)))
 }
 
+// connKey holds a downstream connection in its requests' contexts (net/http).
+type connKey struct{}
+
+// halfClosed reports whether the downstream HTTP/1 connection of a request whose
+// context ended was only half-closed by its client (a clean end of its stream, after
+// which it still reads its answer), not reset or lost, as the loops tell them apart.
+func halfClosed(ctx context.Context) bool {
+	g, ok := ctx.Value(connKey{}).(interface{ Aborted() bool }) // an http1.Guard
+	return ok && !g.Aborted()
+}
+
 // admit takes a request through its rule up to the upstream: rate limit, CORS
 // preflight, request filters, mirrors, the backend's choice and its circuit breaker.
 // When one of them answers the request (on w) it returns nil; otherwise it returns
-// the backend, the request counted in its breaker (the caller gives the slot back
-// with br.cl.active.Add(-1) when the request is done).
+// the backend, the request counted in its breaker (st.slot, which finish gives back).
 func (g *Gateway) admit(w *statusWriter, r *http.Request, m *model.RouteMatch, st *reqState) *backendRuntime {
 	rr := st.rule
 	rule := rr.rule
@@ -439,18 +462,16 @@ func (g *Gateway) admit(w *statusWriter, r *http.Request, m *model.RouteMatch, s
 		http.Error(w, "no healthy upstream", http.StatusServiceUnavailable)
 		return nil
 	}
-	pol := br.cl.policy.Load()
-	limit := int64(pol.CircuitBreaker.MaxRequests)
+	limit := int64(br.cl.policy.Load().CircuitBreaker.MaxRequests)
 	if limit <= 0 {
 		limit = model.DefaultCircuitBreakerLimit
 	}
 	if br.cl.active.Add(1) > limit {
 		br.cl.active.Add(-1)
-		g.metrics.overflows.WithLabelValues(br.b.ID).Inc()
-		w.Header().Set("X-Weir-Overflow", "circuit-breaker")
-		http.Error(w, "upstream overflow", http.StatusServiceUnavailable)
+		g.answerError(w, r, st, errOverflow)
 		return nil
 	}
+	st.slot = true
 	if br.hashing {
 		st.hashKey = hashKey(r, br.hashOn, st.client)
 	}
@@ -805,13 +826,21 @@ func errorStatus(err error) int {
 	return http.StatusBadGateway
 }
 
-// proxyError answers when no upstream response could be had.
+// proxyError answers when no upstream response could be had (ReverseProxy's
+// ErrorHandler).
 func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	st, _ := r.Context().Value(stateKey{}).(*reqState)
+	g.answerError(w, r, st, err)
+}
+
+// answerError answers a request of st that got no upstream response, on both
+// transports.
+func (g *Gateway) answerError(w http.ResponseWriter, r *http.Request, st *reqState, err error) {
 	code := errorStatus(err)
 	switch {
 	case errors.Is(err, errOverflow):
 		w.Header().Set("X-Weir-Overflow", "circuit-breaker")
-		if st, _ := r.Context().Value(stateKey{}).(*reqState); st != nil && st.backend != nil {
+		if st != nil && st.backend != nil {
 			g.metrics.overflows.WithLabelValues(st.backend.b.ID).Inc()
 		}
 	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:

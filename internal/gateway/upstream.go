@@ -400,11 +400,13 @@ func failure(err error) (kind health.FailureKind, connect, refused bool) {
 	return health.GatewayError, false, false
 }
 
-// attempts is one request's way through its backend's endpoints, for both the
-// blocking RoundTrip and the gateway's event loops: which endpoint each try goes to,
-// what the pending-requests breaker, the load records and endpoint health are told,
-// and whether a try's outcome is retried (retry-on, attempts, a fresh endpoint, the
-// retry budget).
+// attempts is one request's way through its backend's endpoints, the part of the
+// exchange (reqState) both transports drive: which endpoint each try goes to, and
+// every counter a try holds — the pending-requests breaker, the endpoint's load
+// record, the retries in backoff — with the health reports and retry decisions
+// (retry-on, attempts, a fresh endpoint, the retry budget). What a try holds is noted
+// here and given back by its own outcome (answered, failed, end) or, whatever way the
+// request ends (client gone, timeout, overflow), by release from Gateway.finish.
 type attempts struct {
 	u        *upstream
 	st       *reqState
@@ -419,6 +421,9 @@ type attempts struct {
 	ep       *endpoint // the current try's
 	t0       time.Time // when the current try began
 	start    time.Time
+	// What the request holds now: a pending-requests slot (the try waits for its
+	// response head), the endpoint's load record, a retry in backoff.
+	pending, loaded, backingOff bool
 }
 
 // init prepares the tries of a request to st's backend; replayable: its body can be
@@ -468,6 +473,7 @@ func (a *attempts) begin() (*endpoint, error) {
 		return nil, errOverflow
 	}
 	ep.load.Begin()
+	a.pending, a.loaded = true, true
 	a.t0 = a.start // the first try starts with the request; a retry after its backoff
 	if a.n > 1 {
 		a.t0 = time.Now()
@@ -475,16 +481,30 @@ func (a *attempts) begin() (*endpoint, error) {
 	return ep, nil
 }
 
+// release gives back whatever the request still holds, without a health report: the
+// end of every request (Gateway.finish), and of a try the client ended or the
+// breaker refused.
+func (a *attempts) release() {
+	if a.pending {
+		a.pending = false
+		a.cl.pending.Add(-1)
+	}
+	if a.loaded {
+		a.loaded = false
+		a.ep.load.End()
+	}
+	a.backoff(false)
+}
+
 // failed records a try that ended without a response: the load record ends, the
 // endpoint's health hears of it. It reports whether to retry; timedOut: the try's
 // own timeout passed (not the request's); done: the request itself is over.
 func (a *attempts) failed(err error, timedOut, done bool) bool {
-	a.cl.pending.Add(-1)
-	a.ep.load.End()
+	a.release()
 	kind, connect, refused := failure(err)
 	if !done {
 		// A request that ended (the client went away, its own deadline passed) says
-		// nothing of the endpoint, as on the loops (clientGone, requestTimeout).
+		// nothing of the endpoint.
 		a.u.g.health.ReportFailure(a.cs.portID, a.ep.ap, kind)
 	}
 	a.st.lastErr = err
@@ -502,16 +522,11 @@ func (a *attempts) failed(err error, timedOut, done bool) bool {
 	return a.mayRetry(retry, done)
 }
 
-// abandoned ends a try that failed by the client's doing (its body could not be
-// read): no health report, no retry.
-func (a *attempts) abandoned() {
-	a.cl.pending.Add(-1)
-	a.ep.load.End()
-}
-
-// answered records a try's response status (the load record goes on until the body
-// is done: end) and reports whether to retry instead of passing the response on.
+// answered records a try's response status and reports whether to retry instead of
+// passing the response on (the try's load record ends then; else it goes on until
+// the body is done: end).
 func (a *attempts) answered(code int, done bool) bool {
+	a.pending = false
 	a.cl.pending.Add(-1)
 	hl := a.u.g.health
 	switch {
@@ -522,7 +537,11 @@ func (a *attempts) answered(code int, done bool) bool {
 	default:
 		hl.ReportSuccess(a.cs.portID, a.ep.ap)
 	}
-	return a.mayRetry(a.pol.on.status(code), done)
+	retry := a.mayRetry(a.pol.on.status(code), done)
+	if retry {
+		a.release()
+	}
+	return retry
 }
 
 // replayed counts a request sent again on a new connection after its kept-alive one
@@ -531,7 +550,25 @@ func (a *attempts) replayed() { a.n++ }
 
 // end closes the current try's load record once its response is done (for
 // peak-EWMA, with the try's latency).
-func (a *attempts) end() { a.ep.load.EndWithLatency(time.Since(a.t0)) }
+func (a *attempts) end() {
+	if a.loaded {
+		a.loaded = false
+		a.ep.load.EndWithLatency(time.Since(a.t0))
+	}
+}
+
+// backoff counts a retry waiting for its backoff (on) in the cluster's retries in
+// flight (the retry budget), or its end.
+func (a *attempts) backoff(on bool) {
+	if a.backingOff != on {
+		a.backingOff = on
+		if on {
+			a.cl.retrying.Add(1)
+		} else {
+			a.cl.retrying.Add(-1)
+		}
+	}
+}
 
 // mayRetry admits a retry: allowed by retry-on and the method, attempts left, an
 // eligible endpoint (preferably one not tried yet), and room in the retry budget.
@@ -565,6 +602,9 @@ func (a *attempts) backoffDelay() time.Duration {
 	return base/2 + time.Duration(rand.Int64N(int64(d-base/2)+1))
 }
 
+// RoundTrip is net/http's side of the tries (the loops drive the same attempts from
+// their exchange): the request is sent to each try's endpoint in turn, its counters
+// held in st.a.
 func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 	st, _ := req.Context().Value(stateKey{}).(*reqState)
 	if st == nil || st.backend == nil || st.backend.cl == nil {
@@ -577,7 +617,7 @@ func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 	if cl.h2c {
 		rt = u.h2c
 	}
-	var a attempts
+	a := &st.a
 	a.init(u, st, req.Method, bodyless || req.GetBody != nil, upgrade, time.Now())
 	perTry := a.perTry()
 	for {
@@ -586,22 +626,22 @@ func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 			return nil, err
 		}
 		req.URL.Host = ep.host
-		areq := req
-		var cancel context.CancelFunc
+		// The try's own context, when it has a timeout, ends with the try or its body.
+		ctx, cancel := req.Context(), context.CancelFunc(func() {})
 		if perTry > 0 && !upgrade {
-			ctx, c := context.WithTimeout(req.Context(), perTry)
-			cancel = c // called when the attempt fails or its body is finished
-			areq = req.WithContext(ctx)
+			ctx, cancel = context.WithTimeout(ctx, perTry)
 		}
 		var hw *headWatch
 		if d := st.rule.rule.ResponseTimeout; d > 0 {
-			if cancel == nil {
-				ctx, c := context.WithCancel(req.Context())
-				cancel = c
-				areq = req.WithContext(ctx)
+			if ctx == req.Context() {
+				ctx, cancel = context.WithCancel(ctx)
 			}
 			hw = &headWatch{d: d, cancel: cancel}
-			areq = areq.WithContext(httptrace.WithClientTrace(areq.Context(), &httptrace.ClientTrace{WroteRequest: hw.wrote}))
+			ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteRequest: hw.wrote})
+		}
+		areq := req
+		if ctx != req.Context() {
+			areq = req.WithContext(ctx)
 		}
 		resp, err := rt.RoundTrip(areq)
 		if hw != nil && hw.stop() {
@@ -611,57 +651,43 @@ func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 			}
 			err = context.DeadlineExceeded // the try's own timeout: 504, or a retry
 		}
-		if errors.Is(err, errOverflow) { // the connection breaker, when dialing
-			cl.pending.Add(-1)
-			ep.load.End()
-			if cancel != nil {
-				cancel()
-			}
-			return nil, err
-		}
 		var retry bool
-		if err != nil {
-			if cancel != nil {
-				cancel()
-			}
+		switch {
+		case errors.Is(err, errOverflow): // the connection breaker, when dialing
+			cancel()
+			return nil, err
+		case err != nil:
+			cancel()
 			if cerr := st.body.failed(); cerr != nil {
-				a.abandoned() // the client's fault, not the endpoint's
-				return nil, cerr
+				return nil, cerr // the client's fault, not the endpoint's (finish releases)
 			}
 			timedOut := errors.Is(err, context.DeadlineExceeded) && req.Context().Err() == nil
-			retry = a.failed(err, timedOut, req.Context().Err() != nil)
-			if !retry {
+			if retry = a.failed(err, timedOut, req.Context().Err() != nil); !retry {
 				return nil, err
 			}
-		} else if retry = a.answered(resp.StatusCode, req.Context().Err() != nil); retry {
+		case a.answered(resp.StatusCode, req.Context().Err() != nil):
 			drain(resp.Body)
-			ep.load.End()
-			if cancel != nil {
-				cancel()
-			}
-		}
-		if retry {
-			cl.retrying.Add(1)
-			ok := sleepCtx(req.Context(), a.backoffDelay())
-			cl.retrying.Add(-1)
-			if !ok {
-				return nil, req.Context().Err()
-			}
-			if !bodyless {
-				body, err := req.GetBody()
-				if err != nil {
-					return nil, err
-				}
-				req.Body = body
-			}
-			continue
-		}
-		if resp.StatusCode == http.StatusSwitchingProtocols {
-			ep.load.End() // the tunnel is not a request in flight
+			cancel()
+		case resp.StatusCode == http.StatusSwitchingProtocols:
+			a.release() // the tunnel is not a request in flight
+			return resp, nil
+		default:
+			resp.Body = &trackedBody{ReadCloser: resp.Body, a: a, cancel: cancel}
 			return resp, nil
 		}
-		resp.Body = &trackedBody{ReadCloser: resp.Body, a: &a, cancel: cancel}
-		return resp, nil
+		a.backoff(true)
+		ok := sleepCtx(req.Context(), a.backoffDelay())
+		a.backoff(false)
+		if !ok {
+			return nil, req.Context().Err()
+		}
+		if !bodyless {
+			body, err := req.GetBody()
+			if err != nil {
+				return nil, err
+			}
+			req.Body = body
+		}
 	}
 }
 
@@ -755,9 +781,7 @@ type trackedBody struct {
 func (b *trackedBody) finish() {
 	if b.done.CompareAndSwap(false, true) {
 		b.a.end()
-		if b.cancel != nil {
-			b.cancel()
-		}
+		b.cancel()
 	}
 }
 

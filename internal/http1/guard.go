@@ -43,6 +43,7 @@ type Guard struct {
 	// upgrade: a request asked to switch protocols (or CONNECT); switched: the server
 	// answered 101 (or 2xx to CONNECT), and what follows is no longer HTTP/1.
 	upgrade, connect, switched atomic.Bool
+	aborted                    atomic.Bool // a read failed otherwise than at a clean end (EOF)
 }
 
 const (
@@ -78,12 +79,12 @@ func (g *Guard) Read(p []byte) (int, error) {
 			continue
 		}
 		if g.state == guardPass && len(g.buf) == 0 {
-			return g.Conn.Read(p) // no copy once nothing is checked
+			return g.read(p) // no copy once nothing is checked
 		}
 		if cap(g.buf)-len(g.buf) < 4096 {
 			g.buf = append(g.buf, make([]byte, 4096)...)[:len(g.buf)]
 		}
-		n, err := g.Conn.Read(g.buf[len(g.buf):cap(g.buf)])
+		n, err := g.read(g.buf[len(g.buf):cap(g.buf)])
 		g.buf = g.buf[:len(g.buf)+n]
 		var ne net.Error
 		if err != nil && n == 0 && errors.As(err, &ne) && ne.Timeout() {
@@ -101,6 +102,20 @@ func (g *Guard) Read(p []byte) (int, error) {
 		}
 	}
 }
+
+// read reads the connection, noting a failure that is not the client's clean end.
+func (g *Guard) read(p []byte) (int, error) {
+	n, err := g.Conn.Read(p)
+	var ne net.Error
+	if err != nil && err != io.EOF && !(errors.As(err, &ne) && ne.Timeout()) {
+		g.aborted.Store(true)
+	}
+	return n, err
+}
+
+// Aborted reports whether the client's stream ended otherwise than cleanly: reset, or
+// cut. A client that only half-closed (EOF) still reads its answers.
+func (g *Guard) Aborted() bool { return g.aborted.Load() }
 
 // advance checks what it can of the unchecked bytes; false when it needs more.
 func (g *Guard) advance() bool {
