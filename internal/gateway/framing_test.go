@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bufio"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -60,13 +61,11 @@ func TestHostileRequestFraming(t *testing.T) {
 		{"chunk data longer than its size",
 			"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nab\r\n0\r\n\r\n" + smuggled, false},
 	}
-	forEdgeTransport(t, func(t *testing.T, opts Options) {
-		tb := startTargetBackend(t)
-		tg := startGateway(t, opts, httpConfig(freeAddr(t), prefixRule("r", "/", tb.backend("b"))))
+	forFramingListener(t, func(t *testing.T, tb *targetBackend, dial func() net.Conn) {
 		for _, tc := range cases {
 			t.Run(tc.name, func(t *testing.T) {
 				before := tb.smuggled()
-				codes, closed := hostileExchange(t, tg.addr, tc.raw)
+				codes, closed := hostileExchange(t, dial(), tc.raw)
 				switch {
 				case tc.want400 && (len(codes) != 1 || codes[0] != http.StatusBadRequest || !closed):
 					t.Errorf("answered %v, closed %v; want one 400 and the connection closed", codes, closed)
@@ -80,7 +79,7 @@ func TestHostileRequestFraming(t *testing.T) {
 		}
 		// And a plain chunked request, a bare-LF head (net/http reads both) and a
 		// request after them on the same connection are served.
-		codes, _ := hostileExchange(t, tg.addr, "POST /a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"+
+		codes, _ := hostileExchange(t, dial(), "POST /a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"+
 			"GET /b HTTP/1.1\nHost: h\n\n"+
 			"GET /c HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
 		if len(codes) != 3 || codes[0] != 200 || codes[1] != 200 || codes[2] != 200 {
@@ -89,14 +88,45 @@ func TestHostileRequestFraming(t *testing.T) {
 	})
 }
 
-// hostileExchange writes raw on a new connection, half-closes it, and reads responses
-// until the gateway closes the connection (closed) or stops answering for a second.
-func hostileExchange(t *testing.T, addr, raw string) (codes []int, closed bool) {
-	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
+// forFramingListener runs f once per listener a client's request framing reaches: a
+// plaintext one on each transport (helpers_test.go's transports), and an HTTPS one
+// (net/http behind TLS, HTTP/1.1). dial opens a connection to it; tb is its backend.
+func forFramingListener(t *testing.T, f func(t *testing.T, tb *targetBackend, dial func() net.Conn)) {
+	for _, tr := range transports {
+		t.Run(tr.name, func(t *testing.T) {
+			tb := startTargetBackend(t)
+			tg := startGateway(t, tr.opts, httpConfig(freeAddr(t), prefixRule("r", "/", tb.backend("b"))))
+			f(t, tb, func() net.Conn {
+				c, err := net.DialTimeout("tcp", tg.addr, 5*time.Second)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return c
+			})
+		})
 	}
+	t.Run("HTTPS", func(t *testing.T) {
+		tb := startTargetBackend(t)
+		crt, key := certPEM(t, "h")
+		cfg := httpConfig(freeAddr(t), prefixRule("r", "/", tb.backend("b")))
+		cfg.Listeners[0].Protocol = model.ProtocolHTTPS
+		cfg.Listeners[0].Sections[0].Certificates = []model.Certificate{{Source: "default/h", CertPEM: crt, KeyPEM: key}}
+		tg := startGateway(t, Options{}, cfg)
+		f(t, tb, func() net.Conn {
+			c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", tg.addr,
+				&tls.Config{InsecureSkipVerify: true, ServerName: "h", NextProtos: []string{"http/1.1"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return c
+		})
+	})
+}
+
+// hostileExchange writes raw on c and reads responses until the gateway closes the
+// connection (closed) or stops answering for a second.
+func hostileExchange(t *testing.T, c net.Conn, raw string) (codes []int, closed bool) {
+	t.Helper()
 	defer c.Close()
 	if _, err := io.WriteString(c, raw); err != nil {
 		t.Fatal(err)
@@ -213,21 +243,15 @@ func finalExchange(t *testing.T, addr, req string) (*http.Response, string, int)
 // the next one is answered at once on every transport (the guard holds back only the
 // unfinished head), and the next one when its head is complete.
 func TestRequestWithPartOfTheNext(t *testing.T) {
-	forEdgeTransport(t, func(t *testing.T, opts Options) {
-		tb := startTargetBackend(t)
-		tg := startGateway(t, opts, httpConfig(freeAddr(t), prefixRule("r", "/", tb.backend("b"))))
+	forFramingListener(t, func(t *testing.T, _ *targetBackend, dial func() net.Conn) {
 		for _, first := range []string{"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nok", "GET /a HTTP/1.1\r\nHost: h\r\n\r\n"} {
-			partOfTheNext(t, tg.addr, first)
+			partOfTheNext(t, dial(), first)
 		}
 	})
 }
 
-func partOfTheNext(t *testing.T, addr, first string) {
+func partOfTheNext(t *testing.T, c net.Conn, first string) {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
 	defer c.Close()
 	br := bufio.NewReader(c)
 	for _, w := range []struct{ write, want string }{

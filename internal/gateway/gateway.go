@@ -400,17 +400,18 @@ func (g *Gateway) openListener(addr string, proto model.ListenerProtocol, t *tab
 		Protocols:         new(http.Protocols),
 	}
 	srv.Protocols.SetHTTP1(true)
-	if proto == model.ProtocolHTTPS {
-		l.certs.Store(certs)
-		srv.Protocols.SetHTTP2(true)
-		srv.TLSConfig = serverTLS(func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
-			return l.certs.Load().get(hello.ServerName)
-		})
-	} else if g.opts.H2C {
-		srv.Protocols.SetUnencryptedHTTP2(true)
-	}
 	l.srv = srv
 	var served net.Listener = ln
+	switch {
+	case proto == model.ProtocolHTTPS:
+		l.certs.Store(certs)
+		srv.Protocols.SetHTTP2(true)
+		served = g.newTLSListener(ln, serverTLS(func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+			return l.certs.Load().get(hello.ServerName)
+		}))
+	case g.opts.H2C:
+		srv.Protocols.SetUnencryptedHTTP2(true)
+	}
 	if proto == model.ProtocolHTTP {
 		handoff := newHandoffListener(ln.Addr())
 		ll, err := g.startLoops(ln, handoff, l.table.Load)
@@ -425,13 +426,7 @@ func (g *Gateway) openListener(addr string, proto model.ListenerProtocol, t *tab
 		served = http1.GuardListener(served, g.opts.MaxHeaderBytes+4096)
 	}
 	g.wg.Go(func() {
-		var err error
-		if proto == model.ProtocolHTTPS {
-			err = srv.ServeTLS(served, "", "")
-		} else {
-			err = srv.Serve(served)
-		}
-		if err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := srv.Serve(served); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			g.log.Error("gateway: listener stopped", "address", addr, "err", err)
 		}
 	})

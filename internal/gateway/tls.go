@@ -5,9 +5,12 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
+	"time"
 
 	"weir.dev/weir/internal/gateway/router"
+	"weir.dev/weir/internal/http1"
 	"weir.dev/weir/internal/model"
 )
 
@@ -129,3 +132,77 @@ func (t *certTable) get(sni string) (*tls.Certificate, error) {
 	}
 	return t.first, nil
 }
+
+// tlsListener is what an HTTPS listener's net/http server accepts from: it completes
+// each connection's TLS handshake itself (within ReadHeaderTimeout, as net/http bounds
+// it) and hands over a connection that negotiated h2 as the *tls.Conn, which net/http
+// serves with HTTP/2, and one that speaks HTTP/1 through an http1.Guard, so that
+// weir's framing rules apply to it as on plaintext listeners.
+type tlsListener struct {
+	net.Listener
+	cfg     *tls.Config
+	timeout time.Duration
+	maxHead int
+	ready   chan net.Conn
+	done    chan struct{} // closed when the listener stopped accepting
+	err     error         // why, once done is closed
+	shaking connSet       // connections in their handshake
+}
+
+func (g *Gateway) newTLSListener(ln net.Listener, cfg *tls.Config) *tlsListener {
+	cfg.NextProtos = []string{"h2", "http/1.1"}
+	l := &tlsListener{Listener: ln, cfg: cfg, timeout: g.opts.ReadHeaderTimeout, maxHead: g.opts.MaxHeaderBytes + 4096,
+		ready: make(chan net.Conn), done: make(chan struct{})}
+	g.wg.Go(func() {
+		defer close(l.done)
+		defer l.shaking.closeAll()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				l.err = err
+				return
+			}
+			l.shaking.add(c)
+			g.wg.Go(func() { l.handshake(c) })
+		}
+	})
+	return l
+}
+
+func (l *tlsListener) handshake(c net.Conn) {
+	defer l.shaking.remove(c)
+	tc := tls.Server(c, l.cfg)
+	_ = c.SetDeadline(time.Now().Add(l.timeout))
+	if err := tc.Handshake(); err != nil {
+		_ = c.Close()
+		return
+	}
+	_ = c.SetDeadline(time.Time{})
+	var out net.Conn = tc
+	if tc.ConnectionState().NegotiatedProtocol != "h2" {
+		out = tlsGuard{http1.NewGuard(tc, l.maxHead), tc}
+	}
+	select {
+	case l.ready <- out:
+	case <-l.done:
+		_ = out.Close()
+	}
+}
+
+func (l *tlsListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ready:
+		return c, nil
+	case <-l.done:
+		return nil, l.err
+	}
+}
+
+// tlsGuard is an HTTP/1 connection over TLS, guarded; net/http reads its TLS state
+// (Request.TLS) through ConnectionState.
+type tlsGuard struct {
+	*http1.Guard
+	tc *tls.Conn
+}
+
+func (c tlsGuard) ConnectionState() tls.ConnectionState { return c.tc.ConnectionState() }
