@@ -1,8 +1,9 @@
-// Package ebpf is the eBPF data plane's socket load balancer: cgroup/connect4 and
-// cgroup/connect6 programs (bpf/socklb.c) rewrite a connect() to a Service's ClusterIP
-// and port to one of the endpoints the model chose, at random, before any packet
-// exists. The Proxier writes the programs' maps from each Snapshot, changing only the
-// frontends whose endpoints changed.
+// Package ebpf is the eBPF data plane's socket load balancer: cgroup programs
+// (bpf/socklb.c) rewrite a connect() or sendmsg() to a Service frontend — a ClusterIP,
+// external IP, LoadBalancer IP or node port — to one of the endpoints the model chose
+// (at random, by Maglev, or by ClientIP affinity) before any packet exists. The
+// Proxier writes the programs' maps from each Snapshot, changing only the frontends
+// whose endpoints changed.
 package ebpf
 
 import (
@@ -12,6 +13,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -23,8 +25,11 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sys/unix"
 
+	"weir.dev/weir/internal/balance"
 	"weir.dev/weir/internal/dataplane"
+	"weir.dev/weir/internal/dataplane/kernel"
 	"weir.dev/weir/internal/model"
 )
 
@@ -43,6 +48,11 @@ type Options struct {
 	// balancing connects. Pins{PinPath}.Cleanup removes them. Empty: nothing is pinned
 	// and Close detaches the programs.
 	PinPath string
+	// Proxy is kube-proxy's settings: --nodeport-addresses chooses the node addresses
+	// whose node ports are balanced, --detect-local-mode which sockets of other network
+	// namespaces count as pods (ProxyConfig.External) and the pod CIDR checked against
+	// loadBalancerSourceRanges.
+	Proxy model.ProxyConfig
 	// Registerer, when set, gets the mode's metrics: weir_ebpf_sync_duration_seconds,
 	// weir_ebpf_sync_errors_total, weir_ebpf_frontends, weir_ebpf_backend_slots and
 	// weir_ebpf_programs_attached.
@@ -55,6 +65,9 @@ type Proxier struct {
 	objs    socklbObjects
 	links   []link.Link
 	slots   slotAllocator
+	maglevs slotAllocator // ranges of the maglev map
+	proxy   model.ProxyConfig
+	nodeIPs map[netip.Addr]bool       // written to nodeips
 	applied map[socklbSvcKey]frontend // what the maps hold, by frontend
 	orphans map[socklbSvcKey]bool     // adopted from pinned maps, no Service's yet
 	cgroup  string
@@ -107,9 +120,48 @@ const maxFrontendSlots = 65536
 type frontend struct {
 	needed   uint64 // slots its endpoints' weights ask for
 	verdict  model.Verdict
-	backends []socklbBackend // one per slot (an endpoint of weight w has w slots)
+	backends []socklbBackend // one per slot (an endpoint of weight w has w slots; Maglev: one per endpoint)
 	offset   uint32
+	affinity uint32   // ClientIP affinity timeout in seconds; 0: none
+	seed     uint64   // Maglev
+	table    []uint32 // Maglev: the slot (relative to offset) of each table entry
+	tableOff uint32
+	err      error // the frontend cannot be written
 }
+
+func (f *frontend) same(o *frontend) bool {
+	return f.verdict == o.verdict && f.affinity == o.affinity && f.seed == o.seed &&
+		slices.Equal(f.backends, o.backends) && slices.Equal(f.table, o.table)
+}
+
+func (f *frontend) value() socklbSvcValue {
+	v := socklbSvcValue{Count: uint32(len(f.backends)), Offset: f.offset, Verdict: uint32(f.verdict), AffinityTimeout: f.affinity}
+	if f.table != nil {
+		v.Algorithm, v.MaglevOffset, v.MaglevSize, v.Seed = algMaglev, f.tableOff, uint32(len(f.table)), f.seed
+	}
+	return v
+}
+
+// members are the distinct endpoints of a frontend with affinity.
+func (f *frontend) members(key socklbSvcKey) []socklbMemberKey {
+	if f.affinity == 0 {
+		return nil
+	}
+	var out []socklbMemberKey
+	for _, be := range f.backends {
+		mk := socklbMemberKey{Svc: key, Endpoint: be}
+		if !slices.Contains(out, mk) {
+			out = append(out, mk)
+		}
+	}
+	return out
+}
+
+const (
+	algMaglev = 1 // ALG_MAGLEV
+	scopeAll  = 0 // SCOPE_ALL
+	scopePod  = 1 // SCOPE_POD
+)
 
 // New loads the programs and attaches them to opts.Cgroup. Close detaches them.
 func New(opts Options) (*Proxier, error) {
@@ -124,6 +176,8 @@ func New(opts Options) (*Proxier, error) {
 	p := &Proxier{
 		cgroup:  cg,
 		pinPath: opts.PinPath,
+		proxy:   opts.Proxy,
+		nodeIPs: map[netip.Addr]bool{},
 		applied: map[socklbSvcKey]frontend{},
 		orphans: map[socklbSvcKey]bool{},
 		owner:   map[socklbSvcKey]model.ServiceKey{},
@@ -141,6 +195,14 @@ func New(opts Options) (*Proxier, error) {
 		return nil, err
 	}
 	p.slots.free = []slotRange{{0, p.objs.Backends.MaxEntries()}}
+	p.maglevs.free = []slotRange{{0, p.objs.Maglev.MaxEntries()}}
+	if cookie, err := netnsCookie(); err == nil {
+		// Without it (kernels before 5.14) every socket counts as the node's.
+		if err := p.objs.Settings.Put(uint32(0), socklbConfig{HostNetns: cookie}); err != nil {
+			p.objs.Close()
+			return nil, fmt.Errorf("ebpf: write settings: %w", err)
+		}
+	}
 	if p.pinPath != "" {
 		if err := p.adopt(); err != nil {
 			p.objs.Close()
@@ -223,13 +285,33 @@ func (p *Proxier) adopt() error {
 	var bad []socklbSvcKey
 	it := p.objs.Services.Iterate()
 	for it.Next(&key, &val) {
-		fe := frontend{needed: uint64(val.Count), verdict: model.Verdict(val.Verdict), offset: val.Offset}
+		fe := frontend{needed: uint64(val.Count), verdict: model.Verdict(val.Verdict), offset: val.Offset, affinity: val.AffinityTimeout}
 		r := slotRange{val.Offset, val.Count}
 		ok := val.Count <= maxFrontendSlots && p.slots.reserve(r)
+		if ok && val.Algorithm == algMaglev {
+			fe.seed, fe.tableOff = val.Seed, val.MaglevOffset
+			if !p.maglevs.reserve(slotRange{val.MaglevOffset, val.MaglevSize}) {
+				p.slots.release(r)
+				ok = false
+			}
+			for i := uint32(0); ok && i < val.MaglevSize; i++ {
+				var rel uint32
+				if err := p.objs.Maglev.Lookup(val.MaglevOffset+i, &rel); err != nil {
+					p.slots.release(r)
+					p.maglevs.release(slotRange{val.MaglevOffset, val.MaglevSize})
+					ok = false
+					break
+				}
+				fe.table = append(fe.table, rel)
+			}
+		}
 		for i := uint32(0); ok && i < val.Count; i++ {
 			var be socklbBackend
 			if err := p.objs.Backends.Lookup(val.Offset+i, &be); err != nil {
 				p.slots.release(r)
+				if fe.table != nil {
+					p.maglevs.release(slotRange{fe.tableOff, uint32(len(fe.table))})
+				}
 				ok = false
 				break
 			}
@@ -347,18 +429,24 @@ func (p *Proxier) sync(snap *model.Snapshot) error {
 			}
 		}
 	}
+	e := &env{proxy: p.proxy}
+	var errs []error
+	if err := p.syncNodeIPs(e); err != nil {
+		errs = append(errs, err)
+	}
 	want := map[socklbSvcKey]frontend{}
 	owner := map[socklbSvcKey]model.ServiceKey{}
 	for _, svc := range svcs {
 		if svc.Proxied() {
-			frontends(svc, func(key socklbSvcKey, fe frontend) {
-				want[key], owner[key] = fe, svc.Key
+			e.frontends(svc, func(key socklbSvcKey, fe frontend) {
+				if _, dup := want[key]; !dup {
+					want[key], owner[key] = fe, svc.Key
+				}
 			})
 		}
 	}
 
-	var errs []error
-	var freed []slotRange
+	var freed []frontend // whose ranges and members are given back after the sync
 	if full {
 		// Frontends an earlier run left in pinned maps: kept if wanted, else deleted.
 		for key := range p.orphans {
@@ -366,15 +454,11 @@ func (p *Proxier) sync(snap *model.Snapshot) error {
 				delete(p.orphans, key)
 				continue
 			}
-			old := p.applied[key]
-			if err := p.objs.Services.Delete(key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-				errs = append(errs, fmt.Errorf("delete frontend %s: %w", keyString(key), err))
+			if err := p.remove(key, &freed); err != nil {
+				errs = append(errs, err)
 				continue
 			}
-			p.writes++
-			delete(p.applied, key)
 			delete(p.orphans, key)
-			freed = append(freed, slotRange{old.offset, uint32(len(old.backends))})
 		}
 	}
 	for _, k := range scope {
@@ -383,16 +467,12 @@ func (p *Proxier) sync(snap *model.Snapshot) error {
 			if _, ok := want[key]; ok || p.owner[key] != k {
 				continue
 			}
-			old := p.applied[key]
-			if err := p.objs.Services.Delete(key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-				errs = append(errs, fmt.Errorf("delete frontend %s: %w", keyString(key), err))
+			if err := p.remove(key, &freed); err != nil {
+				errs = append(errs, err)
 				kept = append(kept, key)
 				continue
 			}
-			p.writes++
-			delete(p.applied, key)
 			delete(p.owner, key)
-			freed = append(freed, slotRange{old.offset, uint32(len(old.backends))})
 		}
 		if kept != nil {
 			p.bySvc[k] = kept
@@ -400,16 +480,21 @@ func (p *Proxier) sync(snap *model.Snapshot) error {
 			delete(p.bySvc, k)
 		}
 	}
+	var stale []socklbMemberKey // members of changed frontends no longer theirs
 	for _, key := range sortedKeys(want) {
 		fe := want[key]
 		p.bySvc[owner[key]] = append(p.bySvc[owner[key]], key)
 		p.owner[key] = owner[key]
+		if fe.err != nil {
+			errs = append(errs, fmt.Errorf("frontend %s: %w; left as it was", keyString(key), fe.err))
+			continue
+		}
 		if fe.needed > maxFrontendSlots {
 			errs = append(errs, fmt.Errorf("frontend %s: endpoint weights need %d backend slots, more than %d; left as it was", keyString(key), fe.needed, maxFrontendSlots))
 			continue
 		}
 		old, had := p.applied[key]
-		if had && old.verdict == fe.verdict && slices.Equal(old.backends, fe.backends) {
+		if had && old.same(&fe) {
 			continue
 		}
 		if err := p.write(key, &fe); err != nil {
@@ -418,12 +503,26 @@ func (p *Proxier) sync(snap *model.Snapshot) error {
 		}
 		p.applied[key] = fe
 		if had {
-			freed = append(freed, slotRange{old.offset, uint32(len(old.backends))})
+			freed = append(freed, frontend{backends: old.backends, offset: old.offset, table: old.table, tableOff: old.tableOff})
+			for _, mk := range old.members(key) {
+				if !slices.Contains(fe.members(key), mk) {
+					stale = append(stale, mk)
+				}
+			}
 		}
 	}
-	// Slots are given back only after every frontend moved off them.
-	for _, r := range freed {
-		p.slots.release(r)
+	// Slots and members are given back only after every frontend moved off them.
+	for _, mk := range stale {
+		if err := p.objs.Members.Delete(mk); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			errs = append(errs, fmt.Errorf("delete affinity member of %s: %w", keyString(mk.Svc), err))
+		}
+		p.writes++
+	}
+	for _, fe := range freed {
+		p.slots.release(slotRange{fe.offset, uint32(len(fe.backends))})
+		if fe.table != nil {
+			p.maglevs.release(slotRange{fe.tableOff, uint32(len(fe.table))})
+		}
 	}
 	if len(errs) > 0 {
 		p.version = 0 // the next Sync compares everything
@@ -433,38 +532,147 @@ func (p *Proxier) sync(snap *model.Snapshot) error {
 	return nil
 }
 
-// write fills a fresh slot range with fe's backends and points the frontend at it.
+// remove deletes a frontend and its affinity members; its ranges go to *freed.
+func (p *Proxier) remove(key socklbSvcKey, freed *[]frontend) error {
+	old := p.applied[key]
+	if err := p.objs.Services.Delete(key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("delete frontend %s: %w", keyString(key), err)
+	}
+	p.writes++
+	for _, mk := range old.members(key) {
+		if err := p.objs.Members.Delete(mk); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("delete affinity member of %s: %w", keyString(key), err)
+		}
+		p.writes++
+	}
+	delete(p.applied, key)
+	*freed = append(*freed, old)
+	return nil
+}
+
+// write fills fresh ranges with fe's backends and Maglev table, adds its affinity
+// members, and points the frontend at them.
 func (p *Proxier) write(key socklbSvcKey, fe *frontend) error {
 	n := uint32(len(fe.backends))
+	var undo []func()
+	fail := func(err error) error {
+		for _, u := range undo {
+			u()
+		}
+		return fmt.Errorf("frontend %s: %w", keyString(key), err)
+	}
 	if n > 0 {
 		off, ok := p.slots.alloc(n)
 		if !ok {
-			return fmt.Errorf("frontend %s: no room for %d backend slots (capacity %d)", keyString(key), n, p.capacity())
+			return fail(fmt.Errorf("no room for %d backend slots (capacity %d)", n, p.capacity()))
 		}
+		undo = append(undo, func() { p.slots.release(slotRange{off, n}) })
 		idx := make([]uint32, n)
 		for i := range idx {
 			idx[i] = off + uint32(i)
 		}
 		if _, err := p.objs.Backends.BatchUpdate(idx, fe.backends, nil); err != nil {
-			p.slots.release(slotRange{off, n})
-			return fmt.Errorf("frontend %s: write backends: %w", keyString(key), err)
+			return fail(fmt.Errorf("write backends: %w", err))
 		}
 		p.writes += int(n)
 		fe.offset = off
 	}
-	val := socklbSvcValue{Count: n, Offset: fe.offset, Verdict: uint32(fe.verdict)}
-	if err := p.objs.Services.Put(key, val); err != nil {
-		if n > 0 {
-			p.slots.release(slotRange{fe.offset, n})
+	if m := uint32(len(fe.table)); m > 0 {
+		off, ok := p.maglevs.alloc(m)
+		if !ok {
+			return fail(fmt.Errorf("no room for a Maglev table of %d entries (capacity %d)", m, p.objs.Maglev.MaxEntries()))
 		}
-		return fmt.Errorf("frontend %s: write: %w", keyString(key), err)
+		undo = append(undo, func() { p.maglevs.release(slotRange{off, m}) })
+		idx := make([]uint32, m)
+		for i := range idx {
+			idx[i] = off + uint32(i)
+		}
+		if _, err := p.objs.Maglev.BatchUpdate(idx, fe.table, nil); err != nil {
+			return fail(fmt.Errorf("write Maglev table: %w", err))
+		}
+		p.writes++ // one batch
+		fe.tableOff = off
+	}
+	for _, mk := range fe.members(key) {
+		if err := p.objs.Members.Put(mk, uint8(1)); err != nil {
+			return fail(fmt.Errorf("write affinity member: %w", err))
+		}
+		p.writes++
+	}
+	if err := p.objs.Services.Put(key, fe.value()); err != nil {
+		return fail(fmt.Errorf("write: %w", err))
 	}
 	p.writes++
 	return nil
 }
 
-// frontends calls f with every frontend of svc and its verdict and backend slots.
-func frontends(svc *model.Service, f func(socklbSvcKey, frontend)) {
+// env is what a Sync builds frontends from besides the Snapshot.
+type env struct {
+	proxy model.ProxyConfig
+	local []netip.Addr // every address of the node
+}
+
+// syncNodeIPs reads the node's addresses and writes those that serve node ports
+// (--nodeport-addresses per family; loopback never) to nodeips, changes only.
+func (p *Proxier) syncNodeIPs(e *env) error {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return fmt.Errorf("ebpf: read the node's addresses: %w", err)
+	}
+	want := map[netip.Addr]bool{}
+	for _, a := range addrs {
+		pfx, err := netip.ParsePrefix(a.String())
+		if err != nil {
+			continue
+		}
+		ip := pfx.Addr().Unmap()
+		e.local = append(e.local, ip)
+		if ip.IsLoopback() {
+			continue
+		}
+		np := p.proxy.NodePorts(ip.Is6())
+		ok := np.All
+		for _, pf := range np.Prefixes {
+			ok = ok || pf.Contains(ip)
+		}
+		if ok {
+			want[ip] = true
+		}
+	}
+	var errs []error
+	for ip := range p.nodeIPs {
+		if !want[ip] {
+			if err := p.objs.Nodeips.Delete(socklbBackend{Addr: ip.As16()}); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+				errs = append(errs, fmt.Errorf("ebpf: delete node address %s: %w", ip, err))
+				continue
+			}
+			delete(p.nodeIPs, ip)
+		}
+	}
+	for ip := range want {
+		if !p.nodeIPs[ip] {
+			if err := p.objs.Nodeips.Put(socklbBackend{Addr: ip.As16()}, uint8(1)); err != nil {
+				errs = append(errs, fmt.Errorf("ebpf: write node address %s: %w", ip, err))
+				continue
+			}
+			p.nodeIPs[ip] = true
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// frontends calls f with every frontend of svc: its ClusterIPs (the Cluster set), the
+// other ports of its ClusterIPs (rejected), and its external IPs, LoadBalancer IPs and
+// node ports, where the node's own sockets and the pods' may get different sets
+// (ProxyConfig.External: the short-circuit of externalTrafficPolicy Local).
+func (e *env) frontends(svc *model.Service, f func(socklbSvcKey, frontend)) {
+	families := map[bool]bool{}
+	for _, ip := range svc.ClusterIPs {
+		families[ip.Is6()] = true
+		for _, proto := range []uint8{6, 17} {
+			f(socklbSvcKey{Addr: ip.As16(), Proto: proto}, frontend{verdict: model.Reject})
+		}
+	}
 	for _, sp := range svc.Ports {
 		var proto uint8
 		switch sp.Protocol {
@@ -475,24 +683,113 @@ func frontends(svc *model.Service, f func(socklbSvcKey, frontend)) {
 		default:
 			continue // SCTP is not balanced at the socket level
 		}
+		pol := kernel.PortPolicy(svc, sp)
+		build := func(set model.EndpointSet) frontend { return build(svc, pol, set) }
+		key := func(ip netip.Addr, port int32, scope uint8) socklbSvcKey {
+			return socklbSvcKey{Addr: ip.As16(), Port: htons(uint16(port)), Proto: proto, Scope: scope}
+		}
 		for _, ip := range svc.ClusterIPs {
-			set := sp.Cluster.ForFamily(ip.Is6())
-			key := socklbSvcKey{Addr: ip.As16(), Port: htons(uint16(sp.Port)), Proto: proto}
-			fe := frontend{verdict: set.Verdict}
-			for _, ep := range set.Endpoints {
-				fe.needed += uint64(ep.EffectiveWeight())
-			}
-			if set.Verdict == model.Forward && fe.needed <= maxFrontendSlots {
-				for _, ep := range set.Endpoints {
-					be := socklbBackend{Addr: ep.Addr.As16(), Port: htons(uint16(ep.Port))}
-					for range ep.EffectiveWeight() {
-						fe.backends = append(fe.backends, be)
-					}
+			f(key(ip, sp.Port, scopeAll), build(sp.Cluster.ForFamily(ip.Is6())))
+		}
+		external := func(ip netip.Addr, port int32, lb bool) {
+			v6 := ip.Is6()
+			pods := e.proxy.DetectLocal.Pods(v6)
+			node := build(sp.Set(e.proxy.External(svc, model.FromNode, pods).Set).ForFamily(v6))
+			pod := build(sp.Set(e.proxy.External(svc, model.FromPod, pods).Set).ForFamily(v6))
+			if ranges := svc.SourceRanges(v6); lb && len(ranges) > 0 {
+				// The source address is not known at connect(): the node's sockets are
+				// admitted when the ranges hold one of its addresses, the pods' when
+				// they hold the whole pod CIDR.
+				if !slices.ContainsFunc(e.local, func(a netip.Addr) bool { return a.Is6() == v6 && inRanges(ranges, a) }) {
+					node = frontend{verdict: model.Drop}
+				}
+				if !pods.CIDR.IsValid() || !slices.ContainsFunc(ranges, func(r netip.Prefix) bool { return r.Bits() <= pods.CIDR.Bits() && r.Contains(pods.CIDR.Addr()) }) {
+					pod = frontend{verdict: model.Drop}
 				}
 			}
-			f(key, fe)
+			f(key(ip, port, scopeAll), node)
+			if !pod.same(&node) {
+				f(key(ip, port, scopePod), pod)
+			}
+		}
+		for _, ip := range svc.ExternalIPs {
+			external(ip, sp.Port, false)
+		}
+		for _, ip := range svc.LoadBalancerIPs {
+			external(ip, sp.Port, true)
+		}
+		if sp.NodePort != 0 {
+			for _, v6 := range []bool{false, true} {
+				if families[v6] {
+					any := netip.IPv4Unspecified()
+					if v6 {
+						any = netip.IPv6Unspecified()
+					}
+					external(any, sp.NodePort, false)
+				}
+			}
 		}
 	}
+}
+
+func inRanges(ranges []netip.Prefix, a netip.Addr) bool {
+	return slices.ContainsFunc(ranges, func(r netip.Prefix) bool { return r.Contains(a) })
+}
+
+// build is a frontend for an endpoint set: its slots (an endpoint of weight w has w;
+// Maglev: one each, the weights in the table), ClientIP affinity, the Maglev table.
+func build(svc *model.Service, pol *model.Policy, set model.EndpointSet) frontend {
+	fe := frontend{verdict: set.Verdict}
+	if set.Verdict != model.Forward || len(set.Endpoints) == 0 {
+		if fe.verdict == model.Forward {
+			fe.verdict = model.Reject
+		}
+		return fe
+	}
+	if t := svc.AffinityTimeout; t > 0 {
+		fe.affinity = uint32(min((t+time.Second-1)/time.Second, 1<<31))
+	}
+	if pol != nil && pol.Algorithm == balance.Maglev {
+		bs := make([]balance.Backend, len(set.Endpoints))
+		for i, ep := range set.Endpoints {
+			bs[i] = balance.Backend{ID: balance.KeyOf(netip.AddrPortFrom(ep.Addr, uint16(ep.Port))), Weight: ep.EffectiveWeight()}
+			fe.backends = append(fe.backends, socklbBackend{Addr: ep.Addr.As16(), Port: htons(uint16(ep.Port))})
+		}
+		fe.needed = uint64(len(bs))
+		t, err := balance.MaglevTable(bs, balance.Options{MaglevTableSize: pol.MaglevTableSize, Seed: pol.MaglevSeed})
+		if err != nil {
+			fe.err = err
+			return fe
+		}
+		fe.table = make([]uint32, len(t))
+		for i, v := range t {
+			fe.table[i] = uint32(v)
+		}
+		fe.seed = pol.MaglevSeed
+		return fe
+	}
+	for _, ep := range set.Endpoints {
+		fe.needed += uint64(ep.EffectiveWeight())
+	}
+	if fe.needed <= maxFrontendSlots {
+		for _, ep := range set.Endpoints {
+			be := socklbBackend{Addr: ep.Addr.As16(), Port: htons(uint16(ep.Port))}
+			for range ep.EffectiveWeight() {
+				fe.backends = append(fe.backends, be)
+			}
+		}
+	}
+	return fe
+}
+
+// netnsCookie is the cookie of the calling thread's network namespace.
+func netnsCookie() (uint64, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return 0, err
+	}
+	defer unix.Close(fd)
+	return unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
 }
 
 func sortedKeys(m map[socklbSvcKey]frontend) []socklbSvcKey {
@@ -504,7 +801,7 @@ func sortedKeys(m map[socklbSvcKey]frontend) []socklbSvcKey {
 		if c := bytes.Compare(a.Addr[:], b.Addr[:]); c != 0 {
 			return c
 		}
-		return cmp.Or(cmp.Compare(htons(a.Port), htons(b.Port)), cmp.Compare(a.Proto, b.Proto))
+		return cmp.Or(cmp.Compare(htons(a.Port), htons(b.Port)), cmp.Compare(a.Proto, b.Proto), cmp.Compare(a.Scope, b.Scope))
 	})
 	return keys
 }
@@ -520,7 +817,11 @@ func keyString(k socklbSvcKey) string {
 	if k.Proto == 17 {
 		proto = "udp"
 	}
-	return fmt.Sprintf("%s/%s", netip.AddrPortFrom(netip.AddrFrom16(k.Addr).Unmap(), htons(k.Port)), proto)
+	s := fmt.Sprintf("%s/%s", netip.AddrPortFrom(netip.AddrFrom16(k.Addr).Unmap(), htons(k.Port)), proto)
+	if k.Scope == scopePod {
+		s += " (pods)"
+	}
+	return s
 }
 
 // CgroupMount returns the mount point of the cgroup v2 hierarchy, read from

@@ -13,11 +13,36 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type socklbAffKey struct {
+	_     structs.HostLayout
+	Netns uint64
+	Svc   socklbSvcKey
+	Pad   uint32
+}
+
+type socklbAffValue struct {
+	_        structs.HostLayout
+	Endpoint socklbBackend
+	_        [4]byte
+	Last     uint64
+}
+
 type socklbBackend struct {
 	_    structs.HostLayout
 	Addr [16]uint8
 	Port uint16
 	Pad  uint16
+}
+
+type socklbConfig struct {
+	_         structs.HostLayout
+	HostNetns uint64
+}
+
+type socklbMemberKey struct {
+	_        structs.HostLayout
+	Svc      socklbSvcKey
+	Endpoint socklbBackend
 }
 
 type socklbPeer struct {
@@ -38,24 +63,35 @@ type socklbSvcKey struct {
 	Addr  [16]uint8
 	Port  uint16
 	Proto uint8
-	Pad   uint8
+	Scope uint8
 }
 
 type socklbSvcValue struct {
-	_       structs.HostLayout
-	Count   uint32
-	Offset  uint32
-	Verdict uint32
+	_               structs.HostLayout
+	Count           uint32
+	Offset          uint32
+	Verdict         uint32
+	Algorithm       uint32
+	AffinityTimeout uint32
+	MaglevOffset    uint32
+	MaglevSize      uint32
+	Pad             uint32
+	Seed            uint64
 }
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	socklbMapAffinity          = "affinity"
 	socklbMapBackends          = "backends"
+	socklbMapMaglev            = "maglev"
+	socklbMapMembers           = "members"
+	socklbMapNodeips           = "nodeips"
 	socklbMapPeers             = "peers"
 	socklbMapReplies           = "replies"
 	socklbMapServices          = "services"
+	socklbMapSettings          = "settings"
 	socklbProgWeirConnect4     = "weir_connect4"
 	socklbProgWeirConnect6     = "weir_connect6"
 	socklbProgWeirGetpeername4 = "weir_getpeername4"
@@ -122,10 +158,15 @@ type socklbProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type socklbMapSpecs struct {
+	Affinity *ebpf.MapSpec `ebpf:"affinity"`
 	Backends *ebpf.MapSpec `ebpf:"backends"`
+	Maglev   *ebpf.MapSpec `ebpf:"maglev"`
+	Members  *ebpf.MapSpec `ebpf:"members"`
+	Nodeips  *ebpf.MapSpec `ebpf:"nodeips"`
 	Peers    *ebpf.MapSpec `ebpf:"peers"`
 	Replies  *ebpf.MapSpec `ebpf:"replies"`
 	Services *ebpf.MapSpec `ebpf:"services"`
+	Settings *ebpf.MapSpec `ebpf:"settings"`
 }
 
 // socklbVariableSpecs contains global variables before they are loaded into the kernel.
@@ -154,18 +195,28 @@ func (o *socklbObjects) Close() error {
 //
 // It can be passed to loadSocklbObjects or ebpf.CollectionSpec.LoadAndAssign.
 type socklbMaps struct {
+	Affinity *ebpf.Map `ebpf:"affinity"`
 	Backends *ebpf.Map `ebpf:"backends"`
+	Maglev   *ebpf.Map `ebpf:"maglev"`
+	Members  *ebpf.Map `ebpf:"members"`
+	Nodeips  *ebpf.Map `ebpf:"nodeips"`
 	Peers    *ebpf.Map `ebpf:"peers"`
 	Replies  *ebpf.Map `ebpf:"replies"`
 	Services *ebpf.Map `ebpf:"services"`
+	Settings *ebpf.Map `ebpf:"settings"`
 }
 
 func (m *socklbMaps) Close() error {
 	return _SocklbClose(
+		m.Affinity,
 		m.Backends,
+		m.Maglev,
+		m.Members,
+		m.Nodeips,
 		m.Peers,
 		m.Replies,
 		m.Services,
+		m.Settings,
 	)
 }
 

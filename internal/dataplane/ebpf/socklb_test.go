@@ -349,8 +349,10 @@ func TestSyncWritesOnlyChanges(t *testing.T) {
 	if err := p.Sync(ctx, snapshot(db, web)); err != nil {
 		t.Fatal(err)
 	}
-	if p.writes != 4 { // two frontends, one backend slot each
-		t.Fatalf("first sync wrote %d elements, want 4", p.writes)
+	// Two frontends, one backend slot each, and the other ports of both ClusterIPs
+	// (TCP and UDP), rejected.
+	if p.writes != 8 {
+		t.Fatalf("first sync wrote %d elements, want 8", p.writes)
 	}
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(`
 # HELP weir_ebpf_backend_slots Backend slots in use in the backends map.
@@ -358,7 +360,7 @@ func TestSyncWritesOnlyChanges(t *testing.T) {
 weir_ebpf_backend_slots 2
 # HELP weir_ebpf_frontends Service frontends (address, port, protocol) in the services map.
 # TYPE weir_ebpf_frontends gauge
-weir_ebpf_frontends 2
+weir_ebpf_frontends 6
 # HELP weir_ebpf_programs_attached Socket load-balancing programs attached to the cgroup.
 # TYPE weir_ebpf_programs_attached gauge
 weir_ebpf_programs_attached 8
@@ -368,21 +370,21 @@ weir_ebpf_programs_attached 8
 	if err := p.Sync(ctx, snapshot(db, web)); err != nil {
 		t.Fatal(err)
 	}
-	if p.writes != 4 {
-		t.Fatalf("an unchanged sync wrote %d elements", p.writes-4)
+	if p.writes != 8 {
+		t.Fatalf("an unchanged sync wrote %d elements", p.writes-8)
 	}
 	web2 := service("web", netip.MustParseAddr("203.0.113.3"), model.TCP, 80, a, b)
 	if err := p.Sync(ctx, snapshot(db, web2)); err != nil {
 		t.Fatal(err)
 	}
-	if p.writes != 4+3 { // web: two slots and the frontend
-		t.Fatalf("changing one frontend wrote %d elements, want 3", p.writes-4)
+	if p.writes != 8+3 { // web: two slots and the frontend
+		t.Fatalf("changing one frontend wrote %d elements, want 3", p.writes-8)
 	}
 	if err := p.Sync(ctx, snapshot(web2)); err != nil {
 		t.Fatal(err)
 	}
-	if p.writes != 4+3+1 {
-		t.Fatalf("removing one frontend wrote %d elements, want 1", p.writes-7)
+	if p.writes != 8+3+3 { // db's frontend and its ClusterIP's other ports
+		t.Fatalf("removing one Service wrote %d elements, want 3", p.writes-11)
 	}
 	if got := clients(t, cg, "tcp", "203.0.113.4:5432", 1)[0]; got == "a" || got == "b" {
 		t.Fatalf("a removed frontend still reached %q", got)
@@ -473,8 +475,8 @@ func TestSyncDelta(t *testing.T) {
 	if err := p.Sync(ctx, v3); err != nil {
 		t.Fatal(err)
 	}
-	if got := p.writes - base; got != 1 {
-		t.Fatalf("delta removing web wrote %d elements, want 1", got)
+	if got := p.writes - base; got != 3 { // the frontend and the ClusterIP's other ports
+		t.Fatalf("delta removing web wrote %d elements, want 3", got)
 	}
 	if got := clients(t, cg, "tcp", "203.0.113.5:80", 1)[0]; got == "a" || got == "b" {
 		t.Fatalf("removed web still reached %q", got)

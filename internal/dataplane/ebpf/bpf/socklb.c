@@ -2,7 +2,7 @@
 //
 // Socket-level Service load balancing: cgroup/connect4 and cgroup/connect6 rewrite a
 // connect() to a Service frontend (address, port, protocol) to one of its endpoints,
-// chosen at random, before any packet exists. The maps are written by the Go Proxier
+// chosen at random or by Maglev, before any packet exists. The maps are written by the Go Proxier
 // (internal/dataplane/ebpf) from the model's chosen endpoints; nothing here decides
 // which endpoints a Service has.
 
@@ -18,20 +18,41 @@
 #define VERDICT_REJECT 1
 #define VERDICT_DROP 2
 
+// How a frontend picks among its slots.
+#define ALG_RANDOM 0
+#define ALG_MAGLEV 1
+
+// Which sockets a frontend entry is for: SCOPE_ALL for every socket (and for the
+// node's own where SCOPE_POD differs), SCOPE_POD for sockets of other network
+// namespaces (pods on this node), written only where their endpoint set differs.
+#define SCOPE_ALL 0
+#define SCOPE_POD 1
+
 // A frontend. addr is the IPv6 address, or the IPv4-mapped form (::ffff:a.b.c.d) of an
-// IPv4 one; port is in network byte order.
+// IPv4 one; port is in network byte order. A node port has the unspecified address
+// (:: or ::ffff:0.0.0.0) and matches every address in nodeips; port 0 is every other
+// port of a ClusterIP (rejected).
 struct svc_key {
 	__u8 addr[16];
 	__u16 port;
 	__u8 proto;
-	__u8 pad;
+	__u8 scope;
 };
 
 // count slots of the backends array starting at offset; count 0 means verdict applies.
+// affinity_timeout (seconds), when not 0, keeps a client (a network namespace) on the
+// endpoint it got. ALG_MAGLEV looks the client up in maglev[maglev_offset ...
+// +maglev_size), whose entries are slot numbers relative to offset.
 struct svc_value {
 	__u32 count;
 	__u32 offset;
 	__u32 verdict;
+	__u32 algorithm;
+	__u32 affinity_timeout;
+	__u32 maglev_offset;
+	__u32 maglev_size;
+	__u32 pad;
+	__u64 seed;
 };
 
 // An endpoint: address as in svc_key, port in network byte order.
@@ -54,6 +75,68 @@ struct {
 	__type(key, __u32);
 	__type(value, struct backend);
 } backends SEC(".maps");
+
+// Maglev lookup tables of the frontends that ask for Maglev, back to back.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1048576);
+	__type(key, __u32);
+	__type(value, __u32);
+} maglev SEC(".maps");
+
+// The node's addresses that serve node ports (--nodeport-addresses applied).
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct backend);
+	__type(value, __u8);
+} nodeips SEC(".maps");
+
+// settings[0]: the network namespace cookie of the node (the namespace weir runs in).
+struct config {
+	__u64 host_netns;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct config);
+} settings SEC(".maps");
+
+// ClientIP session affinity: the endpoint a client (network namespace) got from a
+// frontend, and when it last used it.
+struct aff_key {
+	__u64 netns;
+	struct svc_key svc;
+	__u32 pad;
+};
+
+struct aff_value {
+	struct backend endpoint;
+	__u64 last;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 131072);
+	__type(key, struct aff_key);
+	__type(value, struct aff_value);
+} affinity SEC(".maps");
+
+// The endpoints of the frontends with affinity: an affinity entry counts only while its
+// endpoint is still one of the frontend's.
+struct member_key {
+	struct svc_key svc;
+	struct backend endpoint;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 262144);
+	__type(key, struct member_key);
+	__type(value, __u8);
+} members SEC(".maps");
 
 // A rewritten connect: the frontend the application asked for and the endpoint it got.
 struct peer {
@@ -83,24 +166,136 @@ static __always_inline void remember(void *ctx, struct svc_key *key, struct back
 	bpf_map_update_elem(&peers, &cookie, &p, BPF_ANY);
 }
 
-// pick looks the frontend up and returns the endpoint to connect to; NULL with *reject
-// set to the errno when the frontend has no endpoint, NULL with *reject 0 when the
-// address is not a frontend.
-static __always_inline struct backend *pick(struct svc_key *key, int *reject)
+// internal/balance's hashes (hash.go, rand.go), so that a Maglev slot here is the one
+// balance.MaglevSlot computes.
+#define GOLDEN 0x9e3779b97f4a7c15ULL
+
+static __always_inline __u64 mix64(__u64 z)
+{
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+	return z ^ (z >> 31);
+}
+
+// below(r, n): the high 64 bits of r*n, for n < 2^32.
+static __always_inline __u32 below(__u64 r, __u32 n)
+{
+	__u64 a = r >> 32, b = r & 0xffffffffULL;
+	return (__u32)((a * n + ((b * n) >> 32)) >> 32);
+}
+
+// lookup finds the frontend for key (a copy: addr and scope are changed) as a socket of
+// network namespace netns sees it: the pods' own entry first, then the one for all;
+// then, for an address of the node, the node port; then the ClusterIP's other ports.
+static __always_inline struct svc_value *lookup(struct svc_key *key, int pod)
 {
 	struct svc_value *svc;
-	__u32 slot;
+	struct backend node = {};
+	__u16 port = key->port;
 
-	*reject = 0;
-	svc = bpf_map_lookup_elem(&services, key);
-	if (!svc)
-		return NULL;
-	if (svc->count == 0) {
-		*reject = svc->verdict == VERDICT_DROP ? EPERM : ECONNREFUSED;
-		return NULL;
+	if (pod) {
+		key->scope = SCOPE_POD;
+		svc = bpf_map_lookup_elem(&services, key);
+		if (svc)
+			return svc;
 	}
-	slot = svc->offset + bpf_get_prandom_u32() % svc->count;
-	return bpf_map_lookup_elem(&backends, &slot);
+	key->scope = SCOPE_ALL;
+	svc = bpf_map_lookup_elem(&services, key);
+	if (svc)
+		return svc;
+	__builtin_memcpy(node.addr, key->addr, 16);
+	if (bpf_map_lookup_elem(&nodeips, &node)) {
+		int v4 = key->addr[10] == 0xff && key->addr[11] == 0xff;
+
+		__builtin_memset(key->addr, 0, 16);
+		if (v4) {
+			key->addr[10] = 0xff;
+			key->addr[11] = 0xff;
+		}
+		if (pod) {
+			key->scope = SCOPE_POD;
+			svc = bpf_map_lookup_elem(&services, key);
+			if (svc)
+				return svc;
+		}
+		key->scope = SCOPE_ALL;
+		return bpf_map_lookup_elem(&services, key);
+	}
+	key->port = 0;
+	svc = bpf_map_lookup_elem(&services, key);
+	key->port = port;
+	return svc;
+}
+
+// pick finds the frontend of key and writes the endpoint to connect to in *out: 1; 0
+// when the address is not a frontend; a negative errno when the frontend has no
+// endpoint for this client.
+static __always_inline int pick(struct bpf_sock_addr *ctx, struct svc_key *orig, struct backend *out)
+{
+	struct svc_key key = *orig;
+	struct config *cfg;
+	struct svc_value *svc;
+	struct backend *be;
+	__u64 netns = 0, now = 0;
+	__u32 zero = 0, slot;
+	int pod = 0;
+
+	cfg = bpf_map_lookup_elem(&settings, &zero);
+	if (cfg && cfg->host_netns) {
+		netns = bpf_get_netns_cookie(ctx);
+		pod = netns != cfg->host_netns;
+	}
+	svc = lookup(&key, pod);
+	if (!svc)
+		return 0;
+	if (svc->count == 0)
+		return svc->verdict == VERDICT_DROP ? -EPERM : -ECONNREFUSED;
+	if (svc->affinity_timeout) {
+		struct aff_key ak = {};
+		struct aff_value *av;
+
+		ak.netns = netns;
+		ak.svc = key;
+		now = bpf_ktime_get_ns();
+		av = bpf_map_lookup_elem(&affinity, &ak);
+		if (av && now - av->last <= (__u64)svc->affinity_timeout * 1000000000ULL) {
+			struct member_key mk = {};
+
+			mk.svc = key;
+			mk.endpoint = av->endpoint;
+			if (bpf_map_lookup_elem(&members, &mk)) {
+				av->last = now;
+				*out = av->endpoint;
+				return 1;
+			}
+		}
+	}
+	if (svc->algorithm == ALG_MAGLEV && svc->maglev_size) {
+		__u32 idx = svc->maglev_offset +
+			    below(mix64(netns ^ mix64(svc->seed + GOLDEN)), svc->maglev_size);
+		__u32 *rel = bpf_map_lookup_elem(&maglev, &idx);
+
+		if (!rel)
+			return 0;
+		slot = svc->offset + *rel;
+	} else {
+		slot = svc->offset + bpf_get_prandom_u32() % svc->count;
+	}
+	be = bpf_map_lookup_elem(&backends, &slot);
+	if (!be)
+		return 0;
+	*out = *be;
+	if (svc->affinity_timeout) {
+		struct aff_key ak = {};
+		struct aff_value av = {};
+
+		ak.netns = netns;
+		ak.svc = key;
+		av.endpoint = *be;
+		av.last = now;
+		bpf_map_update_elem(&affinity, &ak, &av, BPF_ANY);
+	}
+	return 1;
 }
 
 static __always_inline int handled(__u32 protocol)
@@ -112,7 +307,7 @@ SEC("cgroup/connect4")
 int weir_connect4(struct bpf_sock_addr *ctx)
 {
 	struct svc_key key = {};
-	struct backend *be;
+	struct backend chosen, *be = &chosen;
 	__u32 addr;
 	int reject;
 
@@ -125,10 +320,10 @@ int weir_connect4(struct bpf_sock_addr *ctx)
 	key.port = (__u16)ctx->user_port;
 	key.proto = (__u8)ctx->protocol;
 
-	be = pick(&key, &reject);
-	if (!be) {
-		if (reject) {
-			bpf_set_retval(-reject);
+	reject = pick(ctx, &key, &chosen);
+	if (reject <= 0) {
+		if (reject < 0) {
+			bpf_set_retval(reject);
 			return 0;
 		}
 		return 1;
@@ -144,7 +339,7 @@ SEC("cgroup/connect6")
 int weir_connect6(struct bpf_sock_addr *ctx)
 {
 	struct svc_key key = {};
-	struct backend *be;
+	struct backend chosen, *be = &chosen;
 	__u32 w[4];
 	int reject;
 
@@ -159,10 +354,10 @@ int weir_connect6(struct bpf_sock_addr *ctx)
 	key.port = (__u16)ctx->user_port;
 	key.proto = (__u8)ctx->protocol;
 
-	be = pick(&key, &reject);
-	if (!be) {
-		if (reject) {
-			bpf_set_retval(-reject);
+	reject = pick(ctx, &key, &chosen);
+	if (reject <= 0) {
+		if (reject < 0) {
+			bpf_set_retval(reject);
 			return 0;
 		}
 		return 1;
@@ -253,7 +448,7 @@ SEC("cgroup/sendmsg4")
 int weir_sendmsg4(struct bpf_sock_addr *ctx)
 {
 	struct svc_key key = {};
-	struct backend *be;
+	struct backend chosen, *be = &chosen;
 	__u32 addr;
 	int reject;
 
@@ -266,10 +461,10 @@ int weir_sendmsg4(struct bpf_sock_addr *ctx)
 	key.port = (__u16)ctx->user_port;
 	key.proto = IPPROTO_UDP;
 
-	be = pick(&key, &reject);
-	if (!be) {
-		if (reject) {
-			bpf_set_retval(-reject);
+	reject = pick(ctx, &key, &chosen);
+	if (reject <= 0) {
+		if (reject < 0) {
+			bpf_set_retval(reject);
 			return 0;
 		}
 		return 1;
@@ -285,7 +480,7 @@ SEC("cgroup/sendmsg6")
 int weir_sendmsg6(struct bpf_sock_addr *ctx)
 {
 	struct svc_key key = {};
-	struct backend *be;
+	struct backend chosen, *be = &chosen;
 	__u32 w[4];
 	int reject;
 
@@ -299,10 +494,10 @@ int weir_sendmsg6(struct bpf_sock_addr *ctx)
 	key.port = (__u16)ctx->user_port;
 	key.proto = IPPROTO_UDP;
 
-	be = pick(&key, &reject);
-	if (!be) {
-		if (reject) {
-			bpf_set_retval(-reject);
+	reject = pick(ctx, &key, &chosen);
+	if (reject <= 0) {
+		if (reject < 0) {
+			bpf_set_retval(reject);
 			return 0;
 		}
 		return 1;
