@@ -5,6 +5,7 @@ import (
 	"net/http/httputil"
 	"net/netip"
 	"net/textproto"
+	"net/url"
 	"strconv"
 	"strings"
 
@@ -64,7 +65,20 @@ func (g *Gateway) inboundHeaders(r *http.Request, st *reqState) {
 		}
 	}
 	if up := h["Upgrade"]; len(up) > 0 && httpguts.HeaderValuesContainsToken(up, "h2c") {
-		dropH2CUpgrade(h)
+		// h2c goes, with HTTP2-Settings; the other protocols offered stay.
+		var rest []string
+		for _, v := range up {
+			for p := range strings.SplitSeq(v, ",") {
+				if p = textproto.TrimString(p); p != "" && !strings.EqualFold(p, "h2c") {
+					rest = append(rest, p)
+				}
+			}
+		}
+		delete(h, "Http2-Settings")
+		delete(h, "Upgrade")
+		if len(rest) > 0 {
+			h["Upgrade"] = []string{strings.Join(rest, ", ")}
+		}
 	}
 	conn := h["Connection"]
 	if len(conn) == 0 {
@@ -77,6 +91,8 @@ func (g *Gateway) inboundHeaders(r *http.Request, st *reqState) {
 			tok = textproto.TrimString(tok)
 			switch {
 			case tok == "":
+			case strings.EqualFold(tok, "upgrade") && h["Upgrade"] == nil: // nothing left to upgrade to
+				dropped = true
 			case strings.EqualFold(tok, "close"), strings.EqualFold(tok, "keep-alive"),
 				strings.EqualFold(tok, "upgrade"), strings.EqualFold(tok, "te"):
 				keep = append(keep, tok)
@@ -92,40 +108,6 @@ func (g *Gateway) inboundHeaders(r *http.Request, st *reqState) {
 		delete(h, "Connection")
 	default:
 		h["Connection"] = []string{strings.Join(keep, ", ")}
-	}
-}
-
-// dropH2CUpgrade removes the h2c protocol from an Upgrade header (and the header when
-// nothing else is offered), and HTTP2-Settings.
-func dropH2CUpgrade(h http.Header) {
-	var rest []string
-	for _, v := range h["Upgrade"] {
-		for p := range strings.SplitSeq(v, ",") {
-			if p = textproto.TrimString(p); p != "" && !strings.EqualFold(p, "h2c") {
-				rest = append(rest, p)
-			}
-		}
-	}
-	delete(h, "Http2-Settings")
-	if len(rest) > 0 {
-		h["Upgrade"] = []string{strings.Join(rest, ", ")}
-		return
-	}
-	delete(h, "Upgrade")
-	if conn := h["Connection"]; len(conn) > 0 {
-		var keep []string
-		for _, v := range conn {
-			for tok := range strings.SplitSeq(v, ",") {
-				if tok = textproto.TrimString(tok); tok != "" && !strings.EqualFold(tok, "upgrade") && !strings.EqualFold(tok, "http2-settings") {
-					keep = append(keep, tok)
-				}
-			}
-		}
-		if len(keep) == 0 {
-			delete(h, "Connection")
-		} else {
-			h["Connection"] = []string{strings.Join(keep, ", ")}
-		}
 	}
 }
 
@@ -213,4 +195,67 @@ func (g *Gateway) trusted(a netip.Addr) bool {
 		}
 	}
 	return false
+}
+
+// prepareH1 turns a downstream request without a body into its upstream form, in
+// place: hop-by-hop headers removed ("Te: trailers" kept), forwarding headers set,
+// unparsable query parameters re-encoded, no default User-Agent.
+func (g *Gateway) prepareH1(r *http.Request, st *reqState) {
+	h := r.Header
+	teTrailers := httpguts.HeaderValuesContainsToken(h["Te"], "trailers")
+	removeHopByHop(h)
+	if teTrailers {
+		h["Te"] = []string{"trailers"}
+	}
+	g.forwardHeaders(h, h, r.Host, r.TLS != nil, st)
+	if _, ok := h["User-Agent"]; !ok {
+		h["User-Agent"] = nil // no Go default
+	}
+	r.URL.RawQuery = cleanQueryParams(r.URL.RawQuery)
+	r.URL.Scheme = "http"
+	r.Body = nil
+	r.Close = false
+}
+
+// removeHopByHop deletes the hop-by-hop headers and those the Connection header
+// names, as httputil.ReverseProxy does.
+func removeHopByHop(h http.Header) {
+	for _, f := range h["Connection"] {
+		for sf := range strings.SplitSeq(f, ",") {
+			if sf = textproto.TrimString(sf); sf != "" {
+				h.Del(sf)
+			}
+		}
+	}
+	for _, k := range [...]string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+		"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"} {
+		delete(h, k)
+	}
+}
+
+// cleanQueryParams re-encodes a query that url.ParseQuery would not take as it is
+// (a semicolon, a bad escape), as httputil.ReverseProxy does.
+func cleanQueryParams(s string) string {
+	reencode := func(s string) string {
+		v, _ := url.ParseQuery(s)
+		return v.Encode()
+	}
+	for i := 0; i < len(s); {
+		switch s[i] {
+		case ';':
+			return reencode(s)
+		case '%':
+			if i+2 >= len(s) || !ishex(s[i+1]) || !ishex(s[i+2]) {
+				return reencode(s)
+			}
+			i += 3
+		default:
+			i++
+		}
+	}
+	return s
+}
+
+func ishex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }

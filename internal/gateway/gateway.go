@@ -121,24 +121,12 @@ func New(opts Options) (*Gateway, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	if opts.MaxHeaderBytes <= 0 {
-		opts.MaxHeaderBytes = 64 << 10
-	}
-	if opts.ReadHeaderTimeout <= 0 {
-		opts.ReadHeaderTimeout = 60 * time.Second
-	}
-	if opts.BodyTimeout <= 0 {
-		opts.BodyTimeout = 60 * time.Second
-	}
-	if opts.IdleTimeout <= 0 {
-		opts.IdleTimeout = 120 * time.Second
-	}
-	if opts.ShutdownGrace <= 0 {
-		opts.ShutdownGrace = 10 * time.Second
-	}
-	if opts.MaxMirrorsInFlight <= 0 {
-		opts.MaxMirrorsInFlight = 256
-	}
+	opts.MaxHeaderBytes = positiveOr(opts.MaxHeaderBytes, 64<<10)
+	opts.ReadHeaderTimeout = positiveOr(opts.ReadHeaderTimeout, 60*time.Second)
+	opts.BodyTimeout = positiveOr(opts.BodyTimeout, 60*time.Second)
+	opts.IdleTimeout = positiveOr(opts.IdleTimeout, 120*time.Second)
+	opts.ShutdownGrace = positiveOr(opts.ShutdownGrace, 10*time.Second)
+	opts.MaxMirrorsInFlight = positiveOr(opts.MaxMirrorsInFlight, 256)
 	m, err := newMetrics(opts.Registerer)
 	if err != nil {
 		return nil, err
@@ -173,6 +161,14 @@ func New(opts Options) (*Gateway, error) {
 		ErrorLog:       slog.NewLogLogger(opts.Logger.Handler(), slog.LevelDebug),
 	}
 	return g, nil
+}
+
+// positiveOr is v when it is set (positive), else def.
+func positiveOr[T int | time.Duration](v, def T) T {
+	if v <= 0 {
+		return def
+	}
+	return v
 }
 
 // copyBufferSize is the size of the reverse proxy's response copy buffers.
@@ -455,35 +451,36 @@ func (g *Gateway) startLoops(ln net.Listener, handoff *handoffListener, table fu
 // ShutdownGrace.
 func (g *Gateway) closeListener(l *listener) {
 	g.log.Info("gateway: closing listener", "address", l.addr)
-	if l.srv == nil {
-		_ = l.ln.Close()
-		g.wg.Go(func() {
-			t := time.NewTimer(g.opts.ShutdownGrace)
-			defer t.Stop()
-			select {
-			case <-t.C:
-			case <-g.ctx.Done():
-			}
-			l.conns.closeAll()
-		})
-		return
-	}
 	if l.loops != nil {
 		l.loops.stopAccepting() // at once, so that the address may be opened again
-		g.wg.Go(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), g.opts.ShutdownGrace)
-			defer cancel()
-			_ = l.loops.shutdown(ctx, l.srv)
-		})
-		return
+	} else if l.srv == nil {
+		_ = l.ln.Close()
 	}
 	g.wg.Go(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), g.opts.ShutdownGrace)
+		ctx, cancel := context.WithTimeout(g.ctx, g.opts.ShutdownGrace)
 		defer cancel()
-		if err := l.srv.Shutdown(ctx); err != nil {
-			_ = l.srv.Close()
-		}
+		_ = l.shutdown(ctx)
 	})
+}
+
+// shutdown stops l accepting and ends its connections: idle ones at once, the others
+// when their request is done, and those left when ctx ends (a TLS passthrough
+// listener's then).
+func (l *listener) shutdown(ctx context.Context) error {
+	switch {
+	case l.srv == nil:
+		_ = l.ln.Close()
+		<-ctx.Done()
+		l.conns.closeAll()
+		return nil
+	case l.loops != nil:
+		return l.loops.shutdown(ctx, l.srv)
+	}
+	err := l.srv.Shutdown(ctx)
+	if err != nil {
+		_ = l.srv.Close()
+	}
+	return err
 }
 
 // Shutdown closes every listener, waits for in-flight requests until ctx ends, and
@@ -503,22 +500,13 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 	var errMu sync.Mutex
 	var wg sync.WaitGroup
 	for _, l := range ls {
-		if l.srv == nil {
+		if l.srv == nil { // TLS passthrough: its connections end now
 			_ = l.ln.Close()
 			l.conns.closeAll()
 			continue
 		}
 		wg.Go(func() {
-			if l.loops != nil {
-				if err := l.loops.shutdown(ctx, l.srv); err != nil {
-					errMu.Lock()
-					errs = append(errs, err)
-					errMu.Unlock()
-				}
-				return
-			}
-			if err := l.srv.Shutdown(ctx); err != nil {
-				_ = l.srv.Close()
+			if err := l.shutdown(ctx); err != nil {
 				errMu.Lock()
 				errs = append(errs, err)
 				errMu.Unlock()

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"encoding/json"
 	"net/http"
 	"net/netip"
 	"strings"
@@ -152,6 +153,25 @@ func TestFilters(t *testing.T) {
 		case got := <-m.got:
 			if got.Path != "/mirror/copy" {
 				t.Fatalf("mirror got %q", got.Path)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("mirror got nothing")
+		}
+		// A body is copied to the mirror whole, and reaches the primary too.
+		resp, err := c.Post(tg.url+"/mirror/body", "text/plain", strings.NewReader("payload"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var primary echoReply
+		_ = json.NewDecoder(resp.Body).Decode(&primary)
+		resp.Body.Close()
+		if primary.Body != "payload" {
+			t.Fatalf("primary got body %q", primary.Body)
+		}
+		select {
+		case got := <-m.got:
+			if got.Path != "/mirror/body" || got.Body != "payload" {
+				t.Fatalf("mirror got %q with body %q", got.Path, got.Body)
 			}
 		case <-time.After(5 * time.Second):
 			t.Fatal("mirror got nothing")

@@ -36,22 +36,6 @@ type loopServer struct {
 	g     *Gateway
 	loops []*h1Loop
 	wg    sync.WaitGroup
-	date  atomic.Pointer[dateValue]
-}
-
-// dateValue is the Date header of one second.
-type dateValue struct {
-	unix int64
-	text []byte
-}
-
-func (s *loopServer) dateHeader(now time.Time) []byte {
-	d := s.date.Load()
-	if d == nil || d.unix != now.Unix() {
-		d = &dateValue{unix: now.Unix(), text: now.UTC().AppendFormat(make([]byte, 0, 29), http.TimeFormat)}
-		s.date.Store(d)
-	}
-	return d.text
 }
 
 // maxH1Loops caps the event loops (one per P up to this).
@@ -123,23 +107,23 @@ func (s *loopServer) listen(ln net.Listener, handoff *handoffListener, table fun
 	if !ok {
 		return nil, fmt.Errorf("gateway: event loops need a TCP listener, not %T", ln)
 	}
-	f, err := tl.File() // a duplicate, blocking
+	// A duplicate of the socket (non-blocking as the original: the flag is shared)
+	// whose accepted sockets inherit TCP_NODELAY (the net package sets it per
+	// connection).
+	fd := -1
+	rc, err := tl.SyscallConn()
+	if err == nil {
+		if cerr := rc.Control(func(s uintptr) { fd, err = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); cerr != nil {
+			err = cerr
+		}
+	}
+	if err == nil {
+		err = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("gateway: listener socket: %w", err)
-	}
-	fd, err := unix.Dup(int(f.Fd()))
-	_ = f.Close()
-	if err != nil {
-		return nil, fmt.Errorf("gateway: listener socket: %w", err)
-	}
-	unix.CloseOnExec(fd)
-	if err := unix.SetNonblock(fd, true); err != nil {
-		_ = unix.Close(fd)
-		return nil, fmt.Errorf("gateway: listener socket: %w", err)
-	}
-	// Accepted sockets inherit TCP_NODELAY (the net package sets it per connection).
-	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); err != nil {
-		_ = unix.Close(fd)
+		if fd >= 0 {
+			_ = unix.Close(fd)
+		}
 		return nil, fmt.Errorf("gateway: listener socket: %w", err)
 	}
 	o := s.g.opts
@@ -172,31 +156,21 @@ func (ll *loopListener) stopAccepting() {
 	_ = ll.ln.Close() // at once, so that the address may be opened again
 }
 
-// closeIdle closes the listener's connections that wait for a request, marks the
-// others to close after their response, and returns how many are left.
-func (ll *loopListener) closeIdle() int {
+// closeConns closes the listener's connections that wait for a request (all of them,
+// cutting requests short, with all), marks the others to close after their response,
+// and returns how many are left.
+func (ll *loopListener) closeConns(all bool) int {
 	ll.s.onLoops(func(hl *h1Loop) {
 		for c := range hl.conns {
 			if c.ll == ll {
 				c.closeAfter = true
-				if c.x == nil && len(c.out) == 0 {
+				if all || (c.x == nil && len(c.out) == 0) {
 					c.close()
 				}
 			}
 		}
 	})
 	return int(ll.open.Load())
-}
-
-// closeAll closes every connection of the listener, cutting requests short.
-func (ll *loopListener) closeAll() {
-	ll.s.onLoops(func(hl *h1Loop) {
-		for c := range hl.conns {
-			if c.ll == ll {
-				c.close()
-			}
-		}
-	})
 }
 
 // h1Loop is one event loop and what it owns.
@@ -210,6 +184,15 @@ type h1Loop struct {
 	bw      *bufio.Writer
 	load    atomic.Int64 // connections it serves (read by the other loops)
 	sweeper eventloop.Timer
+	date    []byte // the Date header of second dateAt
+	dateAt  int64
+}
+
+func (hl *h1Loop) dateHeader(now time.Time) []byte {
+	if hl.dateAt != now.Unix() {
+		hl.dateAt, hl.date = now.Unix(), now.UTC().AppendFormat(hl.date[:0], http.TimeFormat)
+	}
+	return hl.date
 }
 
 // exit closes what the loop owns when it stops.
@@ -550,7 +533,7 @@ func (c *loopConn) serve(sr http1.Request, end int) bool {
 
 // writeLocal queues an answer the gateway made itself.
 func (c *loopConn) writeLocal(w *localResponse, isHEAD bool) {
-	c.out = w.appendTo(c.out, isHEAD, c.closeAfter, c.hl.s.dateHeader(time.Now()))
+	c.out = w.appendTo(c.out, isHEAD, c.closeAfter, c.hl.dateHeader(time.Now()))
 	if c.writable {
 		c.flush()
 	}
@@ -671,12 +654,12 @@ func (ll *loopListener) shutdown(ctx context.Context, srv *http.Server) error {
 		}
 	}()
 	wait := time.Millisecond
-	for ll.closeIdle() > 0 {
+	for ll.closeConns(false) > 0 {
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			ll.closeAll()
+			ll.closeConns(true)
 			<-done
 			return errors.Join(ctx.Err(), srvErr)
 		case <-t.C:
@@ -849,7 +832,7 @@ func (x *exchange) respond(u *upConn, end int, h http1.ResponseHead, resp *http.
 	if h.Framing == http1.BodyUntilClose {
 		c.closeAfter = true
 	}
-	date := c.hl.s.dateHeader(time.Now())
+	date := c.hl.dateHeader(time.Now())
 	x.outStart = len(c.out)
 	if resp != nil {
 		removeHopByHop(resp.Header)
@@ -1390,27 +1373,17 @@ func (w *localResponse) status() int {
 
 // appendTo serializes the answer as net/http's server would send it.
 func (w *localResponse) appendTo(b []byte, isHEAD, closeAfter bool, date []byte) []byte {
-	code := w.status()
-	b = http1.AppendStatusLine(b, code)
+	h, code := w.header, w.status()
+	delete(h, "Transfer-Encoding")
+	delete(h, "Connection")
 	bodyOK := http1.BodyAllowedForStatus(code)
-	for k, vs := range w.header {
-		switch k {
-		case "Content-Length", "Transfer-Encoding", "Connection":
-			continue
-		}
-		b = http1.AppendHeaderLines(b, k, vs)
-	}
 	if bodyOK {
-		if _, ok := w.header["Content-Type"]; !ok && len(w.body) > 0 {
-			b = append(b, "Content-Type: "...)
-			b = append(b, http.DetectContentType(w.body)...)
-			b = append(b, "\r\n"...)
+		if _, ok := h["Content-Type"]; !ok && len(w.body) > 0 {
+			h["Content-Type"] = []string{http.DetectContentType(w.body)}
 		}
-		b = append(b, "Content-Length: "...)
-		b = strconv.AppendInt(b, int64(len(w.body)), 10)
-		b = append(b, "\r\n"...)
+		h["Content-Length"] = []string{strconv.Itoa(len(w.body))}
 	}
-	b = appendDateAndClose(b, w.header, date, closeAfter)
+	b = appendResponseHead(b, &http.Response{StatusCode: code, Header: h}, http1.BodyLength, closeAfter, date)
 	if bodyOK && !isHEAD {
 		b = append(b, w.body...)
 	}
@@ -1426,7 +1399,7 @@ func appendResponseHead(b []byte, resp *http.Response, framing http1.Framing, cl
 		if resp.StatusCode == http.StatusNotModified && (k == "Content-Length" || k == "Content-Type") {
 			continue // as net/http's server
 		}
-		if k == "Content-Length" && (framing == http1.BodyChunked || resp.StatusCode == http.StatusNoContent || resp.StatusCode < 200) {
+		if k == "Content-Length" && (framing == http1.BodyChunked || !http1.BodyAllowedForStatus(resp.StatusCode)) {
 			continue
 		}
 		b = http1.AppendHeaderLines(b, k, vs)
@@ -1446,11 +1419,7 @@ func appendResponseHead(b []byte, resp *http.Response, framing http1.Framing, cl
 			b = append(b, "\r\n"...)
 		}
 	}
-	return appendDateAndClose(b, resp.Header, date, closeAfter)
-}
-
-func appendDateAndClose(b []byte, h http.Header, date []byte, closeAfter bool) []byte {
-	_, hasDate := h["Date"]
+	_, hasDate := resp.Header["Date"]
 	return http1.AppendHeadEnd(b, hasDate, date, closeAfter)
 }
 

@@ -12,7 +12,9 @@ import (
 	mrand "math/rand/v2"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/netip"
+	"net/textproto"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -20,6 +22,7 @@ import (
 
 	"weir.dev/weir/internal/balance"
 	"weir.dev/weir/internal/gateway/router"
+	"weir.dev/weir/internal/http1"
 	"weir.dev/weir/internal/model"
 )
 
@@ -209,9 +212,7 @@ type statusWriter struct {
 }
 
 func (w *statusWriter) WriteHeader(code int) {
-	if w.code == 0 && code >= 200 {
-		w.code = code
-	} else if w.code == 0 && code == http.StatusSwitchingProtocols {
+	if w.code == 0 && (code >= 200 || code == http.StatusSwitchingProtocols) {
 		w.code = code
 	}
 	if code >= 200 {
@@ -271,18 +272,17 @@ func (g *Gateway) route(ctx context.Context, w http.ResponseWriter, r *http.Requ
 	if r.Header.Get("X-Request-Id") == "" {
 		r.Header.Set("X-Request-Id", newRequestID())
 	}
-	if err := router.NormalizeRequestPath(r.URL); err != nil {
-		sw := &statusWriter{ResponseWriter: w}
-		http.Error(sw, "bad request path", http.StatusBadRequest)
-		g.accessLog(r, sw.code, start, "", "", nil)
+	reject := func(msg string, code int) (*reqState, *model.RouteMatch) {
+		http.Error(w, msg, code)
+		g.accessLog(r, code, start, "", "", nil)
 		return nil, nil
+	}
+	if err := router.NormalizeRequestPath(r.URL); err != nil {
+		return reject("bad request path", http.StatusBadRequest)
 	}
 	host := router.Host(r)
 	if t.https && r.TLS != nil && misdirected(t.router, r.TLS.ServerName, host) {
-		sw := &statusWriter{ResponseWriter: w}
-		http.Error(sw, "misdirected request", http.StatusMisdirectedRequest)
-		g.accessLog(r, sw.code, start, "", "", nil)
-		return nil, nil
+		return reject("misdirected request", http.StatusMisdirectedRequest)
 	}
 	res, ok := t.router.Match(r, host)
 	var rr *ruleRuntime
@@ -290,10 +290,7 @@ func (g *Gateway) route(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		rr = t.rules[res.Match.Rule]
 	}
 	if rr == nil {
-		sw := &statusWriter{ResponseWriter: w}
-		http.Error(sw, "no route", http.StatusNotFound)
-		g.accessLog(r, sw.code, start, "", "", nil)
-		return nil, nil
+		return reject("no route", http.StatusNotFound)
 	}
 	st := into
 	if st == nil {
@@ -321,17 +318,13 @@ func (g *Gateway) finish(r *http.Request, st *reqState, start time.Time) {
 	if code == 0 {
 		code = http.StatusOK
 	}
-	if st.backend != nil {
-		st.backend.metrics.observe(code, time.Since(start))
-		if rr.canary != nil && st.backend == rr.backends[rr.canaryAt] {
-			if rr.canary.record(code, time.Now()) {
-				g.rolledBack(rr, st.backend)
-			}
-		}
-	}
 	backendID := ""
 	if st.backend != nil {
 		backendID = st.backend.b.ID
+		st.backend.metrics.observe(code, time.Since(start))
+		if rr.canary != nil && st.backend == rr.backends[rr.canaryAt] && rr.canary.record(code, time.Now()) {
+			g.rolledBack(rr, st.backend)
+		}
 	}
 	g.accessLog(r, code, start, rr.rule.ID, backendID, st.endpoint)
 }
@@ -436,6 +429,12 @@ func (g *Gateway) admit(w *statusWriter, r *http.Request, m *model.RouteMatch, s
 	if done := g.applyFilters(w, r, m, st, rule.Filters); done {
 		return nil
 	}
+	// The body (up to 64 KiB) is read before the request takes a breaker slot (a client
+	// that sends it slowly holds no slot meanwhile), and before mirrors copy it.
+	if err := bufferBody(r); err != nil {
+		w.WriteHeader(errorStatus(err))
+		return nil
+	}
 	for _, mr := range rr.mirrors {
 		g.sendMirror(r, rr, mr)
 	}
@@ -452,22 +451,11 @@ func (g *Gateway) admit(w *statusWriter, r *http.Request, m *model.RouteMatch, s
 	if done := g.applyFilters(w, r, m, st, br.b.Filters); done {
 		return nil
 	}
-	// The body (up to 64 KiB) is read before the request takes a breaker slot: a client
-	// that sends it slowly holds no slot meanwhile.
-	if err := bufferBody(r); err != nil {
-		w.WriteHeader(errorStatus(err))
-		return nil
-	}
 	if len(br.cl.state.Load().eps) == 0 {
 		http.Error(w, "no healthy upstream", http.StatusServiceUnavailable)
 		return nil
 	}
-	limit := int64(br.cl.policy.Load().CircuitBreaker.MaxRequests)
-	if limit <= 0 {
-		limit = model.DefaultCircuitBreakerLimit
-	}
-	if br.cl.active.Add(1) > limit {
-		br.cl.active.Add(-1)
+	if !take(&br.cl.active, br.cl.policy.Load().CircuitBreaker.MaxRequests) {
 		g.answerError(w, r, st, errOverflow)
 		return nil
 	}
@@ -808,18 +796,15 @@ func grpcTrailersOnly(resp *http.Response) {
 }
 
 // errorStatus is the status that answers a request no upstream response could be
-// had for: 503 without an endpoint or with the breaker full, 413 for a body over the
-// limit, 504 after a timeout, else 502.
+// had for: the client's fault's (clientError: 400, 408, 413), 503 without an
+// endpoint or with the breaker full, 504 after a timeout, else 502.
 func errorStatus(err error) int {
-	var mbe *http.MaxBytesError
 	var ce *clientError
 	switch {
 	case errors.As(err, &ce):
 		return ce.code
 	case errors.Is(err, errNoEndpoint), errors.Is(err, errOverflow):
 		return http.StatusServiceUnavailable
-	case errors.As(err, &mbe):
-		return http.StatusRequestEntityTooLarge
 	case errors.Is(err, context.DeadlineExceeded):
 		return http.StatusGatewayTimeout
 	}
@@ -851,25 +836,16 @@ func (g *Gateway) answerError(w http.ResponseWriter, r *http.Request, st *reqSta
 }
 
 // sendMirror sends a copy of r to the mirror backend, fire-and-forget: it never
-// waits for the mirror, and drops the copy when too many are in flight or the body is
-// too large to copy (over 64 KiB).
+// waits for the mirror, and drops the copy when too many are in flight or the body
+// was not buffered whole (over 64 KiB, or of unknown length: bufferBody).
 func (g *Gateway) sendMirror(r *http.Request, rr *ruleRuntime, mr *mirrorRuntime) {
 	if mr.percent < 100 && mrand.Float64()*100 >= mr.percent {
 		return
 	}
-	var body []byte
-	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
-		if r.ContentLength < 0 || r.ContentLength > 64<<10 {
-			g.metrics.mirrorDrops.WithLabelValues(rr.rule.ID).Inc()
-			return
-		}
-		b, err := io.ReadAll(io.LimitReader(r.Body, r.ContentLength))
-		if err != nil {
-			g.metrics.mirrorDrops.WithLabelValues(rr.rule.ID).Inc()
-			return
-		}
-		body = b
-		r.Body = io.NopCloser(bytes.NewReader(b))
+	hasBody := r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0
+	if hasBody && r.GetBody == nil {
+		g.metrics.mirrorDrops.WithLabelValues(rr.rule.ID).Inc()
+		return
 	}
 	select {
 	case g.mirror <- struct{}{}:
@@ -878,14 +854,10 @@ func (g *Gateway) sendMirror(r *http.Request, rr *ruleRuntime, mr *mirrorRuntime
 		return
 	}
 	out := r.Clone(g.ctx)
-	out.RequestURI = ""
-	out.URL.Scheme = "http"
-	if body != nil {
-		out.Body = io.NopCloser(bytes.NewReader(body))
-		out.ContentLength = int64(len(body))
-	} else {
-		out.Body = nil
-		out.ContentLength = 0
+	out.RequestURI, out.URL.Scheme, out.Body, out.ContentLength = "", "http", nil, 0
+	if hasBody {
+		out.Body, _ = r.GetBody() // the buffered copy
+		out.ContentLength = r.ContentLength
 	}
 	g.wg.Go(func() {
 		defer func() { <-g.mirror }()
@@ -898,14 +870,29 @@ func (g *Gateway) sendMirror(r *http.Request, rr *ruleRuntime, mr *mirrorRuntime
 		defer cancel()
 		out = out.WithContext(ctx)
 		out.URL.Host = ep.host
-		rt := g.up.h1
-		if cl.h2c {
-			rt = g.up.h2c
-		}
-		resp, err := rt.RoundTrip(out)
+		resp, err := g.up.transport(cl).RoundTrip(out)
 		if err != nil {
 			return
 		}
 		drain(resp.Body)
+	})
+}
+
+var errTooManyInformational = errors.New("too many informational responses")
+
+// limitInformational bounds the informational (1xx) responses a backend may send before
+// its final one on the net/http path, as the event loops bound them
+// (http1.MaxInformational): httputil.ReverseProxy relays each (its own trace, added
+// later, runs first), and the one past the bound fails the try. http.Transport itself
+// leaves the count to whoever receives them.
+func limitInformational(ctx context.Context) context.Context {
+	n := 0
+	return httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		Got1xxResponse: func(int, textproto.MIMEHeader) error {
+			if n++; n > http1.MaxInformational {
+				return errTooManyInformational
+			}
+			return nil
+		},
 	})
 }

@@ -2,11 +2,13 @@ package gateway
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/tls"
 	"errors"
 	"io"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -67,14 +69,9 @@ func (b *builder) passthrough(ml *model.Listener) *ptTable {
 		}
 		return 0
 	}
-	for i := 1; i < len(t.routes); i++ {
-		for j := i; j > 0; j-- {
-			a, b := t.routes[j-1], t.routes[j]
-			if rank(b.hostname) < rank(a.hostname) || (rank(b.hostname) == rank(a.hostname) && len(b.hostname) > len(a.hostname)) {
-				t.routes[j-1], t.routes[j] = b, a
-			}
-		}
-	}
+	slices.SortStableFunc(t.routes, func(a, b *ptRoute) int {
+		return cmp.Or(cmp.Compare(rank(a.hostname), rank(b.hostname)), cmp.Compare(len(b.hostname), len(a.hostname)))
+	})
 	return t
 }
 
@@ -272,7 +269,7 @@ func (g *Gateway) dialRoute(c net.Conn, r *ptRoute) (up net.Conn, done func()) {
 	br := r.backends[i]
 	cs := br.cl.current(time.Now())
 	var key uint64
-	if ap, err := netipAddrPort(c.RemoteAddr()); err == nil {
+	if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
 		key = balance.HashAddr(ap.Addr())
 	}
 	var tried []*endpoint
@@ -325,8 +322,4 @@ func (g *Gateway) splice(c, up net.Conn) {
 	// The backend is done; give the client a grace period to finish its side.
 	_ = c.SetReadDeadline(time.Now().Add(g.opts.ShutdownGrace))
 	<-done
-}
-
-func netipAddrPort(a net.Addr) (netip.AddrPort, error) {
-	return netip.ParseAddrPort(a.String())
 }

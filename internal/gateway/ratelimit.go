@@ -74,22 +74,7 @@ func newLimiter(rl model.RateLimit) *limiter {
 	return newLimiterSized(rl, limiterKeys, time.Now)
 }
 
-// limitDefaults fills a rate limit's unset period (1 s), burst (requests) and key.
-func limitDefaults(rl model.RateLimit) model.RateLimit {
-	if rl.Period <= 0 {
-		rl.Period = time.Second
-	}
-	if rl.Burst <= 0 {
-		rl.Burst = rl.Requests
-	}
-	if rl.Key == "" {
-		rl.Key = "route"
-	}
-	return rl
-}
-
 func newLimiterSized(rl model.RateLimit, keys int, now func() time.Time) *limiter {
-	rl = limitDefaults(rl)
 	l := &limiter{rl: rl, key: rl.Key, now: now,
 		perNano: float64(rl.Requests) / float64(rl.Period), burst: float64(rl.Burst)}
 	per := max(keys/limiterShards, 1)
@@ -101,7 +86,7 @@ func newLimiterSized(rl model.RateLimit, keys int, now func() time.Time) *limite
 }
 
 func (l *limiter) same(rl model.RateLimit) bool {
-	return limitDefaults(rl) == l.rl
+	return rl == l.rl
 }
 
 // allow takes a token for the key hash h; when there is none it returns how long until
@@ -195,18 +180,6 @@ func (s *limiterShard) pushFront(i int32) {
 	if s.tail < 0 {
 		s.tail = i
 	}
-}
-
-// tracked is the number of buckets held.
-func (l *limiter) tracked() int {
-	n := 0
-	for i := range l.shards {
-		s := &l.shards[i]
-		s.mu.Lock()
-		n += len(s.index)
-		s.mu.Unlock()
-	}
-	return n
 }
 
 // limiterKey hashes the key of a request under l: 0 for the route's one bucket; the

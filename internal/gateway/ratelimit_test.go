@@ -88,7 +88,7 @@ func TestLimiterFloodKeepsEstablishedBuckets(t *testing.T) {
 // TestLimiterBucket: the refill rate, the burst and the wait returned.
 func TestLimiterBucket(t *testing.T) {
 	clock := &fakeClock{t: time.Unix(1_700_000_000, 0)}
-	l := newLimiterSized(model.RateLimit{Requests: 2, Period: time.Second}, 64, clock.now)
+	l := newLimiterSized(model.RateLimit{Requests: 2, Period: time.Second, Burst: 2, Key: "route"}, 64, clock.now)
 	for i := range 2 {
 		if ok, _ := l.allow(1); !ok {
 			t.Fatalf("request %d refused", i)
@@ -180,4 +180,16 @@ func TestRateLimitSourceIPBehindTrustedProxy(t *testing.T) {
 			t.Errorf("peer %v XFF %q: %v, want %v", tc.peer, tc.xff, got, tc.want)
 		}
 	}
+}
+
+// tracked is the number of buckets held.
+func (l *limiter) tracked() int {
+	n := 0
+	for i := range l.shards {
+		s := &l.shards[i]
+		s.mu.Lock()
+		n += len(s.index)
+		s.mu.Unlock()
+	}
+	return n
 }

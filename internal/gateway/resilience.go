@@ -66,15 +66,7 @@ func (c *canary) record(code int, now time.Time) bool {
 			errs += x.errs
 		}
 	}
-	minReq := c.ca.MinRequests
-	if minReq <= 0 {
-		minReq = model.DefaultCanaryMinRequests
-	}
-	maxPct := c.ca.MaxErrorPercent
-	if maxPct <= 0 {
-		maxPct = model.DefaultCanaryMaxErrorPercent
-	}
-	if total >= minReq && errs*100 > maxPct*total {
+	if total >= c.ca.MinRequests && errs*100 > c.ca.MaxErrorPercent*total {
 		c.rolledBack.Store(true)
 		return true
 	}

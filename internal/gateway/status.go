@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"maps"
 	"slices"
 	"strings"
 
@@ -29,11 +30,7 @@ func (g *Gateway) bound(addr string, err error) {
 func (g *Gateway) ListenerErrors() map[string]string {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	out := make(map[string]string, len(g.bindErrs))
-	for a, e := range g.bindErrs {
-		out[a] = e
-	}
-	return out
+	return maps.Clone(g.bindErrs)
 }
 
 // Status returns cfg's object statuses as the data plane serves them: a Gateway

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -126,23 +127,10 @@ func (c *cluster) build(portID string, eps []*endpoint, weights []uint32, pol *m
 	alg := pol.Algorithm
 	p, err := balance.New(alg, bs, balance.Options{MaglevTableSize: pol.MaglevTableSize, Seed: pol.MaglevSeed})
 	if err != nil {
-		p, _ = balance.New(balance.RoundRobin, bs, balance.Options{})
-	}
-	if p == nil {
-		p = firstPicker(len(bs))
+		p, _ = balance.New(balance.RoundRobin, bs, balance.Options{}) // never fails
 	}
 	st.picker = p
 	return st
-}
-
-// firstPicker is the last resort when no scheduler could be built.
-type firstPicker int
-
-func (n firstPicker) Pick(uint64) int {
-	if n == 0 {
-		return -1
-	}
-	return rand.IntN(int(n))
 }
 
 // current returns the cluster state, rebuilding the picker while slow start ramps
@@ -177,7 +165,7 @@ func (c *cluster) pick(st *clusterState, key uint64, session uint64, tried []*en
 	var elig []bool // by index into st.eps, once an unhealthy endpoint was met
 	usable := func(i int) bool {
 		ep := st.eps[i]
-		if contains(tried, ep) {
+		if slices.Contains(tried, ep) {
 			return false
 		}
 		if h == nil || (elig == nil && h.Healthy(st.portID, ep.ap)) {
@@ -225,15 +213,6 @@ func (st *clusterState) eligible(h Health) []bool {
 		}
 	}
 	return out
-}
-
-func contains(eps []*endpoint, ep *endpoint) bool {
-	for _, e := range eps {
-		if e == ep {
-			return true
-		}
-	}
-	return false
 }
 
 // retryOn is a compiled RetryPolicy.RetryOn.
@@ -295,12 +274,14 @@ func (u *upstream) dial(ctx context.Context, network, addr string) (net.Conn, er
 // takeConn counts a new upstream connection against the cluster's maxConnections;
 // false (not counted) when the breaker is full.
 func (c *cluster) takeConn() bool {
-	limit := int64(model.DefaultCircuitBreakerLimit)
-	if p := c.policy.Load(); p != nil && p.CircuitBreaker.MaxConnections > 0 {
-		limit = int64(p.CircuitBreaker.MaxConnections)
-	}
-	if c.conns.Add(1) > limit {
-		c.conns.Add(-1)
+	return take(&c.conns, c.policy.Load().CircuitBreaker.MaxConnections)
+}
+
+// take counts one more in one of a cluster's breakers, n, against its limit (the
+// model fills every limit); false, and not counted, when the breaker is full.
+func take(n *atomic.Int64, limit int) bool {
+	if n.Add(1) > int64(limit) {
+		n.Add(-1)
 		return false
 	}
 	return true
@@ -361,6 +342,14 @@ func newUpstream(g *Gateway) *upstream {
 	return u
 }
 
+// transport is the client of cl's endpoints: HTTP/1.1, or h2c.
+func (u *upstream) transport(cl *cluster) *http.Transport {
+	if cl.h2c {
+		return u.h2c
+	}
+	return u.h1
+}
+
 func (u *upstream) close() {
 	u.h1.CloseIdleConnections()
 	u.h2c.CloseIdleConnections()
@@ -379,13 +368,9 @@ func idempotent(method string) bool {
 // (RFC 9110 §9.2.2, less PUT and DELETE: http.Transport's rule) or it carries an
 // idempotency key.
 func replayable(r *http.Request) bool {
-	switch r.Method {
-	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
-		return true
-	}
 	_, key := r.Header["Idempotency-Key"]
 	_, xkey := r.Header["X-Idempotency-Key"]
-	return key || xkey
+	return (idempotent(r.Method) && r.Method != http.MethodPut && r.Method != http.MethodDelete) || key || xkey
 }
 
 // failure classifies a transport error for health reporting and retry-on.
@@ -464,12 +449,7 @@ func (a *attempts) begin() (*endpoint, error) {
 	a.tried = append(a.tried, ep)
 	a.st.endpoint = ep
 	a.ep = ep
-	maxPending := int64(model.DefaultCircuitBreakerLimit)
-	if p := a.cl.policy.Load(); p != nil && p.CircuitBreaker.MaxPendingRequests > 0 {
-		maxPending = int64(p.CircuitBreaker.MaxPendingRequests)
-	}
-	if a.cl.pending.Add(1) > maxPending {
-		a.cl.pending.Add(-1)
+	if !take(&a.cl.pending, a.cl.policy.Load().CircuitBreaker.MaxPendingRequests) {
 		return nil, errOverflow
 	}
 	ep.load.Begin()
@@ -595,9 +575,6 @@ func (a *attempts) mayRetry(retry, done bool) bool {
 // jitter, capped at 10 × base.
 func (a *attempts) backoffDelay() time.Duration {
 	base := a.pol.policy.BackoffBase
-	if base <= 0 {
-		base = model.DefaultRetryBackoffBase
-	}
 	d := min(base<<min(a.n-1, 10), 10*base)
 	return base/2 + time.Duration(rand.Int64N(int64(d-base/2)+1))
 }
@@ -613,10 +590,7 @@ func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 	cl := st.backend.cl
 	upgrade := req.Header.Get("Upgrade") != ""
 	bodyless := req.Body == nil || req.Body == http.NoBody
-	rt := u.h1
-	if cl.h2c {
-		rt = u.h2c
-	}
+	rt := u.transport(cl)
 	a := &st.a
 	a.init(u, st, req.Method, bodyless || req.GetBody != nil, upgrade, time.Now())
 	perTry := a.perTry()
@@ -738,18 +712,7 @@ func (h *headWatch) stop() bool {
 // requests in flight, or under MinRetryConcurrency.
 func (u *upstream) budget(cl *cluster, p model.RetryPolicy) bool {
 	inFlight := cl.retrying.Load()
-	minC := int64(p.MinRetryConcurrency)
-	if minC <= 0 {
-		minC = model.DefaultMinRetryConcurrency
-	}
-	if inFlight < minC {
-		return true
-	}
-	pct := int64(p.BudgetPercent)
-	if pct <= 0 {
-		pct = model.DefaultRetryBudgetPercent
-	}
-	return inFlight*100 < pct*cl.active.Load()
+	return inFlight < int64(p.MinRetryConcurrency) || inFlight*100 < int64(p.BudgetPercent)*cl.active.Load()
 }
 
 // sleepCtx waits d, or until ctx ends (false).
