@@ -13,6 +13,7 @@ import (
 	"weir.dev/weir/internal/dataplane/ebpf"
 	"weir.dev/weir/internal/dataplane/iptables"
 	"weir.dev/weir/internal/dataplane/kernel"
+	"weir.dev/weir/internal/dataplane/netpol"
 	"weir.dev/weir/internal/dataplane/nftables"
 )
 
@@ -84,6 +85,27 @@ func cleanupOtherModes(ctx context.Context, mode string, log *slog.Logger) {
 	}
 }
 
+// cleanupNetworkPolicy removes the network-policy table an earlier run with
+// --network-policy left: without the flag, its rules would keep enforcing old policies.
+func cleanupNetworkPolicy(ctx context.Context, log *slog.Logger) {
+	if os.Geteuid() != 0 {
+		return
+	}
+	e, err := netpol.New(netpol.Options{})
+	if err != nil {
+		log.Debug("network policy table not checked", "err", err)
+		return
+	}
+	if found, err := e.Leftovers(ctx); err != nil || !found {
+		return
+	}
+	if err := e.Cleanup(ctx); err != nil {
+		log.Warn("could not remove the network policy table an earlier run left", "err", err)
+		return
+	}
+	log.Info("removed the network policy table an earlier run left (run without --network-policy)")
+}
+
 func newCleanupCommand() *cobra.Command {
 	var mode, pinPath string
 	cmd := &cobra.Command{
@@ -116,6 +138,17 @@ Run it after stopping weir: in the kernel modes the rules keep serving after wei
 				}
 				what := map[string]string{"nftables": "tables", "iptables": "chains", "ebpf": "pinned programs and maps"}[m]
 				fmt.Fprintf(cmd.OutOrStdout(), "%s: removed weir's %s\n", m, what)
+			}
+			if mode == "all" {
+				e, err := netpol.New(netpol.Options{})
+				if err == nil {
+					err = e.Cleanup(cmd.Context())
+				}
+				if err != nil {
+					errs = append(errs, fmt.Errorf("network policy: %w", err))
+				} else {
+					fmt.Fprintf(cmd.OutOrStdout(), "network policy: removed table inet %s\n", netpol.TableName)
+				}
 			}
 			return errors.Join(errs...)
 		},

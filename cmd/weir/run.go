@@ -25,6 +25,7 @@ import (
 	"weir.dev/weir/internal/dataplane/ebpf"
 	"weir.dev/weir/internal/dataplane/iptables"
 	"weir.dev/weir/internal/dataplane/kernel"
+	"weir.dev/weir/internal/dataplane/netpol"
 	"weir.dev/weir/internal/dataplane/nftables"
 	"weir.dev/weir/internal/dataplane/userspace"
 	"weir.dev/weir/internal/dns"
@@ -80,7 +81,9 @@ type runFlags struct {
 	// cleanupOtherModes removes the rules of the kernel modes not in use at start; set
 	// by the commands, not by a flag (in-process tests leave the host's rules alone).
 	cleanupOtherModes bool
-	log               logFlags
+	// networkPolicy enforces NetworkPolicy in nftables (table inet weir_netpol).
+	networkPolicy bool
+	log           logFlags
 }
 
 func (f *runFlags) register(cmd *cobra.Command) {
@@ -110,6 +113,7 @@ func (f *runFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.ingressHTTPSAddr, "ingress-https-addr", "127.0.0.1:8443", "listener for Ingress HTTPS traffic")
 	fl.StringSliceVar(&f.trustedProxies, "trusted-proxies", nil, "CIDRs whose X-Forwarded-* and Forwarded headers the gateway trusts")
 	fl.DurationVar(&f.drainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM, how long established connections may finish")
+	fl.BoolVar(&f.networkPolicy, "network-policy", false, "enforce Kubernetes NetworkPolicy for the pods on this node in nftables (table inet weir_netpol), in any --mode; needs --node-name with an API server")
 	fl.IntVar(&f.udpMaxFlows, "udp-max-flows", 16384, "userspace mode: most UDP flows at once (each holds a socket); beyond it the least recently used flow is evicted")
 	fl.IntVar(&f.udpMaxFlowsPerSrc, "udp-max-flows-per-source", 256, "userspace mode: most UDP flows of one client address; beyond it that address's least recently used flow is evicted")
 	fl.DurationVar(&f.minSyncInterval, "min-sync-interval", time.Second, "minimum time between data plane syncs after a burst of two")
@@ -218,7 +222,7 @@ func run(ctx context.Context, f runFlags, logger *slog.Logger, ready func(adminA
 	default:
 		src, err := kube.New(kube.Options{
 			Kubeconfig: f.kubeconfig, InCluster: f.inCluster, APIServer: f.apiServer, Namespace: f.namespace,
-			LabelSelector: f.labelSelector, NodeName: f.nodeName, Store: st,
+			LabelSelector: f.labelSelector, NodeName: f.nodeName, NetworkPolicy: f.networkPolicy, Store: st,
 			Status: &kube.StatusOptions{Addresses: f.statusAddresses, Served: func(snap *model.Snapshot) *model.Snapshot {
 				if gw := served.Load(); gw != nil {
 					return gw.Served(snap)
@@ -256,6 +260,15 @@ func run(ctx context.Context, f runFlags, logger *slog.Logger, ready func(adminA
 	if f.cleanupOtherModes && f.mode != "none" {
 		// Not with --mode none: the gateway may run beside a node proxy on the same host.
 		cleanupOtherModes(ctx, f.mode, logger)
+	}
+	if f.networkPolicy {
+		enforcer, err := netpol.New(netpol.Options{Logger: logger, Registerer: reg})
+		if err != nil {
+			return err
+		}
+		planes = append(planes, enforcer)
+	} else if f.cleanupOtherModes && f.mode != "none" {
+		cleanupNetworkPolicy(ctx, logger)
 	}
 	switch f.mode {
 	case "userspace":

@@ -137,9 +137,9 @@ func (in networkPolicyInputs) equal(o networkPolicyInputs) bool {
 }
 
 // translateNetworkPolicies resolves the NetworkPolicies for the pods on node: nil when
-// there is no policy. A pod is on node when its spec.nodeName is node.Name, or always
-// when node.Name is empty (a standalone weir with no node name treats every pod it is
-// given as its own). Host-network pods, pods that ended (Succeeded, Failed) and pods
+// there is no policy. A pod is on node when its spec.nodeName is node.Name or empty (a
+// pod written in a manifest without a node is the node's own; the API server's pods
+// have an IP only once scheduled), or always when node.Name is empty. Host-network pods, pods that ended (Succeeded, Failed) and pods
 // without an IP are neither selected nor peers.
 func translateNetworkPolicies(objs *Objects, node Node) *NetworkPolicySet {
 	if len(objs.NetworkPolicies) == 0 {
@@ -246,7 +246,7 @@ func policyPodOf(pod *corev1.Pod, node Node) (policyPod, bool) {
 	if len(ips) == 0 {
 		return policyPod{}, false
 	}
-	return policyPod{pod: pod, ips: ips, local: node.Name == "" || pod.Spec.NodeName == node.Name}, true
+	return policyPod{pod: pod, ips: ips, local: node.Name == "" || pod.Spec.NodeName == "" || pod.Spec.NodeName == node.Name}, true
 }
 
 // peerResolver answers which pods a selector picks, caching by selector, since many
