@@ -29,6 +29,7 @@ import (
 
 	"weir.dev/weir/internal/balance"
 	"weir.dev/weir/internal/dataplane"
+	"weir.dev/weir/internal/dataplane/healthcheck"
 	"weir.dev/weir/internal/dataplane/kernel"
 	"weir.dev/weir/internal/model"
 )
@@ -53,6 +54,11 @@ type Options struct {
 	// namespaces count as pods (ProxyConfig.External) and the pod CIDR checked against
 	// loadBalancerSourceRanges.
 	Proxy model.ProxyConfig
+	// HealthCheck serves the health-check node ports of externalTrafficPolicy: Local
+	// Services, as the other kernel modes do; default a new server in the namespace of
+	// the Sync's caller. DisableHealthCheck serves none.
+	HealthCheck        *healthcheck.Server
+	DisableHealthCheck bool
 	// Registerer, when set, gets the mode's metrics: weir_ebpf_sync_duration_seconds,
 	// weir_ebpf_sync_errors_total, weir_ebpf_frontends, weir_ebpf_backend_slots and
 	// weir_ebpf_programs_attached.
@@ -67,6 +73,8 @@ type Proxier struct {
 	slots   slotAllocator
 	maglevs slotAllocator // ranges of the maglev map
 	proxy   model.ProxyConfig
+	health  *healthcheck.Server // nil: none
+	closed  bool
 	nodeIPs map[netip.Addr]bool       // written to nodeips
 	applied map[socklbSvcKey]frontend // what the maps hold, by frontend
 	orphans map[socklbSvcKey]bool     // adopted from pinned maps, no Service's yet
@@ -177,6 +185,7 @@ func New(opts Options) (*Proxier, error) {
 		cgroup:  cg,
 		pinPath: opts.PinPath,
 		proxy:   opts.Proxy,
+		health:  opts.HealthCheck,
 		nodeIPs: map[netip.Addr]bool{},
 		applied: map[socklbSvcKey]frontend{},
 		orphans: map[socklbSvcKey]bool{},
@@ -196,6 +205,11 @@ func New(opts Options) (*Proxier, error) {
 	}
 	p.slots.free = []slotRange{{0, p.objs.Backends.MaxEntries()}}
 	p.maglevs.free = []slotRange{{0, p.objs.Maglev.MaxEntries()}}
+	if opts.DisableHealthCheck {
+		p.health = nil
+	} else if p.health == nil {
+		p.health = healthcheck.New(healthcheck.Options{})
+	}
 	if cookie, err := netnsCookie(); err == nil {
 		// Without it (kernels before 5.14) every socket counts as the node's.
 		if err := p.objs.Settings.Put(uint32(0), socklbConfig{HostNetns: cookie}); err != nil {
@@ -366,6 +380,10 @@ func (p *Proxier) Name() string { return "ebpf" }
 func (p *Proxier) Close() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.closed {
+		return nil
+	}
+	p.closed = true
 	var errs []error
 	for _, l := range p.links {
 		errs = append(errs, l.Close())
@@ -373,7 +391,19 @@ func (p *Proxier) Close() error {
 	p.links = nil
 	p.m.programs.Set(0)
 	errs = append(errs, p.objs.Close())
+	if p.health != nil {
+		p.health.Close()
+	}
 	return errors.Join(errs...)
+}
+
+// Cleanup closes the Proxier and removes what it pinned, detaching the programs.
+func (p *Proxier) Cleanup(ctx context.Context) error {
+	err := p.Close()
+	if p.pinPath != "" {
+		err = errors.Join(err, Pins{p.pinPath}.Cleanup(ctx))
+	}
+	return err
 }
 
 // Sync writes the frontends of snap: every ClusterIP, port and protocol (TCP, UDP)
@@ -393,6 +423,9 @@ func (p *Proxier) Sync(ctx context.Context, snap *model.Snapshot) error {
 	defer p.mu.Unlock()
 	start := time.Now()
 	err := p.sync(snap)
+	if p.health != nil {
+		err = errors.Join(err, p.health.Sync(healthcheck.FromSnapshot(snap)))
+	}
 	p.m.syncDuration.Observe(time.Since(start).Seconds())
 	if err != nil {
 		p.m.syncErrors.Inc()
