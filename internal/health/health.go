@@ -98,14 +98,29 @@ type Overlay struct {
 	subMu  sync.Mutex // guards every Subscription's dirty set; taken after mu
 }
 
+// portState is one service port's health. Its endpoints have state (and a
+// weir_endpoint_healthy series) only when the port has an active check or a data plane
+// reported on them: an endpoint without state is healthy, so a port nobody checks or
+// reports on costs no memory per endpoint.
 type portState struct {
 	id        string
 	outlier   model.OutlierDetection
 	check     *model.ActiveHealthCheck
-	endpoints map[netip.AddrPort]*endpointState
+	endpoints map[netip.AddrPort]*endpointState // the serving endpoints with state; nil when none
+	serving   int                               // serving endpoints, with state or not
 	ejected   int
-	last      []model.Endpoint // as of the last Sync, to skip unchanged ports
+	last      []model.Endpoint // as of the last Sync (the Snapshot's own slice): skips unchanged ports, tells who serves
 	gen       uint64           // Sync generation, to find removed endpoints
+}
+
+// serves reports whether ap is one of the port's serving endpoints.
+func (ps *portState) serves(ap netip.AddrPort) bool {
+	for _, ep := range ps.last {
+		if (ep.Serving || ep.Ready) && ep.AddrPort() == ap {
+			return true
+		}
+	}
+	return false
 }
 
 type endpointState struct {
@@ -246,7 +261,7 @@ func (o *Overlay) syncService(svc *model.Service, seen map[string]bool) {
 func (o *Overlay) syncPort(id string, pol *model.Policy, eps []model.Endpoint) {
 	ps := o.ports[id]
 	if ps == nil {
-		ps = &portState{id: id, endpoints: map[netip.AddrPort]*endpointState{}}
+		ps = &portState{id: id}
 		o.ports[id] = ps
 	}
 	checkChanged := !sameCheck(ps.check, pol.HealthCheck)
@@ -257,23 +272,21 @@ func (o *Overlay) syncPort(id string, pol *model.Policy, eps []model.Endpoint) {
 	}
 	ps.last = eps
 	ps.gen++
+	ps.serving = 0
 	for _, ep := range eps {
 		if !ep.Serving && !ep.Ready {
 			continue
 		}
+		ps.serving++
 		ap := ep.AddrPort()
 		st := ps.endpoints[ap]
-		if st != nil {
-			st.gen = ps.gen
-		}
 		if st == nil {
-			st = &endpointState{key: Key{ServicePort: id, Endpoint: ap}, gen: ps.gen}
-			st.gauge = o.healthy.WithLabelValues(id, ap.String())
-			st.gauge.Set(1)
-			ps.endpoints[ap] = st
-			o.startProbe(ps, st)
+			if ps.check != nil { // checked: every endpoint has state and a probe
+				o.startProbe(ps, o.newStateLocked(ps, ap))
+			}
 			continue
 		}
+		st.gen = ps.gen
 		if checkChanged {
 			if st.stopProbe != nil {
 				st.stopProbe()
@@ -289,6 +302,19 @@ func (o *Overlay) syncPort(id string, pol *model.Policy, eps []model.Endpoint) {
 			o.removeLocked(ps, st)
 		}
 	}
+}
+
+// newStateLocked gives the port's serving endpoint ap its state and its series.
+// o.mu is held.
+func (o *Overlay) newStateLocked(ps *portState, ap netip.AddrPort) *endpointState {
+	st := &endpointState{key: Key{ServicePort: ps.id, Endpoint: ap}, gen: ps.gen}
+	st.gauge = o.healthy.WithLabelValues(ps.id, ap.String())
+	st.gauge.Set(1)
+	if ps.endpoints == nil {
+		ps.endpoints = map[netip.AddrPort]*endpointState{}
+	}
+	ps.endpoints[ap] = st
+	return st
 }
 
 func (o *Overlay) removeLocked(ps *portState, st *endpointState) {
@@ -367,7 +393,8 @@ type EndpointStatus struct {
 	Successes, Failures uint64
 }
 
-// Status lists every tracked endpoint, sorted by service port and endpoint.
+// Status lists every endpoint with state (those of ports with an active check, and
+// those a data plane reported on), sorted by service port and endpoint.
 func (o *Overlay) Status() []EndpointStatus {
 	o.mu.RLock()
 	var out []EndpointStatus

@@ -142,8 +142,9 @@ func TestPassiveEjection(t *testing.T) {
 	if v := testutil.ToFloat64(o.ejects.WithLabelValues(webPort, a.String())); v != 1 {
 		t.Fatalf("ejections metric = %v", v)
 	}
-	if n, err := testutil.GatherAndCount(reg, "weir_endpoint_healthy"); err != nil || n != 4 {
-		t.Fatalf("weir_endpoint_healthy series = %d, %v", n, err)
+	// No active check: only the endpoint reported on has state and a series.
+	if n, err := testutil.GatherAndCount(reg, "weir_endpoint_healthy"); err != nil || n != 1 {
+		t.Fatalf("weir_endpoint_healthy series = %d, %v; want 1", n, err)
 	}
 
 	// At most 50 % of four: a second endpoint may go, a third may not.
@@ -202,8 +203,8 @@ func TestStateSurvivesSync(t *testing.T) {
 		t.Fatal("ejection lost across Sync")
 	}
 	st := o.Status()
-	if len(st) != 2 || st[0].Key.Endpoint != a.AddrPort() || st[1].Key.Endpoint != c.AddrPort() {
-		t.Fatalf("status = %+v", st)
+	if len(st) != 1 || st[0].Key.Endpoint != a.AddrPort() {
+		t.Fatalf("status = %+v; want a alone (c has no check and no report)", st)
 	}
 	// Removed and re-added: fresh state.
 	o.Sync(context.Background(), snapshot(pol, c))
@@ -333,5 +334,59 @@ func TestTraffic(t *testing.T) {
 		if st.Key.Endpoint == a && (st.Successes != 5 || st.Failures != 1) {
 			t.Errorf("Status of %s: %d successes, %d failures", a, st.Successes, st.Failures)
 		}
+	}
+}
+
+// TestStateOnlyWhereNeeded: endpoints of a port without an active check get state and a
+// weir_endpoint_healthy series only when a data plane reports on them (a Snapshot of
+// 100,000 endpoints costs nothing per endpoint); a check gives every serving endpoint
+// both, and removing the endpoint removes them.
+func TestStateOnlyWhereNeeded(t *testing.T) {
+	o, reg := newOverlay(t)
+	var eps []model.Endpoint
+	for i := range 1000 {
+		eps = append(eps, ep(fmt.Sprintf("10.1.%d.%d:80", i>>8, i&255)))
+	}
+	notServing := ep("10.2.0.1:80")
+	notServing.Ready, notServing.Serving = false, false
+	eps = append(eps, notServing)
+	series := func() int {
+		t.Helper()
+		n, err := testutil.GatherAndCount(reg, "weir_endpoint_healthy")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	pol := &model.Policy{Outlier: model.OutlierDetection{ConsecutiveFailures: 1, BaseEjectionTime: time.Hour, MaxEjectionPercent: 10}}
+	o.Sync(context.Background(), snapshot(pol, eps...))
+	if n, st := series(), len(o.Status()); n != 0 || st != 0 {
+		t.Fatalf("without checks or reports: %d series, %d states; want none", n, st)
+	}
+	o.ReportSuccess(webPort, notServing.AddrPort())
+	o.ReportFailure(webPort, netip.MustParseAddrPort("10.9.9.9:80"), ConnectFailure)
+	if n := series(); n != 0 {
+		t.Fatalf("reports on endpoints that do not serve made %d series", n)
+	}
+	// Max ejection percent counts every serving endpoint, with state or not: 10 % of
+	// 1,000 may go.
+	for i := range 101 {
+		o.ReportFailure(webPort, eps[i].AddrPort(), ConnectFailure)
+	}
+	if got := len(o.Eligible(webPort, eps[:1000])); got != 900 {
+		t.Fatalf("eligible after 101 failing endpoints = %d, want 900 (100 ejected)", got)
+	}
+	if n := series(); n != 101 {
+		t.Fatalf("%d series after reports on 101 endpoints", n)
+	}
+
+	checked := &model.Policy{HealthCheck: &model.ActiveHealthCheck{Interval: time.Hour}}
+	o.Sync(context.Background(), snapshot(checked, eps[:20]...))
+	if n, st := series(), len(o.Status()); n != 20 || st != 20 {
+		t.Fatalf("with a check over 20 endpoints: %d series, %d states; want 20", n, st)
+	}
+	o.Sync(context.Background(), snapshot(checked, eps[:5]...))
+	if n := series(); n != 5 {
+		t.Fatalf("after removing 15 endpoints: %d series, want 5", n)
 	}
 }

@@ -8,9 +8,7 @@ import (
 // ReportSuccess records a successful connection or request: it ends the endpoint's run
 // of consecutive failures. It is cheap enough for every connection.
 func (o *Overlay) ReportSuccess(servicePort string, ep netip.AddrPort) {
-	o.mu.RLock()
-	st := o.lookupLocked(servicePort, ep)
-	o.mu.RUnlock()
+	st := o.state(servicePort, ep)
 	if st == nil {
 		return
 	}
@@ -32,9 +30,7 @@ func (o *Overlay) ReportSuccess(servicePort string, ep netip.AddrPort) {
 // unless MaxEjectionPercent of the port's endpoints are already ejected (one endpoint
 // may always be ejected, as in Envoy). Subscribers hear of the ejection at once.
 func (o *Overlay) ReportFailure(servicePort string, ep netip.AddrPort, kind FailureKind) {
-	o.mu.RLock()
-	st := o.lookupLocked(servicePort, ep)
-	o.mu.RUnlock()
+	st := o.state(servicePort, ep)
 	if st == nil {
 		return
 	}
@@ -63,7 +59,7 @@ func (o *Overlay) ReportFailure(servicePort string, ep netip.AddrPort, kind Fail
 	if maxPercent <= 0 {
 		maxPercent = DefaultMaxEjectionPercent
 	}
-	if ps.ejected >= max(1, len(ps.endpoints)*maxPercent/100) {
+	if ps.ejected >= max(1, ps.serving*maxPercent/100) {
 		return
 	}
 	base := od.BaseEjectionTime
@@ -107,6 +103,30 @@ func (o *Overlay) unejectEndpoint(st *endpointState) {
 	st.gauge.Set(b2f(st.healthy()))
 	o.log.Info("endpoint returned from ejection", "service_port", st.key.ServicePort, "endpoint", st.key.Endpoint.String())
 	o.changedLocked(st.key.ServicePort)
+}
+
+// state returns the state of a serving endpoint of servicePort, made on the first
+// report about it; nil for an endpoint the overlay does not track.
+func (o *Overlay) state(servicePort string, ep netip.AddrPort) *endpointState {
+	o.mu.RLock()
+	st := o.lookupLocked(servicePort, ep)
+	o.mu.RUnlock()
+	if st != nil {
+		return st
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	ps := o.ports[servicePort]
+	if o.closed || ps == nil {
+		return nil
+	}
+	if st = ps.endpoints[ep]; st != nil {
+		return st
+	}
+	if !ps.serves(ep) {
+		return nil
+	}
+	return o.newStateLocked(ps, ep)
 }
 
 func (o *Overlay) lookupLocked(servicePort string, ep netip.AddrPort) *endpointState {
