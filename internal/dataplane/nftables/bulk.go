@@ -236,7 +236,7 @@ func (s *tableScript) sharedChains(shared []string) {
 // to an empty table: its sets, its chains and the shared chains it is the first to
 // use (unless written up front), their rules, then its elements unless another
 // Service owns them.
-func (s *tableScript) service(log *slog.Logger, key model.ServiceKey, o *serviceObjects, owners map[string]model.ServiceKey, refs map[string]int) {
+func (s *tableScript) service(log *slog.Logger, key model.ServiceKey, o *serviceObjects, owners owners, refs map[string]int) {
 	for _, name := range slices.Sorted(maps.Keys(o.sets)) {
 		s.write("add set " + s.head + " " + name + " { type " + s.f.addrType + " ; flags dynamic,timeout ; timeout " + strconv.FormatInt(int64(o.sets[name].Seconds()), 10) + "s ; }\n")
 		s.ops++
@@ -264,11 +264,11 @@ func (s *tableScript) service(log *slog.Logger, key model.ServiceKey, o *service
 		s.rules(name, o.chains[name])
 	}
 	for _, e := range o.elements {
-		if owner, taken := owners[e.id]; taken && owner != key {
+		if owner, taken := owners.get(e.id); taken && owner != key {
 			log.Warn("two Services claim the same frontend; keeping the first", "frontend", e.key, "kept", owner, "ignored", key)
 			continue
 		}
-		owners[e.id] = key
+		owners.set(e.id, key)
 		s.element(e)
 	}
 	for _, k := range o.hairpin {

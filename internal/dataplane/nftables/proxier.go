@@ -7,10 +7,10 @@
 package nftables
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
 	"maps"
 	"slices"
@@ -57,7 +57,7 @@ type table struct {
 	f   ipFamily
 	nft knftables.Interface
 	// owner of each map or set element, so that two Services never fight over a key.
-	owners map[string]model.ServiceKey
+	owners owners
 	// refs counts the Services using each shared object: hairpin elements ("h|key")
 	// and shared pick chains ("c|name").
 	refs map[string]int
@@ -66,14 +66,31 @@ type table struct {
 	bulk bulkRunner
 }
 
+// serviceState is what was written for one Service: its model (immutable, shared with
+// the Snapshot), whose objects buildService derives again when the Service changes,
+// and a hash of its fingerprint. The objects themselves (element and rule texts) are
+// not kept: at 10,000 Services × 10 endpoints they took ~35 MB.
 type serviceState struct {
 	gen  uint64
 	svc  *model.Service
-	spec []byte
-	objs []*serviceObjects // per table
+	spec uint64 // maphash of fingerprint.Append(svc)
+	// unsupported lists the ports whose scheduler the kernel cannot do.
+	unsupported []dataplane.UnsupportedScheduler
+}
+
+// objects are the objects st's Service has in the table of family f; nil for none.
+func (st *serviceState) objects(f ipFamily) *serviceObjects {
+	if st == nil {
+		return nil
+	}
+	return buildService(f, st.svc)
 }
 
 var _ dataplane.Dataplane = (*Proxier)(nil)
+
+// specSeed hashes Services' fingerprints: an unchanged hash means unchanged rules (two
+// different fingerprints collide with odds of 2^-64 per change).
+var specSeed = maphash.MakeSeed()
 
 // New checks that the kernel and nft can do what weir needs and returns a Proxier. It
 // writes nothing until the first Sync.
@@ -102,7 +119,7 @@ func New(opts Options) (*Proxier, error) {
 				return nil, fmt.Errorf("nftables mode unavailable (%s): %w", fam, err)
 			}
 		}
-		p.tables = append(p.tables, &table{f: f, nft: nft, bulk: bulk, owners: map[string]model.ServiceKey{}, refs: map[string]int{}})
+		p.tables = append(p.tables, &table{f: f, nft: nft, bulk: bulk, owners: owners{}, refs: map[string]int{}})
 	}
 	p.operations = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "weir_nftables_operations_total", Help: "nftables operations written (chains, rules, elements).",
@@ -228,7 +245,7 @@ func (p *Proxier) Cleanup(ctx context.Context) error {
 	p.synced = false
 	p.services = map[model.ServiceKey]*serviceState{}
 	for _, t := range p.tables {
-		t.owners = map[string]model.ServiceKey{}
+		t.owners = owners{}
 		t.refs = map[string]int{}
 	}
 	return errors.Join(errs...)
@@ -277,14 +294,11 @@ func (p *Proxier) sync(ctx context.Context, snap *model.Snapshot) error {
 		tx := t.nft.NewTransaction()
 		w := newWriter()
 		for _, c := range changes {
-			var oldObjs, newObjs *serviceObjects
-			if c.old != nil {
-				oldObjs = c.old.objs[ti]
-			}
+			var newObjs *serviceObjects
 			if c.new != nil {
 				newObjs = c.objs[ti]
 			}
-			w.diff(p.log, c.key, oldObjs, newObjs, t.owners, t.refs)
+			w.diff(p.log, c.key, c.old.objects(t.f), newObjs, t.owners, t.refs)
 		}
 		w.write(tx, t.f, t.refs)
 		if tx.NumOperations() == 0 {
@@ -352,16 +366,16 @@ func (p *Proxier) compare(svc *model.Service, buf *[]byte) (change, bool) {
 			return change{}, false // a duplicate key; the first one wins
 		}
 		old.gen = p.gen
-		if bytes.Equal(old.spec, *buf) {
+		if old.spec == maphash.Bytes(specSeed, *buf) {
 			old.svc = svc
 			return change{}, false
 		}
 	}
-	c := change{key: svc.Key, old: old, new: &serviceState{gen: p.gen, svc: svc, spec: slices.Clone(*buf)}}
+	c := change{key: svc.Key, old: old, new: &serviceState{gen: p.gen, svc: svc, spec: maphash.Bytes(specSeed, *buf)}}
 	for _, t := range p.tables {
 		c.objs = append(c.objs, buildService(t.f, svc))
 	}
-	c.new.objs = c.objs
+	c.new.unsupported = c.objs[0].unsupported
 	return c, true
 }
 
@@ -433,7 +447,7 @@ func (p *Proxier) syncFull(ctx context.Context, snap *model.Snapshot) (err error
 		if ti == 0 {
 			size = elements
 		}
-		t.owners, t.refs = make(map[string]model.ServiceKey, size), map[string]int{}
+		t.owners, t.refs = make(owners, size), map[string]int{}
 		if script := outs[ti].script; script != nil {
 			shared := map[string]bool{}
 			for _, e := range entries {
@@ -449,10 +463,12 @@ func (p *Proxier) syncFull(ctx context.Context, snap *model.Snapshot) (err error
 	var b builder
 	for _, e := range entries {
 		spec = fingerprint.Append(spec[:0], e.svc)
-		st := &serviceState{gen: p.gen, svc: e.svc, spec: slices.Clone(spec), objs: make([]*serviceObjects, len(p.tables))}
+		st := &serviceState{gen: p.gen, svc: e.svc, spec: maphash.Bytes(specSeed, spec)}
 		for ti, t := range p.tables {
 			o := b.build(t.f, e.svc)
-			st.objs[ti] = o
+			if ti == 0 {
+				st.unsupported = o.unsupported
+			}
 			if s := outs[ti].script; s != nil {
 				s.service(p.log, e.svc.Key, o, t.owners, t.refs)
 			} else {
@@ -503,7 +519,7 @@ func (p *Proxier) finish(changes []change) {
 		} else {
 			delete(p.services, c.key)
 		}
-		written = append(written, kernel.Change{Old: c.old.service(), New: c.new.service(), OldUnsupported: c.old.unsupported(), NewUnsupported: c.new.unsupported()})
+		written = append(written, kernel.Change{Old: c.old.service(), New: c.new.service(), OldUnsupported: c.old.unsupportedSchedulers(), NewUnsupported: c.new.unsupportedSchedulers()})
 	}
 	p.syncs.Written(written)
 }
@@ -516,10 +532,10 @@ func (st *serviceState) service() *model.Service {
 	return st.svc
 }
 
-// unsupported are the schedulers of st's Service that nftables cannot do.
-func (st *serviceState) unsupported() []dataplane.UnsupportedScheduler {
-	if st == nil || len(st.objs) == 0 {
+// unsupportedSchedulers are the schedulers of st's Service that nftables cannot do.
+func (st *serviceState) unsupportedSchedulers() []dataplane.UnsupportedScheduler {
+	if st == nil {
 		return nil
 	}
-	return st.objs[0].unsupported
+	return st.unsupported
 }
