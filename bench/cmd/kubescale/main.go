@@ -461,7 +461,7 @@ func measure(ctx context.Context, c config, cs kubernetes.Interface, kubeconfig,
 		time.Sleep(1500 * time.Millisecond) // past both proxies' minimum sync interval
 	}
 	s.RSSMiB, s.PeakRSSMiB = rss(p.cmd.Process.Pid)
-	s.RulesetLines = rulesetLines(p.tables)
+	s.RulesetLines = rulesetLines(p.tables, strings.TrimSuffix(p.logPath, ".log")+".nft")
 	return s
 }
 
@@ -625,16 +625,19 @@ func rss(pid int) (rss, peak float64) {
 	return rss, peak
 }
 
-func rulesetLines(tables []string) int {
-	lines := 0
+// rulesetLines counts the lines of `nft list table` of the tables, and keeps the text
+// in the file dump (beside the proxy's log).
+func rulesetLines(tables []string, dump string) int {
+	var all []byte
 	for _, t := range tables {
 		out, err := exec.Command("nft", append([]string{"list", "table"}, strings.Fields(t)...)...).Output()
 		if err != nil {
 			continue
 		}
-		lines += strings.Count(string(out), "\n")
+		all = append(all, out...)
 	}
-	return lines
+	_ = os.WriteFile(dump, all, 0o644)
+	return bytes.Count(all, []byte("\n"))
 }
 
 // scrape returns the Prometheus text of url.
