@@ -37,7 +37,7 @@ func TestNetworkPolicyRun(t *testing.T) {
 	w := startWeirProcess(t, ns.Name, "run", "--config", dir, "--mode", "none", "--network-policy", "--admin-addr", "")
 	w.waitLog(t, `msg="configuration applied"`, 20*time.Second)
 	out := ns.MustRun("nft", "list", "table", "inet", "weir_netpol")
-	for _, want := range []string{"10.244.0.5 : jump pod-1-in", "jump pol-1-in", `counter name "pol-1-in-drop"`, "10.244.0.5 . tcp . 8080"} {
+	for _, want := range []string{"10.244.0.5 : jump group-1-in", "jump pol-1-in", `counter name "pol-1-in-drop"`, "10.244.0.5 . tcp . 8080"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("%q missing from the table:\n%s", want, out)
 		}

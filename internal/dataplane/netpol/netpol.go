@@ -49,10 +49,10 @@ type Enforcer struct {
 	nft knftables.Interface
 	log *slog.Logger
 
-	mu      sync.Mutex
-	applied *ruleset // nil: the table must be written from scratch
-	polIDs  ids
-	podIDs  ids
+	mu       sync.Mutex
+	applied  *ruleset // nil: the table must be written from scratch
+	polIDs   ids
+	groupIDs ids
 	// counters maps a named drop counter to its policy, for /metrics.
 	counters map[string]counterOwner
 
@@ -75,7 +75,7 @@ func New(opts Options) (*Enforcer, error) {
 	}
 	e := &Enforcer{
 		nft: nft, log: opts.Logger,
-		polIDs: ids{of: map[string]int{}}, podIDs: ids{of: map[string]int{}},
+		polIDs: ids{of: map[string]int{}}, groupIDs: ids{of: map[string]int{}},
 		counters: map[string]counterOwner{},
 		syncSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "weir_networkpolicy_sync_duration_seconds", Help: "Time to apply the network policies of one Snapshot.",
@@ -112,7 +112,7 @@ func (e *Enforcer) Sync(ctx context.Context, snap *model.Snapshot) error {
 	if snap != nil {
 		set = snap.NetworkPolicy
 	}
-	want := build(set, &e.polIDs, &e.podIDs)
+	want := build(set, &e.polIDs, &e.groupIDs)
 	tx := e.nft.NewTransaction()
 	if e.applied == nil {
 		writeAll(tx, want)

@@ -3,6 +3,7 @@ package netpol
 import (
 	"context"
 	"maps"
+	"slices"
 	"strings"
 	"testing"
 
@@ -75,11 +76,12 @@ func TestDiffEqualsFull(t *testing.T) {
 		}
 		fresh := knftables.NewFake(knftables.InetFamily, TableName)
 		f, _ := New(Options{NFTables: fresh})
-		f.polIDs.of, f.podIDs.of = maps.Clone(e.polIDs.of), maps.Clone(e.podIDs.of)
+		f.polIDs.of, f.groupIDs.of = maps.Clone(e.polIDs.of), maps.Clone(e.groupIDs.of)
 		if err := f.Sync(ctx, snap); err != nil {
 			t.Fatalf("step %d fresh: %v", i, err)
 		}
-		if got, want := fake.Dump(), fresh.Dump(); got != want {
+		// Lines sorted: the fake dumps elements in the order they were added.
+		if got, want := sortedLines(fake.Dump()), sortedLines(fresh.Dump()); got != want {
 			t.Fatalf("step %d: diffed table differs from a full write:\n--- diffed\n%s\n--- full\n%s", i, got, want)
 		}
 		if i == 3 {
@@ -91,4 +93,10 @@ func TestDiffEqualsFull(t *testing.T) {
 			}
 		}
 	}
+}
+
+func sortedLines(s string) string {
+	lines := strings.Split(s, "\n")
+	slices.Sort(lines)
+	return strings.Join(lines, "\n")
 }

@@ -87,7 +87,10 @@ func (n *ids) forget(keep map[string]bool) {
 }
 
 // build turns the resolved policies into the table's chains, sets and counters.
-func build(set *model.NetworkPolicySet, polIDs, podIDs *ids) *ruleset {
+// Pods isolated in one direction by the same policies share one chain (a group): the
+// pods of one app usually do, so the chains grow with the policies, not the pods, and
+// a pod whose labels change moves from group to group by a map element.
+func build(set *model.NetworkPolicySet, polIDs, groupIDs *ids) *ruleset {
 	rs := &ruleset{chains: map[string][]string{}, sets: map[string]*setDef{}, counters: map[string]counterOwner{}}
 	for _, d := range []direction{ingress, egress} {
 		for _, f := range families {
@@ -96,7 +99,7 @@ func build(set *model.NetworkPolicySet, polIDs, podIDs *ids) *ruleset {
 	}
 	if set == nil {
 		polIDs.forget(nil)
-		podIDs.forget(nil)
+		groupIDs.forget(nil)
 		return rs
 	}
 	keepPol := map[string]bool{}
@@ -105,12 +108,8 @@ func build(set *model.NetworkPolicySet, polIDs, podIDs *ids) *ruleset {
 		policies[p.Key()] = p
 	}
 	// Only the policies that select a pod here get chains.
-	written := map[string]bool{}
-	keepPod := map[string]bool{}
+	keepGroup := map[string]bool{}
 	for _, pod := range set.Pods {
-		podKey := pod.Namespace + "/" + pod.Name
-		keepPod[podKey] = true
-		podID := podIDs.id(podKey)
 		for _, d := range []direction{ingress, egress} {
 			names := pod.Ingress
 			if d == egress {
@@ -119,31 +118,34 @@ func build(set *model.NetworkPolicySet, polIDs, podIDs *ids) *ruleset {
 			if len(names) == 0 {
 				continue
 			}
-			chain := fmt.Sprintf("pod-%d-%s", podID, d.suffix)
-			var rules, drops []string
-			for _, name := range names {
-				key := pod.Namespace + "/" + name
-				p := policies[key]
-				if p == nil {
-					continue
-				}
-				keepPol[key] = true
-				polID := polIDs.id(key)
-				polChain := fmt.Sprintf("pol-%d-%s", polID, d.suffix)
-				counter := polChain + "-drop"
-				if !written[polChain] {
-					written[polChain] = true
-					rules := p.IngressRules
-					if d == egress {
-						rules = p.EgressRules
+			groupKey := d.suffix + " " + pod.Namespace + " " + strings.Join(names, " ")
+			chain := fmt.Sprintf("group-%d-%s", groupIDs.id(groupKey), d.suffix)
+			if !keepGroup[groupKey] {
+				keepGroup[groupKey] = true
+				var rules, drops []string
+				for _, name := range names {
+					key := pod.Namespace + "/" + name
+					p := policies[key]
+					if p == nil {
+						continue
 					}
-					policyChain(rs, polChain, d, rules)
-					rs.counters[counter] = counterOwner{p.Namespace, p.Name, d.name}
+					polID := polIDs.id(key)
+					polChain := fmt.Sprintf("pol-%d-%s", polID, d.suffix)
+					counter := polChain + "-drop"
+					if _, ok := rs.chains[polChain]; !ok {
+						keepPol[key] = true
+						rules := p.IngressRules
+						if d == egress {
+							rules = p.EgressRules
+						}
+						policyChain(rs, polChain, d, rules)
+						rs.counters[counter] = counterOwner{p.Namespace, p.Name, d.name}
+					}
+					rules = append(rules, "jump "+polChain)
+					drops = append(drops, "counter name "+counter)
 				}
-				rules = append(rules, "jump "+polChain)
-				drops = append(drops, "counter name "+counter)
+				rs.chains[chain] = append(append(rules, drops...), "drop")
 			}
-			rs.chains[chain] = append(append(rules, drops...), "drop")
 			for _, ip := range pod.IPs {
 				f := families[0]
 				if ip.Is6() {
@@ -154,7 +156,7 @@ func build(set *model.NetworkPolicySet, polIDs, podIDs *ids) *ruleset {
 		}
 	}
 	polIDs.forget(keepPol)
-	podIDs.forget(keepPod)
+	groupIDs.forget(keepGroup)
 	return rs
 }
 
