@@ -12,13 +12,14 @@ import (
 
 	"weir.dev/weir/internal/dataplane/ebpf"
 	"weir.dev/weir/internal/dataplane/iptables"
+	"weir.dev/weir/internal/dataplane/ipvs"
 	"weir.dev/weir/internal/dataplane/kernel"
 	"weir.dev/weir/internal/dataplane/netpol"
 	"weir.dev/weir/internal/dataplane/nftables"
 )
 
 // kernelModes are the modes whose rules stay in the kernel after weir exits.
-var kernelModes = []string{"nftables", "iptables", "ebpf"}
+var kernelModes = []string{"nftables", "iptables", "ebpf", "ipvs"}
 
 // kernelRules are one kernel mode's rules, for finding and removing them.
 type kernelRules interface {
@@ -38,6 +39,8 @@ func kernelRulesOf(mode string) (kernelRules, error) {
 		return iptables.New(iptables.Options{Options: opts, DisableLocalhostNodePorts: true})
 	case "ebpf":
 		return ebpf.Pins{Path: ebpf.DefaultPinPath}, nil
+	case "ipvs":
+		return ipvs.New(ipvs.Options{Options: opts})
 	}
 	return nil, fmt.Errorf("%q is not a kernel mode", mode)
 }
@@ -106,14 +109,22 @@ func cleanupNetworkPolicy(ctx context.Context, log *slog.Logger) {
 	log.Info("removed the network policy table an earlier run left (run without --network-policy)")
 }
 
+// ipvsAvailable reports whether the kernel has IPVS loaded (built in or the module).
+func ipvsAvailable() bool {
+	_, err := os.Stat("/proc/net/ip_vs")
+	return err == nil
+}
+
 func newCleanupCommand() *cobra.Command {
 	var mode, pinPath string
 	cmd := &cobra.Command{
 		Use:   "cleanup",
-		Short: "Remove every kernel rule weir made (nftables tables, iptables chains, eBPF pins)",
-		Long: `Remove the nftables tables ("ip weir", "ip6 weir"), the iptables chains (WEIR-*) and
-the eBPF programs and maps pinned under --ebpf-pin-path that weir run
---mode nftables|iptables|ebpf programmed, leaving the kernel as weir found it.
+		Short: "Remove every kernel rule weir made (nftables tables, iptables chains, eBPF pins, IPVS)",
+		Long: `Remove the nftables tables ("ip weir", "ip6 weir"), the iptables chains (WEIR-*),
+the eBPF programs and maps pinned under --ebpf-pin-path, and ipvs mode's virtual servers,
+dummy interface (weir-ipvs0) and tables ("ip weir-ipvs", "ip6 weir-ipvs") that weir run
+--mode nftables|iptables|ebpf|ipvs programmed, leaving the kernel as weir found it. With
+--mode all, a kernel without IPVS has no ipvs state to remove.
 Run it after stopping weir: in the kernel modes the rules keep serving after weir exits.
 (weir run removes the rules of the kernel modes it does not use when it starts.)`,
 		Example: `  weir cleanup
@@ -121,7 +132,7 @@ Run it after stopping weir: in the kernel modes the rules keep serving after wei
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if mode != "all" && !slices.Contains(kernelModes, mode) {
-				return fmt.Errorf("--mode %q: want all, nftables, iptables or ebpf", mode)
+				return fmt.Errorf("--mode %q: want all, nftables, iptables, ebpf or ipvs", mode)
 			}
 			var errs []error
 			for _, m := range kernelModes {
@@ -132,11 +143,15 @@ Run it after stopping weir: in the kernel modes the rules keep serving after wei
 				if m == "ebpf" {
 					err = ebpf.Pins{Path: pinPath}.Cleanup(cmd.Context())
 				}
+				if err != nil && mode == "all" && m == "ipvs" && !ipvsAvailable() {
+					fmt.Fprintf(cmd.OutOrStdout(), "ipvs: the kernel has no IPVS, nothing to remove\n")
+					continue
+				}
 				if err != nil {
 					errs = append(errs, fmt.Errorf("%s: %w", m, err))
 					continue
 				}
-				what := map[string]string{"nftables": "tables", "iptables": "chains", "ebpf": "pinned programs and maps"}[m]
+				what := map[string]string{"nftables": "tables", "iptables": "chains", "ebpf": "pinned programs and maps", "ipvs": "virtual servers, interface and tables"}[m]
 				fmt.Fprintf(cmd.OutOrStdout(), "%s: removed weir's %s\n", m, what)
 			}
 			if mode == "all" {
@@ -153,7 +168,7 @@ Run it after stopping weir: in the kernel modes the rules keep serving after wei
 			return errors.Join(errs...)
 		},
 	}
-	cmd.Flags().StringVar(&mode, "mode", "all", "which rules to remove: all, nftables, iptables or ebpf")
+	cmd.Flags().StringVar(&mode, "mode", "all", "which rules to remove: all, nftables, iptables, ebpf or ipvs")
 	cmd.Flags().StringVar(&pinPath, "ebpf-pin-path", ebpf.DefaultPinPath, "where weir run --mode ebpf pinned its maps and program links")
 	return cmd
 }

@@ -24,6 +24,7 @@ import (
 	"weir.dev/weir/internal/dataplane"
 	"weir.dev/weir/internal/dataplane/ebpf"
 	"weir.dev/weir/internal/dataplane/iptables"
+	"weir.dev/weir/internal/dataplane/ipvs"
 	"weir.dev/weir/internal/dataplane/kernel"
 	"weir.dev/weir/internal/dataplane/netpol"
 	"weir.dev/weir/internal/dataplane/nftables"
@@ -90,7 +91,7 @@ func (f *runFlags) register(cmd *cobra.Command) {
 	fl := cmd.Flags()
 	fl.StringSliceVarP(&f.configPaths, "config", "c", nil, "manifest file or folder (read recursively, hot-reloaded); repeatable")
 	registerMaxManifestSize(fl, &f.maxManifestSize)
-	fl.StringVar(&f.mode, "mode", "userspace", "L4 data plane: userspace, nftables, iptables, ebpf, or none (gateway and DNS only)")
+	fl.StringVar(&f.mode, "mode", "userspace", "L4 data plane: userspace, nftables, iptables, ebpf, ipvs, or none (gateway and DNS only)")
 	fl.StringVar(&f.nodeName, "node-name", hostname(), "this node's name, for traffic policy Local")
 	fl.StringVar(&f.zone, "zone", "", "this node's zone, for trafficDistribution PreferClose zone hints")
 	fl.StringSliceVar(&f.nodePortAddresses, "nodeport-addresses", nil, "CIDRs whose local addresses serve node ports, per IP family: a family with no CIDR listed serves them on all its addresses (default: all local addresses)")
@@ -299,6 +300,13 @@ func run(ctx context.Context, f runFlags, logger *slog.Logger, ready func(adminA
 		}
 		planes = append(planes, proxier)
 		shutdowns = append(shutdowns, func(context.Context) error { proxier.Close(); return nil })
+	case "ipvs":
+		proxier, err := ipvs.New(ipvs.Options{Options: kernel.Options{Logger: logger, Registerer: reg, Proxy: proxyConfig}})
+		if err != nil {
+			return err
+		}
+		planes = append(planes, proxier)
+		shutdowns = append(shutdowns, func(context.Context) error { proxier.Close(); return nil })
 	case "ebpf":
 		proxier, err := ebpf.New(ebpf.Options{Cgroup: f.ebpfCgroup, PinPath: f.ebpfPinPath, Proxy: proxyConfig, Registerer: reg})
 		if err != nil {
@@ -310,7 +318,7 @@ func run(ctx context.Context, f runFlags, logger *slog.Logger, ready func(adminA
 	case "none":
 		// Gateway mode: no L4 data plane; the gateway picks endpoints itself.
 	default:
-		return fmt.Errorf("--mode %q: want userspace, nftables, iptables, ebpf or none", f.mode)
+		return fmt.Errorf("--mode %q: want userspace, nftables, iptables, ebpf, ipvs or none", f.mode)
 	}
 
 	// The L7 gateway opens listeners only for Gateways and Ingresses of weir's class.
