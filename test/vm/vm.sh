@@ -66,7 +66,7 @@ die() { log "$*"; exit 1; }
 for bin in qemu-system-x86_64 busybox; do
 	command -v "$bin" >/dev/null || die "$bin is missing: apt-get install qemu-system-x86 busybox-static"
 done
-busybox --list | grep -qx depmod || die "busybox has no depmod applet: install busybox-static"
+busybox --list | grep -x depmod >/dev/null || die "busybox has no depmod applet: install busybox-static"
 
 # --- the kernel --------------------------------------------------------------------
 kernel_pkg() {
@@ -276,8 +276,8 @@ if [ -z "$accel" ]; then
 		probe=$cache/kvm-$bootid
 		if [ ! -f "$probe" ]; then
 			log "probing KVM (40 s at most)"
-			if timeout 40 "${qemu[@]}" -accel kvm -cpu host -append "$append rdinit=/bin/true" 2>/dev/null \
-				| grep -q 'Kernel panic\|reboot'; then
+			(timeout 40 "${qemu[@]}" -accel kvm -cpu host -append "$append rdinit=/bin/true" </dev/null >"$probe.log" 2>&1) 2>/dev/null || true
+			if grep -q 'Kernel panic\|reboot' "$probe.log"; then
 				echo kvm >"$probe"
 			else
 				echo tcg >"$probe"
