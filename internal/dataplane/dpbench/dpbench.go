@@ -28,6 +28,7 @@ import (
 
 	"weir.dev/weir/internal/dataplane"
 	"weir.dev/weir/internal/dataplane/iptables"
+	"weir.dev/weir/internal/dataplane/ipvs"
 	"weir.dev/weir/internal/dataplane/kernel"
 	"weir.dev/weir/internal/dataplane/nftables"
 	"weir.dev/weir/internal/dataplane/userspace"
@@ -36,7 +37,7 @@ import (
 
 // Options configure a run.
 type Options struct {
-	Modes     []string // nftables, iptables, userspace
+	Modes     []string // nftables, iptables, ipvs, userspace
 	Ns        []int    // Service counts
 	Endpoints int      // per Service
 	Connects  int      // connections per latency measurement
@@ -317,6 +318,12 @@ func runOne(ctx context.Context, mode string, n int, opts Options) (res Result, 
 				return err
 			}
 			dp, closeDP = p, func() { _ = inNS(node, func() error { return p.Cleanup(context.Background()) }); p.Close() }
+		case "ipvs":
+			p, err := ipvs.New(ipvs.Options{Options: kernel.Options{IPFamilies: []kernel.Family{kernel.IPv4}, DisableHealthCheck: true}})
+			if err != nil {
+				return err
+			}
+			dp, closeDP = p, func() { _ = inNS(node, func() error { return p.Cleanup(context.Background()) }); p.Close() }
 		case "userspace":
 			p, err := userspace.New(userspace.Options{DrainTimeout: time.Second})
 			if err != nil {
@@ -458,6 +465,20 @@ func kernelObjects(mode, node string) (rules, elems int) {
 					_ = json.Unmarshal(raw, &m)
 					elems += len(m.Elem)
 				}
+			}
+		}
+	case "ipvs":
+		// Virtual servers count as rules, real servers as elements.
+		out, err := shOut("ip", "netns", "exec", node, "ipvsadm", "-Ln")
+		if err != nil {
+			return 0, 0
+		}
+		for _, line := range strings.Split(out, "\n") {
+			switch {
+			case strings.HasPrefix(line, "TCP ") || strings.HasPrefix(line, "UDP ") || strings.HasPrefix(line, "FWM "):
+				rules++
+			case strings.HasPrefix(strings.TrimSpace(line), "-> ") && !strings.Contains(line, "RemoteAddress"):
+				elems++
 			}
 		}
 	case "iptables":
