@@ -37,6 +37,7 @@ type target struct {
 	name string // "x/a", "ext", "node"
 	ns   *netnstest.NS
 	ip   netip.Addr
+	ip6  netip.Addr
 	pod  *corev1.Pod // nil for ext and node
 	// serves are the protocol/port pairs it answers on.
 	serves []servePort
@@ -45,11 +46,20 @@ type target struct {
 type servePort struct {
 	proto corev1.Protocol
 	port  int32
+	v6    bool // on the target's IPv6 address
 }
 
-func (s servePort) String() string { return fmt.Sprintf("%s/%d", s.proto, s.port) }
+func (s servePort) String() string {
+	if s.v6 {
+		return fmt.Sprintf("%s/%d/v6", s.proto, s.port)
+	}
+	return fmt.Sprintf("%s/%d", s.proto, s.port)
+}
 
-var podPorts = []servePort{{corev1.ProtocolTCP, 80}, {corev1.ProtocolTCP, 81}, {corev1.ProtocolUDP, 80}, {corev1.ProtocolUDP, 81}}
+// podPorts are what every pod serves: both protocols on ports 80 and 81 over IPv4, a
+// pair of them over IPv6.
+var podPorts = []servePort{{corev1.ProtocolTCP, 80, false}, {corev1.ProtocolTCP, 81, false}, {corev1.ProtocolUDP, 80, false}, {corev1.ProtocolUDP, 81, false},
+	{corev1.ProtocolTCP, 80, true}, {corev1.ProtocolUDP, 81, true}}
 
 // world is the running topology.
 type world struct {
@@ -63,21 +73,26 @@ type world struct {
 	lastSet    *model.NetworkPolicySet // the set of the scenario in force
 }
 
-const nodeBridgeIP = "10.88.0.1"
+const (
+	nodeBridgeIP  = "10.88.0.1"
+	nodeBridgeIP6 = "fd88::1"
+)
 
 func newWorld(t *testing.T) *world {
 	h := netnstest.New(t)
 	w := &world{t: t}
 	w.node = h.NS("node")
 	w.node.MustRun("sysctl", "-qw", "net.ipv4.ip_forward=1")
+	w.node.MustRun("sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
 	w.node.MustRun("ip", "link", "add", "br0", "type", "bridge")
 	w.node.MustRun("ip", "addr", "add", nodeBridgeIP+"/24", "dev", "br0")
+	w.node.MustRun("ip", "addr", "add", nodeBridgeIP6+"/64", "dev", "br0", "nodad")
 	w.node.MustRun("ip", "link", "set", "br0", "up")
 	// Bridged packets go through the inet hooks, as on a node with a bridge CNI.
-	if _, err := w.node.Run("sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1"); err != nil {
+	if _, err := w.node.Run("sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1", "net.bridge.bridge-nf-call-ip6tables=1"); err != nil {
 		t.Skipf("br_netfilter is not available: %v", err)
 	}
-	w.nodeT = &target{name: "node", ns: w.node, ip: netip.MustParseAddr(nodeBridgeIP)}
+	w.nodeT = &target{name: "node", ns: w.node, ip: netip.MustParseAddr(nodeBridgeIP), ip6: netip.MustParseAddr(nodeBridgeIP6)}
 
 	i := 0
 	for _, ns := range []string{"x", "y", "z"} {
@@ -85,11 +100,13 @@ func newWorld(t *testing.T) *world {
 		for _, name := range []string{"a", "b", "c"} {
 			i++
 			ip := fmt.Sprintf("10.88.0.%d", 10+i)
+			ip6 := fmt.Sprintf("fd88::%d", 10+i) // read as hex: fd88::11 … fd88::19
 			pns := h.NS(ns + name)
 			link := fmt.Sprintf("p%d", i)
-			h.Veth(pns, "eth0", []string{ip + "/24"}, w.node, link, nil)
+			h.Veth(pns, "eth0", []string{ip + "/24", ip6 + "/64"}, w.node, link, nil)
 			w.node.MustRun("ip", "link", "set", link, "master", "br0")
 			pns.MustRun("ip", "route", "add", "default", "via", nodeBridgeIP)
+			pns.MustRun("ip", "-6", "route", "add", "default", "via", nodeBridgeIP6)
 			var ports []corev1.ContainerPort
 			for _, sp := range podPorts {
 				ports = append(ports, corev1.ContainerPort{Name: fmt.Sprintf("serve-%d-%s", sp.port, strings.ToLower(string(sp.proto))), ContainerPort: sp.port, Protocol: sp.proto})
@@ -97,16 +114,17 @@ func newWorld(t *testing.T) *world {
 			pod := &corev1.Pod{
 				ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{"pod": name}},
 				Spec:       corev1.PodSpec{NodeName: "node", Containers: []corev1.Container{{Name: "c", Ports: ports}}},
-				Status:     corev1.PodStatus{Phase: corev1.PodRunning, PodIPs: []corev1.PodIP{{IP: ip}}},
+				Status:     corev1.PodStatus{Phase: corev1.PodRunning, PodIPs: []corev1.PodIP{{IP: ip}, {IP: ip6}}},
 			}
-			w.pods = append(w.pods, &target{name: ns + "/" + name, ns: pns, ip: netip.MustParseAddr(ip), pod: pod, serves: podPorts})
+			w.pods = append(w.pods, &target{name: ns + "/" + name, ns: pns, ip: netip.MustParseAddr(ip), ip6: netip.MustParseAddr(ip6), pod: pod, serves: podPorts})
 		}
 	}
 	extNS := h.NS("ext")
-	h.Veth(extNS, "eth0", []string{"192.168.50.2/24"}, w.node, "ext0", []string{"192.168.50.1/24"})
+	h.Veth(extNS, "eth0", []string{"192.168.50.2/24", "fd50::2/64"}, w.node, "ext0", []string{"192.168.50.1/24", "fd50::1/64"})
 	extNS.MustRun("ip", "route", "add", "10.88.0.0/24", "via", "192.168.50.1")
-	w.ext = &target{name: "ext", ns: extNS, ip: netip.MustParseAddr("192.168.50.2"),
-		serves: []servePort{{corev1.ProtocolTCP, 80}, {corev1.ProtocolUDP, 53}}}
+	extNS.MustRun("ip", "-6", "route", "add", "fd88::/64", "via", "fd50::1")
+	w.ext = &target{name: "ext", ns: extNS, ip: netip.MustParseAddr("192.168.50.2"), ip6: netip.MustParseAddr("fd50::2"),
+		serves: []servePort{{corev1.ProtocolTCP, 80, false}, {corev1.ProtocolUDP, 53, false}, {corev1.ProtocolTCP, 80, true}}}
 
 	for _, tg := range append(copyTargets(w.pods), w.ext) {
 		w.serve(tg)
@@ -129,15 +147,15 @@ func (w *world) serve(tg *target) {
 	var pcs []net.PacketConn
 	if err := tg.ns.Do(func() error {
 		for _, sp := range tg.serves {
-			addr := fmt.Sprintf("%s:%d", tg.ip, sp.port)
+			addr := netip.AddrPortFrom(tg.addr(sp.v6), uint16(sp.port)).String()
 			if sp.proto == corev1.ProtocolTCP {
-				ln, err := net.Listen("tcp4", addr)
+				ln, err := net.Listen("tcp", addr)
 				if err != nil {
 					return err
 				}
 				lns = append(lns, ln)
 			} else {
-				pc, err := net.ListenPacket("udp4", addr)
+				pc, err := net.ListenPacket("udp", addr)
 				if err != nil {
 					return err
 				}
@@ -188,16 +206,24 @@ func (w *world) serve(tg *target) {
 	})
 }
 
+// addr is the target's address of one family.
+func (tg *target) addr(v6 bool) netip.Addr {
+	if v6 {
+		return tg.ip6
+	}
+	return tg.ip
+}
+
 // probe reports whether src reaches dst on sp: a TCP connect that reads the
 // destination's name, or a UDP datagram answered with it.
 func probe(src, dst *target, sp servePort, timeout time.Duration) bool {
 	ok := false
 	_ = src.ns.Do(func() error {
-		network := "tcp4"
+		network := "tcp"
 		if sp.proto == corev1.ProtocolUDP {
-			network = "udp4"
+			network = "udp"
 		}
-		c, err := net.DialTimeout(network, fmt.Sprintf("%s:%d", dst.ip, sp.port), timeout)
+		c, err := net.DialTimeout(network, netip.AddrPortFrom(dst.addr(sp.v6), uint16(sp.port)).String(), timeout)
 		if err != nil {
 			return err
 		}
@@ -382,7 +408,9 @@ type evaluator struct {
 func newEvaluator(objs *model.Objects) *evaluator {
 	ev := &evaluator{pods: map[netip.Addr]*corev1.Pod{}, nsLabels: map[string]map[string]string{}, policies: objs.NetworkPolicies}
 	for _, p := range objs.Pods {
-		ev.pods[netip.MustParseAddr(p.Status.PodIPs[0].IP)] = p
+		for _, ip := range p.Status.PodIPs {
+			ev.pods[netip.MustParseAddr(ip.IP)] = p
+		}
 	}
 	for _, ns := range objs.Namespaces {
 		l := map[string]string{corev1.LabelMetadataName: ns.Name}
@@ -399,9 +427,10 @@ func (ev *evaluator) allowed(src, dst *target, sp servePort) bool {
 	if src.name == "node" {
 		return true
 	}
-	srcPod, dstPod := ev.pods[src.ip], ev.pods[dst.ip]
-	return ev.direction(srcPod, networkingv1.PolicyTypeEgress, dst.ip, dstPod, sp) &&
-		ev.direction(dstPod, networkingv1.PolicyTypeIngress, src.ip, srcPod, sp)
+	srcIP, dstIP := src.addr(sp.v6), dst.addr(sp.v6)
+	srcPod, dstPod := ev.pods[srcIP], ev.pods[dstIP]
+	return ev.direction(srcPod, networkingv1.PolicyTypeEgress, dstIP, dstPod, sp) &&
+		ev.direction(dstPod, networkingv1.PolicyTypeIngress, srcIP, srcPod, sp)
 }
 
 // direction: is traffic of pod (nil: not a pod) in direction dir with the peer allowed?
@@ -601,6 +630,12 @@ func scenarios() []scenario {
 			np("x", "cidr", networkingv1.NetworkPolicySpec{Ingress: ingressFrom(networkingv1.NetworkPolicyPeer{IPBlock: &networkingv1.IPBlock{
 				CIDR: "10.88.0.0/24", Except: []string{"10.88.0.16/30"}}})}), // except y/c, z/a, z/b, z/c (.16-.19)
 			np("y", "ext", networkingv1.NetworkPolicySpec{Ingress: ingressFrom(networkingv1.NetworkPolicyPeer{IPBlock: &networkingv1.IPBlock{CIDR: "192.168.50.0/24"}})}),
+		}},
+		{name: "IPv6: ingress from an ipBlock with except, egress to one", policies: []*networkingv1.NetworkPolicy{
+			np("x", "cidr6", networkingv1.NetworkPolicySpec{Ingress: ingressFrom(networkingv1.NetworkPolicyPeer{IPBlock: &networkingv1.IPBlock{
+				CIDR: "fd88::/64", Except: []string{"fd88::14/126"}}})}), // except y/a, y/b, y/c, z/a (::14-::17)
+			np("z", "to-ext6", networkingv1.NetworkPolicySpec{PolicyTypes: types(out), Egress: []networkingv1.NetworkPolicyEgressRule{{To: []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{
+				CIDR: "fd50::/64"}}}}}}),
 		}},
 		{name: "egress to an ipBlock with except", policies: []*networkingv1.NetworkPolicy{
 			np("x", "cidr", networkingv1.NetworkPolicySpec{PolicyTypes: types(out), Egress: []networkingv1.NetworkPolicyEgressRule{{To: []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{
