@@ -139,6 +139,9 @@ func (g *Gateway) forwardHeaders(out, in http.Header, host string, tls bool, st 
 	// value, so that a later Add copies rather than overwrites its neighbour).
 	h := out
 	vals := new([4]string)
+	if st != nil {
+		vals = &st.fwd // one allocation less per request
+	}
 	set := func(i int, key, v string) {
 		vals[i] = v
 		h[key] = vals[i : i+1 : i+1]

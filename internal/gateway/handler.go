@@ -180,6 +180,14 @@ type reqState struct {
 	respHdr  []*model.HeaderModifier
 	origin   string // CORS origin allowed for this request
 	body     *clientBody
+	// What the net/http path would otherwise allocate per request: the forwarding
+	// headers' values, the response body's wrapper, the client trace (1xx responses
+	// counted in n1xx, the current try's head timeout in hw).
+	fwd     [4]string
+	tracked trackedBody
+	trace   httptrace.ClientTrace
+	n1xx    atomic.Int32
+	hw      atomic.Pointer[headWatch]
 }
 
 type stateKey struct{}
@@ -381,7 +389,13 @@ func (g *Gateway) serveRule(w *statusWriter, r *http.Request, m *model.RouteMatc
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	g.proxy.ServeHTTP(w, r.WithContext(limitInformational(ctx)))
+	// One trace per request, added before ReverseProxy's own (which relays each 1xx
+	// and runs first; ours decides the hook's result).
+	st.trace.Got1xxResponse = st.got1xx
+	if st.rule.rule.ResponseTimeout > 0 {
+		st.trace.WroteRequest = st.wroteRequest
+	}
+	g.proxy.ServeHTTP(w, r.WithContext(httptrace.WithClientTrace(ctx, &st.trace)))
 }
 
 // connKey holds a downstream connection in its requests' contexts (net/http).
@@ -880,19 +894,21 @@ func (g *Gateway) sendMirror(r *http.Request, rr *ruleRuntime, mr *mirrorRuntime
 
 var errTooManyInformational = errors.New("too many informational responses")
 
-// limitInformational bounds the informational (1xx) responses a backend may send before
-// its final one on the net/http path, as the event loops bound them
-// (http1.MaxInformational): httputil.ReverseProxy relays each (its own trace, added
-// later, runs first), and the one past the bound fails the try. http.Transport itself
-// leaves the count to whoever receives them.
-func limitInformational(ctx context.Context) context.Context {
-	n := 0
-	return httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
-		Got1xxResponse: func(int, textproto.MIMEHeader) error {
-			if n++; n > http1.MaxInformational {
-				return errTooManyInformational
-			}
-			return nil
-		},
-	})
+// got1xx bounds the informational (1xx) responses a backend may send before its final
+// one on the net/http path, as the event loops bound them (http1.MaxInformational):
+// httputil.ReverseProxy relays each, and the one past the bound fails the try.
+// http.Transport itself leaves the count to whoever receives them.
+func (st *reqState) got1xx(int, textproto.MIMEHeader) error {
+	if st.n1xx.Add(1) > http1.MaxInformational {
+		return errTooManyInformational
+	}
+	return nil
+}
+
+// wroteRequest starts the current try's response head timeout (headWatch). (A
+// previous try's late report would start it a little early, never late.)
+func (st *reqState) wroteRequest(info httptrace.WroteRequestInfo) {
+	if hw := st.hw.Load(); hw != nil {
+		hw.wrote(info)
+	}
 }

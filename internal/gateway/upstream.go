@@ -611,7 +611,7 @@ func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 				ctx, cancel = context.WithCancel(ctx)
 			}
 			hw = &headWatch{d: d, cancel: cancel}
-			ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteRequest: hw.wrote})
+			st.hw.Store(hw) // started by the request's trace (reqState.wroteRequest)
 		}
 		areq := req
 		if ctx != req.Context() {
@@ -646,7 +646,8 @@ func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 			a.release() // the tunnel is not a request in flight
 			return resp, nil
 		default:
-			resp.Body = &trackedBody{ReadCloser: resp.Body, a: a, cancel: cancel}
+			st.tracked = trackedBody{ReadCloser: resp.Body, a: a, cancel: cancel}
+			resp.Body = &st.tracked
 			return resp, nil
 		}
 		a.backoff(true)

@@ -86,8 +86,7 @@ func (g *Guard) Read(p []byte) (int, error) {
 		}
 		n, err := g.read(g.buf[len(g.buf):cap(g.buf)])
 		g.buf = g.buf[:len(g.buf)+n]
-		var ne net.Error
-		if err != nil && n == 0 && errors.As(err, &ne) && ne.Timeout() {
+		if err != nil && n == 0 && isTimeout(err) {
 			// A deadline: net/http's server sets a past one to stop its background
 			// read, then reads on.
 			return 0, err
@@ -106,11 +105,17 @@ func (g *Guard) Read(p []byte) (int, error) {
 // read reads the connection, noting a failure that is not the client's clean end.
 func (g *Guard) read(p []byte) (int, error) {
 	n, err := g.Conn.Read(p)
-	var ne net.Error
-	if err != nil && err != io.EOF && !(errors.As(err, &ne) && ne.Timeout()) {
+	if err != nil && err != io.EOF && !isTimeout(err) {
 		g.aborted.Store(true)
 	}
 	return n, err
+}
+
+// isTimeout reports whether err is a deadline's (its net.Error is not allocated on
+// the path without an error).
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // Aborted reports whether the client's stream ended otherwise than cleanly: reset, or
