@@ -629,14 +629,12 @@ func (l *handoffListener) Close() error {
 
 func (l *handoffListener) Addr() net.Addr { return l.addr }
 
-// push hands c to net/http; false (c closed) when the server is closed.
-func (l *handoffListener) push(c net.Conn) bool {
+// push hands c to net/http, or closes it when the server is closed.
+func (l *handoffListener) push(c net.Conn) {
 	select {
 	case l.ch <- c:
-		return true
 	case <-l.done:
 		_ = c.Close()
-		return false
 	}
 }
 

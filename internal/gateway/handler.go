@@ -17,6 +17,7 @@ import (
 	"net/textproto"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -180,9 +181,8 @@ type reqState struct {
 	respHdr  []*model.HeaderModifier
 	origin   string // CORS origin allowed for this request
 	body     *clientBody
-	// What the net/http path would otherwise allocate per request: the forwarding
-	// headers' values, the response body's wrapper, the client trace (1xx responses
-	// counted in n1xx, the current try's head timeout in hw).
+	// Held here rather than allocated (net/http path): forwarding header values, the
+	// response body's wrapper, the client trace (1xx count, the try's head timeout).
 	fwd     [4]string
 	tracked trackedBody
 	trace   httptrace.ClientTrace
@@ -544,11 +544,8 @@ func (b *clientBody) Close() error { return b.rc.Close() }
 
 // failed returns the client's error if reading the body failed.
 func (b *clientBody) failed() error {
-	if b == nil {
-		return nil
-	}
-	if ce := b.err.Load(); ce != nil {
-		return ce
+	if b != nil && b.err.Load() != nil {
+		return b.err.Load() // set once, never cleared
 	}
 	return nil
 }
@@ -911,4 +908,56 @@ func (st *reqState) wroteRequest(info httptrace.WroteRequestInfo) {
 	if hw := st.hw.Load(); hw != nil {
 		hw.wrote(info)
 	}
+}
+
+// canary watches one canary backend's 5xx rate over a sliding window of ten buckets
+// and rolls it back (weight 0) when the rate exceeds the threshold with enough
+// requests. A rollback lasts until the route's canary weight changes.
+type canary struct {
+	ca     model.CanaryAnalysis
+	weight int32 // the configured weight the rollback applies to
+
+	rolledBack atomic.Bool
+	mu         sync.Mutex
+	buckets    [10]canaryBucket
+}
+
+type canaryBucket struct {
+	start       time.Time
+	total, errs int
+}
+
+// record counts one answer; it returns true when this answer triggered the rollback.
+func (c *canary) record(code int, now time.Time) bool {
+	if c.rolledBack.Load() {
+		return false
+	}
+	width := c.ca.Window / 10
+	if width <= 0 {
+		width = time.Second
+	}
+	slot := now.Truncate(width)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	b := &c.buckets[int(slot.UnixNano()/int64(width))%len(c.buckets)]
+	if !b.start.Equal(slot) {
+		*b = canaryBucket{start: slot}
+	}
+	b.total++
+	if code >= 500 {
+		b.errs++
+	}
+	total, errs := 0, 0
+	cutoff := now.Add(-c.ca.Window)
+	for _, x := range c.buckets {
+		if x.start.After(cutoff) {
+			total += x.total
+			errs += x.errs
+		}
+	}
+	if total >= c.ca.MinRequests && errs*100 > c.ca.MaxErrorPercent*total {
+		c.rolledBack.Store(true)
+		return true
+	}
+	return false
 }

@@ -22,6 +22,17 @@ import (
 	"weir.dev/weir/internal/model"
 )
 
+// Health is the shared endpoint health the gateway reads and feeds: internal/health's
+// *Overlay. servicePort is model.ServicePort.ID.
+type Health interface {
+	Healthy(servicePort string, ep netip.AddrPort) bool
+	// Eligible is health.Eligible's rule over a port's endpoints: the healthy ones, or
+	// all of them in panic mode.
+	Eligible(servicePort string, eps []model.Endpoint) []model.Endpoint
+	ReportSuccess(servicePort string, ep netip.AddrPort)
+	ReportFailure(servicePort string, ep netip.AddrPort, kind health.FailureKind)
+}
+
 // endpoint is one backend address with its live load. It outlives Syncs while the
 // address stays in its cluster.
 type endpoint struct {
@@ -651,10 +662,15 @@ func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 			return resp, nil
 		}
 		a.backoff(true)
-		ok := sleepCtx(req.Context(), a.backoffDelay())
+		t := time.NewTimer(a.backoffDelay())
+		select {
+		case <-t.C:
+		case <-req.Context().Done():
+		}
+		t.Stop()
 		a.backoff(false)
-		if !ok {
-			return nil, req.Context().Err()
+		if err := req.Context().Err(); err != nil {
+			return nil, err
 		}
 		if !bodyless {
 			body, err := req.GetBody()
@@ -714,18 +730,6 @@ func (h *headWatch) stop() bool {
 func (u *upstream) budget(cl *cluster, p model.RetryPolicy) bool {
 	inFlight := cl.retrying.Load()
 	return inFlight < int64(p.MinRetryConcurrency) || inFlight*100 < int64(p.BudgetPercent)*cl.active.Load()
-}
-
-// sleepCtx waits d, or until ctx ends (false).
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }
 
 func drain(b io.ReadCloser) {
