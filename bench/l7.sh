@@ -8,9 +8,11 @@
 # fixed rate to each proxy, half of the maximum vegeta itself gets from nginx (RATE=n
 # overrides it), and we print p50/p99.
 # The CPU column is each proxy's own CPU time (user + system, all its processes) per
-# request during its best wrk run: the figure least disturbed by a busy machine.
+# request during its wrk runs. Every figure is the median of ROUNDS rounds, the proxies
+# interleaved in each round, so that all of them see the same moments of a shared
+# machine; compare ratios from one run only.
 #
-# Usage: bench/l7.sh            (DURATION=10s CONNS=64 THREADS=2 ROUNDS=2 by default)
+# Usage: bench/l7.sh            (DURATION=10s CONNS=64 THREADS=2 ROUNDS=3 by default)
 # Needs: wrk, nginx, haproxy, caddy (Debian packages; installed when missing and run as
 # root), Go (to build bench/cmd/l7gw and install vegeta into $HOME/.cache/weir/bin).
 # Traffic stays on 127.0.0.1; everything started here is stopped on exit.
@@ -133,12 +135,13 @@ ticks() {
 }
 hz=$(getconf CLK_TCK)
 
-declare -A rps p50 p99 fp50 fp99 cpu
+ROUNDS=${ROUNDS:-3}
+median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -g | awk '{v[NR]=$1} END { if (NR % 2) print v[(NR+1)/2]; else printf "%.3f", (v[NR/2]+v[NR/2+1])/2 }'; }
+declare -A rps p50 p99 fp50 fp99 cpu rpss p50s p99s cpus
 names=(weir nginx haproxy caddy)
 declare -A port=([weir]=$WEIR_PORT [nginx]=$NGINX_PORT [haproxy]=$HAPROXY_PORT [caddy]=$CADDY_PORT)
-# ROUNDS rounds, the proxies interleaved; each proxy keeps its best round, which damps
-# the noise of a shared machine.
-for round in $(seq "${ROUNDS:-2}"); do
+# ROUNDS rounds, the proxies interleaved; each figure is the median of the rounds.
+for round in $(seq "$ROUNDS"); do
 	for n in "${names[@]}"; do
 		url="http://127.0.0.1:${port[$n]}/"
 		wrk -t"$THREADS" -c"$CONNS" -d"$WARMUP" "$url" >/dev/null
@@ -149,14 +152,15 @@ for round in $(seq "${ROUNDS:-2}"); do
 		r=$(awk '/^Requests\/sec:/ {printf "%.0f", $2}' <<<"$out")
 		errs=$(awk '/Non-2xx|Socket errors/' <<<"$out")
 		[[ -n $errs ]] && echo "$n: $errs" >&2
-		echo "round $round: $n $r rps" >&2
-		if [[ -z ${rps[$n]:-} || $r -gt ${rps[$n]} ]]; then
-			rps[$n]=$r
-			p50[$n]=$(awk '$1=="50%" {print $2}' <<<"$out" | to_ms)
-			p99[$n]=$(awk '$1=="99%" {print $2}' <<<"$out" | to_ms)
-			cpu[$n]=$(awk -v t=$((t1 - t0)) -v hz="$hz" -v n="$reqs" 'BEGIN { if (n > 0) printf "%.1f", t / hz / n * 1e6; else print "-" }')
-		fi
+		c=$(awk -v t=$((t1 - t0)) -v hz="$hz" -v n="$reqs" 'BEGIN { if (n > 0) printf "%.1f", t / hz / n * 1e6; else print "-" }')
+		echo "round $round: $n $r rps, $c µs CPU/request, load $(cut -d' ' -f1 /proc/loadavg)" >&2
+		rpss[$n]+="$r " cpus[$n]+="$c "
+		p50s[$n]+="$(awk '$1=="50%" {print $2}' <<<"$out" | to_ms) "
+		p99s[$n]+="$(awk '$1=="99%" {print $2}' <<<"$out" | to_ms) "
 	done
+done
+for n in "${names[@]}"; do
+	rps[$n]=$(median "${rpss[$n]}") p50[$n]=$(median "${p50s[$n]}") p99[$n]=$(median "${p99s[$n]}") cpu[$n]=$(median "${cpus[$n]}")
 done
 
 # The fixed-rate run's load generator is vegeta, which needs far more CPU per request
@@ -169,11 +173,12 @@ done
 # stall snowballs into hundreds of connections and seconds of latency for every proxy.
 # Each proxy gets one fixed-rate run per round (ROUNDS), interleaved; the table shows
 # the median p50 and p99 of the rounds.
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 vmax=$(echo "GET http://127.0.0.1:$NGINX_PORT/" | "$vegeta" attack -rate=0 -max-workers="$CONNS" -duration="$RATE_DURATION" -keepalive=true |
 	"$vegeta" report -type=json | python3 -c 'import json,sys; print("%.0f" % json.load(sys.stdin)["throughput"])')
 rate=${RATE:-$((vmax / 2))}
 declare -A fp50s fp99s
-for round in $(seq "${ROUNDS:-2}"); do
+for round in $(seq "$ROUNDS"); do
 	for n in "${names[@]}"; do
 		url="http://127.0.0.1:${port[$n]}/"
 		# Warm-up at the same rate, as wrk has one: the proxy's upstream pool grows to
@@ -187,7 +192,6 @@ for round in $(seq "${ROUNDS:-2}"); do
 		python3 -c 'import json,sys; d=json.load(sys.stdin); print("fixed rate, round %s: %s: %.0f rps sent, success %.4f, status codes %s, p99 %s ms" % (sys.argv[2], sys.argv[1], d["rate"], d["success"], d["status_codes"], sys.argv[3]), file=sys.stderr)' "$n" "$round" "$b" <<<"$json"
 	done
 done
-median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -g | awk '{v[NR]=$1} END { if (NR % 2) print v[(NR+1)/2]; else printf "%.3f", (v[NR/2]+v[NR/2+1])/2 }'; }
 for n in "${names[@]}"; do
 	fp50[$n]=$(median "${fp50s[$n]}")
 	fp99[$n]=$(median "${fp99s[$n]}")
@@ -195,7 +199,7 @@ done
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a/b; else print "-" }'; }
 echo
-echo "L7 proxies, loopback, $(nproc) cores, wrk -t$THREADS -c$CONNS -d$DURATION (best of ${ROUNDS:-2}), backend nginx 'return 200', load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "L7 proxies, loopback, $(nproc) cores, wrk -t$THREADS -c$CONNS -d$DURATION, medians of $ROUNDS rounds, backend nginx 'return 200'; load average $load_before before the fixed-rate runs, $(cut -d' ' -f1-3 /proc/loadavg) at the end"
 echo
 echo "| proxy | RPS | p50 ms | p99 ms | weir RPS ÷ this | CPU µs/request | p50 ms @ $rate rps | p99 ms @ $rate rps |"
 echo "|---|---:|---:|---:|---:|---:|---:|---:|"
@@ -203,6 +207,7 @@ for n in "${names[@]}"; do
 	echo "| $n | ${rps[$n]} | ${p50[$n]} | ${p99[$n]} | $(ratio "${rps[weir]}" "${rps[$n]}") | ${cpu[$n]} | ${fp50[$n]} | ${fp99[$n]} |"
 done
 echo
-echo "fixed rate: $rate rps = half of nginx's maximum under vegeta ($vmax rps; under wrk ${rps[nginx]} rps), $CONNS vegeta workers, median of ${ROUNDS:-2} runs"
-echo "targets: weir ≥ 1.2× caddy RPS: $(ratio "${rps[weir]}" "${rps[caddy]}")×; weir ≥ 0.8× nginx RPS: $(ratio "${rps[weir]}" "${rps[nginx]}")×;" \
-	"p99 at 50 % of nginx's max rate ≤ 1.5× nginx: $(ratio "${fp99[weir]}" "${fp99[nginx]}")×"
+echo "fixed rate: $rate rps = half of nginx's maximum under vegeta ($vmax rps; under wrk ${rps[nginx]} rps), $CONNS vegeta workers, median of $ROUNDS runs"
+echo "weir against its targets: RPS ≥ 1.0× nginx: $(ratio "${rps[weir]}" "${rps[nginx]}")×, ≥ 1.0× haproxy: $(ratio "${rps[weir]}" "${rps[haproxy]}")×;" \
+	"CPU/request ≤ 1.0× nginx: $(ratio "${cpu[weir]}" "${cpu[nginx]}")×; p99 at saturation ≤ 1.5× nginx: $(ratio "${p99[weir]}" "${p99[nginx]}")×;" \
+	"p99 at half of nginx's max rate ≤ 1.0× nginx: $(ratio "${fp99[weir]}" "${fp99[nginx]}")×"
