@@ -164,12 +164,11 @@ func (s *connSet) closeAll() {
 func (g *Gateway) acceptPassthrough(l *listener) {
 	for {
 		c, err := l.ln.Accept()
+		if err != nil && !errors.Is(err, net.ErrClosed) {
+			time.Sleep(10 * time.Millisecond) // out of descriptors, say
+			continue
+		}
 		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				time.Sleep(10 * time.Millisecond)
-				continue
-			}
 			return
 		}
 		l.conns.add(c)

@@ -158,6 +158,10 @@ func (g *Gateway) newTLSListener(ln net.Listener, cfg *tls.Config) *tlsListener 
 		defer l.shaking.closeAll()
 		for {
 			c, err := ln.Accept()
+			if err != nil && !errors.Is(err, net.ErrClosed) {
+				time.Sleep(10 * time.Millisecond) // out of descriptors, say: net/http waits too
+				continue
+			}
 			if err != nil {
 				l.err = err
 				return
