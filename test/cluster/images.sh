@@ -7,8 +7,9 @@
 #                                                        sigs.k8s.io/gateway-api/conformance/echo-basic
 #   registry.k8s.io/e2e-test-images/agnhost:2.63.0       k8s.io/kubernetes/test/images/agnhost
 #                                                        + sh, curl, wget, nc, dig, ip (Debian)
+#                                                        + /coredns (github.com/coredns/coredns)
 #   registry.k8s.io/e2e-test-images/busybox:1.37.0-1     Debian busybox-static (+ the same tools)
-#   registry.k8s.io/e2e-test-images/glibc-dns-testing:2.0.0   dig and getent (Debian)
+#   registry.k8s.io/e2e-test-images/glibc-dns-testing:2.0.0   dig and getent (Debian), /coredns
 # into $WEIR_CACHE/images (default $HOME/.cache/weir/images); prints that folder.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -18,6 +19,9 @@ OUT="$CACHE/images"
 KUBE_VERSION="${KUBE_VERSION:-v1.36.3}"
 GATEWAY_API_VERSION="${GATEWAY_API_VERSION:-$(cd "$repo" && go list -m -f '{{.Version}}' sigs.k8s.io/gateway-api)}"
 KBIN="${WEIR_KUBE_BIN:-$CACHE/bin}" # agnhost comes from hack/kube-binaries.sh e2e
+# Upstream's agnhost and glibc-dns-testing images carry a CoreDNS release binary at /coredns
+# (the DNS tests run it as their own test server); here it is built from the module proxy.
+COREDNS_VERSION="${COREDNS_VERSION:-v1.15.0}"
 mkdir -p "$OUT" "$CACHE/build"
 export GOFLAGS=-mod=mod GOWORK=off CGO_ENABLED=0
 ociimage() { (cd "$repo" && go run ./hack/ociimage "$@"); }
@@ -90,17 +94,56 @@ tools_root() {
 	printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
 	printf 'hosts: files dns\n' >"$root/etc/nsswitch.conf"
 }
-if [[ (-x "$KBIN/agnhost" && ! -f "$OUT/agnhost-$KUBE_VERSION.tar") || ! -f "$OUT/busybox.tar" || ! -f "$OUT/glibc-dns-testing.tar" ]]; then
+# CoreDNS with the plugins the e2e DNS tests' Corefiles use (hosts, log, errors, forward,
+# cache, health, ready, reload), built as CoreDNS documents for a custom plugin set: a main
+# that imports coremain and the plugin packages.
+coredns() {
+	local dir="$CACHE/build/coredns-$COREDNS_VERSION"
+	[[ -x "$dir/coredns" ]] && { echo "$dir/coredns"; return; }
+	mkdir -p "$dir"
+	(
+		cd "$dir"
+		printf 'module weir.dev/build/coredns\n\ngo 1.26\n\nrequire github.com/coredns/coredns %s\n' "$COREDNS_VERSION" >go.mod
+		cat >main.go <<'GO'
+// CoreDNS with the plugins the Kubernetes e2e DNS tests configure.
+package main
+
+import (
+	_ "github.com/coredns/coredns/plugin/cache"
+	_ "github.com/coredns/coredns/plugin/errors"
+	_ "github.com/coredns/coredns/plugin/forward"
+	_ "github.com/coredns/coredns/plugin/health"
+	_ "github.com/coredns/coredns/plugin/hosts"
+	_ "github.com/coredns/coredns/plugin/log"
+	_ "github.com/coredns/coredns/plugin/ready"
+	_ "github.com/coredns/coredns/plugin/reload"
+
+	"github.com/coredns/coredns/coremain"
+)
+
+func main() { coremain.Run() }
+GO
+		go mod tidy >/dev/null 2>&1
+		go build -trimpath -ldflags "-s -w" -o coredns.new . && mv coredns.new coredns
+	) >&2
+	echo "$dir/coredns"
+}
+# The tools images are rebuilt when what goes into them changes.
+tools_stamp="agnhost $KUBE_VERSION coredns $COREDNS_VERSION"
+if [[ (-x "$KBIN/agnhost" && ! -f "$OUT/agnhost-$KUBE_VERSION.tar") || ! -f "$OUT/busybox.tar" || ! -f "$OUT/glibc-dns-testing.tar" ||
+	"$(cat "$OUT/tools.stamp" 2>/dev/null)" != "$tools_stamp" ]]; then
 	tools_root "$work/tools"
+	cdns="$(coredns)"
 	if [[ -x "$KBIN/agnhost" ]]; then
 		ociimage -o "$OUT/agnhost-$KUBE_VERSION.tar" -tag registry.k8s.io/e2e-test-images/agnhost:2.63.0 \
-			-add "$work/tools:/" -add "$KBIN/agnhost:/agnhost" -entrypoint /agnhost -cmd pause
+			-add "$work/tools:/" -add "$KBIN/agnhost:/agnhost" -add "$cdns:/coredns" -entrypoint /agnhost -cmd pause
 	else
 		echo "no $KBIN/agnhost (hack/kube-binaries.sh e2e): no agnhost image" >&2
 	fi
 	ociimage -o "$OUT/busybox.tar" -tag registry.k8s.io/e2e-test-images/busybox:1.37.0-1 \
 		-add "$work/tools:/" -cmd sh
 	ociimage -o "$OUT/glibc-dns-testing.tar" -tag registry.k8s.io/e2e-test-images/glibc-dns-testing:2.0.0 \
-		-add "$work/tools:/" -cmd sh
+		-add "$work/tools:/" -add "$cdns:/coredns" -cmd sh
+	echo "$tools_stamp" >"$OUT/tools.stamp"
 fi
 echo "$OUT"
