@@ -45,7 +45,6 @@ weir reloads them.`,
 				}
 				f.configPaths = []string{dir}
 			}
-			f.cleanupOtherModes = true
 			if !cmd.Flags().Changed("dns-addr") {
 				f.dnsAddr = "127.0.0.1:5353"
 			}

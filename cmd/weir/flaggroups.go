@@ -17,7 +17,7 @@ var flagGroups = []struct {
 	{"Configuration source (files, or a Kubernetes API server)", []string{
 		"config", "max-manifest-size", "kubeconfig", "in-cluster", "api-server", "namespace", "label-selector", "status-address"}},
 	{"L4 data plane", []string{
-		"mode", "node-name", "zone", "nodeport-addresses", "drain-timeout", "min-sync-interval",
+		"mode", "cleanup-other-modes", "node-name", "zone", "nodeport-addresses", "drain-timeout", "min-sync-interval",
 		"udp-max-flows", "udp-max-flows-per-source", "ebpf-cgroup", "ebpf-pin-path", "network-policy"}},
 	{"L4 data plane: kube-proxy's settings, under its flag names", []string{
 		"bind-address", "masquerade-all", "cluster-cidr", "detect-local-mode", "pod-bridge-interface",

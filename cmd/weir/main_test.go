@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -49,8 +50,13 @@ func (w *weirProcess) output() string {
 }
 
 // startWeirProcess runs weir with args, inside network namespace ns when it is not "".
+// In the host's namespace, run and demo leave the host's kernel rules alone
+// (--cleanup-other-modes=false): they may be another weir's, such as a node proxy's.
 func startWeirProcess(t *testing.T, ns string, args ...string) *weirProcess {
 	t.Helper()
+	if ns == "" && len(args) > 0 && (args[0] == "run" || args[0] == "demo") {
+		args = append(slices.Clone(args), "--cleanup-other-modes=false")
+	}
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -184,6 +190,17 @@ func TestKernelModeSwitch(t *testing.T) {
 		t.Errorf("no word of the rules left behind on exit:\n%s", out)
 	}
 	ns.MustRun("nft", "list", "table", "ip", "weir") // they do stay
+
+	// --cleanup-other-modes=false: a userspace run beside them leaves them alone.
+	ns.MustRun("ip", "addr", "add", "10.96.0.10/32", "dev", "lo")
+	usr := startWeirProcess(t, ns.Name, "run", "--config", dir, "--admin-addr", "", "--cleanup-other-modes=false")
+	usr.waitLog(t, `msg="configuration applied"`, 20*time.Second)
+	if out := usr.output(); strings.Contains(out, "removed the rules an earlier run left") {
+		t.Errorf("--cleanup-other-modes=false removed rules:\n%s", out)
+	}
+	ns.MustRun("nft", "list", "table", "ip", "weir")
+	_ = usr.cmd.Process.Signal(syscall.SIGTERM)
+	_, _ = usr.waitExit(t, 10*time.Second)
 
 	ipt := startWeirProcess(t, ns.Name, "run", "--config", dir, "--mode", "iptables", "--admin-addr", "")
 	ipt.waitLog(t, `msg="removed the rules an earlier run left in another kernel mode" mode=nftables running_mode=iptables`, 20*time.Second)

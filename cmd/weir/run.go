@@ -79,8 +79,8 @@ type runFlags struct {
 	accessLog                  bool
 	h2c                        bool
 	gatewayLoops               bool
-	// cleanupOtherModes removes the rules of the kernel modes not in use at start; set
-	// by the commands, not by a flag (in-process tests leave the host's rules alone).
+	// cleanupOtherModes removes the rules of the kernel modes not in use at start
+	// (--cleanup-other-modes; false in runFlags built by in-process tests).
 	cleanupOtherModes bool
 	// networkPolicy enforces NetworkPolicy in nftables (table inet weir_netpol).
 	networkPolicy bool
@@ -92,6 +92,7 @@ func (f *runFlags) register(cmd *cobra.Command) {
 	fl.StringSliceVarP(&f.configPaths, "config", "c", nil, "manifest file or folder (read recursively, hot-reloaded); repeatable")
 	registerMaxManifestSize(fl, &f.maxManifestSize)
 	fl.StringVar(&f.mode, "mode", "userspace", "L4 data plane: userspace, nftables, iptables, ebpf, ipvs, or none (gateway and DNS only)")
+	fl.BoolVar(&f.cleanupOtherModes, "cleanup-other-modes", true, "at start, remove the rules an earlier run left in the kernel modes not in use (not with --mode none); false when another weir on this host serves in another mode")
 	fl.StringVar(&f.nodeName, "node-name", hostname(), "this node's name, for traffic policy Local")
 	fl.StringVar(&f.zone, "zone", "", "this node's zone, for trafficDistribution PreferClose zone hints")
 	fl.StringSliceVar(&f.nodePortAddresses, "nodeport-addresses", nil, "CIDRs whose local addresses serve node ports, per IP family: a family with no CIDR listed serves them on all its addresses (default: all local addresses)")
@@ -155,7 +156,6 @@ with file, line, object and field, and the last good configuration stays in forc
 			if err != nil {
 				return err
 			}
-			f.cleanupOtherModes = true
 			return run(cmd.Context(), f, logger, nil)
 		},
 	}
