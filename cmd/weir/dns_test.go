@@ -69,7 +69,7 @@ func TestDNSPropagationThroughReload(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	readyc, done := make(chan string, 1), make(chan error, 1)
 	f := runFlags{
-		configPaths: []string{dir}, mode: "userspace", adminAddr: "127.0.0.1:0", dnsAddr: dnsAddr,
+		configPaths: []string{dir}, maxManifestSize: "16Mi", mode: "userspace", adminAddr: "127.0.0.1:0", dnsAddr: dnsAddr,
 		clusterDomain: "cluster.local", dnsTTL: 5 * time.Second, drainTimeout: time.Second,
 		minSyncInterval: time.Second, // the default
 	}

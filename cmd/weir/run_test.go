@@ -83,7 +83,7 @@ func startWeir(t *testing.T, dir string) string {
 	readyc := make(chan string, 1)
 	done := make(chan error, 1)
 	f := runFlags{
-		configPaths: []string{dir}, mode: "userspace", nodeName: "node-a", adminAddr: "127.0.0.1:0",
+		configPaths: []string{dir}, maxManifestSize: "16Mi", mode: "userspace", nodeName: "node-a", adminAddr: "127.0.0.1:0",
 		drainTimeout: time.Second, minSyncInterval: 50 * time.Millisecond,
 	}
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
