@@ -21,6 +21,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"sync"
 
@@ -182,12 +183,22 @@ func (p *Proxier) Sync(ctx context.Context, snap *model.Snapshot) error {
 
 func (p *Proxier) sync(ctx context.Context, snap *model.Snapshot) error {
 	var changes []kernel.Change
+	// rules: a change reaches the dummy interface or the nftables tables, not only the
+	// virtual servers (an endpoint change usually does not).
+	rules := !p.synced
 	plan := func(svc *model.Service) {
 		st := &serviceState{svc: svc}
 		for _, f := range p.fams {
 			st.plans = append(st.plans, planService(svc, f.ipv6, p.opts.Proxy, p.marks))
 		}
 		old := p.services[svc.Key]
+		if old != nil && p.synced && reflect.DeepEqual(old.plans, st.plans) {
+			p.services[svc.Key] = st // a new Snapshot's copy that asks for nothing new
+			return
+		}
+		if old == nil || !sameRules(old.plans, st.plans) {
+			rules = true
+		}
 		var oldSvc *model.Service
 		var oldUnsup []dataplane.UnsupportedScheduler
 		if old != nil {
@@ -200,6 +211,7 @@ func (p *Proxier) sync(ctx context.Context, snap *model.Snapshot) error {
 		if old := p.services[key]; old != nil {
 			changes = append(changes, kernel.Change{Old: old.svc, OldUnsupported: old.unsupported()})
 			delete(p.services, key)
+			rules = true
 		}
 	}
 	if d := snap.DeltaFrom(p.applied); d != nil && p.synced {
@@ -255,8 +267,10 @@ func (p *Proxier) sync(ctx context.Context, snap *model.Snapshot) error {
 	}
 	slices.SortFunc(addrs, netip.Addr.Compare)
 	addrs = slices.Compact(addrs)
-	if err := p.links.Ensure(p.opts.Interface, addrs); err != nil {
-		return fmt.Errorf("ipvs: dummy interface %s: %w", p.opts.Interface, err)
+	if rules {
+		if err := p.links.Ensure(p.opts.Interface, addrs); err != nil {
+			return fmt.Errorf("ipvs: dummy interface %s: %w", p.opts.Interface, err)
+		}
 	}
 	if p.sysctls {
 		if err := ipvsSysctls(); err != nil {
@@ -273,6 +287,9 @@ func (p *Proxier) sync(ctx context.Context, snap *model.Snapshot) error {
 		return err
 	}
 	for i, f := range p.fams {
+		if !rules {
+			break
+		}
 		if err := p.nft[i].Run(ctx, fullTable(p.nft[i], f, p.opts.MasqueradeMark, perFam[i])); err != nil {
 			return fmt.Errorf("ipvs: nftables (%s): %w", f.nft, err)
 		}
@@ -281,6 +298,22 @@ func (p *Proxier) sync(ctx context.Context, snap *model.Snapshot) error {
 	p.applied = snap.Version
 	p.syncs.Written(changes)
 	return p.drain()
+}
+
+// sameRules reports whether two plans ask the same of the dummy interface and the
+// nftables tables (they may differ in virtual servers).
+func sameRules(a, b []servicePlan) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		x, y := a[i], b[i]
+		x.VS, y.VS, x.Unsupported, y.Unsupported = nil, nil, nil, nil
+		if !reflect.DeepEqual(x, y) {
+			return false
+		}
+	}
+	return true
 }
 
 func (st *serviceState) unsupported() []dataplane.UnsupportedScheduler {

@@ -92,7 +92,13 @@ func TestUnchangedSyncWritesNothing(t *testing.T) {
 	if w.ipvs.ops != before {
 		t.Errorf("an unchanged Snapshot wrote %d IPVS operations", w.ipvs.ops-before)
 	}
-	// One endpoint added: one real server.
+	// A copy of every Service (new pointers, same content): nothing either.
+	w.nft[kernel.IPv4].LastTransaction = nil
+	flowtest.Sync(t, w.p, flowtest.Mutate(svcs, func(*model.Service) {})...)
+	if w.ipvs.ops != before || w.nft[kernel.IPv4].LastTransaction != nil {
+		t.Errorf("copied Services wrote %d IPVS operations, nft: %v", w.ipvs.ops-before, w.nft[kernel.IPv4].LastTransaction != nil)
+	}
+	// One endpoint added: one real server, and no nftables rewrite.
 	changed := flowtest.Mutate(svcs, func(s *model.Service) {
 		if s.Key.Name == "web" {
 			s.Ports[0] = flowtest.Port(model.TCP, 80, flowtest.EP("10.1.0.1:8080", flowtest.Local), flowtest.EP("10.2.0.1:8080"), flowtest.EP("10.2.0.9:8080"))
@@ -102,6 +108,9 @@ func TestUnchangedSyncWritesNothing(t *testing.T) {
 	flowtest.Sync(t, w.p, changed...)
 	if n := w.ipvs.ops - before; n != 1 {
 		t.Errorf("one endpoint added: %d IPVS operations, want 1\n%s", n, w.ipvs.dump())
+	}
+	if w.nft[kernel.IPv4].LastTransaction != nil {
+		t.Errorf("one endpoint added rewrote the nftables table")
 	}
 }
 
