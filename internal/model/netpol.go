@@ -2,6 +2,7 @@ package model
 
 import (
 	"cmp"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -179,7 +180,7 @@ func translateNetworkPolicies(objs *Objects, node Node) *NetworkPolicySet {
 	for _, list := range byNS {
 		slices.SortFunc(list, func(a, b policyPod) int { return strings.Compare(a.pod.Name, b.pod.Name) })
 	}
-	r := &peerResolver{byNS: byNS, namespaces: namespaces, nsLabels: namespaceLabels, cache: map[string][]policyPod{}}
+	r := &peerResolver{byNS: byNS, namespaces: namespaces, nsLabels: namespaceLabels, cache: map[string][]policyPod{}, byLabel: map[string]map[string][]int{}}
 
 	set := &NetworkPolicySet{}
 	selected := map[ServiceKey]*PolicyPod{}
@@ -253,6 +254,7 @@ func policyPodOf(pod *corev1.Pod, node Node) (policyPod, bool) {
 // policies and rules repeat the same selectors.
 type peerResolver struct {
 	byNS       map[string][]policyPod
+	byLabel    map[string]map[string][]int // labelIndex's, by namespace
 	namespaces []string
 	nsLabels   func(string) labels.Set
 	cache      map[string][]policyPod
@@ -261,9 +263,9 @@ type peerResolver struct {
 // pods returns the pods in the namespaces nsSel selects (only ns when nsSel is nil)
 // whose labels podSel selects (every pod when nil). ok is false for an invalid selector.
 func (r *peerResolver) pods(ns string, nsSel, podSel *metav1.LabelSelector) ([]policyPod, bool) {
-	key := ns + "\x00" + nsSel.String() + "\x00" + podSel.String()
+	key := ns + "\x00" + selectorKey(nsSel) + "\x00" + selectorKey(podSel)
 	if nsSel != nil {
-		key = "\x00" + nsSel.String() + "\x00" + podSel.String()
+		key = "\x00" + selectorKey(nsSel) + "\x00" + selectorKey(podSel)
 	}
 	if out, ok := r.cache[key]; ok {
 		return out, true
@@ -292,7 +294,25 @@ func (r *peerResolver) pods(ns string, nsSel, podSel *metav1.LabelSelector) ([]p
 	}
 	var out []policyPod
 	for _, n := range names {
-		for _, p := range r.byNS[n] {
+		all := r.byNS[n]
+		if podSel != nil && len(podSel.MatchLabels) > 0 {
+			// Only the pods with the rarest of the selector's labels can match.
+			index := r.labelIndex(n)
+			var best []int
+			first := true
+			for k, v := range podSel.MatchLabels {
+				if list := index[k+"="+v]; first || len(list) < len(best) {
+					best, first = list, false
+				}
+			}
+			for _, i := range best {
+				if ps.Matches(labels.Set(all[i].pod.Labels)) {
+					out = append(out, all[i])
+				}
+			}
+			continue
+		}
+		for _, p := range all {
 			if ps.Empty() || ps.Matches(labels.Set(p.pod.Labels)) {
 				out = append(out, p)
 			}
@@ -300,6 +320,48 @@ func (r *peerResolver) pods(ns string, nsSel, podSel *metav1.LabelSelector) ([]p
 	}
 	r.cache[key] = out
 	return out, true
+}
+
+// labelIndex maps each "key=value" label of a namespace's pods to their positions in
+// byNS, in order; built on first use.
+func (r *peerResolver) labelIndex(ns string) map[string][]int {
+	if index, ok := r.byLabel[ns]; ok {
+		return index
+	}
+	index := map[string][]int{}
+	for i, p := range r.byNS[ns] {
+		for k, v := range p.pod.Labels {
+			index[k+"="+v] = append(index[k+"="+v], i)
+		}
+	}
+	r.byLabel[ns] = index
+	return index
+}
+
+// selectorKey writes a selector canonically (labels sorted), for the cache: "-" is no
+// selector, "" the empty one that selects everything.
+func selectorKey(s *metav1.LabelSelector) string {
+	if s == nil {
+		return "-"
+	}
+	var b strings.Builder
+	for _, k := range slices.Sorted(maps.Keys(s.MatchLabels)) {
+		b.WriteString(k)
+		b.WriteByte('=')
+		b.WriteString(s.MatchLabels[k])
+		b.WriteByte(',')
+	}
+	for _, e := range s.MatchExpressions {
+		b.WriteByte(';')
+		b.WriteString(e.Key)
+		b.WriteByte(' ')
+		b.WriteString(string(e.Operator))
+		for _, v := range e.Values {
+			b.WriteByte(' ')
+			b.WriteString(v)
+		}
+	}
+	return b.String()
 }
 
 // policy resolves one NetworkPolicy and returns it with the pods it selects.

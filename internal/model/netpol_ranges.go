@@ -62,7 +62,9 @@ func normalizeRanges(in []AddrRange) []AddrRange {
 	if len(in) < 2 {
 		return in
 	}
-	slices.SortFunc(in, func(a, b AddrRange) int { return a.From.Compare(b.From) })
+	if less := func(a, b AddrRange) int { return a.From.Compare(b.From) }; !slices.IsSortedFunc(in, less) {
+		slices.SortFunc(in, less)
+	}
 	out := in[:1]
 	for _, r := range in[1:] {
 		last := &out[len(out)-1]

@@ -8,6 +8,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
@@ -242,5 +243,44 @@ func TestRanges(t *testing.T) {
 	}
 	if !rangesContain(got, ip("10.0.0.20")) || rangesContain(got, ip("10.0.0.21")) || !rangesContain(got, ip("::1")) || rangesContain(got, ip("::2")) {
 		t.Error("rangesContain")
+	}
+}
+
+// TestPeerResolverIndex: the label index picks the pods a scan of every pod picks.
+func TestPeerResolverIndex(t *testing.T) {
+	objs := npWorld()
+	for i := range 30 {
+		l := map[string]string{"app": []string{"web", "db", "cache"}[i%3], "tier": []string{"a", "b"}[i%2]}
+		if i%5 == 0 {
+			l["canary"] = "yes"
+		}
+		objs.Pods = append(objs.Pods, npPod("x", "p"+string(rune('a'+i)), "n1", "10.0.2."+string(rune('0'+i%10)), l))
+	}
+	byNS := map[string][]policyPod{}
+	for _, p := range objs.Pods {
+		if pp, ok := policyPodOf(p, n1); ok {
+			byNS[p.Namespace] = append(byNS[p.Namespace], pp)
+		}
+	}
+	r := &peerResolver{byNS: byNS, namespaces: []string{"x", "y"}, nsLabels: func(n string) labels.Set { return labels.Set{"n": n} },
+		cache: map[string][]policyPod{}, byLabel: map[string]map[string][]int{}}
+	for _, s := range []*metav1.LabelSelector{
+		sel("app", "web"), sel("app", "web", "tier", "a"), sel("canary", "yes", "tier", "b"), sel("app", "none"),
+		{MatchLabels: map[string]string{"app": "db"}, MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "canary", Operator: metav1.LabelSelectorOpDoesNotExist}}},
+	} {
+		got, _ := r.pods("x", nil, s)
+		ls, _ := metav1.LabelSelectorAsSelector(s)
+		var want []policyPod
+		for _, p := range byNS["x"] {
+			if ls.Matches(labels.Set(p.pod.Labels)) {
+				want = append(want, p)
+			}
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("selector %v: got %d pods, want %d", s, len(got), len(want))
+		}
+	}
+	if selectorKey(sel("a", "1", "b", "2")) != selectorKey(&metav1.LabelSelector{MatchLabels: map[string]string{"b": "2", "a": "1"}}) || selectorKey(nil) == selectorKey(&metav1.LabelSelector{}) {
+		t.Error("selectorKey is not canonical")
 	}
 }
