@@ -308,7 +308,7 @@ func run(ctx context.Context, f runFlags, logger *slog.Logger, ready func(adminA
 		planes = append(planes, proxier)
 		shutdowns = append(shutdowns, func(context.Context) error { proxier.Close(); return nil })
 	case "ebpf":
-		proxier, err := ebpf.New(ebpf.Options{Cgroup: f.ebpfCgroup, PinPath: f.ebpfPinPath, Proxy: proxyConfig, Registerer: reg})
+		proxier, err := ebpf.New(ebpf.Options{Cgroup: f.ebpfCgroup, PinPath: f.ebpfPinPath, Proxy: proxyConfig, Logger: logger, Registerer: reg})
 		if err != nil {
 			return err
 		}

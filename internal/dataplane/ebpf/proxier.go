@@ -13,6 +13,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -59,9 +60,12 @@ type Options struct {
 	// the Sync's caller. DisableHealthCheck serves none.
 	HealthCheck        *healthcheck.Server
 	DisableHealthCheck bool
+	// Logger gets a warning per Service port whose scheduler the mode cannot do (it
+	// uses Random). Default: discard.
+	Logger *slog.Logger
 	// Registerer, when set, gets the mode's metrics: weir_ebpf_sync_duration_seconds,
-	// weir_ebpf_sync_errors_total, weir_ebpf_frontends, weir_ebpf_backend_slots and
-	// weir_ebpf_programs_attached.
+	// weir_ebpf_sync_errors_total, weir_ebpf_frontends, weir_ebpf_backend_slots,
+	// weir_ebpf_programs_attached and weir_dataplane_unsupported_scheduler.
 	Registerer prometheus.Registerer
 }
 
@@ -74,6 +78,8 @@ type Proxier struct {
 	maglevs slotAllocator // ranges of the maglev map
 	proxy   model.ProxyConfig
 	health  *healthcheck.Server // nil: none
+	unsup   *dataplane.UnsupportedSchedulers
+	unsupBy map[model.ServiceKey][]dataplane.UnsupportedScheduler
 	closed  bool
 	nodeIPs map[netip.Addr]bool       // written to nodeips
 	applied map[socklbSvcKey]frontend // what the maps hold, by frontend
@@ -186,6 +192,7 @@ func New(opts Options) (*Proxier, error) {
 		pinPath: opts.PinPath,
 		proxy:   opts.Proxy,
 		health:  opts.HealthCheck,
+		unsupBy: map[model.ServiceKey][]dataplane.UnsupportedScheduler{},
 		nodeIPs: map[netip.Addr]bool{},
 		applied: map[socklbSvcKey]frontend{},
 		orphans: map[socklbSvcKey]bool{},
@@ -193,8 +200,13 @@ func New(opts Options) (*Proxier, error) {
 		bySvc:   map[model.ServiceKey][]socklbSvcKey{},
 		m:       newMetrics(),
 	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	p.unsup = dataplane.NewUnsupportedSchedulers("ebpf", log)
 	if opts.Registerer != nil {
-		for _, c := range p.m.collectors() {
+		for _, c := range append(p.m.collectors(), p.unsup.Collector()) {
 			if err := opts.Registerer.Register(c); err != nil {
 				return nil, fmt.Errorf("ebpf: register metrics: %w", err)
 			}
@@ -462,6 +474,7 @@ func (p *Proxier) sync(snap *model.Snapshot) error {
 			}
 		}
 	}
+	p.reportUnsupported(scope, snap)
 	e := &env{proxy: p.proxy}
 	var errs []error
 	if err := p.syncNodeIPs(e); err != nil {
@@ -563,6 +576,27 @@ func (p *Proxier) sync(snap *model.Snapshot) error {
 	}
 	p.version = snap.Version
 	return nil
+}
+
+// reportUnsupported warns once and sets weir_dataplane_unsupported_scheduler for the
+// ports of the Services in scope whose scheduler is neither Random nor Maglev.
+func (p *Proxier) reportUnsupported(scope []model.ServiceKey, snap *model.Snapshot) {
+	for _, k := range scope {
+		var now []dataplane.UnsupportedScheduler
+		if svc := snap.Service(k); svc != nil && svc.Proxied() {
+			for _, sp := range svc.Ports {
+				if pol := kernel.PortPolicy(svc, sp); pol != nil && pol.Algorithm != balance.Random && pol.Algorithm != balance.Maglev {
+					now = append(now, dataplane.UnsupportedScheduler{Port: sp.ID(svc.Key), Algorithm: string(pol.Algorithm)})
+				}
+			}
+		}
+		p.unsup.Update(p.unsupBy[k], now)
+		if now != nil {
+			p.unsupBy[k] = now
+		} else {
+			delete(p.unsupBy, k)
+		}
+	}
 }
 
 // remove deletes a frontend and its affinity members; its ranges go to *freed.

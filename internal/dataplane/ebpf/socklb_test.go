@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"weir.dev/weir/internal/balance"
 	"weir.dev/weir/internal/model"
 )
 
@@ -517,5 +518,40 @@ func TestHostileWeights(t *testing.T) {
 	}
 	if got := clients(t, cg, "tcp", "203.0.113.9:80", 1)[0]; !strings.Contains(got, "operation not permitted") {
 		t.Fatalf("a frontend with verdict Drop: %q, want operation not permitted", got)
+	}
+}
+
+// TestUnsupportedScheduler checks that a Service port asking for a scheduler other than
+// Random or Maglev is reported (weir_dataplane_unsupported_scheduler, as the other kernel
+// modes) and balanced at random, and that the report goes when the Service does.
+func TestUnsupportedScheduler(t *testing.T) {
+	cg := testCgroup(t)
+	reg := prometheus.NewRegistry()
+	p, err := New(Options{Cgroup: cg, Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	a, b := backend(t, "tcp", "127.0.0.1", "a"), backend(t, "tcp", "127.0.0.1", "b")
+	rr := service("rr", netip.MustParseAddr("203.0.113.50"), model.TCP, 80, a, b)
+	rr.Policy = &model.Policy{Algorithm: balance.RoundRobin, Source: "test/rr"}
+	if err := p.Sync(context.Background(), snapshot(rr)); err != nil {
+		t.Fatal(err)
+	}
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(`
+# HELP weir_dataplane_unsupported_scheduler 1 for each Service port whose scheduler the kernel data plane cannot do; it uses Random instead.
+# TYPE weir_dataplane_unsupported_scheduler gauge
+weir_dataplane_unsupported_scheduler{algorithm="RoundRobin",service_port="test/rr:80"} 1
+`), "weir_dataplane_unsupported_scheduler"); err != nil {
+		t.Fatal(err)
+	}
+	if got := count(clients(t, cg, "tcp", "203.0.113.50:80", 30)); got["a"] == 0 || got["b"] == 0 {
+		t.Fatalf("RoundRobin, balanced at random, reached %v", got)
+	}
+	if err := p.Sync(context.Background(), snapshot()); err != nil {
+		t.Fatal(err)
+	}
+	if n := testutil.CollectAndCount(p.unsup.Collector()); n != 0 {
+		t.Fatalf("%d unsupported-scheduler series after the Service went", n)
 	}
 }
