@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Measures weir's L4 data planes (nftables, iptables, userspace) at N Services × 10
+# Measures weir's L4 data planes (nftables, iptables, userspace, ebpf) at N Services × 10
 # endpoints inside throw-away network namespaces: full sync, one-endpoint-change sync,
 # kernel objects, RSS and first-packet connect latency to the last-added Service.
 # Needs root. Bounded: a mode skips the next N when its full sync, extrapolated from
@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-100,1000,5000,10000}
-MODES=${MODES:-nftables,iptables,userspace}
+MODES=${MODES:-nftables,iptables,userspace,ebpf}
 MAX_FULL_SYNC=${MAX_FULL_SYNC:-30s}
 bin=$(mktemp -d)/dpbench
 trap 'rm -rf "$(dirname "$bin")"' EXIT

@@ -18,7 +18,7 @@ import (
 )
 
 func main() {
-	modes := flag.String("modes", "nftables,iptables,userspace", "data planes to measure")
+	modes := flag.String("modes", "nftables,iptables,userspace,ebpf", "data planes to measure")
 	ns := flag.String("n", "100,1000,5000,10000", "Service counts")
 	eps := flag.Int("endpoints", 10, "endpoints per Service")
 	connects := flag.Int("connects", 200, "connections per latency measurement")

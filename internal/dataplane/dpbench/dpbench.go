@@ -27,6 +27,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"weir.dev/weir/internal/dataplane"
+	"weir.dev/weir/internal/dataplane/ebpf"
 	"weir.dev/weir/internal/dataplane/iptables"
 	"weir.dev/weir/internal/dataplane/ipvs"
 	"weir.dev/weir/internal/dataplane/kernel"
@@ -37,7 +38,7 @@ import (
 
 // Options configure a run.
 type Options struct {
-	Modes     []string // nftables, iptables, ipvs, userspace
+	Modes     []string // nftables, iptables, ipvs, userspace, ebpf
 	Ns        []int    // Service counts
 	Endpoints int      // per Service
 	Connects  int      // connections per latency measurement
@@ -304,6 +305,7 @@ func runOne(ctx context.Context, mode string, n int, opts Options) (res Result, 
 
 	var dp syncer
 	var closeDP func()
+	var status func() ebpf.Status
 	if err := inNS(node, func() error {
 		switch mode {
 		case "nftables":
@@ -324,6 +326,20 @@ func runOne(ctx context.Context, mode string, n int, opts Options) (res Result, 
 				return err
 			}
 			dp, closeDP = p, func() { _ = inNS(node, func() error { return p.Cleanup(context.Background()) }); p.Close() }
+		case "ebpf":
+			// The programs go on a cgroup of the run's own, and this process (whose
+			// goroutines are the client) joins it until the run ends.
+			cg, leave, err := joinCgroup(ns.prefix)
+			if err != nil {
+				return err
+			}
+			p, err := ebpf.New(ebpf.Options{Cgroup: cg, DisableHealthCheck: true})
+			if err != nil {
+				leave()
+				return err
+			}
+			dp, closeDP = p, func() { _ = p.Close(); leave() }
+			status = p.Status
 		case "userspace":
 			p, err := userspace.New(userspace.Options{DrainTimeout: time.Second})
 			if err != nil {
@@ -341,31 +357,37 @@ func runOne(ctx context.Context, mode string, n int, opts Options) (res Result, 
 
 	runtime.GC()
 	var lastCPU float64
-	syncIn := func(svcs []*model.Service) (time.Duration, error) {
+	syncIn := func(snap *model.Snapshot) (time.Duration, error) {
 		var d time.Duration
 		err := inNS(node, func() error {
 			cpu0 := cpuMS()
 			start := time.Now()
-			err := dp.Sync(ctx, &model.Snapshot{Services: svcs})
+			err := dp.Sync(ctx, snap)
 			d = time.Since(start)
 			lastCPU = cpuMS() - cpu0
 			return err
 		})
 		return d, err
 	}
-	d, err := syncIn(services(n, opts.Endpoints, 0))
+	// Snapshots as model.Translator hands them over: versioned, each with a Delta
+	// naming the Services that changed, the others the same pointers.
+	svcs := services(n, opts.Endpoints, 0)
+	d, err := syncIn(&model.Snapshot{Version: 1, Services: svcs})
 	if err != nil {
 		return res, fmt.Errorf("full sync: %w", err)
 	}
 	res.FullSyncMS, res.FullSyncCPU = ms(d), lastCPU
-	d, err = syncIn(services(n, opts.Endpoints, 0))
+	d, err = syncIn(&model.Snapshot{Version: 2, Services: svcs, Delta: &model.Delta{Base: 1}})
 	if err != nil {
 		return res, err
 	}
 	res.NoopSyncMS = ms(d)
 	var changes, changeCPU []float64
 	for g := 1; g <= opts.Changes; g++ {
-		d, err := syncIn(services(n, opts.Endpoints, g))
+		next := slices.Clone(svcs)
+		next[n/2] = services(n, opts.Endpoints, g)[n/2]
+		svcs = next
+		d, err := syncIn(&model.Snapshot{Version: uint64(g) + 2, Services: svcs, Delta: &model.Delta{Base: uint64(g) + 1, Services: []model.ServiceKey{svcs[n/2].Key}}})
 		if err != nil {
 			return res, fmt.Errorf("change sync: %w", err)
 		}
@@ -380,6 +402,10 @@ func runOne(ctx context.Context, mode string, n int, opts Options) (res Result, 
 	runtime.ReadMemStats(&mem)
 	res.HeapMB = float64(mem.HeapInuse) / (1 << 20)
 	res.KernelRules, res.KernelElems = kernelObjects(mode, node)
+	if status != nil { // ebpf: programs, and map elements (frontends and slots)
+		st := status()
+		res.KernelRules, res.KernelElems = st.Programs, st.Frontends+int(st.BackendSlots)
+	}
 
 	// First-packet latency: new connections to the last-added Service.
 	target := netip.AddrPortFrom(clusterIP(n-1), 80).String()
@@ -401,6 +427,41 @@ func runOne(ctx context.Context, mode string, n int, opts Options) (res Result, 
 	res.ConnectP50us = percentile(lat, 50)
 	res.ConnectP99us = percentile(lat, 99)
 	return res, nil
+}
+
+// joinCgroup makes a cgroup named name under the cgroup2 mount and moves this process
+// into it; leave moves it back and removes the cgroup.
+func joinCgroup(name string) (string, func(), error) {
+	mount, err := ebpf.CgroupMount()
+	if err != nil {
+		return "", nil, err
+	}
+	self, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return "", nil, err
+	}
+	var orig string
+	for _, line := range strings.Split(string(self), "\n") {
+		if rest, ok := strings.CutPrefix(line, "0::"); ok {
+			orig = mount + rest
+		}
+	}
+	if orig == "" {
+		return "", nil, fmt.Errorf("no cgroup v2 line in /proc/self/cgroup")
+	}
+	cg := mount + "/" + name
+	if err := os.Mkdir(cg, 0o755); err != nil {
+		return "", nil, err
+	}
+	pid := []byte(strconv.Itoa(os.Getpid()))
+	if err := os.WriteFile(cg+"/cgroup.procs", pid, 0); err != nil {
+		_ = os.Remove(cg)
+		return "", nil, err
+	}
+	return cg, func() {
+		_ = os.WriteFile(orig+"/cgroup.procs", pid, 0)
+		_ = os.Remove(cg)
+	}, nil
 }
 
 // cpuMS is the user+sys CPU time of this process and its waited-for children.

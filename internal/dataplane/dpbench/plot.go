@@ -19,7 +19,7 @@ func WriteSVG(w io.Writer, results []Result) error {
 		{"one endpoint change sync", func(r Result) float64 { return r.ChangeSyncMS }, "ms"},
 		{"first-packet connect p50", func(r Result) float64 { return r.ConnectP50us }, "µs"},
 	}
-	colors := map[string]string{"nftables": "#1b7837", "iptables": "#b2182b", "userspace": "#2166ac", "ipvs": "#762a83"}
+	colors := map[string]string{"nftables": "#1b7837", "iptables": "#b2182b", "userspace": "#2166ac", "ipvs": "#762a83", "ebpf": "#e08214"}
 	const pw, ph, ml, mt, mb = 320.0, 240.0, 60.0, 40.0, 50.0
 	var b strings.Builder
 	width := float64(len(panels))*(pw+ml) + 20

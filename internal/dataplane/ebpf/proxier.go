@@ -527,6 +527,7 @@ func (p *Proxier) sync(snap *model.Snapshot) error {
 		}
 	}
 	var stale []socklbMemberKey // members of changed frontends no longer theirs
+	var todo []socklbSvcKey     // frontends to write
 	for _, key := range sortedKeys(want) {
 		fe := want[key]
 		p.bySvc[owner[key]] = append(p.bySvc[owner[key]], key)
@@ -539,15 +540,29 @@ func (p *Proxier) sync(snap *model.Snapshot) error {
 			errs = append(errs, fmt.Errorf("frontend %s: endpoint weights need %d backend slots, more than %d; left as it was", keyString(key), fe.needed, maxFrontendSlots))
 			continue
 		}
+		if old, had := p.applied[key]; had && old.same(&fe) {
+			continue
+		}
+		todo = append(todo, key)
+	}
+	// Many frontends (a full sync) go in one batch per map; a failed batch, or a few
+	// frontends, one frontend at a time.
+	fes := make([]*frontend, len(todo))
+	for i, key := range todo {
+		fe := want[key]
+		fes[i] = &fe
+	}
+	batched := len(todo) >= batchMin && p.writeBatch(todo, fes) == nil
+	for i, key := range todo {
+		fe := fes[i]
+		if !batched {
+			if err := p.write(key, fe); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+		}
 		old, had := p.applied[key]
-		if had && old.same(&fe) {
-			continue
-		}
-		if err := p.write(key, &fe); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		p.applied[key] = fe
+		p.applied[key] = *fe
 		if had {
 			freed = append(freed, frontend{backends: old.backends, offset: old.offset, table: old.table, tableOff: old.tableOff})
 			for _, mk := range old.members(key) {
@@ -614,6 +629,81 @@ func (p *Proxier) remove(key socklbSvcKey, freed *[]frontend) error {
 	}
 	delete(p.applied, key)
 	*freed = append(*freed, old)
+	return nil
+}
+
+// batchMin is the number of frontends from which a Sync writes them in batches.
+const batchMin = 64
+
+// writeBatch is write for many frontends: their ranges allocated, then one batch for
+// the backends, one for the Maglev tables, the affinity members, and one batch for the
+// frontends' values, so every frontend points at slots already written. On an error
+// nothing stays allocated and the caller writes them one at a time (which overwrites
+// the values of a partly applied batch).
+func (p *Proxier) writeBatch(keys []socklbSvcKey, fes []*frontend) (err error) {
+	var slots, tables []slotRange
+	defer func() {
+		if err != nil {
+			for _, r := range slots {
+				p.slots.release(r)
+			}
+			for _, r := range tables {
+				p.maglevs.release(r)
+			}
+		}
+	}()
+	var bIdx, mIdx, mVal []uint32
+	var bVal []socklbBackend
+	for _, fe := range fes {
+		if n := uint32(len(fe.backends)); n > 0 {
+			off, ok := p.slots.alloc(n)
+			if !ok {
+				return errors.New("no room")
+			}
+			slots = append(slots, slotRange{off, n})
+			fe.offset = off
+			for i, be := range fe.backends {
+				bIdx, bVal = append(bIdx, off+uint32(i)), append(bVal, be)
+			}
+		}
+		if m := uint32(len(fe.table)); m > 0 {
+			off, ok := p.maglevs.alloc(m)
+			if !ok {
+				return errors.New("no room")
+			}
+			tables = append(tables, slotRange{off, m})
+			fe.tableOff = off
+			for i, v := range fe.table {
+				mIdx, mVal = append(mIdx, off+uint32(i)), append(mVal, v)
+			}
+		}
+	}
+	if len(bIdx) > 0 {
+		if _, err := p.objs.Backends.BatchUpdate(bIdx, bVal, nil); err != nil {
+			return err
+		}
+	}
+	if len(mIdx) > 0 {
+		if _, err := p.objs.Maglev.BatchUpdate(mIdx, mVal, nil); err != nil {
+			return err
+		}
+	}
+	for i, fe := range fes {
+		for _, mk := range fe.members(keys[i]) {
+			if err := p.objs.Members.Put(mk, uint8(1)); err != nil {
+				return err
+			}
+			p.writes++
+		}
+	}
+	vals := make([]socklbSvcValue, len(fes))
+	for i, fe := range fes {
+		vals[i] = fe.value()
+	}
+	if _, err := p.objs.Services.BatchUpdate(keys, vals, nil); err != nil {
+		return err
+	}
+	p.writes += len(bIdx) + len(tables) + len(keys)
 	return nil
 }
 
