@@ -2,6 +2,7 @@ package netpol
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"slices"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"sigs.k8s.io/knftables"
 
 	"weir.dev/weir/internal/model"
+	"weir.dev/weir/internal/netnstest"
 )
 
 func pod(ns, name, ip string, lbls map[string]string) *corev1.Pod {
@@ -99,4 +101,42 @@ func sortedLines(s string) string {
 	lines := strings.Split(s, "\n")
 	slices.Sort(lines)
 	return strings.Join(lines, "\n")
+}
+
+// TestStreamedFullWrite: in a network namespace, the full write streamed to nft (many
+// elements per statement) gives the table knftables' one statement per element gives.
+func TestStreamedFullWrite(t *testing.T) {
+	ns := netnstest.New(t).NS("stream")
+	ctx := context.Background()
+	list := func() string { return ns.MustRun("nft", "list", "table", "inet", TableName) }
+	for i, objs := range steps() {
+		snap := model.Translate(objs, model.Node{Name: "n1"})
+		var streamed, plain string
+		if err := ns.Do(func() error {
+			e, err := New(Options{})
+			if err != nil {
+				return err
+			}
+			if err := e.Sync(ctx, snap); err != nil {
+				return fmt.Errorf("streamed: %w", err)
+			}
+			streamed = list()
+			nft, err := knftables.New(knftables.InetFamily, TableName)
+			if err != nil {
+				return err
+			}
+			f, _ := New(Options{NFTables: nft})
+			f.polIDs.of, f.groupIDs.of = maps.Clone(e.polIDs.of), maps.Clone(e.groupIDs.of)
+			if err := f.Sync(ctx, snap); err != nil {
+				return fmt.Errorf("per element: %w", err)
+			}
+			plain = list()
+			return f.Cleanup(ctx)
+		}); err != nil {
+			t.Fatalf("step %d: %v", i, err)
+		}
+		if streamed != plain {
+			t.Fatalf("step %d: the streamed table differs:\n%s\n--- per element:\n%s", i, streamed, plain)
+		}
+	}
 }
