@@ -28,6 +28,10 @@ type GatewayConfig struct {
 	// Status holds the computed conditions of every GatewayClass, Gateway, route and
 	// Ingress weir looked at, sorted by kind, namespace and name.
 	Status []ObjectStatus
+	// ServiceAddresses: every Gateway has a Service of its own (Objects.
+	// GatewayServicesManaged), and the Gateways' status addresses are their
+	// ObjectStatus.Addresses. Unset, they are the status writer's configured addresses.
+	ServiceAddresses bool `json:",omitempty"`
 }
 
 // ListenerProtocol is what a Listener speaks.
@@ -317,6 +321,10 @@ type ObjectStatus struct {
 	Listeners []ListenerStatus
 	// Parents is the per-parent status of a route.
 	Parents []RouteParentStatus
+	// Addresses of a Gateway whose address comes from its Service (GatewayConfig.
+	// ServiceAddresses): the Service's load-balancer ingress IPs and hostnames when it has
+	// any, else its ClusterIPs; empty while the Service is missing.
+	Addresses []gatewayv1.GatewayStatusAddress `json:",omitempty"`
 }
 
 // ListenerStatus is the status of one Gateway listener.

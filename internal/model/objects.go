@@ -42,6 +42,17 @@ type Objects struct {
 	// named ports, and the policies that select them.
 	Pods            []*corev1.Pod
 	NetworkPolicies []*networkingv1.NetworkPolicy
+
+	// GatewayServicesManaged says that every Gateway gets its address from a Service of
+	// its own, made by weir (the Kubernetes source sets it): the Gateway's listeners bind
+	// that Service's targetPorts on every address, and the Gateway is not Programmed until
+	// its Service exists. Unset (file mode), every Gateway binds the shared address, or
+	// the IP of its spec.addresses.
+	GatewayServicesManaged bool
+	// GatewayServices are the Services weir made for Gateways, in weir's own namespace,
+	// each naming its Gateway in the GatewayOwnerAnnotation (see GatewayServiceOwner). Read
+	// only when GatewayServicesManaged is set.
+	GatewayServices []*corev1.Service
 }
 
 // Node is what weir knows of the node it runs on. It decides which endpoints are

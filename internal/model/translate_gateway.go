@@ -26,6 +26,9 @@ const gatewayGroup = "gateway.networking.k8s.io"
 // Translate calls it after the Services are built.
 func translateGateways(objs *Objects, snap *Snapshot) {
 	t := &gwTranslator{objs: objs, snap: snap, listeners: map[string]*Listener{}, nsLabels: namespaceLabels(objs.Namespaces)}
+	if objs.GatewayServicesManaged {
+		t.gwServices = indexGatewayServices(objs.GatewayServices)
+	}
 	t.gatewayClasses()
 	t.gateways()
 	t.routes()
@@ -42,6 +45,9 @@ type gwTranslator struct {
 
 	classes   map[string]bool       // accepted GatewayClass names
 	nsLabels  map[string]labels.Set // labels of the Namespace objects, by name
+	// gwServices are the Gateways' own Services by "namespace/name" of the Gateway, when
+	// Objects.GatewayServicesManaged is set.
+	gwServices map[string]*corev1.Service
 	gws       []*gwGateway
 	listeners map[string]*Listener // by address
 	status    []ObjectStatus
@@ -127,10 +133,25 @@ func (t *gwTranslator) gateways() {
 		}
 		g := &gwGateway{obj: gw}
 		host, gwProblem := gatewayAddress(gw)
-		// A Gateway that is not accepted, or whose address weir cannot use, serves
-		// nothing; its listeners still get their own status.
+		// In a cluster the Gateway's listeners bind the targetPorts of its own Service
+		// on every address: Gateways never share a port, so conflicts are found among
+		// one Gateway's listeners only.
+		var svc *corev1.Service
+		if t.objs.GatewayServicesManaged && gwProblem == nil {
+			host = ""
+			svc, gwProblem = t.gatewayService(gw)
+		}
+		// A Gateway that is not accepted, or whose address weir cannot use (or has not
+		// got yet), serves nothing; its listeners still get their own status.
 		serve := gwProblem == nil
 		st := ObjectStatus{Kind: "Gateway", Namespace: gw.Namespace, Name: gw.Name}
+		if svc != nil {
+			st.Addresses = serviceAddresses(svc)
+		}
+		pendingMsg := ""
+		if gwProblem != nil && gwProblem.pending {
+			pendingMsg = gwProblem.msg
+		}
 		listenersNotValid := false
 		for _, l := range gw.Spec.Listeners {
 			gl := &gwListener{spec: l}
@@ -170,12 +191,27 @@ func (t *gwTranslator) gateways() {
 					fail(string(gatewayv1.ListenerConditionAccepted), string(gatewayv1.ListenerReasonUnsupportedValue), err.Error())
 				}
 			}
-			addr := net.JoinHostPort(host, strconv.Itoa(int(l.Port)))
-			if valid && serve {
-				c := claims[addr]
+			port := int32(l.Port)
+			lserve, lpending := serve, pendingMsg
+			if svc != nil {
+				if port = serviceListenerPort(svc, port); port == 0 {
+					lserve = false
+					lpending = fmt.Sprintf("Service %s/%s has no port %d yet", svc.Namespace, svc.Name, l.Port)
+				}
+			}
+			addr := net.JoinHostPort(host, strconv.Itoa(int(port)))
+			// Listener ports are claimed per bind address, which in a cluster is the
+			// Gateway's own: conflicts are then found among its listeners even before
+			// its Service exists.
+			claimKey := addr
+			if t.objs.GatewayServicesManaged {
+				claimKey = gw.Namespace + "/" + gw.Name + "/" + strconv.Itoa(int(l.Port))
+			}
+			if valid && (lserve || lpending != "") {
+				c := claims[claimKey]
 				switch {
 				case c == nil:
-					claims[addr] = &claim{protocol: gl.protocol, hostnames: map[string]bool{gl.hostname: true}}
+					claims[claimKey] = &claim{protocol: gl.protocol, hostnames: map[string]bool{gl.hostname: true}}
 				case c.protocol != gl.protocol:
 					valid = false
 					conds = append(conds, cond(string(gatewayv1.ListenerConditionConflicted), true, string(gatewayv1.ListenerReasonProtocolConflict),
@@ -213,7 +249,7 @@ func (t *gwTranslator) gateways() {
 				listenersNotValid = true
 			}
 			switch {
-			case valid && refsOK && serve:
+			case valid && refsOK && lserve && !t.portTaken(addr, gw, gl.protocol):
 				conds = append(conds, cond(string(gatewayv1.ListenerConditionAccepted), true, string(gatewayv1.ListenerReasonAccepted), "", gw.Generation))
 				if len(invalidKinds) == 0 {
 					conds = append(conds, cond(string(gatewayv1.ListenerConditionResolvedRefs), true, string(gatewayv1.ListenerReasonResolvedRefs), "", gw.Generation))
@@ -236,7 +272,15 @@ func (t *gwTranslator) gateways() {
 				if valid && refsOK {
 					conds = append(conds, cond(string(gatewayv1.ListenerConditionResolvedRefs), true, string(gatewayv1.ListenerReasonResolvedRefs), "", gw.Generation))
 				}
-				conds = append(conds, cond(string(gatewayv1.ListenerConditionProgrammed), false, string(gatewayv1.ListenerReasonInvalid), "listener is not served", gw.Generation))
+				switch {
+				case valid && refsOK && lserve:
+					conds = append(conds, cond(string(gatewayv1.ListenerConditionProgrammed), false, string(gatewayv1.ListenerReasonInvalid),
+						fmt.Sprintf("port %s is bound for another Gateway", addr), gw.Generation))
+				case valid && refsOK && lpending != "":
+					conds = append(conds, cond(string(gatewayv1.ListenerConditionProgrammed), false, string(gatewayv1.ListenerReasonPending), lpending, gw.Generation))
+				default:
+					conds = append(conds, cond(string(gatewayv1.ListenerConditionProgrammed), false, string(gatewayv1.ListenerReasonInvalid), "listener is not served", gw.Generation))
+				}
 			}
 			ls.Conditions = conds
 			st.Listeners = append(st.Listeners, ls)
@@ -249,7 +293,12 @@ func (t *gwTranslator) gateways() {
 		programmed := cond(string(gatewayv1.GatewayConditionProgrammed), true, string(gatewayv1.GatewayReasonProgrammed), "", gw.Generation)
 		switch {
 		case gwProblem != nil && gwProblem.accepted:
-			accepted = cond(accepted.Type, true, string(gatewayv1.GatewayReasonAccepted), "", gw.Generation)
+			switch {
+			case listenersNotValid && !anyAccepted:
+				accepted = cond(accepted.Type, false, string(gatewayv1.GatewayReasonListenersNotValid), "no listener is valid", gw.Generation)
+			case listenersNotValid:
+				accepted = cond(accepted.Type, true, string(gatewayv1.GatewayReasonListenersNotValid), "some listeners are not valid; see listener status", gw.Generation)
+			}
 			programmed = cond(programmed.Type, false, gwProblem.reason, gwProblem.msg, gw.Generation)
 		case gwProblem != nil:
 			accepted = cond(accepted.Type, false, gwProblem.reason, gwProblem.msg, gw.Generation)
@@ -276,9 +325,23 @@ func (t *gwTranslator) gateways() {
 	}
 }
 
+// portTaken reports whether, in a cluster, the socket addr already serves another
+// Gateway or another protocol: two Gateways' Services with one targetPort, which weir's
+// allocation never makes.
+func (t *gwTranslator) portTaken(addr string, gw *gatewayv1.Gateway, p ListenerProtocol) bool {
+	ln := t.listeners[addr]
+	if !t.objs.GatewayServicesManaged || ln == nil {
+		return false
+	}
+	prefix := gw.Namespace + "/" + gw.Name + "/"
+	return ln.Protocol != p || !strings.HasPrefix(ln.Sections[0].Name, prefix)
+}
+
 // gatewayProblem is why a Gateway is not accepted (accepted false) or not programmed.
 type gatewayProblem struct {
-	accepted    bool
+	accepted bool
+	// pending: the Gateway waits for its Service (or its address), which weir makes.
+	pending     bool
 	reason, msg string
 }
 
@@ -1334,7 +1397,7 @@ func (t *gwTranslator) finish() *GatewayConfig {
 	if len(t.status) == 0 && len(t.gws) == 0 && len(t.listeners) == 0 {
 		return nil
 	}
-	cfg := &GatewayConfig{Status: t.status}
+	cfg := &GatewayConfig{Status: t.status, ServiceAddresses: t.objs.GatewayServicesManaged}
 	for _, g := range t.gws {
 		cfg.Status = append(cfg.Status, *g.status)
 	}
