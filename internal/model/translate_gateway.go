@@ -43,14 +43,14 @@ type gwTranslator struct {
 	objs *Objects
 	snap *Snapshot
 
-	classes   map[string]bool       // accepted GatewayClass names
-	nsLabels  map[string]labels.Set // labels of the Namespace objects, by name
+	classes  map[string]bool       // accepted GatewayClass names
+	nsLabels map[string]labels.Set // labels of the Namespace objects, by name
 	// gwServices are the Gateways' own Services by "namespace/name" of the Gateway, when
 	// Objects.GatewayServicesManaged is set.
 	gwServices map[string]*corev1.Service
-	gws       []*gwGateway
-	listeners map[string]*Listener // by address
-	status    []ObjectStatus
+	gws        []*gwGateway
+	listeners  map[string]*Listener // by address
+	status     []ObjectStatus
 	// vhosts collects route matches per section and hostname before sorting.
 	matches map[*Section]map[string][]*sortableMatch
 }
