@@ -10,6 +10,8 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -19,6 +21,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
 
 	"weir.dev/weir/internal/admin"
 	"weir.dev/weir/internal/dataplane"
@@ -76,6 +80,10 @@ type runFlags struct {
 	namespace                  string
 	labelSelector              string
 	statusAddresses            []string
+	gatewayServiceType         string
+	gatewayNamespace           string
+	gatewayPodSelector         string
+	gatewayServicePorts        string
 	accessLog                  bool
 	h2c                        bool
 	gatewayLoops               bool
@@ -124,7 +132,11 @@ func (f *runFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.apiServer, "api-server", "", "with the Kubernetes source: the API server's URL (https://HOST:PORT) in place of the kubeconfig's or the in-cluster one; a node proxy replacing kube-proxy needs it, since the kubernetes Service's ClusterIP works only once it runs")
 	fl.StringVar(&f.namespace, "namespace", "", "with the Kubernetes source: watch only this namespace")
 	fl.StringVar(&f.labelSelector, "label-selector", "", "with the Kubernetes source: watch only objects with these labels")
-	fl.StringSliceVar(&f.statusAddresses, "status-address", nil, "with the Kubernetes source: addresses written to Ingress and Gateway status")
+	fl.StringSliceVar(&f.statusAddresses, "status-address", nil, "with the Kubernetes source: addresses written to Ingress status (and to Gateway status with --gateway-service-type none)")
+	fl.StringVar(&f.gatewayServiceType, "gateway-service-type", "LoadBalancer", "with the Kubernetes source: the type of the Service weir makes for each Gateway (LoadBalancer, NodePort or ClusterIP), whose address the Gateway gets; none: no Services, every Gateway binds its listener ports on all addresses, as in file mode")
+	fl.StringVar(&f.gatewayNamespace, "gateway-namespace", envOr("POD_NAMESPACE", "weir-system"), "with the Kubernetes source: the namespace of the gateway Pods, where the Gateways' Services are made")
+	fl.StringVar(&f.gatewayPodSelector, "gateway-pod-selector", "app.kubernetes.io/name=weir-gateway", "with the Kubernetes source: the labels of the gateway Pods, which the Gateways' Services select")
+	fl.StringVar(&f.gatewayServicePorts, "gateway-service-ports", "20000-29999", "with the Kubernetes source: the range of container ports weir allocates to Gateway listeners (the targetPorts of the Gateways' Services)")
 	fl.BoolVar(&f.accessLog, "access-log", false, "log every L7 request (JSON with --log-format json)")
 	fl.BoolVar(&f.h2c, "h2c", true, "accept cleartext HTTP/2 with prior knowledge on the gateway's HTTP listeners, as gRPC clients of a GRPCRoute speak it (Upgrade: h2c is never accepted)")
 	fl.BoolVar(&f.gatewayLoops, "gateway-event-loops", true, "serve HTTP/1.1 requests without a body on the gateway's plaintext listeners with event loops (false: net/http alone)")
@@ -221,9 +233,13 @@ func run(ctx context.Context, f runFlags, logger *slog.Logger, ready func(adminA
 		g.Go(func() error { reloadOnHangup(ctx, src.Reload); return nil })
 		sourceSynced = func() bool { return true }
 	default:
+		gwServices, err := gatewayServiceOptions(&f)
+		if err != nil {
+			return err
+		}
 		src, err := kube.New(kube.Options{
 			Kubeconfig: f.kubeconfig, InCluster: f.inCluster, APIServer: f.apiServer, Namespace: f.namespace,
-			LabelSelector: f.labelSelector, NodeName: f.nodeName, NetworkPolicy: f.networkPolicy, Store: st,
+			LabelSelector: f.labelSelector, NodeName: f.nodeName, NetworkPolicy: f.networkPolicy, Store: st, GatewayServices: gwServices,
 			Status: &kube.StatusOptions{Addresses: f.statusAddresses, Served: func(snap *model.Snapshot) *model.Snapshot {
 				if gw := served.Load(); gw != nil {
 					return gw.Served(snap)
@@ -551,4 +567,37 @@ func parsePrefixes(flag string, values []string) ([]netip.Prefix, error) {
 		out = append(out, p.Masked())
 	}
 	return out, nil
+}
+
+// envOr is the environment variable key, or def when it is unset or empty.
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+// gatewayServiceOptions reads the --gateway-service-* flags; nil with type none.
+func gatewayServiceOptions(f *runFlags) (*kube.GatewayServiceOptions, error) {
+	if strings.EqualFold(f.gatewayServiceType, "none") {
+		return nil, nil
+	}
+	sel, err := labels.ConvertSelectorToLabelsMap(f.gatewayPodSelector)
+	if err != nil || len(sel) == 0 {
+		return nil, fmt.Errorf("--gateway-pod-selector %q: want key=value[,key=value]", f.gatewayPodSelector)
+	}
+	lo, hi, ok := strings.Cut(f.gatewayServicePorts, "-")
+	pmin, err1 := strconv.ParseInt(lo, 10, 32)
+	pmax, err2 := strconv.ParseInt(hi, 10, 32)
+	if !ok || err1 != nil || err2 != nil {
+		return nil, fmt.Errorf("--gateway-service-ports %q: want MIN-MAX", f.gatewayServicePorts)
+	}
+	o := &kube.GatewayServiceOptions{Namespace: f.gatewayNamespace, Type: corev1.ServiceType(f.gatewayServiceType),
+		Selector: sel, PortMin: int32(pmin), PortMax: int32(pmax)}
+	for _, t := range []corev1.ServiceType{corev1.ServiceTypeLoadBalancer, corev1.ServiceTypeNodePort, corev1.ServiceTypeClusterIP} {
+		if strings.EqualFold(f.gatewayServiceType, string(t)) {
+			o.Type = t
+		}
+	}
+	return o, nil
 }

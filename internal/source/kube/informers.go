@@ -48,6 +48,8 @@ const (
 	kindTrafficPolicy    = "TrafficPolicy"
 	kindPod              = "Pod"
 	kindNetworkPolicy    = "NetworkPolicy"
+	// kindGatewayService: the Services weir made for Gateways, in its own namespace.
+	kindGatewayService = "GatewayService"
 )
 
 // ZoneLabel is the Node label that names its zone.
@@ -220,6 +222,15 @@ func (s *Source) ensureInformers(ctx context.Context) error {
 				updated: podChanged})
 			add(kindNetworkPolicy, np.Networking().V1().NetworkPolicies().Informer(), fillInto[networkingv1.NetworkPolicy](func(o *model.Objects) *[]*networkingv1.NetworkPolicy { return &o.NetworkPolicies }))
 			starters = append(starters, np.Start)
+		}
+
+		if gs := s.opts.GatewayServices; gs != nil {
+			gsf := informers.NewSharedInformerFactoryWithOptions(s.clients.Kube, 0, informers.WithNamespace(gs.Namespace),
+				informers.WithTransform(stripGatewayService),
+				informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = gatewayServiceSelector }))
+			add(kindGatewayService, gsf.Core().V1().Services().Informer(),
+				fillInto[corev1.Service](func(o *model.Objects) *[]*corev1.Service { return &o.GatewayServices }))
+			starters = append(starters, gsf.Start)
 		}
 
 		if s.opts.NodeName != "" {

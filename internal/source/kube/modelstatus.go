@@ -12,7 +12,9 @@ import (
 // ModelStatuses computes the statuses with the gateway's own rules: model.Translate's
 // GatewayConfig.Status (listener conflicts, hostnames, certificate and backend refs,
 // ReferenceGrants, allowedRoutes). EndpointSlices are left out of the translation, since
-// no status depends on them. Gateways get opts.Addresses; so do the Ingresses weir serves.
+// no status depends on them. Gateways get the addresses of their own Services when they
+// have them (Options.GatewayServices), opts.Addresses otherwise; the Ingresses weir serves
+// get opts.Addresses.
 // opts.Served, when set, then corrects them with the data plane's view.
 func ModelStatuses(objs *model.Objects, opts StatusOptions) *Statuses {
 	in := *objs
@@ -53,6 +55,9 @@ func StatusesFromSnapshot(snap *model.Snapshot, opts StatusOptions) *Statuses {
 			st.GatewayClasses[os.Name] = os.Conditions
 		case "Gateway":
 			gs := gatewayv1.GatewayStatus{Addresses: gatewayAddresses(opts.Addresses), Conditions: os.Conditions}
+			if snap.Gateway.ServiceAddresses {
+				gs.Addresses = os.Addresses // the Gateway's own Service's
+			}
 			for _, l := range os.Listeners {
 				gs.Listeners = append(gs.Listeners, gatewayv1.ListenerStatus{Name: gatewayv1.SectionName(l.Name), SupportedKinds: l.SupportedKinds,
 					AttachedRoutes: l.AttachedRoutes, Conditions: l.Conditions})

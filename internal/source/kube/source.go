@@ -76,6 +76,11 @@ type Options struct {
 
 	// Status enables status write-back under leader election; nil disables it.
 	Status *StatusOptions
+	// GatewayServices, when set, gives every Gateway a Service of its own: the source
+	// reads those Services into model.Objects.GatewayServices (and sets
+	// GatewayServicesManaged), and the status leader makes and removes them. Nil keeps
+	// one shared address for every Gateway, as in file mode.
+	GatewayServices *GatewayServiceOptions
 
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
@@ -101,6 +106,9 @@ type Source struct {
 	// computed against, so a write the cache has not seen yet is not sent twice. Owned by
 	// the status loop.
 	inflight map[string]string
+	// portsExhaustedSaid: the lack of free Gateway targetPorts was logged. Owned by the
+	// status loop.
+	portsExhaustedSaid bool
 
 	synced atomic.Bool
 	apiUp  atomic.Bool
@@ -139,6 +147,12 @@ func New(opts Options) (*Source, error) {
 		if err := opts.Status.setDefaults(); err != nil {
 			return nil, err
 		}
+	}
+	if opts.GatewayServices != nil {
+		if err := opts.GatewayServices.setDefaults(); err != nil {
+			return nil, err
+		}
+		s.objects.GatewayServicesManaged = true
 	}
 	if opts.Clients != nil {
 		s.clients = *opts.Clients

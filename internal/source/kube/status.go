@@ -199,7 +199,9 @@ func (s *Source) statusLoop(ctx context.Context) {
 	t := time.NewTicker(s.opts.Status.Resync)
 	defer t.Stop()
 	for {
-		s.WriteStatus(ctx, s.opts.Status.Compute(s.Objects()))
+		objs := s.Objects()
+		s.syncGatewayServices(ctx, objs)
+		s.WriteStatus(ctx, s.opts.Status.Compute(objs))
 		// At most one round per MinInterval: rebuilds meanwhile leave one wake-up pending.
 		select {
 		case <-ctx.Done():
