@@ -27,7 +27,8 @@ func TestRenderOverlays(t *testing.T) {
 		{"node-proxy", []string{"CustomResourceDefinition/trafficpolicies.weir.dev", "CustomResourceDefinition/httproutes.gateway.networking.k8s.io",
 			"Namespace/weir-system", "ClusterRole/weir-read", "ServiceAccount/weir-node-proxy", "ClusterRoleBinding/weir-node-proxy", "DaemonSet/weir-node-proxy"}},
 		{"gateway", []string{"ServiceAccount/weir-gateway", "ClusterRole/weir-gateway", "Role/weir-leader-election",
-			"RoleBinding/weir-leader-election", "Deployment/weir-gateway", "Service/weir-gateway", "GatewayClass/weir", "IngressClass/weir"}},
+			"RoleBinding/weir-leader-election", "Role/weir-gateway-services", "RoleBinding/weir-gateway-services",
+			"Deployment/weir-gateway", "Service/weir-gateway", "GatewayClass/weir", "IngressClass/weir"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.overlay, func(t *testing.T) {
@@ -167,6 +168,7 @@ func TestRBAC(t *testing.T) {
 			access{"list", "", "secrets", "", "", false},
 			access{"patch", "networking.k8s.io", "ingresses", "status", "default", false},
 			access{"update", "coordination.k8s.io", "leases", "", "weir-system", false},
+			access{"create", "", "services", "", "weir-system", false},
 		)},
 		{"weir-gateway", append(slices.Clone(read),
 			access{"watch", "", "secrets", "", "", true},
@@ -178,6 +180,10 @@ func TestRBAC(t *testing.T) {
 			access{"update", "networking.k8s.io", "ingresses", "", "default", false},
 			access{"update", "coordination.k8s.io", "leases", "", "weir-system", true},
 			access{"update", "coordination.k8s.io", "leases", "", "kube-system", false},
+			access{"create", "", "services", "", "weir-system", true},
+			access{"update", "", "services", "", "weir-system", true},
+			access{"delete", "", "services", "", "weir-system", true},
+			access{"delete", "", "services", "", "kube-system", false},
 		)},
 	}
 	for _, tt := range tests {
