@@ -171,4 +171,14 @@ func TestGatewayServices(t *testing.T) {
 	if len(left) != 2 || left[ns+"/same-namespace"].UID != first[ns+"/same-namespace"].UID {
 		t.Errorf("Services left: %v", slices.Collect(maps.Keys(left)))
 	}
+
+	// The other tests' gateways bind their listener ports on every address in file mode:
+	// leave no Gateway behind, and so no Service either.
+	if err := gwAdmin.GatewayV1().Gateways(ns).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "every Gateway Service deleted", func() (bool, error) {
+		left, err := services()
+		return len(left) == 0, err
+	})
 }
