@@ -577,23 +577,29 @@ func envOr(key, def string) string {
 	return def
 }
 
-// gatewayServiceOptions reads the --gateway-service-* flags; nil with type none.
+// gatewayServiceOptions reads the --gateway-* flags of the Gateways' Services (empty ones
+// take kube.GatewayServiceOptions' defaults); nil with type none.
 func gatewayServiceOptions(f *runFlags) (*kube.GatewayServiceOptions, error) {
 	if strings.EqualFold(f.gatewayServiceType, "none") {
 		return nil, nil
 	}
-	sel, err := labels.ConvertSelectorToLabelsMap(f.gatewayPodSelector)
-	if err != nil || len(sel) == 0 {
-		return nil, fmt.Errorf("--gateway-pod-selector %q: want key=value[,key=value]", f.gatewayPodSelector)
+	o := &kube.GatewayServiceOptions{Namespace: f.gatewayNamespace, Type: corev1.ServiceType(f.gatewayServiceType)}
+	if f.gatewayPodSelector != "" {
+		sel, err := labels.ConvertSelectorToLabelsMap(f.gatewayPodSelector)
+		if err != nil || len(sel) == 0 {
+			return nil, fmt.Errorf("--gateway-pod-selector %q: want key=value[,key=value]", f.gatewayPodSelector)
+		}
+		o.Selector = sel
 	}
-	lo, hi, ok := strings.Cut(f.gatewayServicePorts, "-")
-	pmin, err1 := strconv.ParseInt(lo, 10, 32)
-	pmax, err2 := strconv.ParseInt(hi, 10, 32)
-	if !ok || err1 != nil || err2 != nil {
-		return nil, fmt.Errorf("--gateway-service-ports %q: want MIN-MAX", f.gatewayServicePorts)
+	if f.gatewayServicePorts != "" {
+		lo, hi, ok := strings.Cut(f.gatewayServicePorts, "-")
+		pmin, err1 := strconv.ParseInt(lo, 10, 32)
+		pmax, err2 := strconv.ParseInt(hi, 10, 32)
+		if !ok || err1 != nil || err2 != nil {
+			return nil, fmt.Errorf("--gateway-service-ports %q: want MIN-MAX", f.gatewayServicePorts)
+		}
+		o.PortMin, o.PortMax = int32(pmin), int32(pmax)
 	}
-	o := &kube.GatewayServiceOptions{Namespace: f.gatewayNamespace, Type: corev1.ServiceType(f.gatewayServiceType),
-		Selector: sel, PortMin: int32(pmin), PortMax: int32(pmax)}
 	for _, t := range []corev1.ServiceType{corev1.ServiceTypeLoadBalancer, corev1.ServiceTypeNodePort, corev1.ServiceTypeClusterIP} {
 		if strings.EqualFold(f.gatewayServiceType, string(t)) {
 			o.Type = t
