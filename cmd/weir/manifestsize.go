@@ -15,8 +15,11 @@ func registerMaxManifestSize(fl *pflag.FlagSet, v *string) {
 	fl.StringVar(v, "max-manifest-size", def, "largest manifest file read, as a Kubernetes quantity (64Mi, 1Gi); a larger file is an error and is never read into memory")
 }
 
-// parseMaxManifestSize is --max-manifest-size in bytes.
+// parseMaxManifestSize is --max-manifest-size in bytes; empty is the default (0).
 func parseMaxManifestSize(s string) (int64, error) {
+	if s == "" {
+		return 0, nil
+	}
 	q, err := resource.ParseQuantity(s)
 	if err != nil {
 		return 0, fmt.Errorf("--max-manifest-size %q: %w", s, err)
