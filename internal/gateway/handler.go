@@ -183,11 +183,12 @@ type reqState struct {
 	body     *clientBody
 	// Held here rather than allocated (net/http path): forwarding header values, the
 	// response body's wrapper, the client trace (1xx count, the try's head timeout).
-	fwd     [4]string
-	tracked trackedBody
-	trace   httptrace.ClientTrace
-	n1xx    atomic.Int32
-	hw      atomic.Pointer[headWatch]
+	fwd      [4]string
+	tracked  trackedBody
+	trace    httptrace.ClientTrace
+	n1xx     atomic.Int32
+	hw       atomic.Pointer[headWatch]
+	cancelUp context.CancelFunc // ends an HTTP/1 client's upstream request (ClientEnded)
 }
 
 type stateKey struct{}
@@ -373,17 +374,18 @@ func (g *Gateway) serveRule(w *statusWriter, r *http.Request, m *model.RouteMatc
 	if br == nil {
 		return
 	}
-	// The upstream request ends with the client's, except that a client that only
-	// half-closes after its answer has begun still reads it whole, as on the event
-	// loops.
-	ctx, cancel := context.WithCancel(context.WithoutCancel(st))
-	defer cancel()
-	stop := context.AfterFunc(st, func() {
-		if !w.sent.Load() || !halfClosed(st) {
-			cancel()
-		}
-	})
-	defer stop()
+	// The upstream request ends with the client's, except that an HTTP/1 client that
+	// only half-closes after its answer has begun still reads it whole, as on the
+	// event loops: its connection's guard tells (ClientEnded).
+	var ctx context.Context = st
+	if gd, ok := st.Value(connKey{}).(interface{ Watch(http1.Watcher) }); ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(context.WithoutCancel(st))
+		defer cancel()
+		st.cancelUp = cancel
+		gd.Watch(st)
+		defer gd.Watch((*reqState)(nil))
+	}
 	if timeout := st.rule.rule.RequestTimeout; timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, timeout)
@@ -401,12 +403,12 @@ func (g *Gateway) serveRule(w *statusWriter, r *http.Request, m *model.RouteMatc
 // connKey holds a downstream connection in its requests' contexts (net/http).
 type connKey struct{}
 
-// halfClosed reports whether the downstream HTTP/1 connection of a request whose
-// context ended was only half-closed by its client (a clean end of its stream, after
-// which it still reads its answer), not reset or lost, as the loops tell them apart.
-func halfClosed(ctx context.Context) bool {
-	g, ok := ctx.Value(connKey{}).(interface{ Aborted() bool }) // an http1.Guard
-	return ok && !g.Aborted()
+// ClientEnded hears the end of an HTTP/1 client's stream (http1.Watcher): it ends the
+// upstream request unless the client only half-closed after its answer began.
+func (st *reqState) ClientEnded(aborted bool) {
+	if st != nil && (aborted || !st.sw.sent.Load()) {
+		st.cancelUp()
+	}
 }
 
 // admit takes a request through its rule up to the upstream: rate limit, CORS

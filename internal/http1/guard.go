@@ -43,8 +43,12 @@ type Guard struct {
 	// upgrade: a request asked to switch protocols (or CONNECT); switched: the server
 	// answered 101 (or 2xx to CONNECT), and what follows is no longer HTTP/1.
 	upgrade, connect, switched atomic.Bool
-	aborted                    atomic.Bool // a read failed otherwise than at a clean end (EOF)
+	watcher                    atomic.Value // Watcher of the request in flight (Watch)
 }
+
+// Watcher hears how the client's stream of a guarded connection ended: cleanly (EOF:
+// a half-close), or not (aborted: reset, cut).
+type Watcher interface{ ClientEnded(aborted bool) }
 
 const (
 	guardHead uint8 = iota
@@ -105,8 +109,10 @@ func (g *Guard) Read(p []byte) (int, error) {
 // read reads the connection, noting a failure that is not the client's clean end.
 func (g *Guard) read(p []byte) (int, error) {
 	n, err := g.Conn.Read(p)
-	if err != nil && err != io.EOF && !isTimeout(err) {
-		g.aborted.Store(true)
+	if err != nil && !isTimeout(err) {
+		if w, _ := g.watcher.Load().(Watcher); w != nil {
+			w.ClientEnded(err != io.EOF)
+		}
 	}
 	return n, err
 }
@@ -118,9 +124,9 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// Aborted reports whether the client's stream ended otherwise than cleanly: reset, or
-// cut. A client that only half-closed (EOF) still reads its answers.
-func (g *Guard) Aborted() bool { return g.aborted.Load() }
+// Watch makes w hear the end of the client's stream while its request is in flight;
+// a nil of w's type ends that (always the same type: atomic.Value's rule).
+func (g *Guard) Watch(w Watcher) { g.watcher.Store(w) }
 
 // advance checks what it can of the unchecked bytes; false when it needs more.
 func (g *Guard) advance() bool {
