@@ -76,7 +76,7 @@ func run(listen, backends string, alg balance.Algorithm, opts gateway.Options) e
 		be.Endpoints = append(be.Endpoints, model.Endpoint{Addr: ap.Addr(), Port: int32(ap.Port()), Ready: true, Serving: true, Weight: 1})
 	}
 	rule := &model.Rule{Route: model.RouteRef{Kind: "HTTPRoute", Namespace: "bench", Name: "route"}, ID: "bench/route/0",
-		Backends: []*model.Backend{be}, Policy: pol, Retry: pol.Retry}
+		Backends: []*model.Backend{be}, Policy: pol, Retry: pol.Retry, ResponseTimeout: pol.ResponseTimeout} // as the model fills a rule
 	cfg := &model.GatewayConfig{Listeners: []*model.Listener{{Address: listen, Protocol: model.ProtocolHTTP, Sections: []*model.Section{{
 		Name: "bench/gw/http", Hosts: []*model.VirtualHost{{Matches: []*model.RouteMatch{{Path: model.PathMatch{Type: model.PathPrefix, Value: "/"}, Rule: rule}}}}}}}}}
 	opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
