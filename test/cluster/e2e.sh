@@ -6,6 +6,8 @@
 #
 #   test/cluster/e2e.sh                         # the selection below
 #   FOCUS='\[sig-network\] DNS should provide DNS for services' test/cluster/e2e.sh
+#   # NetworkPolicy (47 specs; weir runs with --network-policy; no SCTP in this kernel):
+#   FOCUS='\[sig-network\] Netpol' SKIP='\[Feature:SCTPConnectivity\]|\[Serial\]|\[Disruptive\]|\[Slow\]' test/cluster/e2e.sh
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
