@@ -12,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -100,6 +101,10 @@ func (w *flowWorld) namespace(role string, addrs ...string) *netnstest.NS {
 					if err != nil {
 						return
 					}
+					// Read the client's byte first: closing with it unread would
+					// send a reset, which can reach the client before the answer.
+					_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+					_, _ = c.Read(make([]byte, 1))
 					_, _ = c.Write([]byte(c.LocalAddr().String()))
 					c.Close()
 				}
