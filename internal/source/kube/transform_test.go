@@ -1,11 +1,14 @@
 package kube
 
 import (
+	"fmt"
 	"reflect"
+	"slices"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
@@ -61,5 +64,33 @@ func TestSlimObjectsTranslateAlike(t *testing.T) {
 	if slimES.Endpoints[0].TargetRef != nil || len(slimES.Labels) != 1 || len(slimES.Annotations) != 1 ||
 		slimSvc.Spec.Selector != nil || slimSvc.ManagedFields != nil || slimSvc.Annotations[lastAppliedAnnotation] != "" {
 		t.Fatalf("not slimmed: %+v %+v", slimSvc.ObjectMeta, slimES.ObjectMeta)
+	}
+}
+
+// TestCompactEndpoints: the slim slice is exactly as long as the decoded one, keeps
+// every field Translate reads (conditions of each value and nil, hostname, node, zone,
+// hints), and repeated node names share one string.
+func TestCompactEndpoints(t *testing.T) {
+	var eps []discoveryv1.Endpoint
+	for i := range 10 {
+		ep := discoveryv1.Endpoint{Addresses: []string{fmt.Sprintf("10.1.0.%d", i)}, NodeName: ptr.To(fmt.Sprintf("node-%d", i%3)),
+			Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(i%2 == 0), Serving: ptr.To(true)}}
+		if i == 4 {
+			ep.Zone, ep.Hostname = ptr.To("z1"), ptr.To("web-4")
+			ep.Hints = &discoveryv1.EndpointHints{ForZones: []discoveryv1.ForZone{{Name: "z1"}}}
+			ep.Conditions.Terminating = ptr.To(false)
+		}
+		eps = append(eps, ep) // capacity 16 for 10
+	}
+	want := slices.Clone(eps)
+	got := compactEndpoints(eps)
+	if len(got) != 10 || cap(got) != 10 {
+		t.Fatalf("len %d cap %d, want 10 and 10", len(got), cap(got))
+	}
+	if !equality.Semantic.DeepEqual(got, want) {
+		t.Fatalf("compacted endpoints differ:\n got %+v\nwant %+v", got, want)
+	}
+	if got[0].NodeName != got[3].NodeName || got[0].NodeName == got[1].NodeName {
+		t.Fatal("repeated node names do not share one string, or distinct ones do")
 	}
 }
