@@ -15,8 +15,6 @@ import (
 	"strings"
 
 	"sigs.k8s.io/knftables"
-
-	"weir.dev/weir/internal/model"
 )
 
 // bulkChunk is how many elements one statement carries in a bulk write. nft parses a
@@ -236,7 +234,7 @@ func (s *tableScript) sharedChains(shared []string) {
 // to an empty table: its sets, its chains and the shared chains it is the first to
 // use (unless written up front), their rules, then its elements unless another
 // Service owns them.
-func (s *tableScript) service(log *slog.Logger, key model.ServiceKey, o *serviceObjects, owners owners, refs map[string]int) {
+func (s *tableScript) service(log *slog.Logger, who *owner, o *serviceObjects, owners owners, refs map[string]int) {
 	for _, name := range slices.Sorted(maps.Keys(o.sets)) {
 		s.write("add set " + s.head + " " + name + " { type " + s.f.addrType + " ; flags dynamic,timeout ; timeout " + strconv.FormatInt(int64(o.sets[name].Seconds()), 10) + "s ; }\n")
 		s.ops++
@@ -264,11 +262,11 @@ func (s *tableScript) service(log *slog.Logger, key model.ServiceKey, o *service
 		s.rules(name, o.chains[name])
 	}
 	for _, e := range o.elements {
-		if owner, taken := owners.get(e.id); taken && owner != key {
-			log.Warn("two Services claim the same frontend; keeping the first", "frontend", e.key, "kept", owner, "ignored", key)
+		if owner, taken := owners.get(e.id); taken && owner != who {
+			log.Warn("two Services claim the same frontend; keeping the first", "frontend", e.key, "kept", owner.key, "ignored", who.key)
 			continue
 		}
-		owners.set(e.id, key)
+		owners.set(e.id, who)
 		s.element(e)
 	}
 	for _, k := range o.hairpin {

@@ -15,19 +15,24 @@ import (
 
 // owners records which Service owns each map or set element written, so that two
 // Services never fight over a key. It is keyed by a 64-bit hash of the element's id
-// rather than the id's text: at 100,000 elements that is ~6 MB instead of ~20, and two
-// ids colliding (odds ~10^-9 at that size, with a seed an outsider cannot know) would
-// only make the later Service's element look taken.
-type owners map[uint64]model.ServiceKey
+// rather than the id's text, and points at the Service's owner record rather than
+// holding its key: at 100,000 elements that is ~4 MB instead of ~20. Two ids colliding
+// (odds ~10^-9 at that size, with a seed an outsider cannot know) would only make the
+// later Service's element look taken.
+type owners map[uint64]*owner
+
+// owner stands for one Service in owners; its serviceStates hand it on from one to
+// the next, so that the elements a Service keeps stay its own.
+type owner struct{ key model.ServiceKey }
 
 var ownerSeed = maphash.MakeSeed()
 
-func (o owners) get(id string) (model.ServiceKey, bool) {
+func (o owners) get(id string) (*owner, bool) {
 	k, ok := o[maphash.String(ownerSeed, id)]
 	return k, ok
 }
 
-func (o owners) set(id string, key model.ServiceKey) { o[maphash.String(ownerSeed, id)] = key }
+func (o owners) set(id string, who *owner) { o[maphash.String(ownerSeed, id)] = who }
 
 func (o owners) del(id string) { delete(o, maphash.String(ownerSeed, id)) }
 
@@ -63,7 +68,7 @@ func (w *writer) ref(refs map[string]int, key string, delta int) {
 }
 
 // diff records what turns old into new for the Service key. Either may be nil.
-func (w *writer) diff(log *slog.Logger, key model.ServiceKey, old, new *serviceObjects, owners owners, refs map[string]int) {
+func (w *writer) diff(log *slog.Logger, who *owner, old, new *serviceObjects, owners owners, refs map[string]int) {
 	if old == nil {
 		old = &serviceObjects{}
 	}
@@ -95,7 +100,7 @@ func (w *writer) diff(log *slog.Logger, key model.ServiceKey, old, new *serviceO
 		if ne, ok := new.element(e.id); ok && ne.value == e.value {
 			continue
 		}
-		if owner, _ := owners.get(e.id); owner != key {
+		if owner, _ := owners.get(e.id); owner != who {
 			continue // another Service owns it
 		}
 		owners.del(e.id)
@@ -103,14 +108,14 @@ func (w *writer) diff(log *slog.Logger, key model.ServiceKey, old, new *serviceO
 	}
 	for _, e := range new.elements {
 		owner, taken := owners.get(e.id)
-		if oe, ok := old.element(e.id); ok && oe.value == e.value && owner == key {
+		if oe, ok := old.element(e.id); ok && oe.value == e.value && owner == who {
 			continue
 		}
-		if taken && owner != key {
-			log.Warn("two Services claim the same frontend; keeping the first", "frontend", e.key, "kept", owner, "ignored", key)
+		if taken && owner != who {
+			log.Warn("two Services claim the same frontend; keeping the first", "frontend", e.key, "kept", owner.key, "ignored", who.key)
 			continue
 		}
-		owners.set(e.id, key)
+		owners.set(e.id, who)
 		w.addElements = append(w.addElements, e)
 	}
 	for _, k := range new.hairpin {

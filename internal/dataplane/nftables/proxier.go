@@ -74,6 +74,8 @@ type serviceState struct {
 	gen  uint64
 	svc  *model.Service
 	spec uint64 // maphash of fingerprint.Append(svc)
+	// owner stands for the Service in the tables' owners, the same from state to state.
+	owner *owner
 	// unsupported lists the ports whose scheduler the kernel cannot do.
 	unsupported []dataplane.UnsupportedScheduler
 }
@@ -298,7 +300,11 @@ func (p *Proxier) sync(ctx context.Context, snap *model.Snapshot) error {
 			if c.new != nil {
 				newObjs = c.objs[ti]
 			}
-			w.diff(p.log, c.key, c.old.objects(t.f), newObjs, t.owners, t.refs)
+			who := c.old.ownerRecord()
+			if c.new != nil {
+				who = c.new.owner
+			}
+			w.diff(p.log, who, c.old.objects(t.f), newObjs, t.owners, t.refs)
 		}
 		w.write(tx, t.f, t.refs)
 		if tx.NumOperations() == 0 {
@@ -371,7 +377,10 @@ func (p *Proxier) compare(svc *model.Service, buf *[]byte) (change, bool) {
 			return change{}, false
 		}
 	}
-	c := change{key: svc.Key, old: old, new: &serviceState{gen: p.gen, svc: svc, spec: maphash.Bytes(specSeed, *buf)}}
+	c := change{key: svc.Key, old: old, new: &serviceState{gen: p.gen, svc: svc, spec: maphash.Bytes(specSeed, *buf), owner: old.ownerRecord()}}
+	if c.new.owner == nil {
+		c.new.owner = &owner{key: svc.Key}
+	}
 	for _, t := range p.tables {
 		c.objs = append(c.objs, buildService(t.f, svc))
 	}
@@ -463,16 +472,16 @@ func (p *Proxier) syncFull(ctx context.Context, snap *model.Snapshot) (err error
 	var b builder
 	for _, e := range entries {
 		spec = fingerprint.Append(spec[:0], e.svc)
-		st := &serviceState{gen: p.gen, svc: e.svc, spec: maphash.Bytes(specSeed, spec)}
+		st := &serviceState{gen: p.gen, svc: e.svc, spec: maphash.Bytes(specSeed, spec), owner: &owner{key: e.svc.Key}}
 		for ti, t := range p.tables {
 			o := b.build(t.f, e.svc)
 			if ti == 0 {
 				st.unsupported = o.unsupported
 			}
 			if s := outs[ti].script; s != nil {
-				s.service(p.log, e.svc.Key, o, t.owners, t.refs)
+				s.service(p.log, st.owner, o, t.owners, t.refs)
 			} else {
-				outs[ti].w.diff(p.log, e.svc.Key, nil, o, t.owners, t.refs)
+				outs[ti].w.diff(p.log, st.owner, nil, o, t.owners, t.refs)
 			}
 		}
 		states[e.svc.Key] = st
@@ -530,6 +539,14 @@ func (st *serviceState) service() *model.Service {
 		return nil
 	}
 	return st.svc
+}
+
+// ownerRecord is st's owner record, nil for none.
+func (st *serviceState) ownerRecord() *owner {
+	if st == nil {
+		return nil
+	}
+	return st.owner
 }
 
 // unsupportedSchedulers are the schedulers of st's Service that nftables cannot do.

@@ -346,3 +346,45 @@ func TestCheckKernelNamesWhatIsMissing(t *testing.T) {
 		t.Errorf("complete kernel: %v", err)
 	}
 }
+
+// TestTwoServicesClaimOneFrontend: of two Services with the same external IP and port,
+// the first by key keeps the frontend through full and partial syncs, its own changes
+// reach it, and the other's changes never do.
+func TestTwoServicesClaimOneFrontend(t *testing.T) {
+	fx := newFixture(t, kernel.Options{})
+	build := func(ns, clusterIP, ep string) *model.Service {
+		s := flowtest.Svc(ns, "web", clusterIP)
+		s.ExternalIPs = flowtest.Addrs("192.0.2.50")
+		s.Ports = []*model.ServicePort{flowtest.Port(model.TCP, 80, flowtest.EP(ep))}
+		return s
+	}
+	slot := func() string {
+		t.Helper()
+		for _, line := range strings.Split(fx.v4.Dump(), "\n") {
+			if strings.Contains(line, "endpoint-slots") && strings.Contains(line, "192.0.2.50 . tcp . 80 . 0") {
+				return line[strings.LastIndex(line, ":")+2:]
+			}
+		}
+		t.Fatalf("no slot of the external IP:\n%s", fx.v4.Dump())
+		return ""
+	}
+	a, b := build("a", "172.30.1.1", "10.3.0.1:80"), build("b", "172.30.1.2", "10.3.0.2:80")
+	fx.sync(t, b, a) // full: the first by key wins, whatever the order
+	if got := slot(); got != "10.3.0.1 . 80 }" {
+		t.Fatalf("full sync: external IP goes to %q, want a's endpoint", got)
+	}
+	b2 := build("b", "172.30.1.2", "10.3.0.3:80")
+	fx.sync(t, a, b2) // partial: b changed
+	if got := slot(); got != "10.3.0.1 . 80 }" {
+		t.Fatalf("b's change took the external IP: %q", got)
+	}
+	a2 := build("a", "172.30.1.1", "10.3.0.4:80")
+	fx.sync(t, a2, b2) // partial: a changed
+	if got := slot(); got != "10.3.0.4 . 80 }" {
+		t.Fatalf("a's change did not reach its external IP: %q", got)
+	}
+	fx.sync(t, a2) // b goes: a keeps it
+	if got := slot(); got != "10.3.0.4 . 80 }" {
+		t.Fatalf("after b went: %q", got)
+	}
+}
