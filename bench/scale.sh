@@ -9,6 +9,7 @@
 #   sudo bench/scale.sh                          # N = 1000,10000, 3 rounds × 5 changes
 #   N=1000 ROUNDS=1 sudo bench/scale.sh
 #   PROXIES=weir N=10000 sudo bench/scale.sh     # weir alone
+#   MODE=iptables N=1000 sudo bench/scale.sh     # both proxies in iptables mode
 #   JSON=/tmp/scale.json sudo bench/scale.sh     # every sample
 #   WORK=/var/tmp/weir-scale sudo bench/scale.sh # keep etcd (the objects) and logs for the next run
 set -euo pipefail
@@ -40,4 +41,5 @@ fi
 [[ -n "${JSON:-}" ]] && args+=(-json "$JSON")
 [[ -n "${KUBE_PROXY:-}" ]] && args+=(-kube-proxy "$KUBE_PROXY")
 [[ -n "${PROXIES:-}" ]] && args+=(-proxies "$PROXIES")
+[[ -n "${MODE:-}" ]] && args+=(-mode "$MODE")
 WEIR_SCALE_NETNS="$ns" timeout "${TIMEOUT:-3600}" ip netns exec "$ns" "$work/kubescale" "${args[@]}"

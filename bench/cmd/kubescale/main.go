@@ -1,7 +1,7 @@
 // Command kubescale measures a proxy end to end against a real kube-apiserver: N
 // Services × 10 endpoints created through the API, then `weir run --kubeconfig … --mode
-// nftables` (and kube-proxy in nftables mode, when its binary is there) started, timed
-// and measured in turns:
+// nftables` (and kube-proxy in nftables mode, when its binary is there; -mode iptables
+// runs both in iptables mode) started, timed and measured in turns:
 //
 //   - start → synced: from the process start until weir's /readyz answers 200
 //     (kube-proxy: until kubeproxy_sync_proxy_rules_last_timestamp_seconds is set);
@@ -11,7 +11,8 @@
 //     start of the API write until the kernel's nf_tables notification (what `nft
 //     monitor` prints) carries the new address;
 //   - RSS (VmRSS, and VmHWM, the peak) of the proxy process after the changes;
-//   - lines of `nft list table` for the proxy's tables (ip and ip6).
+//   - lines of `nft list table` for the proxy's tables (ip and ip6); in iptables mode,
+//     of iptables-save and ip6tables-save.
 //
 // It must run as root inside a network namespace of its own, which bench/scale.sh
 // makes: etcd, kube-apiserver and the proxies all run there, so their rules never
@@ -71,6 +72,7 @@ type config struct {
 	seed      uint64
 	timeout   time.Duration
 	proxies   string
+	mode      string
 }
 
 func main() {
@@ -87,6 +89,7 @@ func main() {
 	flag.Uint64Var(&c.seed, "seed", 1, "seed of the changed Services")
 	flag.DurationVar(&c.timeout, "sync-timeout", 5*time.Minute, "give up on a proxy that is not synced after this long")
 	flag.StringVar(&c.proxies, "proxies", "weir,kube-proxy", "proxies to measure, in turns (kube-proxy only when its binary is there)")
+	flag.StringVar(&c.mode, "mode", "nftables", "proxy mode of both proxies: nftables or iptables (iptables-nft: its rules reach the kernel through nf_tables too)")
 	flag.Parse()
 	for _, s := range strings.Split(sizes, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
@@ -94,6 +97,9 @@ func main() {
 			log.Fatalf("-n %q: want positive integers", sizes)
 		}
 		c.sizes = append(c.sizes, n)
+	}
+	if c.mode != "nftables" && c.mode != "iptables" {
+		log.Fatalf("-mode %q: want nftables or iptables", c.mode)
 	}
 	if !slices.IsSorted(c.sizes) {
 		log.Fatalf("-n %q: want ascending sizes", sizes)
@@ -333,7 +339,7 @@ func startProxy(c config, kubeconfig, name string, n, round int) (*proc, error) 
 	metricsURL := fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort)
 	switch name {
 	case "weir":
-		args := []string{"run", "--kubeconfig", kubeconfig, "--mode", "nftables", "--node-name", thisNode,
+		args := []string{"run", "--kubeconfig", kubeconfig, "--mode", c.mode, "--node-name", thisNode,
 			"--admin-addr", fmt.Sprintf("127.0.0.1:%d", metricsPort)}
 		if c.dns {
 			args = append(args, "--dns-addr", fmt.Sprintf("127.0.0.1:%d", freePort()))
@@ -351,10 +357,10 @@ func startProxy(c config, kubeconfig, name string, n, round int) (*proc, error) 
 			return resp.StatusCode == http.StatusOK, nil
 		}
 		p.full = func() (float64, error) {
-			return firstObservation(metricsURL, "weir_nftables_sync_duration_seconds")
+			return firstObservation(metricsURL, "weir_"+c.mode+"_sync_duration_seconds")
 		}
 	case "kube-proxy":
-		p.cmd = exec.Command(c.kubeProxy, "--kubeconfig", kubeconfig, "--proxy-mode", "nftables",
+		p.cmd = exec.Command(c.kubeProxy, "--kubeconfig", kubeconfig, "--proxy-mode", c.mode,
 			"--hostname-override", thisNode, "--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", metricsPort),
 			"--healthz-bind-address", fmt.Sprintf("127.0.0.1:%d", freePort()),
 			"--conntrack-max-per-core=0", "--conntrack-tcp-timeout-established=0s", "--conntrack-tcp-timeout-close-wait=0s",
@@ -400,16 +406,18 @@ func (p *proc) stop() {
 		_ = p.cmd.Process.Kill()
 		<-p.done
 	}
-	for _, t := range p.tables {
-		_ = exec.Command("nft", append([]string{"delete", "table"}, strings.Fields(t)...)...).Run()
-	}
+	clearRules()
+}
+
+// clearRules removes every rule of the namespace the bench runs in (its own): the
+// proxies' nftables tables, and iptables-nft's, which are nf_tables tables too.
+func clearRules() {
+	_ = exec.Command("nft", "flush", "ruleset").Run()
 }
 
 func measure(ctx context.Context, c config, cs kubernetes.Interface, kubeconfig, name string, n, round int, rng *rand.Rand, seq *int) sample {
 	s := sample{Proxy: name, Services: n, Round: round + 1}
-	for _, t := range []string{"ip weir", "ip6 weir", "ip kube-proxy", "ip6 kube-proxy"} {
-		_ = exec.Command("nft", append([]string{"delete", "table"}, strings.Fields(t)...)...).Run()
-	}
+	clearRules()
 	start := time.Now()
 	p, err := startProxy(c, kubeconfig, name, n, round)
 	if err != nil {
@@ -461,7 +469,11 @@ func measure(ctx context.Context, c config, cs kubernetes.Interface, kubeconfig,
 		time.Sleep(1500 * time.Millisecond) // past both proxies' minimum sync interval
 	}
 	s.RSSMiB, s.PeakRSSMiB = rss(p.cmd.Process.Pid)
-	s.RulesetLines = rulesetLines(p.tables, strings.TrimSuffix(p.logPath, ".log")+".nft")
+	if c.mode == "iptables" {
+		s.RulesetLines = iptablesLines(strings.TrimSuffix(p.logPath, ".log") + ".iptables")
+	} else {
+		s.RulesetLines = rulesetLines(p.tables, strings.TrimSuffix(p.logPath, ".log")+".nft")
+	}
 	return s
 }
 
@@ -631,6 +643,21 @@ func rulesetLines(tables []string, dump string) int {
 	var all []byte
 	for _, t := range tables {
 		out, err := exec.Command("nft", append([]string{"list", "table"}, strings.Fields(t)...)...).Output()
+		if err != nil {
+			continue
+		}
+		all = append(all, out...)
+	}
+	_ = os.WriteFile(dump, all, 0o644)
+	return bytes.Count(all, []byte("\n"))
+}
+
+// iptablesLines counts the lines of iptables-save and ip6tables-save (the namespace
+// holds only the proxy's rules), and keeps the text in the file dump.
+func iptablesLines(dump string) int {
+	var all []byte
+	for _, cmd := range []string{"iptables-save", "ip6tables-save"} {
+		out, err := exec.Command(cmd).Output()
 		if err != nil {
 			continue
 		}
