@@ -10,6 +10,7 @@
 #                                                        + /coredns (github.com/coredns/coredns)
 #   registry.k8s.io/e2e-test-images/busybox:1.37.0-1     Debian busybox-static (+ the same tools)
 #   registry.k8s.io/e2e-test-images/glibc-dns-testing:2.0.0   dig and getent (Debian), /coredns
+#   registry.k8s.io/coredns/coredns:<every tag the Gateway API manifests use>   /coredns
 # into $WEIR_CACHE/images (default $HOME/.cache/weir/images); prints that folder.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -94,43 +95,39 @@ tools_root() {
 	printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
 	printf 'hosts: files dns\n' >"$root/etc/nsswitch.conf"
 }
-# CoreDNS with the plugins the e2e DNS tests' Corefiles use (hosts, log, errors, forward,
-# cache, health, ready, reload), built as CoreDNS documents for a custom plugin set: a main
-# that imports coremain and the plugin packages.
+# CoreDNS with the plugins the e2e DNS tests' and the Gateway API suite's Corefiles use
+# (hosts, log, errors, forward, cache, health, ready, reload, whoami), built as CoreDNS
+# documents for a custom plugin set: a main that imports coremain and the plugin packages.
+COREDNS_PLUGINS="cache errors forward health hosts log ready reload whoami"
 coredns() {
-	local dir="$CACHE/build/coredns-$COREDNS_VERSION"
-	[[ -x "$dir/coredns" ]] && { echo "$dir/coredns"; return; }
+	local dir="$CACHE/build/coredns-$COREDNS_VERSION" p
 	mkdir -p "$dir"
+	{
+		echo '// CoreDNS with the plugins the Kubernetes e2e and Gateway API suites configure.'
+		echo 'package main'
+		echo
+		echo 'import ('
+		for p in $COREDNS_PLUGINS; do printf '\t_ "github.com/coredns/coredns/plugin/%s"\n' "$p"; done
+		echo
+		printf '\t"github.com/coredns/coredns/coremain"\n)\n\nfunc main() { coremain.Run() }\n'
+	} >"$dir/main.go.new"
+	if [[ -x "$dir/coredns" ]] && cmp -s "$dir/main.go.new" "$dir/main.go"; then
+		rm "$dir/main.go.new"
+		echo "$dir/coredns"
+		return
+	fi
+	mv "$dir/main.go.new" "$dir/main.go"
 	(
 		cd "$dir"
 		printf 'module weir.dev/build/coredns\n\ngo 1.26\n\nrequire github.com/coredns/coredns %s\n' "$COREDNS_VERSION" >go.mod
-		cat >main.go <<'GO'
-// CoreDNS with the plugins the Kubernetes e2e DNS tests configure.
-package main
-
-import (
-	_ "github.com/coredns/coredns/plugin/cache"
-	_ "github.com/coredns/coredns/plugin/errors"
-	_ "github.com/coredns/coredns/plugin/forward"
-	_ "github.com/coredns/coredns/plugin/health"
-	_ "github.com/coredns/coredns/plugin/hosts"
-	_ "github.com/coredns/coredns/plugin/log"
-	_ "github.com/coredns/coredns/plugin/ready"
-	_ "github.com/coredns/coredns/plugin/reload"
-
-	"github.com/coredns/coredns/coremain"
-)
-
-func main() { coremain.Run() }
-GO
 		go mod tidy >/dev/null 2>&1
 		go build -trimpath -ldflags "-s -w" -o coredns.new . && mv coredns.new coredns
 	) >&2
 	echo "$dir/coredns"
 }
 # The tools images are rebuilt when what goes into them changes.
-tools_stamp="agnhost $KUBE_VERSION coredns $COREDNS_VERSION"
-if [[ (-x "$KBIN/agnhost" && ! -f "$OUT/agnhost-$KUBE_VERSION.tar") || ! -f "$OUT/busybox.tar" || ! -f "$OUT/glibc-dns-testing.tar" ||
+tools_stamp="agnhost $KUBE_VERSION coredns $COREDNS_VERSION $COREDNS_PLUGINS"
+if [[ (-x "$KBIN/agnhost" && ! -f "$OUT/agnhost-$KUBE_VERSION.tar") || ! -f "$OUT/busybox.tar" || ! -f "$OUT/glibc-dns-testing.tar" || ! -f "$OUT/coredns.tar" ||
 	"$(cat "$OUT/tools.stamp" 2>/dev/null)" != "$tools_stamp" ]]; then
 	tools_root "$work/tools"
 	cdns="$(coredns)"
@@ -144,6 +141,12 @@ if [[ (-x "$KBIN/agnhost" && ! -f "$OUT/agnhost-$KUBE_VERSION.tar") || ! -f "$OU
 		-add "$work/tools:/" -cmd sh
 	ociimage -o "$OUT/glibc-dns-testing.tar" -tag registry.k8s.io/e2e-test-images/glibc-dns-testing:2.0.0 \
 		-add "$work/tools:/" -add "$cdns:/coredns" -cmd sh
+	# The Gateway API suite's base manifests run a CoreDNS Deployment (its UDPRoute tests'
+	# backend); every CoreDNS tag its manifests name.
+	cdir="$(cd "$gw" && go list -m -f '{{.Dir}}' sigs.k8s.io/gateway-api/conformance)"
+	tags=()
+	for t in $(grep -rhoE 'registry\.k8s\.io/coredns/coredns:[A-Za-z0-9._-]+' "$cdir" | sort -u); do tags+=(-tag "$t"); done
+	ociimage -o "$OUT/coredns.tar" "${tags[@]}" -add "$cdns:/coredns" -entrypoint /coredns
 	echo "$tools_stamp" >"$OUT/tools.stamp"
 fi
 echo "$OUT"
