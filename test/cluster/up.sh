@@ -168,7 +168,9 @@ done
 # anything the host would forward elsewhere is dropped, and so is anything for the pod or
 # Service ranges that would leave by another interface. The chains run after the
 # filter-priority chains, so weir's own verdicts (a Service without endpoints is rejected)
-# come first.
+# come first. The host's own packets are checked in postrouting, not output: a packet the
+# host sends to a ClusterIP is routed to eth0, DNATed to a pod in nat output and rerouted
+# to the bridge, but output hooks still see the first route's interface.
 sysctl -qw net.ipv4.ip_forward=1
 modprobe br_netfilter 2>/dev/null || true
 sysctl -qw net.bridge.bridge-nf-call-iptables=1 2>/dev/null || true
@@ -179,8 +181,8 @@ table inet $GUARD_TABLE {
     iifname "$BRIDGE" oifname != "$BRIDGE" counter drop
     ip saddr $POD_CIDR oifname != "$BRIDGE" counter drop
   }
-  chain output {
-    type filter hook output priority 100; policy accept;
+  chain postrouting {
+    type filter hook postrouting priority 100; policy accept;
     ip daddr { $CLUSTER_CIDR, $SERVICE_CIDR } oifname != "$BRIDGE" counter drop
   }
 }
