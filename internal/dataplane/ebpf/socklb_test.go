@@ -555,3 +555,53 @@ weir_dataplane_unsupported_scheduler{algorithm="RoundRobin",service_port="test/r
 		t.Fatalf("%d unsupported-scheduler series after the Service went", n)
 	}
 }
+
+// TestAffinityFollowsEndpoints checks ClientIP affinity across endpoint changes: a
+// client keeps its endpoint while it stays one of the Service's (kube-proxy keeps the
+// affinity of surviving endpoints) and picks again once it is gone.
+func TestAffinityFollowsEndpoints(t *testing.T) {
+	cg := testCgroup(t)
+	p := newProxier(t, cg)
+	ctx := context.Background()
+	a, b, c := backend(t, "tcp", "127.0.0.1", "a"), backend(t, "tcp", "127.0.0.1", "b"), backend(t, "tcp", "127.0.0.1", "c")
+	ip := netip.MustParseAddr("203.0.113.60")
+	sticky := func(eps ...model.Endpoint) *model.Snapshot {
+		svc := service("sticky", ip, model.TCP, 80, eps...)
+		svc.AffinityTimeout = time.Minute
+		return snapshot(svc)
+	}
+	if err := p.Sync(ctx, sticky(a, b)); err != nil {
+		t.Fatal(err)
+	}
+	got := count(clients(t, cg, "tcp", "203.0.113.60:80", 10))
+	if len(got) != 1 {
+		t.Fatalf("10 connects of one client reached %v, want one endpoint", got)
+	}
+	var first string
+	for name := range got {
+		first = name
+	}
+	// Another endpoint joins: the client keeps its own.
+	if err := p.Sync(ctx, sticky(a, b, c)); err != nil {
+		t.Fatal(err)
+	}
+	if got := count(clients(t, cg, "tcp", "203.0.113.60:80", 10)); got[first] != 10 {
+		t.Fatalf("after c joined, the client reached %v, want %s every time", got, first)
+	}
+	// Its endpoint goes: it picks again among the others, and keeps that one.
+	rest := map[string]model.Endpoint{"a": a, "b": b, "c": c}
+	delete(rest, first)
+	var eps []model.Endpoint
+	for _, n := range []string{"a", "b", "c"} {
+		if e, ok := rest[n]; ok {
+			eps = append(eps, e)
+		}
+	}
+	if err := p.Sync(ctx, sticky(eps...)); err != nil {
+		t.Fatal(err)
+	}
+	got = count(clients(t, cg, "tcp", "203.0.113.60:80", 10))
+	if len(got) != 1 || got[first] != 0 {
+		t.Fatalf("after %s went, the client reached %v, want one other endpoint", first, got)
+	}
+}
