@@ -39,7 +39,7 @@ MODULES=(
 	nft_reject_ipv4 nft_reject_ipv6 nft_compat nft_redir nft_limit
 	# iptables(-nft) mode's extensions
 	xt_statistic xt_recent xt_addrtype xt_conntrack xt_mark xt_MASQUERADE xt_nat xt_comment
-	xt_multiport ipt_REJECT ip6t_REJECT nf_reject_ipv4 nf_reject_ipv6
+	xt_tcpudp xt_multiport ipt_REJECT ip6t_REJECT nf_reject_ipv4 nf_reject_ipv6
 	# links the namespace tests make
 	veth bridge dummy
 	# the share
@@ -162,7 +162,7 @@ if [ ! -f "$initrd" ]; then
 	for n in iptables iptables-save iptables-restore ip6tables ip6tables-save ip6tables-restore; do
 		ln -sf "$xt" "$root/usr/sbin/$n"
 	done
-	xtlib=$(dirname "$(ldd "$xt" | grep -o '/[^ ]*libxtables[^ ]*')")/xtables
+	xtlib=$(dirname "$(readlink -f "$(ldd "$xt" | grep -o '/[^ ]*libxtables[^ ]*')")")/xtables
 	if [ -d "$xtlib" ]; then
 		mkdir -p "$root$xtlib"
 		cp -L "$xtlib"/*.so "$root$xtlib/"
