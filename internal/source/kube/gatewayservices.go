@@ -278,15 +278,25 @@ func (s *Source) syncGatewayServices(ctx context.Context, objs *model.Objects) {
 		s.portsExhaustedSaid = true
 	}
 	services := s.clients.Kube.CoreV1().Services(o.Namespace)
+	if s.gwSvcErrs == nil || len(s.gwSvcErrs) > 10000 {
+		s.gwSvcErrs = map[string]string{}
+	}
 	report := func(op string, svc *corev1.Service, err error) {
+		key := op + " " + svc.Namespace + "/" + svc.Name
 		result := "ok"
-		if err != nil {
-			result = "error"
-			if !apierrors.IsConflict(err) && !apierrors.IsAlreadyExists(err) && !apierrors.IsNotFound(err) {
-				s.log.Warn("Gateway Service "+op+" failed", "namespace", svc.Namespace, "name", svc.Name, "err", err)
-			}
-		} else {
+		switch {
+		case err == nil:
+			delete(s.gwSvcErrs, key)
 			s.log.Info("Gateway Service "+op+"d", "namespace", svc.Namespace, "name", svc.Name, "gateway", svc.Annotations[model.GatewayOwnerAnnotation])
+		case apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) || apierrors.IsNotFound(err):
+			result = "error" // the cache is behind; the next round sees the change
+		default:
+			result = "error"
+			if s.gwSvcErrs[key] != err.Error() {
+				s.gwSvcErrs[key] = err.Error()
+				s.log.Warn("Gateway Service "+op+" failed; retried every status round, logged again when the error changes",
+					"namespace", svc.Namespace, "name", svc.Name, "err", err)
+			}
 		}
 		s.m.statusWrites.WithLabelValues("Service", result).Inc()
 	}

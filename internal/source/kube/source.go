@@ -106,9 +106,11 @@ type Source struct {
 	// computed against, so a write the cache has not seen yet is not sent twice. Owned by
 	// the status loop.
 	inflight map[string]string
-	// portsExhaustedSaid: the lack of free Gateway targetPorts was logged. Owned by the
-	// status loop.
+	// portsExhaustedSaid: the lack of free Gateway targetPorts was logged. gwSvcErrs: the
+	// last failure logged per Gateway Service write ("op namespace/name"), so a failure
+	// repeated every status round is logged once. Owned by the status loop.
 	portsExhaustedSaid bool
+	gwSvcErrs          map[string]string
 
 	synced atomic.Bool
 	apiUp  atomic.Bool
