@@ -1,7 +1,9 @@
 package model
 
 import (
+	"encoding/json"
 	"net/netip"
+	"strings"
 	"reflect"
 	"testing"
 
@@ -282,5 +284,20 @@ func TestPeerResolverIndex(t *testing.T) {
 	}
 	if selectorKey(sel("a", "1", "b", "2")) != selectorKey(&metav1.LabelSelector{MatchLabels: map[string]string{"b": "2", "a": "1"}}) || selectorKey(nil) == selectorKey(&metav1.LabelSelector{}) {
 		t.Error("selectorKey is not canonical")
+	}
+}
+
+// TestNetworkPolicyJSON: /api/snapshot shows which policies select which pods.
+func TestNetworkPolicyJSON(t *testing.T) {
+	objs := npWorld(npPolicy("x", "p", networkingv1.NetworkPolicySpec{Ingress: []networkingv1.NetworkPolicyIngressRule{{
+		From: []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: "10.0.0.0/8", Except: []string{"10.1.0.0/16"}}}}}}}))
+	b, err := json.Marshal(Translate(objs, n1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"Selected":["a","b"]`, `"Ingress":["p"]`, `"Peers":["10.0.0.0-10.0.255.255","10.2.0.0-10.255.255.255"]`} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("%s missing from %s", want, b)
+		}
 	}
 }
