@@ -12,6 +12,7 @@
 package ipvs
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -33,6 +34,7 @@ import (
 	"sigs.k8s.io/knftables"
 
 	"weir.dev/weir/internal/dataplane"
+	"weir.dev/weir/internal/dataplane/fingerprint"
 	"weir.dev/weir/internal/dataplane/kernel"
 	"weir.dev/weir/internal/model"
 )
@@ -85,6 +87,7 @@ type Proxier struct {
 	marks    *markTable
 	synced   bool
 	applied  uint64
+	specBuf  []byte // reused for fingerprints
 	// sysctls: set IPVS's sysctls before the first sync (not with an injected client).
 	sysctls bool
 	ops     prometheus.Counter
@@ -93,6 +96,9 @@ type Proxier struct {
 type serviceState struct {
 	svc   *model.Service
 	plans []servicePlan // per family
+	// spec is the Service's fingerprint (and whether it is proxied): equal bytes, the
+	// same plans.
+	spec []byte
 }
 
 var _ dataplane.Dataplane = (*Proxier)(nil)
@@ -187,11 +193,21 @@ func (p *Proxier) sync(ctx context.Context, snap *model.Snapshot) error {
 	// virtual servers (an endpoint change usually does not).
 	rules := !p.synced
 	plan := func(svc *model.Service) {
-		st := &serviceState{svc: svc}
+		spec := append(p.specBuf[:0], 0)
+		if svc.Proxied() {
+			spec[0] = 1
+		}
+		spec = fingerprint.Append(spec, svc)
+		p.specBuf = spec
+		old := p.services[svc.Key]
+		if old != nil && p.synced && bytes.Equal(old.spec, spec) {
+			p.services[svc.Key] = &serviceState{svc: svc, plans: old.plans, spec: old.spec}
+			return
+		}
+		st := &serviceState{svc: svc, spec: bytes.Clone(spec)}
 		for _, f := range p.fams {
 			st.plans = append(st.plans, planService(svc, f.ipv6, p.opts.Proxy, p.marks))
 		}
-		old := p.services[svc.Key]
 		if old != nil && p.synced && reflect.DeepEqual(old.plans, st.plans) {
 			p.services[svc.Key] = st // a new Snapshot's copy that asks for nothing new
 			return
