@@ -259,7 +259,17 @@ wait_for 120 "node $NODE_NAME" kubectl get node "$NODE_NAME"
 
 # --- weir ---------------------------------------------------------------------------------
 log "weir (deploy/ with this cluster's overlay, server-side apply)"
-kubectl apply --server-side -k "$repo/deploy/crds" >/dev/null
+# Gateway API CRDs of the experimental channel by default (GATEWAY_API_CHANNEL=standard for
+# deploy/crds as it ships): HTTPRoute's retry field, which weir serves and the conformance
+# suite's HTTPRouteRetry tests, exists only there. The API server drops fields its CRD
+# lacks, so with the standard channel a route's retry policy silently disappears.
+if [[ "${GATEWAY_API_CHANNEL:-experimental}" == experimental ]]; then
+	gwapi="$(cd "$repo" && go list -m -f '{{.Dir}}' sigs.k8s.io/gateway-api)"
+	kubectl apply --server-side -f "$repo/deploy/crds/weir.dev_trafficpolicies.yaml" >/dev/null
+	kubectl apply --server-side -k "$gwapi/config/crd/experimental" >/dev/null
+else
+	kubectl apply --server-side -k "$repo/deploy/crds" >/dev/null
+fi
 kubectl wait --for=condition=Established crd --all --timeout=60s >/dev/null
 kubectl apply --server-side -k "$here/manifests/node-proxy" >/dev/null
 kubectl apply --server-side -k "$here/manifests/gateway" >/dev/null
