@@ -113,8 +113,8 @@ type Service struct {
 	Headless     bool
 	ExternalName string
 	// ProxiedElsewhere: the Service carries the label service.kubernetes.io/service-proxy-name
-	// (LabelServiceProxyName), so another proxy serves it and, as kube-proxy, no weir
-	// data plane programs it; it is kept for DNS and the gateway.
+	// (LabelServiceProxyName) or service.kubernetes.io/headless (LabelHeadless), so, as
+	// kube-proxy, no weir data plane programs it; it is kept for DNS and the gateway.
 	ProxiedElsewhere bool
 
 	ClusterIPs      []netip.Addr // empty when headless or ExternalName

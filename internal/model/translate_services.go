@@ -19,6 +19,14 @@ const DefaultAffinityTimeout = 10800 * time.Second
 // proxy (kube-proxy, and weir) leaves such Services alone.
 const LabelServiceProxyName = "service.kubernetes.io/service-proxy-name"
 
+// LabelHeadless on a Service (corev1.IsHeadlessService) marks it headless whatever its
+// ClusterIP: kube-proxy's informers select only Services with neither label, so the
+// default proxy leaves it alone too.
+const LabelHeadless = corev1.IsHeadlessService
+
+// ServiceLabels are the Service labels Translate reads; a source may drop the others.
+var ServiceLabels = []string{LabelServiceProxyName, LabelHeadless}
+
 // translateService builds one Service with its ports and chosen endpoints. eps are
 // the EndpointSlices labelled for it, sorted by name.
 func translateService(in *corev1.Service, eps []*discoveryv1.EndpointSlice, node Node, pols servicePolicies) *Service {
@@ -47,7 +55,9 @@ func translateService(in *corev1.Service, eps []*discoveryv1.EndpointSlice, node
 		}
 	}
 	fams := serviceFamilies(svc.ClusterIPs, spec.IPFamilies)
-	_, svc.ProxiedElsewhere = in.Labels[LabelServiceProxyName]
+	_, proxyName := in.Labels[LabelServiceProxyName]
+	_, headlessLabel := in.Labels[LabelHeadless]
+	svc.ProxiedElsewhere = proxyName || headlessLabel
 
 	if svc.Proxied() {
 		svc.ExternalIPs = parseAddrs(spec.ExternalIPs, fams)

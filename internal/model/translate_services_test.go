@@ -435,6 +435,19 @@ func TestServiceFields(t *testing.T) {
 			},
 		},
 		{
+			// kube-proxy's rule (e2e "should implement service.kubernetes.io/headless"): a
+			// Service labelled headless is not programmed, whatever its ClusterIP.
+			name: "headless label",
+			svc: service("other", func(s *corev1.Service) {
+				s.Labels = map[string]string{LabelHeadless: ""}
+			}),
+			check: func(t *testing.T, s *Service) {
+				if !s.ProxiedElsewhere || s.Proxied() || len(s.ClusterIPs) != 1 {
+					t.Errorf("proxiedElsewhere=%v proxied=%v clusterIPs=%v", s.ProxiedElsewhere, s.Proxied(), s.ClusterIPs)
+				}
+			},
+		},
+		{
 			name: "headless",
 			svc:  service("db", withClusterIPs("None")),
 			check: func(t *testing.T, s *Service) {

@@ -124,11 +124,20 @@ func compactEndpoints(eps []discoveryv1.Endpoint) []discoveryv1.Endpoint {
 }
 
 // slimService drops from a Service what weir never reads: managedFields, the
-// last-applied annotation, its labels, the Pod selector (endpoints come from slices)
-// and the status conditions.
+// last-applied annotation, its labels but model.ServiceLabels, the Pod selector
+// (endpoints come from slices) and the status conditions.
 func slimService(svc *corev1.Service) *corev1.Service {
 	svc.ManagedFields = nil
-	svc.Labels = nil
+	var keep map[string]string
+	for _, k := range model.ServiceLabels {
+		if v, ok := svc.Labels[k]; ok {
+			if keep == nil {
+				keep = map[string]string{}
+			}
+			keep[k] = v
+		}
+	}
+	svc.Labels = keep
 	svc.Spec.Selector = nil
 	svc.Status.Conditions = nil
 	if ann := svc.Annotations; ann[lastAppliedAnnotation] != "" {

@@ -67,6 +67,32 @@ func TestSlimObjectsTranslateAlike(t *testing.T) {
 	}
 }
 
+// TestSlimServiceKeepsModelLabels: the labels Translate reads survive slimming, so a
+// Service labelled for another proxy, or headless, stays unprogrammed in a cluster (e2e
+// "should implement service.kubernetes.io/service-proxy-name" and ".../headless": weir
+// programmed both when the source dropped every label).
+func TestSlimServiceKeepsModelLabels(t *testing.T) {
+	for _, label := range model.ServiceLabels {
+		svc := &corev1.Service{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "web", Labels: map[string]string{"app": "web", label: "foo-bar"}},
+			Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeClusterIP, ClusterIP: "10.96.0.1", ClusterIPs: []string{"10.96.0.1"},
+				Ports: []corev1.ServicePort{{Name: "http", Protocol: corev1.ProtocolTCP, Port: 80}}},
+		}
+		s, err := stripObject(svc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		slim := s.(*corev1.Service)
+		if len(slim.Labels) != 1 || slim.Labels[label] != "foo-bar" {
+			t.Errorf("%s: labels after slimming %v", label, slim.Labels)
+		}
+		snap := model.Translate(&model.Objects{Services: []*corev1.Service{slim}}, model.Node{Name: "node-a"})
+		if len(snap.Services) != 1 || snap.Services[0].Proxied() {
+			t.Errorf("%s: the slim Service is proxied: %+v", label, snap.Services)
+		}
+	}
+}
+
 // TestCompactEndpoints: the slim slice is exactly as long as the decoded one, keeps
 // every field Translate reads (conditions of each value and nil, hostname, node, zone,
 // hints), and repeated node names share one string.
