@@ -1,13 +1,20 @@
 package kube
 
 import (
+	"context"
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"weir.dev/weir/internal/model"
+	"weir.dev/weir/internal/store"
 )
 
 func targetPorts(svc *corev1.Service) map[int32]int32 {
@@ -95,5 +102,70 @@ func TestGatewayServiceName(t *testing.T) {
 	}
 	if GatewayServiceName("ns", long, false) == GatewayServiceName("ns", long+"y", false) {
 		t.Error("long names collide")
+	}
+}
+
+// TestSyncGatewayServices runs the source with fake clients as the status leader: a
+// Gateway gets its Service and a stray one goes; without the Gateway API served, the
+// existing Services are left alone.
+func TestSyncGatewayServices(t *testing.T) {
+	stray := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "weir-system", Name: "weir-gw-default-gone",
+		Labels:      map[string]string{model.GatewayServiceManagedByLabel: model.GatewayServiceManagedBy, model.GatewayOwnerNamespaceLabel: "default"},
+		Annotations: map[string]string{model.GatewayOwnerAnnotation: "default/gone"}},
+		Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(20000)}}}}
+	for _, served := range []bool{true, false} {
+		t.Run(fmt.Sprintf("Gateway API served %v", served), func(t *testing.T) {
+			clients, kube, gw := fakeClients(t, served, false)
+			ctx := context.Background()
+			if err := create(kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "weir-system"}}, metav1.CreateOptions{})); err != nil {
+				t.Fatal(err)
+			}
+			if err := create(kube.CoreV1().Services("weir-system").Create(ctx, stray.DeepCopy(), metav1.CreateOptions{})); err != nil {
+				t.Fatal(err)
+			}
+			if err := create(gw.GatewayV1().Gateways("default").Create(ctx, &gatewayv1.Gateway{ObjectMeta: objectMeta("default", "web"),
+				Spec: gatewayv1.GatewaySpec{GatewayClassName: "weir", Listeners: []gatewayv1.Listener{{Name: "http", Port: 80, Protocol: gatewayv1.HTTPProtocolType}}}},
+				metav1.CreateOptions{})); err != nil {
+				t.Fatal(err)
+			}
+			st := store.New()
+			startSource(t, Options{Clients: clients, Store: st, Registerer: prometheus.NewRegistry(),
+				GatewayServices: &GatewayServiceOptions{Type: corev1.ServiceTypeClusterIP},
+				Status: &StatusOptions{Identity: "test", LeaseDuration: time.Second, RenewDeadline: 500 * time.Millisecond,
+					RetryPeriod: 100 * time.Millisecond, MinInterval: 50 * time.Millisecond}})
+			names := func() map[string]*corev1.Service {
+				list, err := kube.CoreV1().Services("weir-system").List(ctx, metav1.ListOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				out := map[string]*corev1.Service{}
+				for i := range list.Items {
+					out[list.Items[i].Name] = &list.Items[i]
+				}
+				return out
+			}
+			objs := waitFor(t, st, "the stray Service read", func(o *model.Objects) bool { return o.GatewayServicesManaged && len(o.GatewayServices) > 0 })
+			if served {
+				deadline := time.Now().Add(10 * time.Second)
+				for {
+					have := names()
+					if svc := have["weir-gw-default-web"]; svc != nil && have[stray.Name] == nil {
+						if targetPorts(svc)[80] != 20000 || svc.Spec.Type != corev1.ServiceTypeClusterIP {
+							t.Errorf("Service %+v", svc.Spec)
+						}
+						break
+					}
+					if time.Now().After(deadline) {
+						t.Fatalf("Services %v: want weir-gw-default-web only", have)
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+				return
+			}
+			time.Sleep(time.Second) // several status rounds
+			if have := names(); len(have) != 1 || have[stray.Name] == nil || len(objs.GatewayServices) != 1 {
+				t.Errorf("Services %v: want the stray one kept", have)
+			}
+		})
 	}
 }
