@@ -24,7 +24,9 @@ const LabelServiceProxyName = "service.kubernetes.io/service-proxy-name"
 // default proxy leaves it alone too.
 const LabelHeadless = corev1.IsHeadlessService
 
-// ServiceLabels are the Service labels Translate reads; a source may drop the others.
+// ServiceLabels are the labels of Services and EndpointSlices that Translate reads
+// besides kubernetes.io/service-name: either one leaves the object to another proxy. A
+// source may drop the other labels.
 var ServiceLabels = []string{LabelServiceProxyName, LabelHeadless}
 
 // translateService builds one Service with its ports and chosen endpoints. eps are

@@ -1053,3 +1053,27 @@ func TestExternalNameHasNoEndpoints(t *testing.T) {
 		t.Errorf("ExternalName ports = %+v", s.Ports)
 	}
 }
+
+// TestLabelledSlicesIgnored: an EndpointSlice labelled service-proxy-name or headless
+// gives its Service no endpoints, as kube-proxy's EndpointSlice informer selects neither
+// label (e2e "should implement service.kubernetes.io/headless" labels the slice of a
+// reachable Service and waits for it to go down); the incremental Translator agrees when
+// the label comes and goes on the same slice.
+func TestLabelledSlicesIgnored(t *testing.T) {
+	for _, label := range ServiceLabels {
+		svc := service("web")
+		plain := endpointSlice("web", "web-1", nil, ep("10.1.0.1"))
+		labelled := endpointSlice("web", "web-1", nil, ep("10.1.0.1"))
+		labelled.Labels[label] = ""
+		tr := NewTranslator()
+		for i, es := range []*discoveryv1.EndpointSlice{plain, labelled, plain} {
+			objs := &Objects{Services: []*corev1.Service{svc}, EndpointSlices: []*discoveryv1.EndpointSlice{es}}
+			for name, snap := range map[string]*Snapshot{"Translate": Translate(objs, thisNode), "Translator": tr.Translate(objs, thisNode)} {
+				n := len(snap.Services[0].Ports[0].Endpoints)
+				if want := map[bool]int{true: 0, false: 1}[es == labelled]; n != want {
+					t.Errorf("%s, step %d, %s: %d endpoints, want %d", label, i, name, n, want)
+				}
+			}
+		}
+	}
+}

@@ -47,7 +47,8 @@ func stripObject(obj any) (any, error) {
 }
 
 // slimEndpointSlice keeps what model.Translate reads of a slice: its name, the
-// kubernetes.io/service-name label, the weir.dev/weight annotation, the address type,
+// kubernetes.io/service-name label and model.ServiceLabels, the weir.dev/weight
+// annotation, the address type,
 // the ports, and per endpoint the addresses, conditions, hostname, node, zone and hints.
 // Endpoints' targetRef (the Pod) and deprecatedTopology go, and so does every other
 // label and annotation: at 100,000 endpoints the Pod references alone are tens of MB.
@@ -60,8 +61,13 @@ func slimEndpointSlice(es *discoveryv1.EndpointSlice) *discoveryv1.EndpointSlice
 		Ports:       es.Ports,
 		Endpoints:   compactEndpoints(es.Endpoints),
 	}
-	if name, ok := es.Labels[discoveryv1.LabelServiceName]; ok {
-		out.Labels = map[string]string{discoveryv1.LabelServiceName: name}
+	for _, k := range append([]string{discoveryv1.LabelServiceName}, model.ServiceLabels...) {
+		if v, ok := es.Labels[k]; ok {
+			if out.Labels == nil {
+				out.Labels = map[string]string{}
+			}
+			out.Labels[k] = v
+		}
 	}
 	if w, ok := es.Annotations[model.WeightAnnotation]; ok {
 		out.Annotations = map[string]string{model.WeightAnnotation: w}

@@ -120,3 +120,23 @@ func TestCompactEndpoints(t *testing.T) {
 		t.Fatal("repeated node names do not share one string, or distinct ones do")
 	}
 }
+
+// TestSlimSliceKeepsModelLabels: a slice labelled for another proxy, or headless, keeps
+// that label through slimming, so Translate still leaves it out.
+func TestSlimSliceKeepsModelLabels(t *testing.T) {
+	for _, label := range model.ServiceLabels {
+		es := &discoveryv1.EndpointSlice{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "web-abc",
+				Labels: map[string]string{discoveryv1.LabelServiceName: "web", discoveryv1.LabelManagedBy: "x", label: ""}},
+			AddressType: discoveryv1.AddressTypeIPv4,
+		}
+		e, err := stripObject(es)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := e.(*discoveryv1.EndpointSlice).Labels
+		if _, ok := got[label]; !ok || len(got) != 2 {
+			t.Errorf("%s: labels after slimming %v", label, got)
+		}
+	}
+}
