@@ -153,7 +153,6 @@ func TestRBAC(t *testing.T) {
 		{"watch", "weir.dev", "trafficpolicies", "", "", true},
 		{"create", "", "services", "", "default", false},
 		{"delete", "discovery.k8s.io", "endpointslices", "", "default", false},
-		{"list", "", "pods", "", "", false},
 		{"list", "", "configmaps", "", "", false},
 		{"update", "", "nodes", "", "", false},
 		{"create", "", "serviceaccounts", "token", "weir-system", false},
@@ -165,12 +164,16 @@ func TestRBAC(t *testing.T) {
 		checks []access
 	}{
 		{"weir-node-proxy", append(slices.Clone(read),
+			access{"watch", "", "pods", "", "", true}, // --network-policy
+			access{"list", "networking.k8s.io", "networkpolicies", "", "", true},
 			access{"list", "", "secrets", "", "", false},
 			access{"patch", "networking.k8s.io", "ingresses", "status", "default", false},
 			access{"update", "coordination.k8s.io", "leases", "", "weir-system", false},
 			access{"create", "", "services", "", "weir-system", false},
 		)},
 		{"weir-gateway", append(slices.Clone(read),
+			access{"list", "", "pods", "", "", false},
+			access{"list", "networking.k8s.io", "networkpolicies", "", "", false},
 			access{"watch", "", "secrets", "", "", true},
 			access{"create", "", "secrets", "", "default", false},
 			access{"patch", "networking.k8s.io", "ingresses", "status", "default", true},
