@@ -23,7 +23,7 @@ var flagGroups = []struct {
 		"bind-address", "masquerade-all", "cluster-cidr", "detect-local-mode", "pod-bridge-interface",
 		"pod-interface-name-prefix", "iptables-localhost-nodeports"}},
 	{"L7 gateway (Ingress and Gateway API)", []string{
-		"ingress-http-addr", "ingress-https-addr", "trusted-proxies", "access-log", "h2c", "gateway-event-loops",
+		"gateway", "ingress-http-addr", "ingress-https-addr", "trusted-proxies", "access-log", "h2c", "gateway-event-loops",
 		"gateway-service-type", "gateway-namespace", "gateway-pod-selector", "gateway-service-ports"}},
 	{"Cluster DNS", []string{"dns-addr", "cluster-domain", "dns-ttl", "dns-upstream"}},
 	{"Admin API and health", []string{"admin-addr", "health-addr"}},

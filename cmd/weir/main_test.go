@@ -3,11 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -212,5 +215,54 @@ func TestKernelModeSwitch(t *testing.T) {
 	cleanup := startWeirProcess(t, ns.Name, "cleanup")
 	if _, err := cleanup.waitExit(t, 20*time.Second); err != nil {
 		t.Fatalf("weir cleanup: %v\n%s", err, cleanup.output())
+	}
+}
+
+// TestNoGateway: with --gateway=false (a node proxy beside a gateway Deployment) weir
+// serves no Gateway listener and /api/snapshot has no gateway section.
+func TestNoGateway(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	dir := t.TempDir()
+	writeAtomically(t, filepath.Join(dir, "service.yaml"), fmt.Sprintf(serviceYAML, "127.0.3.30", 8080))
+	writeAtomically(t, filepath.Join(dir, "slice.yaml"), sliceYAML("127.0.3.31"))
+	writeAtomically(t, filepath.Join(dir, "gateway.yaml"), `apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: weir}
+spec: {controllerName: weir.dev/gateway}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: default}
+spec:
+  gatewayClassName: weir
+  addresses: [{type: IPAddress, value: 127.0.3.32}]
+  listeners: [{name: http, protocol: HTTP, port: 8000}]
+`)
+	w := startWeirProcess(t, "", "run", "--config", dir, "--mode", "none", "--gateway=false", "--admin-addr", "127.0.0.1:0")
+	w.waitLog(t, "configuration applied", 20*time.Second)
+	admin := regexp.MustCompile(`admin API listening" addr=http://([0-9.:]+)`).FindStringSubmatch(w.output())
+	if admin == nil {
+		t.Fatalf("no admin address in weir's output:\n%s", w.output())
+	}
+	if c, err := net.DialTimeout("tcp", "127.0.3.32:8000", time.Second); err == nil {
+		c.Close()
+		t.Error("the Gateway's listener is served with --gateway=false")
+	}
+	resp, err := http.Get("http://" + admin[1] + "/api/snapshot")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var view map[string]json.RawMessage
+	if err := json.NewDecoder(resp.Body).Decode(&view); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := view["gateway"]; ok {
+		t.Errorf("/api/snapshot has a gateway section with --gateway=false")
+	}
+	if _, ok := view["snapshot"]; !ok {
+		t.Errorf("/api/snapshot lacks the snapshot: %v", view)
 	}
 }

@@ -87,6 +87,8 @@ type runFlags struct {
 	accessLog                  bool
 	h2c                        bool
 	gatewayLoops               bool
+	// noGateway turns the L7 gateway and status write-back off (--gateway=false).
+	noGateway bool
 	// cleanupOtherModes removes the rules of the kernel modes not in use at start
 	// (--cleanup-other-modes; false in runFlags built by in-process tests).
 	cleanupOtherModes bool
@@ -123,6 +125,11 @@ func (f *runFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.ingressHTTPSAddr, "ingress-https-addr", "127.0.0.1:8443", "listener for Ingress HTTPS traffic")
 	fl.StringSliceVar(&f.trustedProxies, "trusted-proxies", nil, "CIDRs whose X-Forwarded-* and Forwarded headers the gateway trusts")
 	fl.DurationVar(&f.drainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM, how long established connections may finish")
+	fl.BoolFunc("gateway", "serve Gateways and Ingresses of weir's class and write their status (default true); --gateway=false on node proxies when a gateway Deployment serves them", func(v string) error {
+		on, err := strconv.ParseBool(v)
+		f.noGateway = !on
+		return err
+	})
 	fl.BoolVar(&f.networkPolicy, "network-policy", false, "enforce Kubernetes NetworkPolicy for the pods on this node in nftables (table inet weir_netpol), in any --mode; needs --node-name with an API server")
 	fl.IntVar(&f.udpMaxFlows, "udp-max-flows", 16384, "userspace mode: most UDP flows at once (each holds a socket); beyond it the least recently used flow is evicted")
 	fl.IntVar(&f.udpMaxFlowsPerSrc, "udp-max-flows-per-source", 256, "userspace mode: most UDP flows of one client address; beyond it that address's least recently used flow is evicted")
@@ -237,15 +244,22 @@ func run(ctx context.Context, f runFlags, logger *slog.Logger, ready func(adminA
 		if err != nil {
 			return err
 		}
-		src, err := kube.New(kube.Options{
-			Kubeconfig: f.kubeconfig, InCluster: f.inCluster, APIServer: f.apiServer, Namespace: f.namespace,
-			LabelSelector: f.labelSelector, NodeName: f.nodeName, NetworkPolicy: f.networkPolicy, Store: st, GatewayServices: gwServices,
-			Status: &kube.StatusOptions{Addresses: f.statusAddresses, Served: func(snap *model.Snapshot) *model.Snapshot {
+		// Without the gateway, Gateway and Ingress status is another process's job.
+		var statusOptions *kube.StatusOptions
+		if !f.noGateway {
+			statusOptions = &kube.StatusOptions{Addresses: f.statusAddresses, Served: func(snap *model.Snapshot) *model.Snapshot {
 				if gw := served.Load(); gw != nil {
 					return gw.Served(snap)
 				}
 				return snap
-			}},
+			}}
+		} else {
+			gwServices = nil
+		}
+		src, err := kube.New(kube.Options{
+			Kubeconfig: f.kubeconfig, InCluster: f.inCluster, APIServer: f.apiServer, Namespace: f.namespace,
+			LabelSelector: f.labelSelector, NodeName: f.nodeName, NetworkPolicy: f.networkPolicy, Store: st, GatewayServices: gwServices,
+			Status: statusOptions,
 			Logger: logger, Registerer: reg,
 		})
 		if err != nil {
@@ -338,23 +352,25 @@ func run(ctx context.Context, f runFlags, logger *slog.Logger, ready func(adminA
 	}
 
 	// The L7 gateway opens listeners only for Gateways and Ingresses of weir's class.
-	trusted, err := parsePrefixes("--trusted-proxies", f.trustedProxies)
-	if err != nil {
-		return err
-	}
-	gw, err := gateway.New(gateway.Options{
-		Logger: logger, Registerer: reg, IngressHTTPAddr: f.ingressHTTPAddr,
-		IngressHTTPSAddr: f.ingressHTTPSAddr, TrustedProxies: trusted, AccessLog: f.accessLog, H2C: f.h2c,
-		Health: checker, DisableEventLoops: !f.gatewayLoops,
-	})
-	if err != nil {
-		return err
-	}
-	served.Store(gw)
-	planes = append(planes, gw)
-	shutdowns = append(shutdowns, gw.Shutdown)
-	sections["gateway"] = func() any {
-		return map[string]any{"listeners": gw.Addresses(), "canaryRollbacks": gw.CanaryRollbacks()}
+	if !f.noGateway {
+		trusted, err := parsePrefixes("--trusted-proxies", f.trustedProxies)
+		if err != nil {
+			return err
+		}
+		gw, err := gateway.New(gateway.Options{
+			Logger: logger, Registerer: reg, IngressHTTPAddr: f.ingressHTTPAddr,
+			IngressHTTPSAddr: f.ingressHTTPSAddr, TrustedProxies: trusted, AccessLog: f.accessLog, H2C: f.h2c,
+			Health: checker, DisableEventLoops: !f.gatewayLoops,
+		})
+		if err != nil {
+			return err
+		}
+		served.Store(gw)
+		planes = append(planes, gw)
+		shutdowns = append(shutdowns, gw.Shutdown)
+		sections["gateway"] = func() any {
+			return map[string]any{"listeners": gw.Addresses(), "canaryRollbacks": gw.CanaryRollbacks()}
+		}
 	}
 
 	if f.dnsAddr != "" {
@@ -383,7 +399,12 @@ func run(ctx context.Context, f runFlags, logger *slog.Logger, ready func(adminA
 	adminAddr := ""
 	if f.adminAddr != "" {
 		adm, err := admin.Listen(admin.Options{
-			Addr: f.adminAddr, Gatherer: reg, Snapshot: func() *model.Snapshot { return gw.Served(rn.Snapshot()) },
+			Addr: f.adminAddr, Gatherer: reg, Snapshot: func() *model.Snapshot {
+				if gw := served.Load(); gw != nil {
+					return gw.Served(rn.Snapshot())
+				}
+				return rn.Snapshot()
+			},
 			Ready:       func() bool { return sourceSynced() && rn.Synced() },
 			Sections:    sections,
 			ConfigError: configError,
