@@ -262,16 +262,9 @@ func (t *Translator) reindexed(objs *Objects, node Node, full bool) (*Snapshot, 
 }
 
 // sliceService is the Service a slice belongs to (its kubernetes.io/service-name label).
-// A slice labelled service-proxy-name or headless belongs to none: kube-proxy's
-// informers select EndpointSlices, as Services, with neither label.
 func sliceService(es *discoveryv1.EndpointSlice) (ServiceKey, bool) {
 	if es == nil {
 		return ServiceKey{}, false
-	}
-	for _, l := range ServiceLabels {
-		if _, ok := es.Labels[l]; ok {
-			return ServiceKey{}, false
-		}
 	}
 	name := es.Labels[discoveryv1.LabelServiceName]
 	if name == "" {

@@ -89,6 +89,16 @@ func translateService(in *corev1.Service, eps []*discoveryv1.EndpointSlice, node
 	if svc.Type == ExternalName {
 		eps = nil
 	}
+	// A proxied Service takes no endpoints from slices labelled service-proxy-name or
+	// headless: kube-proxy's EndpointSlice informer selects neither label. DNS reads
+	// every slice (the EndpointSlice controller labels all of a headless Service's
+	// slices headless).
+	portEps := eps
+	if svc.Proxied() {
+		portEps = slices.DeleteFunc(slices.Clone(eps), func(es *discoveryv1.EndpointSlice) bool {
+			return slices.ContainsFunc(ServiceLabels, func(l string) bool { _, ok := es.Labels[l]; return ok })
+		})
+	}
 	topo := wantedTopology(in)
 
 	svc.Ports = make([]*ServicePort, 0, len(spec.Ports))
@@ -110,7 +120,7 @@ func translateService(in *corev1.Service, eps []*discoveryv1.EndpointSlice, node
 		if sp.AppProtocol != nil {
 			p.AppProtocol = *sp.AppProtocol
 		}
-		pe := gatherEndpoints(eps, p.Name, corev1.Protocol(p.Protocol), fams, node, topo != topologyNone)
+		pe := gatherEndpoints(portEps, p.Name, corev1.Protocol(p.Protocol), fams, node, topo != topologyNone)
 		p.Endpoints = pe.eps
 		p.Cluster, p.External, p.ShortCircuit = chooseEndpoints(pe, svc, topo, node)
 		for _, e := range p.Endpoints {

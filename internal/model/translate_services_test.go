@@ -1076,4 +1076,13 @@ func TestLabelledSlicesIgnored(t *testing.T) {
 			}
 		}
 	}
+	// DNS still reads them: the EndpointSlice controller labels every slice of a
+	// headless Service headless.
+	headless := service("db", withClusterIPs("None"))
+	es := endpointSlice("db", "db-1", nil, ep("10.1.0.1"))
+	es.Labels[LabelHeadless] = ""
+	snap := Translate(&Objects{Services: []*corev1.Service{headless}, EndpointSlices: []*discoveryv1.EndpointSlice{es}}, thisNode)
+	if len(snap.Services[0].DNSEndpoints) != 1 {
+		t.Errorf("headless Service with a headless-labelled slice: DNS endpoints %+v", snap.Services[0].DNSEndpoints)
+	}
 }
