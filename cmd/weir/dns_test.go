@@ -81,6 +81,7 @@ func TestDNSPropagationThroughReload(t *testing.T) {
 	select {
 	case admin = <-readyc:
 	case err := <-done:
+		done <- err // for the cleanup, which waits for it
 		t.Fatalf("weir stopped: %v", err)
 	case <-time.After(10 * time.Second):
 		t.Fatal("weir not ready")

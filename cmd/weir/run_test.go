@@ -101,6 +101,7 @@ func startWeir(t *testing.T, dir string) string {
 	case a := <-readyc:
 		return a
 	case err := <-done:
+		done <- err // for the cleanup, which waits for it
 		t.Fatalf("weir stopped before it was ready: %v", err)
 	case <-time.After(10 * time.Second):
 		t.Fatal("weir not ready after 10s")
