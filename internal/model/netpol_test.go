@@ -3,8 +3,8 @@ package model
 import (
 	"encoding/json"
 	"net/netip"
-	"strings"
 	"reflect"
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"

@@ -8,6 +8,7 @@ import (
 
 	"sigs.k8s.io/knftables"
 
+	"weir.dev/weir/internal/dataplane/nftables"
 	"weir.dev/weir/internal/model"
 )
 
@@ -42,24 +43,8 @@ func newFamily(ipv6 bool, cfg model.ProxyConfig) family {
 }
 
 // podMatch matches traffic from pods (not: from elsewhere); "" when pods are not
-// recognised (kube-proxy's IfLocalNFT / IfNotLocalNFT).
-func (f family) podMatch(not bool) string {
-	op := ""
-	if not {
-		op = "!= "
-	}
-	switch {
-	case f.pods.CIDR.IsValid():
-		return f.kw + " saddr " + op + f.pods.CIDR.String()
-	case f.pods.Interface != "":
-		name := f.pods.Interface
-		if f.pods.InterfacePrefix {
-			name += "*"
-		}
-		return "iifname " + op + strconv.Quote(name)
-	}
-	return ""
-}
+// recognised (kube-proxy's IfLocalNFT / IfNotLocalNFT), as in the nftables mode.
+func (f family) podMatch(not bool) string { return nftables.PodMatch(f.kw, f.pods, not) }
 
 // nodePortMatch matches destinations that serve node ports: the family's node
 // addresses in --nodeport-addresses (or every local one but loopback), never the

@@ -60,19 +60,24 @@ type ipFamily struct {
 }
 
 // podMatch is the nft expression that matches traffic from pods (or, with not, traffic
-// that is not from pods); "" when pods are not recognised. kube-proxy's IfLocalNFT and
-// IfNotLocalNFT.
-func (f ipFamily) podMatch(not bool) string {
+// that is not from pods); "" when pods are not recognised.
+func (f ipFamily) podMatch(not bool) string { return PodMatch(f.kw, f.pods, not) }
+
+// PodMatch is the nft expression that matches traffic from the pods pods describes
+// (or, with not, traffic that is not from them), for the family whose address keyword
+// kw is ("ip" or "ip6"); "" when pods are not recognised. kube-proxy's IfLocalNFT and
+// IfNotLocalNFT. The ipvs mode's nftables tables use it too.
+func PodMatch(kw string, pods model.PodMatch, not bool) string {
 	op := ""
 	if not {
 		op = "!= "
 	}
 	switch {
-	case f.pods.CIDR.IsValid():
-		return f.kw + " saddr " + op + f.pods.CIDR.String()
-	case f.pods.Interface != "":
-		name := f.pods.Interface
-		if f.pods.InterfacePrefix {
+	case pods.CIDR.IsValid():
+		return kw + " saddr " + op + pods.CIDR.String()
+	case pods.Interface != "":
+		name := pods.Interface
+		if pods.InterfacePrefix {
 			name += "*"
 		}
 		return "iifname " + op + strconv.Quote(name)
