@@ -259,20 +259,23 @@ wait_for 120 "node $NODE_NAME" kubectl get node "$NODE_NAME"
 
 # --- weir ---------------------------------------------------------------------------------
 log "weir (deploy/ with this cluster's overlay, server-side apply)"
-# Gateway API CRDs of the experimental channel by default (GATEWAY_API_CHANNEL=standard for
-# deploy/crds as it ships): HTTPRoute's retry field, which weir serves and the conformance
-# suite's HTTPRouteRetry tests, exists only there. The API server drops fields its CRD
-# lacks, so with the standard channel a route's retry policy silently disappears.
-if [[ "${GATEWAY_API_CHANNEL:-experimental}" == experimental ]]; then
-	gwapi="$(cd "$repo" && go list -m -f '{{.Dir}}' sigs.k8s.io/gateway-api)"
-	kubectl apply --server-side -f "$repo/deploy/crds/weir.dev_trafficpolicies.yaml" >/dev/null
-	kubectl apply --server-side -k "$gwapi/config/crd/experimental" >/dev/null
-else
-	kubectl apply --server-side -k "$repo/deploy/crds" >/dev/null
-fi
+kubectl apply --server-side -k "$repo/deploy/crds" >/dev/null
 kubectl wait --for=condition=Established crd --all --timeout=60s >/dev/null
 kubectl apply --server-side -k "$here/manifests/node-proxy" >/dev/null
 kubectl apply --server-side -k "$here/manifests/gateway" >/dev/null
+# Gateway API CRDs of the experimental channel by default (GATEWAY_API_CHANNEL=standard
+# keeps deploy/crds as shipped): HTTPRoute's retry field, which weir serves and the
+# conformance suite's HTTPRouteRetry tests, exists only there, and the API server drops
+# fields its CRD lacks, so on the standard channel a route's retry policy silently
+# disappears. deploy/ installs the standard channel with Gateway API's safe-upgrades
+# policy, which refuses experimental CRDs over standard ones: it goes first (the
+# experimental bundle brings its own).
+if [[ "${GATEWAY_API_CHANNEL:-experimental}" == experimental ]]; then
+	gwapi="$(cd "$repo" && go list -m -f '{{.Dir}}' sigs.k8s.io/gateway-api)"
+	kubectl delete validatingadmissionpolicybinding,validatingadmissionpolicy safe-upgrades.gateway.networking.k8s.io --ignore-not-found >/dev/null
+	kubectl apply --server-side --force-conflicts -k "$gwapi/config/crd/experimental" >/dev/null
+	kubectl wait --for=condition=Established crd --all --timeout=60s >/dev/null
+fi
 wait_for 180 "node Ready" kubectl wait --for=condition=Ready node "$NODE_NAME" --timeout=5s
 kubectl -n weir-system rollout status daemonset/weir-node-proxy --timeout=180s >/dev/null
 kubectl -n weir-system rollout status deployment/weir-gateway --timeout=180s >/dev/null
