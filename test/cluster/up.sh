@@ -273,7 +273,13 @@ kubectl apply --server-side -k "$here/manifests/gateway" >/dev/null
 if [[ "${GATEWAY_API_CHANNEL:-experimental}" == experimental ]]; then
 	gwapi="$(cd "$repo" && go list -m -f '{{.Dir}}' sigs.k8s.io/gateway-api)"
 	kubectl delete validatingadmissionpolicybinding,validatingadmissionpolicy safe-upgrades.gateway.networking.k8s.io --ignore-not-found >/dev/null
-	kubectl apply --server-side --force-conflicts -k "$gwapi/config/crd/experimental" >/dev/null
+	# The API server's admission reads policies from a cache: the deleted policy may
+	# still refuse the apply for a moment on an idle machine. Retry until it is gone.
+	for try in $(seq 30); do
+		kubectl apply --server-side --force-conflicts -k "$gwapi/config/crd/experimental" >/dev/null 2>"$LOGS/crd-apply.err" && break
+		[[ $try -lt 30 ]] || { cat "$LOGS/crd-apply.err" >&2; exit 1; }
+		sleep 1
+	done
 	kubectl wait --for=condition=Established crd --all --timeout=60s >/dev/null
 fi
 wait_for 180 "node Ready" kubectl wait --for=condition=Ready node "$NODE_NAME" --timeout=5s
