@@ -133,24 +133,5 @@ func TestEBPFMode(t *testing.T) {
 // which leaves the mounts (the cgroup2 and bpffs ones) as they are.
 func startWeirNsenter(t *testing.T, ns string, args ...string) *weirProcess {
 	t.Helper()
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := &weirProcess{done: make(chan error, 1)}
-	w.cmd = exec.Command("nsenter", "--net=/run/netns/"+ns, self)
-	w.cmd.Env = append(os.Environ(), "WEIR_TEST_MAIN_ARGS="+strings.Join(args, "\x1f"))
-	w.cmd.Stdout, w.cmd.Stderr = w, w
-	if err := w.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { w.done <- w.cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = w.cmd.Process.Kill()
-		<-w.done
-		if t.Failed() {
-			t.Logf("weir's output:\n%s", w.output())
-		}
-	})
-	return w
+	return launchWeir(t, []string{"nsenter", "--net=/run/netns/" + ns}, args)
 }

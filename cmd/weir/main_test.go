@@ -60,16 +60,24 @@ func startWeirProcess(t *testing.T, ns string, args ...string) *weirProcess {
 	if ns == "" && len(args) > 0 && (args[0] == "run" || args[0] == "demo") {
 		args = append(slices.Clone(args), "--cleanup-other-modes=false")
 	}
+	var wrapper []string
+	if ns != "" {
+		wrapper = []string{"ip", "netns", "exec", ns}
+	}
+	return launchWeir(t, wrapper, args)
+}
+
+// launchWeir runs this test binary as weir with args, under wrapper (a command that
+// enters a namespace, or none), and kills it when the test ends.
+func launchWeir(t *testing.T, wrapper, args []string) *weirProcess {
+	t.Helper()
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
 	w := &weirProcess{done: make(chan error, 1)}
-	if ns != "" {
-		w.cmd = exec.Command("ip", "netns", "exec", ns, self)
-	} else {
-		w.cmd = exec.Command(self)
-	}
+	argv := append(slices.Clone(wrapper), self)
+	w.cmd = exec.Command(argv[0], argv[1:]...)
 	w.cmd.Env = append(os.Environ(), "WEIR_TEST_MAIN_ARGS="+strings.Join(args, "\x1f"))
 	w.cmd.Stdout, w.cmd.Stderr = w, w
 	if err := w.cmd.Start(); err != nil {
