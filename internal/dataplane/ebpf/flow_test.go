@@ -5,12 +5,9 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
-	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -159,28 +156,7 @@ func (w *flowWorld) from(src netip.Addr) *netnstest.NS {
 // connect runs the client in the test cgroup and in ns: n exchanges with dst.
 func (w *flowWorld) connect(t *testing.T, ns *netnstest.NS, proto string, dst netip.AddrPort, n int) []string {
 	t.Helper()
-	fd, err := os.Open(w.cg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fd.Close()
-	cmd := exec.Command("ip", "netns", "exec", ns.Name, os.Args[0])
-	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s,%s,%d,exchange", clientEnv, proto, dst, n))
-	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(fd.Fd())}
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("client: %v: %s", err, out)
-	}
-	var got []string
-	for _, line := range strings.Split(string(out), "\n") {
-		if r, ok := strings.CutPrefix(line, "RESULT "); ok {
-			got = append(got, r)
-		}
-	}
-	if len(got) != n {
-		t.Fatalf("client printed %d results, want %d: %s", len(got), n, out)
-	}
-	return got
+	return clientsIn(t, ns.Name, w.cg, proto, dst.String(), n, "exchange")
 }
 
 // outcome is what one exchange shows: the verdict and, for DNAT, the endpoint.

@@ -143,12 +143,21 @@ func clients(t *testing.T, cgroup, network, addr string, n int) []string {
 // the connected socket's peer address.
 func clientsDo(t *testing.T, cgroup, network, addr string, n int, what string) []string {
 	t.Helper()
+	return clientsIn(t, "", cgroup, network, addr, n, what)
+}
+
+// clientsIn is clientsDo in network namespace netns ("" for this one).
+func clientsIn(t *testing.T, netns, cgroup, network, addr string, n int, what string) []string {
+	t.Helper()
 	fd, err := os.Open(cgroup)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer fd.Close()
 	cmd := exec.Command(os.Args[0])
+	if netns != "" {
+		cmd = exec.Command("ip", "netns", "exec", netns, os.Args[0])
+	}
 	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s,%s,%d,%s", clientEnv, network, addr, n, what))
 	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(fd.Fd())}
 	out, err := cmd.CombinedOutput()
